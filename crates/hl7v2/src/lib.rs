@@ -1,0 +1,77 @@
+//! HL7 v2 messages in ER7 ("pipe and hat") form: parse, read, build, acknowledge.
+//!
+//! [`Message::parse`] takes bytes and borrows them: it finds the delimiters (MSH-1, MSH-2) and
+//! the segment boundaries and allocates one small index. Fields, repetitions, components and
+//! subcomponents are found when read, as slices of the input, so reading one value of a large
+//! message costs what it takes to find it. Input need not be UTF-8: text is decoded only when a
+//! value is read as text, with the character set of MSH-18 or one the caller names.
+//!
+//! ```
+//! use hl7v2::Message;
+//!
+//! let input = b"MSH|^~\\&|LAB|HOSP|EHR|HOSP|20240101120000||ORU^R01|MSG1|P|2.5\n\
+//!               PID|1||12345^^^HOSP^MR||O'NEIL^MARY\\T\\JANE\n\
+//!               OBX|1|NM|2345-7^Glucose^LN||5.4|mmol/L\n";
+//! let msg = Message::parse(input)?;
+//! assert_eq!(msg.get("MSH-9-2")?.raw(), b"R01");
+//! assert_eq!(msg.get("PID-5-2")?.text(), "MARY&JANE");
+//! assert_eq!(msg.get("OBX(1)-5")?.text(), "5.4");
+//! assert!(msg.get("PID-99")?.is_empty());
+//! # Ok::<(), hl7v2::Error>(())
+//! ```
+//!
+//! What this crate does:
+//!
+//! - parsing with `\r`, `\n` or `\r\n` segment terminators (or `\r` only, with
+//!   [`ParseOptions::strict`]), any delimiters, the v2.7 truncation character, a leading
+//!   byte-order mark, and a size limit;
+//! - [`Path`]s such as `PID-5-1`, `PID.5.1`, `OBX(2)-5`, `PID-3[2]-1`;
+//! - the escape codec ([`escape`], [`unescape`], [`EscapeTokens`]) and character sets
+//!   ([`Charset`]);
+//! - building messages ([`MessageBuilder`]) and acknowledgements ([`build_ack`], [`AckMode`]
+//!   from MSH-15/MSH-16, [`Acknowledgment`] to read one);
+//! - DTM/TS timestamps that keep their precision and offset ([`Timestamp`]);
+//! - batch files ([`Batch`]);
+//! - example messages ([`example_adt_a01`], [`example_oru_r01`]).
+//!
+//! What it does not do: I/O (see the `mllp` crate), validation against message structures or
+//! data-type dictionaries, or encodings where delimiters are not single ASCII bytes (UTF-16).
+//!
+//! ## Features
+//!
+//! None: the crate has no optional parts.
+
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+mod ack;
+mod batch;
+mod builder;
+mod charset;
+mod delimiters;
+mod error;
+mod escape;
+mod example;
+mod message;
+mod path;
+mod segment;
+mod timestamp;
+mod value;
+
+pub use ack::{
+    AckCode, AckCondition, AckError, AckMode, AckOptions, Acknowledgment, Outcome, build_ack,
+};
+pub use batch::Batch;
+pub use builder::{MessageBuilder, SegmentBuilder};
+pub use charset::Charset;
+pub use delimiters::Delimiters;
+pub use error::Error;
+pub use escape::{DelimiterEscape, EscapeToken, EscapeTokens, escape, unescape};
+pub use example::{example_adt_a01, example_oru_r01, hl7_now};
+pub use message::{DEFAULT_MAX_SIZE, Message, ParseOptions};
+pub use path::Path;
+pub use segment::Segment;
+pub use timestamp::{Precision, Timestamp};
+pub use value::{Level, Value, Values};
