@@ -1,0 +1,137 @@
+//! [`Pool`]: reusable connections per destination, with a cap on each.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use crate::{Ack, ClientOptions, Connection, Error, ReturnAck};
+
+/// How a [`Pool`] manages connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// Options for each connection.
+    pub client: ClientOptions,
+    /// Most connections open to one destination at once; further sends wait their turn.
+    pub max_per_destination: usize,
+    /// Keep connections open between messages. When `false`, a connection is reused only if
+    /// the next message comes within `idle_timeout`, and closed otherwise.
+    pub keep_alive: bool,
+    /// How long an unused connection is kept when `keep_alive` is off.
+    pub idle_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            client: ClientOptions::default(),
+            max_per_destination: 5,
+            keep_alive: false,
+            idle_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What one send may override.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SendOptions {
+    /// Overrides [`ClientOptions::ack_timeout`].
+    pub ack_timeout: Option<Duration>,
+    /// Overrides [`ClientOptions::return_ack`].
+    pub return_ack: Option<ReturnAck>,
+}
+
+#[derive(Debug)]
+struct Destination {
+    permits: Semaphore,
+    idle: Mutex<Vec<(Connection, Instant)>>,
+}
+
+/// Connections to many destinations (`host:port`), at most
+/// [`max_per_destination`](PoolOptions::max_per_destination) to each, one message in flight per
+/// connection. A connection is reused while it is healthy; one the peer closed while idle is
+/// noticed before use and replaced. A connection that failed is never reused.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    opts: Arc<PoolOptions>,
+    dests: Arc<Mutex<HashMap<String, Arc<Destination>>>>,
+}
+
+impl Pool {
+    /// An empty pool.
+    pub fn new(opts: PoolOptions) -> Self {
+        Pool {
+            opts: Arc::new(opts),
+            dests: Arc::default(),
+        }
+    }
+
+    /// The pool's options.
+    pub fn options(&self) -> &PoolOptions {
+        &self.opts
+    }
+
+    fn destination(&self, addr: &str) -> Arc<Destination> {
+        let mut dests = self.dests.lock().unwrap_or_else(|p| p.into_inner());
+        dests
+            .entry(addr.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Destination {
+                    permits: Semaphore::new(self.opts.max_per_destination.max(1)),
+                    idle: Mutex::new(Vec::new()),
+                })
+            })
+            .clone()
+    }
+
+    /// Sends `message` to `addr` and waits for its acknowledgement.
+    pub async fn send(&self, addr: &str, message: &[u8], opts: SendOptions) -> Result<Ack, Error> {
+        let dest = self.destination(addr);
+        // The semaphore is never closed, so acquiring cannot fail.
+        let _permit = dest.permits.acquire().await.ok();
+        let mut conn = match self.take_idle(&dest) {
+            Some(conn) => conn,
+            None => Connection::connect(addr, self.opts.client.clone()).await?,
+        };
+        let timeout = opts.ack_timeout.unwrap_or(self.opts.client.ack_timeout);
+        let return_ack = opts.return_ack.unwrap_or(self.opts.client.return_ack);
+        let result = conn.send_with(message, timeout, return_ack).await;
+        // Negative acknowledgements leave the connection in step; anything else may not.
+        if (result.is_ok() || matches!(result, Err(Error::Negative { .. }))) && conn.is_reusable() {
+            dest.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((conn, Instant::now()));
+        }
+        result
+    }
+
+    fn take_idle(&self, dest: &Destination) -> Option<Connection> {
+        let mut idle = dest.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((conn, since)) = idle.pop() {
+            let fresh = self.opts.keep_alive || since.elapsed() < self.opts.idle_timeout;
+            if fresh && conn.is_reusable() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Open idle connections to `addr` (for tests and statistics).
+    pub fn idle_connections(&self, addr: &str) -> usize {
+        self.destination(addr)
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Closes every idle connection.
+    pub fn clear(&self) {
+        let dests = self.dests.lock().unwrap_or_else(|p| p.into_inner());
+        for d in dests.values() {
+            d.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+    }
+}
