@@ -3,10 +3,14 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
 use hl7v2::{Batch, Charset, Message, ParseOptions, Value};
+use mllp::{ClientOptions, Connection, Request, ReturnAck, Server, ServerOptions, acks_for};
+
+use crate::exit;
 
 #[derive(Debug, Subcommand)]
 pub enum Hl7Command {
@@ -21,6 +25,46 @@ pub enum Hl7Command {
         #[arg(long)]
         strict: bool,
     },
+    /// Receive messages over MLLP, print each (one segment per line) and acknowledge it.
+    Listen {
+        /// TCP port (0 picks a free one; the address is printed).
+        port: u16,
+        /// Address to bind.
+        #[arg(long, default_value = "0.0.0.0")]
+        bind: String,
+        /// Character set of incoming messages when MSH-18 does not say.
+        #[arg(long)]
+        encoding: Option<String>,
+        /// Enhanced acknowledgement mode: answer CA (commit accept) to messages that do not ask
+        /// for a mode themselves in MSH-15/MSH-16.
+        #[arg(long)]
+        enhanced: bool,
+    },
+    /// Send one message over MLLP and print the acknowledgement.
+    Send {
+        /// Receiver host.
+        host: String,
+        /// Receiver port.
+        port: u16,
+        /// The message; segments may be separated by `\r`, `\n` or `\r\n`.
+        body: Option<String>,
+        /// Read the message from a file instead.
+        #[arg(long, conflicts_with = "body")]
+        file: Option<PathBuf>,
+        /// Send an example ADT^A01 (the shape `medplum hl7 send --generate-example` sends).
+        #[arg(long, conflicts_with_all = ["body", "file"])]
+        generate_example: bool,
+        /// Character set on the wire (utf-8, latin1, windows-1252, ...).
+        #[arg(long)]
+        encoding: Option<String>,
+        /// How long to wait for the acknowledgement.
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+        /// `first`: the first acknowledgement ends the wait; `application`: wait past a CA for
+        /// the AA/AE/AR.
+        #[arg(long, default_value = "first")]
+        return_ack: ReturnAck,
+    },
 }
 
 pub fn run(cmd: Hl7Command) -> anyhow::Result<ExitCode> {
@@ -29,24 +73,153 @@ pub fn run(cmd: Hl7Command) -> anyhow::Result<ExitCode> {
             file,
             encoding,
             strict,
+        } => print(&file, encoding.as_deref(), strict),
+        Hl7Command::Listen {
+            port,
+            bind,
+            encoding,
+            enhanced,
         } => {
-            let bytes = read_input(&file)?;
-            let charset = encoding.as_deref().map(Charset::from_label).transpose()?;
-            let opts = ParseOptions {
-                strict,
-                charset,
-                ..ParseOptions::default()
-            };
-            let batch = Batch::parse_with(&bytes, &opts)
-                .with_context(|| format!("cannot parse {}", file.display()))?;
-            let mut out = std::io::stdout().lock();
-            for (i, msg) in batch.messages().iter().enumerate() {
-                if i > 0 {
-                    writeln!(out)?;
+            let charset = charset(encoding.as_deref())?;
+            crate::runtime()?.block_on(listen(&bind, port, charset, enhanced))
+        }
+        Hl7Command::Send {
+            host,
+            port,
+            body,
+            file,
+            generate_example,
+            encoding,
+            timeout_ms,
+            return_ack,
+        } => {
+            let charset = charset(encoding.as_deref())?;
+            let text = match (body, file, generate_example) {
+                (Some(b), _, _) => b.into_bytes(),
+                (_, Some(f), _) => read_input(&f)?,
+                (_, _, true) => hl7v2::example_adt_a01(chrono::Utc::now()).into_bytes(),
+                _ => {
+                    eprintln!("error: give the message as BODY, --file or --generate-example");
+                    return Ok(ExitCode::from(exit::USAGE));
                 }
-                print_message(&mut out, msg)?;
+            };
+            // Text (UTF-8) is encoded to the wire character set; bytes that are not UTF-8 are
+            // taken to be in it already.
+            let wire = match std::str::from_utf8(&text) {
+                Ok(s) => charset.map_or_else(|| text.clone(), |c| c.encode(s).into_owned()),
+                Err(_) => text,
+            };
+            let opts = ClientOptions {
+                ack_timeout: Duration::from_millis(timeout_ms),
+                return_ack,
+                ..ClientOptions::default()
+            };
+            crate::runtime()?.block_on(send(&host, port, &wire, opts, charset))
+        }
+    }
+}
+
+fn charset(label: Option<&str>) -> anyhow::Result<Option<Charset>> {
+    label
+        .map(Charset::from_label)
+        .transpose()
+        .context("--encoding")
+}
+
+fn print(file: &PathBuf, encoding: Option<&str>, strict: bool) -> anyhow::Result<ExitCode> {
+    let bytes = read_input(file)?;
+    let opts = ParseOptions {
+        strict,
+        charset: charset(encoding)?,
+        ..ParseOptions::default()
+    };
+    let batch = Batch::parse_with(&bytes, &opts)
+        .with_context(|| format!("cannot parse {}", file.display()))?;
+    let mut out = std::io::stdout().lock();
+    for (i, msg) in batch.messages().iter().enumerate() {
+        if i > 0 {
+            writeln!(out)?;
+        }
+        print_values(&mut out, msg)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn listen(
+    bind: &str,
+    port: u16,
+    charset: Option<Charset>,
+    enhanced: bool,
+) -> anyhow::Result<ExitCode> {
+    let server = Server::bind(
+        &format!("{bind}:{port}"),
+        ServerOptions::default(),
+        move |req: Request| async move {
+            let Ok(msg) = req.message() else { return };
+            {
+                let mut out = std::io::stdout().lock();
+                let _ = print_segments(&mut out, &msg, charset);
+                let _ = writeln!(out);
+                let _ = out.flush();
             }
+            for ack in acks_for(&msg, enhanced) {
+                if let Err(e) = req.reply(&ack).await {
+                    tracing::warn!(peer = %req.peer(), error = %e, "could not send the acknowledgement");
+                }
+            }
+        },
+    )
+    .await
+    .with_context(|| format!("cannot listen on {bind}:{port}"))?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "Listening on {}", server.local_addr())?;
+        out.flush()?;
+    }
+    crate::shutdown_signal().await;
+    server.shutdown(Duration::from_secs(5)).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn send(
+    host: &str,
+    port: u16,
+    message: &[u8],
+    opts: ClientOptions,
+    charset: Option<Charset>,
+) -> anyhow::Result<ExitCode> {
+    // Fail on bad input before connecting.
+    if let Err(e) = Message::parse(message) {
+        eprintln!("error: the message is not HL7 v2: {e}");
+        return Ok(ExitCode::from(exit::USAGE));
+    }
+    let addr = format!("{host}:{port}");
+    let result = match Connection::connect(&addr, opts).await {
+        Ok(mut conn) => conn.send(message).await,
+        Err(e) => Err(e),
+    };
+    let mut out = std::io::stdout().lock();
+    match result {
+        Ok(ack) => {
+            print_segments(&mut out, &ack.message()?, charset)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Err(mllp::Error::Negative {
+            ack, description, ..
+        }) => {
+            if let Ok(msg) = Message::parse(&ack) {
+                print_segments(&mut out, &msg, charset)?;
+            }
+            eprintln!("error: {description}");
+            Ok(ExitCode::from(exit::NEGATIVE))
+        }
+        Err(e @ (mllp::Error::Hl7(_) | mllp::Error::MissingControlId)) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(exit::USAGE))
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(exit::NO_ANSWER))
         }
     }
 }
@@ -61,8 +234,21 @@ fn read_input(file: &PathBuf) -> anyhow::Result<Vec<u8>> {
     }
 }
 
+/// One segment per line, decoded with `charset` (else the message's own).
+pub fn print_segments(
+    out: &mut impl Write,
+    msg: &Message<'_>,
+    charset: Option<Charset>,
+) -> std::io::Result<()> {
+    let cs = charset.unwrap_or(msg.charset());
+    for seg in msg.segments() {
+        writeln!(out, "{}", cs.decode(seg.raw()))?;
+    }
+    Ok(())
+}
+
 /// A header line, then one line per non-empty leaf value: `PID-5-1  DOE`.
-pub fn print_message(out: &mut impl Write, msg: &Message<'_>) -> std::io::Result<()> {
+pub fn print_values(out: &mut impl Write, msg: &Message<'_>) -> std::io::Result<()> {
     let msh = msg.msh();
     writeln!(
         out,

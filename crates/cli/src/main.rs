@@ -1,6 +1,46 @@
 //! `outpost`: the command line. Each subcommand is a thin shell over a library crate.
+//!
+//! Human output goes to stdout, logs (`RUST_LOG`, default `warn`) to stderr. Exit codes: 0
+//! success, 1 a negative answer from the peer (NAK, rejected), 2 bad usage or input, 3 no
+//! answer (refused, timeout, connection closed).
 
 mod hl7;
+
+/// Exit codes shared by the commands.
+mod exit {
+    /// The peer answered negatively (NAK, rejection).
+    pub const NEGATIVE: u8 = 1;
+    /// Bad usage or input.
+    pub const USAGE: u8 = 2;
+    /// No answer: connection refused, timeout, connection closed.
+    pub const NO_ANSWER: u8 = 3;
+}
+
+/// The runtime for async commands.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +61,13 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let result = match cli.command {
         Command::Hl7(cmd) => hl7::run(cmd),
     };
