@@ -1,0 +1,250 @@
+//! The cloud side of Outpost: a relay that the Medplum clients (`medplum` CLI,
+//! `MedplumClient.pushToAgent`) and Medplum-compatible agents talk to.
+//!
+//! ```text
+//!  caller ──HTTPS── POST /fhir/R4/Agent/{id}/$push ──┐
+//!                                                    relay ──WSS /ws/agent── agent ── device
+//!  caller ◀── device's answer (raw, its content type)┘
+//! ```
+//!
+//! - `POST /oauth2/token`: client credentials (form or HTTP Basic) against `ClientApplication`
+//!   resources → an HS256 JWT with `client_id`, `exp` one hour ahead, no `login_id`.
+//! - `GET /ws/agent`: agent sessions (see the `ws` module docs).
+//! - `POST /fhir/R4/Agent/{id}/$push` (also `%24push`, `Agent/$push?identifier=`),
+//!   `GET Agent/{id}/$status`, `GET Agent/$bulk-status`, `$reload-config`, `$fetch-logs`,
+//!   `$upgrade`.
+//! - Create, read, update, delete and search for `Agent`, `Device`, `Endpoint`,
+//!   `ClientApplication` (and the lab-order resources) under `/fhir/R4/`, in SQLite.
+//! - Inbound device messages are stored, de-duplicated by callback, optionally POSTed to a
+//!   webhook, and answered (an HL7 AA by default).
+//!
+//! Where Medplum loses a message silently, the relay says so: a push to an agent that is not
+//! connected is a 400 ("not connected") rather than "All OK"; an agent that disconnects while a
+//! push waits fails the push at once; failures are 400s, never 5xx (the Medplum client retries
+//! 5xx, which would deliver twice).
+//!
+//! It does not run Medplum Bots; inbound messages go to a webhook instead.
+//!
+//! ## Features
+//!
+//! None.
+
+// Route helpers return `Result<_, Response>`: the error *is* the HTTP answer, built once per
+// failed request. Boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
+mod agents;
+pub mod auth;
+mod error;
+mod http;
+mod inbound;
+mod ops;
+mod routes;
+mod state;
+mod store;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+pub use agents::{Agents, Presence};
+pub use error::Error;
+pub use state::{RelayConfig, RelayState, VERSION};
+pub use store::{InboundRow, Recorded, Store};
+
+/// A running relay.
+#[derive(Debug)]
+pub struct Relay {
+    state: Arc<RelayState>,
+    local_addr: SocketAddr,
+    tls: bool,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    /// Opens the registry, loads the bootstrap bundle, binds and starts serving.
+    pub async fn start(config: RelayConfig) -> Result<Relay, Error> {
+        if let Some(dir) = &config.data_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
+        }
+        let store = Store::open(
+            config
+                .data_dir
+                .as_deref()
+                .map(|d| d.join("relay.sqlite"))
+                .as_deref(),
+        )?;
+        if let Some(path) = &config.bootstrap {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+            let bundle: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+            let n = store.bootstrap(&bundle)?;
+            tracing::info!(resources = n, file = %path.display(), "bootstrap loaded");
+        }
+        let key = auth::load_or_create_key(config.data_dir.as_deref())?;
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+            None => None,
+        };
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| Error::Io(format!("cannot listen on {}: {e}", config.listen)))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::Io(e.to_string()))?;
+        let (stop, stopping) = watch::channel(false);
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| Error::Io(format!("http client: {e}")))?;
+        let state = Arc::new(RelayState {
+            config,
+            store,
+            tokens: auth::Tokens::new(&key),
+            agents: Agents::default(),
+            http,
+            stopping: stopping.clone(),
+        });
+        let app = routes::router(state.clone());
+        let is_tls = tls.is_some();
+        let handshake_timeout = state.config.handshake_timeout;
+        let task = tokio::spawn(async move {
+            match tls {
+                None => {
+                    let mut stopping = stopping;
+                    let serve = axum::serve(
+                        listener,
+                        app.into_make_service_with_connect_info::<SocketAddr>(),
+                    )
+                    .with_graceful_shutdown(async move { stopped(&mut stopping).await });
+                    if let Err(e) = serve.await {
+                        tracing::error!(error = %e, "relay stopped with an error");
+                    }
+                }
+                Some(acceptor) => {
+                    serve_tls(listener, acceptor, app, stopping, handshake_timeout).await
+                }
+            }
+        });
+        tracing::info!(addr = %local_addr, tls = is_tls, "relay listening");
+        Ok(Relay {
+            state,
+            local_addr,
+            tls: is_tls,
+            stop,
+            task,
+        })
+    }
+
+    /// The address bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `http://127.0.0.1:PORT/` (or `https://`), for clients on this machine.
+    pub fn base_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/", self.local_addr.port())
+    }
+
+    /// The shared state (registry, live agents).
+    pub fn state(&self) -> &Arc<RelayState> {
+        &self.state
+    }
+
+    /// Stops accepting, closes every agent socket, and waits for the server to finish.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+}
+
+/// Resolves once the stop flag is set (without holding the watch lock across awaits).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, Error> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| Error::Tls(format!("{}: {e}", cert.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| Error::Tls(format!("{}: {e}", key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn serve_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+    mut stopping: watch::Receiver<bool>,
+    handshake_timeout: Duration,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = stopped(&mut stopping) => return,
+        };
+        let (acceptor, app, mut stop) = (acceptor.clone(), app.clone(), stopping.clone());
+        tokio::spawn(async move {
+            // A client that never finishes the handshake holds nothing for long.
+            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let service = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    app.clone().oneshot(req.map(axum::body::Body::new))
+                },
+            );
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "connection error");
+                    }
+                }
+                _ = stopped(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,75 @@
+//! The relay's configuration and shared state.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::agents::Agents;
+use crate::auth::Tokens;
+use crate::store::Store;
+
+/// How a relay runs.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Directory for the SQLite registry and the token key; `None` keeps everything in memory.
+    pub data_dir: Option<PathBuf>,
+    /// A FHIR Bundle of resources to load at start, keeping their ids.
+    pub bootstrap: Option<PathBuf>,
+    /// PEM certificate chain and private key: serve HTTPS/WSS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Where inbound device messages are POSTed before they are answered.
+    pub inbound_webhook: Option<String>,
+    /// How often each agent gets a heartbeat request.
+    pub heartbeat_interval: Duration,
+    /// An agent silent for this long is disconnected (Medplum keeps such sockets forever).
+    pub agent_timeout: Duration,
+    /// A new socket must send `agent:connect:request` within this time.
+    pub connect_timeout: Duration,
+    /// Largest HTTP request body.
+    pub max_body: usize,
+    /// Largest WebSocket message.
+    pub max_ws_message: usize,
+    /// Time allowed for a TLS handshake.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            listen: "127.0.0.1:8103".into(),
+            data_dir: None,
+            bootstrap: None,
+            tls: None,
+            inbound_webhook: None,
+            heartbeat_interval: Duration::from_secs(10),
+            agent_timeout: Duration::from_secs(35),
+            connect_timeout: Duration::from_secs(30),
+            max_body: 16 * 1024 * 1024,
+            max_ws_message: agent_protocol::DEFAULT_MAX_MESSAGE,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything the routes share.
+#[derive(Debug)]
+pub struct RelayState {
+    /// The configuration.
+    pub config: RelayConfig,
+    /// The registry.
+    pub store: Store,
+    /// Token signing.
+    pub tokens: Tokens,
+    /// Live agents.
+    pub agents: Agents,
+    /// HTTP client for the inbound webhook.
+    pub http: reqwest::Client,
+    /// Flips to `true` when the relay stops; WebSocket tasks close their sockets.
+    pub stopping: watch::Receiver<bool>,
+}
+
+/// The relay's version, sent in heartbeat responses.
+pub const VERSION: &str = concat!("outpost-", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,487 @@
+//! The registry: FHIR resources and inbound messages in an embedded SQLite file.
+//!
+//! Resources are also kept in memory (registries are small: agents, devices, endpoints, client
+//! applications), so that reads on the push path never touch the disk; every write goes to
+//! SQLite first.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use rusqlite::{OptionalExtension, params};
+use serde_json::{Value, json};
+
+use crate::Error;
+
+/// Resource types the relay stores.
+pub const RESOURCE_TYPES: &[&str] = &[
+    "Agent",
+    "Device",
+    "Endpoint",
+    "ClientApplication",
+    "Patient",
+    "Practitioner",
+    "ServiceRequest",
+    "Subscription",
+    "AuditEvent",
+];
+
+type Resources = HashMap<String, HashMap<String, Arc<Value>>>;
+
+/// A stored inbound message (device → agent → relay).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InboundRow {
+    /// Sequence number, increasing in arrival order.
+    pub id: i64,
+    /// The agent that relayed it.
+    pub agent_id: String,
+    /// The agent channel it came in on.
+    pub channel: String,
+    /// The device's address.
+    pub remote: String,
+    /// Its content type.
+    pub content_type: String,
+    /// The message.
+    pub body: String,
+    /// The agent's callback id (unique per agent: a redelivery carries the same one).
+    pub callback: String,
+    /// When it arrived (RFC 3339).
+    pub received_at: String,
+    /// The status code answered.
+    pub status_code: Option<i64>,
+    /// The answer sent back to the device.
+    pub response: Option<String>,
+}
+
+/// What [`Store::record_inbound`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// A new message, stored with this sequence number.
+    New(i64),
+    /// The same agent sent this callback before: the stored row.
+    Duplicate(Box<InboundRow>),
+}
+
+/// The registry.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Arc<Mutex<rusqlite::Connection>>,
+    cache: Arc<RwLock<Resources>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite file at `path`; `None` keeps everything in memory.
+    pub fn open(path: Option<&Path>) -> Result<Store, Error> {
+        let conn = match path {
+            Some(p) => rusqlite::Connection::open(p),
+            None => rusqlite::Connection::open_in_memory(),
+        }
+        .map_err(db)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             CREATE TABLE IF NOT EXISTS resource (
+                 resource_type TEXT NOT NULL,
+                 id TEXT NOT NULL,
+                 version INTEGER NOT NULL,
+                 content TEXT NOT NULL,
+                 PRIMARY KEY (resource_type, id)
+             );
+             CREATE TABLE IF NOT EXISTS inbound (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 agent_id TEXT NOT NULL,
+                 channel TEXT NOT NULL,
+                 remote TEXT NOT NULL,
+                 content_type TEXT NOT NULL,
+                 body TEXT NOT NULL,
+                 callback TEXT NOT NULL,
+                 received_at TEXT NOT NULL,
+                 status_code INTEGER,
+                 response TEXT,
+                 UNIQUE (agent_id, callback)
+             );",
+        )
+        .map_err(db)?;
+        let mut cache: Resources = HashMap::new();
+        {
+            let mut stmt = conn
+                .prepare("SELECT resource_type, id, content FROM resource")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .map_err(db)?;
+            for row in rows {
+                let (ty, id, content) = row.map_err(db)?;
+                let value: Value = serde_json::from_str(&content)
+                    .map_err(|e| Error::Store(format!("stored {ty}/{id} is not JSON: {e}")))?;
+                cache.entry(ty).or_default().insert(id, Arc::new(value));
+            }
+        }
+        Ok(Store {
+            db: Arc::new(Mutex::new(conn)),
+            cache: Arc::new(RwLock::new(cache)),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A resource by type and id.
+    pub fn get(&self, ty: &str, id: &str) -> Option<Arc<Value>> {
+        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+        cache.get(ty)?.get(id).cloned()
+    }
+
+    /// Every resource of a type.
+    pub fn all(&self, ty: &str) -> Vec<Arc<Value>> {
+        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = cache
+            .get(ty)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| id_of(a).cmp(id_of(b)));
+        v
+    }
+
+    /// Creates or replaces a resource (it must have `resourceType` and `id`), setting
+    /// `meta.versionId` and `meta.lastUpdated`. Returns the stored resource and whether it is new.
+    pub fn put(&self, mut resource: Value) -> Result<(Arc<Value>, bool), Error> {
+        let ty = resource["resourceType"].as_str().unwrap_or("").to_owned();
+        let id = resource["id"].as_str().unwrap_or("").to_owned();
+        if !RESOURCE_TYPES.contains(&ty.as_str()) {
+            return Err(Error::Invalid(format!("unsupported resource type {ty:?}")));
+        }
+        if !valid_id(&id) {
+            return Err(Error::Invalid(format!(
+                "invalid id {id:?}: 1-64 letters, digits, '-' and '.'"
+            )));
+        }
+        let previous = self.get(&ty, &id);
+        let version = previous
+            .as_ref()
+            .and_then(|p| p["meta"]["versionId"].as_str()?.parse::<i64>().ok())
+            .unwrap_or(0)
+            + 1;
+        // A client application's secret is never sent back; an update without one keeps it.
+        if ty == "ClientApplication"
+            && resource.get("secret").is_none()
+            && let Some(old) = previous.as_ref().and_then(|p| p.get("secret"))
+        {
+            resource["secret"] = old.clone();
+        }
+        resource["meta"] = json!({
+            "versionId": version.to_string(),
+            "lastUpdated": now_rfc3339(),
+        });
+        let content = resource.to_string();
+        self.conn()
+            .execute(
+                "INSERT INTO resource (resource_type, id, version, content) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (resource_type, id) DO UPDATE SET version = ?3, content = ?4",
+                params![ty, id, version, content],
+            )
+            .map_err(db)?;
+        let stored = Arc::new(resource);
+        self.cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(ty)
+            .or_default()
+            .insert(id, stored.clone());
+        Ok((stored, previous.is_none()))
+    }
+
+    /// Creates a resource with a fresh id.
+    pub fn create(&self, mut resource: Value) -> Result<Arc<Value>, Error> {
+        resource["id"] = Value::String(uuid::Uuid::new_v4().to_string());
+        Ok(self.put(resource)?.0)
+    }
+
+    /// Deletes a resource; whether it existed.
+    pub fn delete(&self, ty: &str, id: &str) -> Result<bool, Error> {
+        self.conn()
+            .execute(
+                "DELETE FROM resource WHERE resource_type = ?1 AND id = ?2",
+                params![ty, id],
+            )
+            .map_err(db)?;
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        Ok(cache.get_mut(ty).and_then(|m| m.remove(id)).is_some())
+    }
+
+    /// Resources of `ty` matching every search parameter (see [`matches`]).
+    pub fn search(&self, ty: &str, params: &[(String, String)]) -> Vec<Arc<Value>> {
+        self.all(ty)
+            .into_iter()
+            .filter(|r| params.iter().all(|(k, v)| matches(r, k, v)))
+            .collect()
+    }
+
+    /// Loads a FHIR Bundle of resources, keeping their ids.
+    pub fn bootstrap(&self, bundle: &Value) -> Result<usize, Error> {
+        let entries = bundle["entry"]
+            .as_array()
+            .ok_or_else(|| Error::Invalid("bootstrap: not a Bundle with entries".into()))?;
+        let mut n = 0;
+        for e in entries {
+            let resource = e
+                .get("resource")
+                .cloned()
+                .ok_or_else(|| Error::Invalid("bootstrap: entry without resource".into()))?;
+            self.put(resource)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Stores an inbound message, unless this agent already sent this callback.
+    pub fn record_inbound(
+        &self,
+        agent_id: &str,
+        channel: &str,
+        remote: &str,
+        content_type: &str,
+        body: &str,
+        callback: &str,
+    ) -> Result<Recorded, Error> {
+        let conn = self.conn();
+        let inserted = conn
+            .execute(
+                "INSERT INTO inbound (agent_id, channel, remote, content_type, body, callback, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (agent_id, callback) DO NOTHING",
+                params![agent_id, channel, remote, content_type, body, callback, now_rfc3339()],
+            )
+            .map_err(db)?;
+        if inserted == 1 {
+            return Ok(Recorded::New(conn.last_insert_rowid()));
+        }
+        let row = conn
+            .query_row(
+                &format!("{INBOUND_SELECT} WHERE agent_id = ?1 AND callback = ?2"),
+                params![agent_id, callback],
+                inbound_row,
+            )
+            .map_err(db)?;
+        Ok(Recorded::Duplicate(Box::new(row)))
+    }
+
+    /// Records the answer given for an inbound message.
+    pub fn set_inbound_response(&self, id: i64, status: u16, body: &str) -> Result<(), Error> {
+        self.conn()
+            .execute(
+                "UPDATE inbound SET status_code = ?1, response = ?2 WHERE id = ?3",
+                params![status, body, id],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Inbound messages in arrival order, optionally for one agent and channel, after a
+    /// sequence number.
+    pub fn inbound(
+        &self,
+        agent_id: Option<&str>,
+        channel: Option<&str>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<InboundRow>, Error> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "{INBOUND_SELECT} WHERE id > ?1 AND (?2 IS NULL OR agent_id = ?2)
+                 AND (?3 IS NULL OR channel = ?3) ORDER BY id LIMIT ?4"
+            ))
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(params![after, agent_id, channel, limit as i64], inbound_row)
+            .map_err(db)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db)
+    }
+
+    /// Number of stored inbound messages.
+    pub fn inbound_count(&self) -> Result<i64, Error> {
+        self.conn()
+            .query_row("SELECT COUNT(*) FROM inbound", [], |r| r.get(0))
+            .optional()
+            .map_err(db)
+            .map(|c| c.unwrap_or(0))
+    }
+}
+
+const INBOUND_SELECT: &str = "SELECT id, agent_id, channel, remote, content_type, body, callback, received_at, status_code, response FROM inbound";
+
+fn inbound_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InboundRow> {
+    Ok(InboundRow {
+        id: r.get(0)?,
+        agent_id: r.get(1)?,
+        channel: r.get(2)?,
+        remote: r.get(3)?,
+        content_type: r.get(4)?,
+        body: r.get(5)?,
+        callback: r.get(6)?,
+        received_at: r.get(7)?,
+        status_code: r.get(8)?,
+        response: r.get(9)?,
+    })
+}
+
+fn db(e: rusqlite::Error) -> Error {
+    Error::Store(e.to_string())
+}
+
+/// A resource's `id`.
+pub fn id_of(r: &Value) -> &str {
+    r["id"].as_str().unwrap_or("")
+}
+
+/// FHIR ids: 1-64 of `[A-Za-z0-9\-\.]`.
+pub fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// The current time, RFC 3339 in UTC with milliseconds.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Whether a resource matches one search parameter. Supported: `_id` (comma-separated list),
+/// `identifier` (`system|value`, `|value` or `value`), `name` (case-insensitive prefix of
+/// `name`, a HumanName's family/given/text, or `Device.deviceName.name`), `url`, `address`,
+/// `status`, `subject` / `patient` (reference), and `_count`/`_sort`/`_total`/`_format`, which are
+/// not filters. Unknown parameters match nothing, so a typo never widens a search.
+pub fn matches(r: &Value, key: &str, value: &str) -> bool {
+    match key {
+        "_count" | "_sort" | "_total" | "_format" | "_summary" | "_elements" => true,
+        "_id" => value.split(',').any(|id| id == id_of(r)),
+        "identifier" => {
+            let (system, val) = match value.split_once('|') {
+                Some((s, v)) => (Some(s), v),
+                None => (None, value),
+            };
+            r["identifier"].as_array().into_iter().flatten().any(|i| {
+                i["value"].as_str() == Some(val)
+                    && system.is_none_or(|s| s.is_empty() || i["system"].as_str() == Some(s))
+            })
+        }
+        "name" => {
+            let needle = value.to_lowercase();
+            let hit = |s: Option<&str>| s.is_some_and(|s| s.to_lowercase().starts_with(&needle));
+            hit(r["name"].as_str())
+                || r["name"].as_array().into_iter().flatten().any(|n| {
+                    hit(n["family"].as_str())
+                        || hit(n["text"].as_str())
+                        || n["given"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|g| hit(g.as_str()))
+                })
+                || r["deviceName"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|n| hit(n["name"].as_str()))
+        }
+        "url" | "address" | "status" => r[key].as_str() == Some(value),
+        "subject" | "patient" => {
+            r["subject"]["reference"].as_str() == Some(value)
+                || r["subject"]["reference"]
+                    .as_str()
+                    .map(|s| s.rsplit('/').next())
+                    == Some(Some(value))
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_get_search_delete() {
+        let s = Store::open(None).unwrap();
+        let (dev, created) = s
+            .put(json!({"resourceType":"Device","id":"d1","url":"mllp://h:1","identifier":[{"system":"urn:x","value":"42"}],"deviceName":[{"name":"Lab Analyzer"}]}))
+            .unwrap();
+        assert!(created);
+        assert_eq!(dev["meta"]["versionId"], "1");
+        let (dev, created) = s
+            .put(json!({"resourceType":"Device","id":"d1","url":"mllp://h:2"}))
+            .unwrap();
+        assert!(!created);
+        assert_eq!(dev["meta"]["versionId"], "2");
+        s.put(json!({"resourceType":"Device","id":"d2","url":"mllp://h:1","identifier":[{"system":"urn:x","value":"42"}],"deviceName":[{"name":"Lab Analyzer"}]})).unwrap();
+        let q = |k: &str, v: &str| s.search("Device", &[(k.into(), v.into())]).len();
+        assert_eq!(q("identifier", "42"), 1);
+        assert_eq!(q("identifier", "urn:x|42"), 1);
+        assert_eq!(q("identifier", "urn:y|42"), 0);
+        assert_eq!(q("name", "lab"), 1);
+        assert_eq!(q("url", "mllp://h:2"), 1);
+        assert_eq!(q("_id", "d1,d2"), 2);
+        assert_eq!(q("bogus", "x"), 0);
+        assert!(s.delete("Device", "d1").unwrap());
+        assert!(s.get("Device", "d1").is_none());
+    }
+
+    #[test]
+    fn survives_reopen() {
+        let dir = std::env::temp_dir().join(format!("outpost-store-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("relay.sqlite");
+        {
+            let s = Store::open(Some(&path)).unwrap();
+            s.put(json!({"resourceType":"Agent","id":"a1","name":"Lab"}))
+                .unwrap();
+            assert_eq!(
+                s.record_inbound("a1", "c", "r", "t", "b", "cb1").unwrap(),
+                Recorded::New(1)
+            );
+        }
+        let s = Store::open(Some(&path)).unwrap();
+        assert_eq!(s.get("Agent", "a1").unwrap()["name"], "Lab");
+        assert!(matches!(
+            s.record_inbound("a1", "c", "r", "t", "b", "cb1").unwrap(),
+            Recorded::Duplicate(_)
+        ));
+        assert_eq!(s.inbound_count().unwrap(), 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn client_secret_is_kept_on_update_without_one() {
+        let s = Store::open(None).unwrap();
+        s.put(json!({"resourceType":"ClientApplication","id":"c1","secret":"s3cret"}))
+            .unwrap();
+        s.put(json!({"resourceType":"ClientApplication","id":"c1","name":"renamed"}))
+            .unwrap();
+        assert_eq!(
+            s.get("ClientApplication", "c1").unwrap()["secret"],
+            "s3cret"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_ids_and_types() {
+        let s = Store::open(None).unwrap();
+        assert!(
+            s.put(json!({"resourceType":"Agent","id":"bad/id"}))
+                .is_err()
+        );
+        assert!(
+            s.put(json!({"resourceType":"Observation","id":"x"}))
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,294 @@
+//! Token endpoint, registry routes, authentication and bad input.
+
+mod common;
+
+use base64::Engine;
+use common::*;
+use serde_json::{Value, json};
+
+fn url(relay: &relay::Relay, path: &str) -> String {
+    format!("{}{path}", relay.base_url())
+}
+
+#[tokio::test]
+async fn token_from_form_or_basic() {
+    let relay = start().await;
+    let t = token(&relay, CALLER, CALLER_SECRET).await;
+    assert_eq!(t.split('.').count(), 3);
+    // Basic header, as the Medplum CLI also sends
+    let r = call(
+        client()
+            .post(url(&relay, "oauth2/token"))
+            .basic_auth(CALLER, Some(CALLER_SECRET))
+            .form(&[("grant_type", "client_credentials")]),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["token_type"], "Bearer");
+    assert_eq!(r.json["expires_in"], 3600);
+    // the JWT has client_id and exp, and no login_id
+    let payload = r.json["access_token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["client_id"], CALLER);
+    assert!(claims["exp"].as_i64().unwrap() > chrono::Utc::now().timestamp() + 3500);
+    assert!(claims.get("login_id").is_none());
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_401_with_description() {
+    let relay = start().await;
+    for (id, secret) in [(CALLER, "wrong"), ("nobody", "x"), (CALLER, "")] {
+        let r = call(client().post(url(&relay, "oauth2/token")).form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", id),
+            ("client_secret", secret),
+        ]))
+        .await;
+        if secret.is_empty() {
+            assert_eq!(r.status, 400);
+        } else {
+            assert_eq!(r.status, 401, "{id}");
+            assert_eq!(r.json["error_description"], "Invalid client credentials");
+        }
+    }
+    let r = call(
+        client()
+            .post(url(&relay, "oauth2/token"))
+            .form(&[("grant_type", "password")]),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json["error"].as_str()),
+        (400, Some("unsupported_grant_type"))
+    );
+}
+
+#[tokio::test]
+async fn registry_crud_and_search() {
+    let relay = start().await;
+    let t = token(&relay, CALLER, CALLER_SECRET).await;
+    let c = client();
+    let r = call(c.post(url(&relay, "fhir/R4/Device")).bearer_auth(&t).json(&json!({"resourceType": "Device", "url": "mllp://10.0.0.5:2575", "deviceName": [{"name": "ADT receiver"}]}))).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert!(r.content_type.starts_with("application/fhir+json"));
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    let r = call(
+        c.get(url(&relay, &format!("fhir/R4/Device/{id}")))
+            .bearer_auth(&t),
+    )
+    .await;
+    assert_eq!(r.json["url"], "mllp://10.0.0.5:2575");
+    assert_eq!(r.json["meta"]["versionId"], "1");
+    let r = call(
+        c.put(url(&relay, &format!("fhir/R4/Device/{id}")))
+            .bearer_auth(&t)
+            .json(&json!({"resourceType": "Device", "id": id, "url": "mllp://10.0.0.6:2575"})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json["meta"]["versionId"].as_str()),
+        (200, Some("2"))
+    );
+    for (q, n) in [
+        ("url=mllp://10.0.0.6:2575", 1),
+        ("identifier=urn:outpost|adt-1", 1),
+        ("identifier=adt-1", 1),
+        (&format!("_id={id},{DEVICE}"), 2),
+        ("name=nothing", 0),
+    ] {
+        let r = call(
+            c.get(url(&relay, &format!("fhir/R4/Device?{q}")))
+                .bearer_auth(&t),
+        )
+        .await;
+        assert_eq!(r.json["resourceType"], "Bundle");
+        assert_eq!(r.json["type"], "searchset");
+        assert_eq!(r.json["entry"].as_array().unwrap().len(), n, "{q}");
+    }
+    let r = call(c.get(url(&relay, "fhir/R4/Agent?name=Lab")).bearer_auth(&t)).await;
+    assert_eq!(r.json["entry"][0]["resource"]["id"], AGENT);
+    let r = call(
+        c.delete(url(&relay, &format!("fhir/R4/Device/{id}")))
+            .bearer_auth(&t),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let r = call(
+        c.get(url(&relay, &format!("fhir/R4/Device/{id}")))
+            .bearer_auth(&t),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(oo_text(&r.json), format!("Device/{id} not found"));
+}
+
+#[tokio::test]
+async fn client_secrets_are_never_returned() {
+    let relay = start().await;
+    let t = token(&relay, CALLER, CALLER_SECRET).await;
+    let r = call(
+        client()
+            .get(url(&relay, &format!("fhir/R4/ClientApplication/{CALLER}")))
+            .bearer_auth(&t),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r.json.get("secret").is_none(), "{}", r.text);
+    let r = call(
+        client()
+            .get(url(&relay, "fhir/R4/ClientApplication"))
+            .bearer_auth(&t),
+    )
+    .await;
+    assert!(!r.text.contains(CALLER_SECRET));
+}
+
+#[tokio::test]
+async fn every_fhir_route_requires_a_valid_token() {
+    let relay = start().await;
+    let good = token(&relay, CALLER, CALLER_SECRET).await;
+    let other_key = relay::auth::Tokens::new(b"not the relay's key, not the relay's key")
+        .issue(CALLER, chrono::Utc::now().timestamp());
+    // signed with the relay's own key, but two hours old
+    let expired = relay
+        .state()
+        .tokens
+        .issue(CALLER, chrono::Utc::now().timestamp() - 7200);
+    let mut tampered: Vec<String> = good.split('.').map(str::to_owned).collect();
+    tampered[1].push('A');
+    let tampered = tampered.join(".");
+    let routes: Vec<(reqwest::Method, String)> = vec![
+        (reqwest::Method::GET, format!("fhir/R4/Agent/{AGENT}")),
+        (reqwest::Method::GET, "fhir/R4/Device".into()),
+        (reqwest::Method::POST, "fhir/R4/Device".into()),
+        (reqwest::Method::PUT, format!("fhir/R4/Device/{DEVICE}")),
+        (reqwest::Method::DELETE, format!("fhir/R4/Device/{DEVICE}")),
+        (
+            reqwest::Method::POST,
+            format!("fhir/R4/Agent/{AGENT}/$push"),
+        ),
+        (
+            reqwest::Method::POST,
+            "fhir/R4/Agent/$push?identifier=lab-1".into(),
+        ),
+        (
+            reqwest::Method::GET,
+            format!("fhir/R4/Agent/{AGENT}/$status"),
+        ),
+        (reqwest::Method::GET, "fhir/R4/Agent/$bulk-status".into()),
+        (
+            reqwest::Method::GET,
+            format!("fhir/R4/Agent/{AGENT}/$reload-config"),
+        ),
+        (reqwest::Method::GET, "outpost/inbound".into()),
+    ];
+    for (method, path) in &routes {
+        for (label, auth) in [
+            ("none", None),
+            ("other key", Some(&other_key)),
+            ("expired", Some(&expired)),
+            ("tampered", Some(&tampered)),
+        ] {
+            let mut req = client()
+                .request(method.clone(), url(&relay, path))
+                .body("{}");
+            if let Some(t) = auth {
+                req = req.bearer_auth(t);
+            }
+            let r = call(req).await;
+            assert_eq!(
+                r.status, 401,
+                "{method} {path} with {label} token: {}",
+                r.text
+            );
+            assert!(oo_text(&r.json).starts_with("Unauthorized"));
+        }
+    }
+    // the same routes with the good token are not 401
+    for (method, path) in &routes {
+        let r = call(
+            client()
+                .request(method.clone(), url(&relay, path))
+                .bearer_auth(&good)
+                .body("{}"),
+        )
+        .await;
+        assert_ne!(r.status, 401, "{method} {path}");
+    }
+    // Basic client credentials work too
+    let r = call(
+        client()
+            .get(url(&relay, &format!("fhir/R4/Agent/{AGENT}")))
+            .basic_auth(CALLER, Some(CALLER_SECRET)),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let r = call(
+        client()
+            .get(url(&relay, &format!("fhir/R4/Agent/{AGENT}")))
+            .basic_auth(CALLER, Some("nope")),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+}
+
+#[tokio::test]
+async fn bad_input_gets_operation_outcomes() {
+    let relay = start_with(relay::RelayConfig {
+        max_body: 1024,
+        ..relay::RelayConfig::default()
+    })
+    .await;
+    let t = token(&relay, CALLER, CALLER_SECRET).await;
+    let c = client();
+    let r = call(
+        c.post(url(&relay, "fhir/R4/Device"))
+            .bearer_auth(&t)
+            .body("{not json"),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(oo_text(&r.json).starts_with("invalid JSON: "), "{}", r.text);
+    let big = json!({"resourceType": "Device", "note": "x".repeat(4096)});
+    let r = call(
+        c.post(url(&relay, "fhir/R4/Device"))
+            .bearer_auth(&t)
+            .json(&big),
+    )
+    .await;
+    assert_eq!(r.status, 413);
+    assert_eq!(oo_text(&r.json), "request body larger than 1024 bytes");
+    let r = call(c.get(url(&relay, "no/such/route")).bearer_auth(&t)).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json["resourceType"], "OperationOutcome");
+    let r = call(c.get(url(&relay, "fhir/R4/Observation/1")).bearer_auth(&t)).await;
+    assert_eq!(r.status, 404);
+    let r = call(
+        c.put(url(&relay, "fhir/R4/Device/a%2Fb"))
+            .bearer_auth(&t)
+            .json(&json!({"resourceType": "Device"})),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let r = call(
+        c.put(url(&relay, "fhir/R4/Device/x"))
+            .bearer_auth(&t)
+            .json(&json!({"resourceType": "Agent"})),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    // the relay is still fine
+    let r = call(c.get(url(&relay, "healthz"))).await;
+    assert_eq!(r.text, "ok");
+}
