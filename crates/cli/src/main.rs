@@ -5,6 +5,7 @@
 //! answer (refused, timeout, connection closed).
 
 mod hl7;
+mod server;
 
 /// Exit codes shared by the commands.
 mod exit {
@@ -14,6 +15,14 @@ mod exit {
     pub const USAGE: u8 = 2;
     /// No answer: connection refused, timeout, connection closed.
     pub const NO_ANSWER: u8 = 3;
+}
+
+/// Long-running services log what they do; one-shot commands only warnings.
+fn default_log_level(cli: &Cli) -> &'static str {
+    match cli.command {
+        Command::Server(_) => "info",
+        Command::Hl7(_) => "warn",
+    }
 }
 
 /// The runtime for async commands.
@@ -57,6 +66,8 @@ enum Command {
     /// HL7 v2: print files, listen for and send messages over MLLP.
     #[command(subcommand)]
     Hl7(hl7::Hl7Command),
+    /// Run the relay: token endpoint, FHIR registry, $push and the agent WebSocket.
+    Server(server::ServerArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -65,11 +76,12 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_level(&cli))),
         )
         .init();
     let result = match cli.command {
         Command::Hl7(cmd) => hl7::run(cmd),
+        Command::Server(args) => server::run(args),
     };
     match result {
         Ok(code) => code,

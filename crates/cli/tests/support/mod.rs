@@ -30,8 +30,11 @@ pub fn medplum() -> Command {
         path.display()
     );
     let mut c = Command::new(path);
-    // Keep the CLI's profile files out of the user's home.
-    let home = std::env::temp_dir().join("outpost-medplum-home");
+    // The CLI keeps its login in ~/.medplum: give every invocation its own, out of the user's.
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let home =
+        std::env::temp_dir().join(format!("outpost-medplum-home-{}-{n}", std::process::id()));
     let _ = std::fs::create_dir_all(&home);
     c.env("HOME", home);
     c

@@ -1,0 +1,58 @@
+//! `outpost server`: the relay.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use relay::{Relay, RelayConfig};
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8103")]
+    listen: String,
+    /// Directory for the registry (SQLite) and the token signing key.
+    #[arg(long, default_value = "./outpost-data")]
+    data: PathBuf,
+    /// A FHIR Bundle (type collection) of Agent, Device, Endpoint and ClientApplication
+    /// resources to load at start, keeping their ids.
+    #[arg(long)]
+    bootstrap: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTPS and WSS (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// POST every inbound device message here first; an HL7 reply from it is the answer.
+    #[arg(long)]
+    inbound_webhook: Option<String>,
+    /// Seconds between heartbeat requests to each agent.
+    #[arg(long, default_value_t = 10)]
+    heartbeat_secs: u64,
+}
+
+pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    let heartbeat = Duration::from_secs(args.heartbeat_secs.max(1));
+    let config = RelayConfig {
+        listen: args.listen,
+        data_dir: Some(args.data),
+        bootstrap: args.bootstrap,
+        tls: args.tls_cert.zip(args.tls_key),
+        inbound_webhook: args.inbound_webhook,
+        heartbeat_interval: heartbeat,
+        agent_timeout: heartbeat * 3 + Duration::from_secs(5),
+        ..RelayConfig::default()
+    };
+    crate::runtime()?.block_on(async {
+        let relay = Relay::start(config)
+            .await
+            .context("cannot start the relay")?;
+        println!("Relay listening on {}", relay.base_url());
+        crate::shutdown_signal().await;
+        relay.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
