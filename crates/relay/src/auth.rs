@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, store::Store};
 
-/// Token lifetime in seconds.
+/// Default token lifetime in seconds.
 pub const TOKEN_TTL_SECS: i64 = 3600;
 
 /// The claims of an access token.
@@ -49,6 +49,7 @@ pub enum TokenError {
 #[derive(Clone)]
 pub struct Tokens {
     key: hmac::Key,
+    ttl: i64,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -60,20 +61,32 @@ impl std::fmt::Debug for Tokens {
 const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
 
 impl Tokens {
-    /// Tokens signed with `secret`.
+    /// Tokens signed with `secret`, valid for [`TOKEN_TTL_SECS`].
     pub fn new(secret: &[u8]) -> Self {
         Tokens {
             key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            ttl: TOKEN_TTL_SECS,
         }
     }
 
-    /// A token for `client_id`, valid for [`TOKEN_TTL_SECS`] from `now` (seconds since epoch).
+    /// The same, valid for `ttl_secs`.
+    pub fn with_ttl(mut self, ttl_secs: i64) -> Self {
+        self.ttl = ttl_secs.max(1);
+        self
+    }
+
+    /// Seconds a token is valid for.
+    pub fn ttl(&self) -> i64 {
+        self.ttl
+    }
+
+    /// A token for `client_id`, valid for the lifetime from `now` (seconds since epoch).
     pub fn issue(&self, client_id: &str, now: i64) -> String {
         let claims = Claims {
             sub: client_id.to_owned(),
             client_id: client_id.to_owned(),
             iat: now,
-            exp: now + TOKEN_TTL_SECS,
+            exp: now + self.ttl,
             jti: uuid::Uuid::new_v4().to_string(),
         };
         let payload = serde_json::to_string(&claims).unwrap_or_default();

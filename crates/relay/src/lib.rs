@@ -102,6 +102,7 @@ impl Relay {
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::Io(e.to_string()))?;
+        let config_ttl = config.token_ttl.as_secs() as i64;
         let (stop, stopping) = watch::channel(false);
         let http = reqwest::Client::builder()
             .build()
@@ -109,7 +110,7 @@ impl Relay {
         let state = Arc::new(RelayState {
             config,
             store,
-            tokens: auth::Tokens::new(&key),
+            tokens: auth::Tokens::new(&key).with_ttl(config_ttl),
             agents: Agents::default(),
             http,
             stopping: stopping.clone(),

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use serde_json::{Value, json};
 
-use crate::auth::{TOKEN_TTL_SECS, check_client, parse_basic};
+use crate::auth::{check_client, parse_basic};
 use crate::http::{
     Caller, all_ok, authenticate, bad_request, fhir, not_found, now_secs, outcome, parse_json,
     read_body,
@@ -107,7 +107,7 @@ async fn token(State(state): S, headers: HeaderMap, body: Body) -> Response {
         json!({
             "access_token": access_token,
             "token_type": "Bearer",
-            "expires_in": TOKEN_TTL_SECS,
+            "expires_in": state.tokens.ttl(),
             "scope": "openid",
         })
         .to_string(),

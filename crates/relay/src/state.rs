@@ -34,6 +34,8 @@ pub struct RelayConfig {
     pub max_ws_message: usize,
     /// Time allowed for a TLS handshake.
     pub handshake_timeout: Duration,
+    /// Lifetime of issued access tokens (one hour).
+    pub token_ttl: Duration,
 }
 
 impl Default for RelayConfig {
@@ -50,6 +52,7 @@ impl Default for RelayConfig {
             max_body: 16 * 1024 * 1024,
             max_ws_message: agent_protocol::DEFAULT_MAX_MESSAGE,
             handshake_timeout: Duration::from_secs(10),
+            token_ttl: Duration::from_secs(crate::auth::TOKEN_TTL_SECS as u64),
         }
     }
 }
