@@ -1,0 +1,356 @@
+//! Inbound channels: listeners for devices that send to the cloud, from the Agent's
+//! `channel[]` and their Endpoints.
+//!
+//! `mllp://HOST:PORT[?encoding=LABEL&enhanced=true|aa]`: an MLLP listener on `HOST:PORT`
+//! (`0.0.0.0` for every interface). Each message is committed to the durable queue first. Then,
+//! with `enhanced=true`, the device gets a CA at once and the relay's answer later; with
+//! `enhanced=aa`, an AA at once and nothing later; otherwise (original mode) the relay's answer,
+//! or, if the relay has not answered within `AgentConfig::inbound_reply_wait`, an AA saying the
+//! message is queued (the agent has it durably and will deliver it).
+//!
+//! A worker per channel sends queued messages to the relay one at a time, oldest first, and
+//! retries with backoff until the relay answers; a resend carries the same callback, which the
+//! relay answers from its store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_protocol::{AgentMessage, CONTENT_TYPE_HL7_V2, TransmitRequest};
+use hl7v2::{AckCode, Charset};
+use mllp::{Request, Server, ServerOptions, ack_options};
+
+use crate::dispatch::Url;
+use crate::{Error, Event, Inner};
+
+/// Limit on one attempt to hand a queued message to the relay.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The running channels.
+#[derive(Debug, Default)]
+pub(crate) struct Channels {
+    running: HashMap<String, Running>,
+    workers: HashMap<String, tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Running {
+    address: String,
+    server: Server,
+}
+
+/// Reads the Agent and its Endpoints from the relay and makes the running channels match.
+pub(crate) async fn reload(inner: &Arc<Inner>) -> Result<(), Error> {
+    let agent = inner.client.read("Agent", &inner.config.agent_id).await?;
+    let off = agent["status"].as_str() == Some("off");
+    inner.off.store(off, std::sync::atomic::Ordering::Relaxed);
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    let mut errors = Vec::new();
+    if !off {
+        for ch in agent["channel"].as_array().into_iter().flatten() {
+            let name = ch["name"].as_str().unwrap_or_default().to_owned();
+            let Some(reference) = ch["endpoint"]["reference"].as_str() else {
+                errors.push(format!("channel {name}: no endpoint"));
+                continue;
+            };
+            let id = reference.strip_prefix("Endpoint/").unwrap_or(reference);
+            let endpoint = inner.client.read("Endpoint", id).await?;
+            if endpoint["status"].as_str() == Some("off") {
+                continue;
+            }
+            match endpoint["address"].as_str() {
+                Some(a) => wanted.push((name, a.to_owned())),
+                None => errors.push(format!("channel {name}: Endpoint/{id} has no address")),
+            }
+        }
+    }
+    let mut ports: HashMap<String, &str> = HashMap::new();
+    for (name, address) in &wanted {
+        match Url::parse(address) {
+            Ok(u) => {
+                let port = u.addr.rsplit(':').next().unwrap_or_default().to_owned();
+                if let Some(other) = ports.insert(port.clone(), name) {
+                    errors.push(format!("channels {other} and {name} share port {port}"));
+                }
+            }
+            Err(e) => errors.push(format!("channel {name}: {e}")),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Error::Config(errors.join("; ")));
+    }
+    apply(inner, wanted).await;
+    Ok(())
+}
+
+/// Stops removed or changed channels, starts new ones.
+async fn apply(inner: &Arc<Inner>, wanted: Vec<(String, String)>) {
+    let mut set = inner.channels.lock().await;
+    let keep: HashMap<&str, &str> = wanted
+        .iter()
+        .map(|(n, a)| (n.as_str(), a.as_str()))
+        .collect();
+    let stale: Vec<String> = set
+        .running
+        .iter()
+        .filter(|(n, r)| keep.get(n.as_str()) != Some(&r.address.as_str()))
+        .map(|(n, _)| n.clone())
+        .collect();
+    for name in stale {
+        if let Some(r) = set.running.remove(&name) {
+            r.server.shutdown(Duration::from_secs(2)).await;
+            tracing::info!(channel = name, "channel stopped");
+        }
+    }
+    for (name, address) in wanted {
+        if set.running.contains_key(&name) {
+            continue;
+        }
+        match start(inner, &name, &address).await {
+            Ok(server) => {
+                tracing::info!(channel = name, address, "channel listening");
+                inner.emit(Event::ChannelStarted {
+                    name: name.clone(),
+                    address: address.clone(),
+                });
+                set.running
+                    .insert(name.clone(), Running { address, server });
+            }
+            Err(e) => {
+                tracing::error!(channel = name, address, error = %e, "channel could not start");
+                inner.emit(Event::ChannelFailed {
+                    name: name.clone(),
+                    error: e.to_string(),
+                });
+            }
+        }
+        ensure_worker_locked(inner, &mut set, &name);
+    }
+}
+
+/// Stops every channel (the queue keeps what they received).
+pub(crate) async fn stop_all(inner: &Inner) {
+    let mut set = inner.channels.lock().await;
+    for (_, r) in set.running.drain() {
+        r.server.shutdown(Duration::from_secs(2)).await;
+    }
+    for (_, w) in set.workers.drain() {
+        w.abort();
+    }
+}
+
+/// Makes sure a queue worker runs for `channel`.
+pub(crate) async fn ensure_worker(inner: &Arc<Inner>, channel: &str) {
+    let mut set = inner.channels.lock().await;
+    ensure_worker_locked(inner, &mut set, channel);
+}
+
+fn ensure_worker_locked(inner: &Arc<Inner>, set: &mut Channels, channel: &str) {
+    if set.workers.get(channel).is_some_and(|w| !w.is_finished()) {
+        return;
+    }
+    let handle = tokio::spawn(worker(inner.clone(), channel.to_owned()));
+    set.workers.insert(channel.to_owned(), handle);
+}
+
+async fn start(inner: &Arc<Inner>, name: &str, address: &str) -> Result<Server, Error> {
+    let scheme = address.split_once("://").map_or("", |(s, _)| s);
+    if scheme != "mllp" {
+        return Err(Error::Config(format!(
+            "channel {name}: unsupported endpoint scheme {scheme:?} (supported: mllp)"
+        )));
+    }
+    let url = Url::parse(address).map_err(Error::Config)?;
+    let charset = match url.get("encoding") {
+        Some(l) => {
+            Charset::from_label(l).map_err(|e| Error::Config(format!("channel {name}: {e}")))?
+        }
+        None => Charset::Utf8,
+    };
+    let enhanced = url.get("enhanced").map(str::to_owned);
+    let (inner, channel) = (inner.clone(), name.to_owned());
+    let handler = move |req: Request| {
+        let (inner, channel, enhanced) = (inner.clone(), channel.clone(), enhanced.clone());
+        async move { on_message(&inner, &channel, charset, enhanced.as_deref(), req).await }
+    };
+    Server::bind(&url.addr, ServerOptions::default(), handler)
+        .await
+        .map_err(|e| {
+            Error::Config(format!(
+                "channel {name}: cannot listen on {}: {e}",
+                url.addr
+            ))
+        })
+}
+
+/// One message from a device: commit, maybe acknowledge at once, relay, answer.
+async fn on_message(
+    inner: &Arc<Inner>,
+    channel: &str,
+    charset: Charset,
+    enhanced: Option<&str>,
+    req: Request,
+) {
+    let Ok(msg) = req.message() else { return };
+    let text = charset.decode(req.bytes()).into_owned();
+    let remote = req.peer().to_string();
+    let queued = match inner.queue.push(
+        &inner.config.agent_id,
+        channel,
+        &remote,
+        CONTENT_TYPE_HL7_V2,
+        &text,
+    ) {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::error!(channel, error = %e, "cannot queue a device message");
+            let ack = hl7v2::build_ack(
+                &msg,
+                AckCode::AE,
+                &ack_options(Some(format!("agent could not store the message: {e}"))),
+            );
+            let _ = req.reply(&ack).await;
+            return;
+        }
+    };
+    inner.emit(Event::InboundQueued {
+        channel: channel.to_owned(),
+        id: queued.id,
+    });
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let waiting = enhanced != Some("aa");
+    if waiting {
+        Inner::lock(&inner.waiters).insert(queued.id, tx);
+    }
+    inner.notifier(channel).notify_one();
+    match enhanced {
+        Some("aa") => {
+            let ack = hl7v2::build_ack(&msg, AckCode::AA, &ack_options(None));
+            let _ = req.reply(&ack).await;
+            return;
+        }
+        Some("true") => {
+            let ack = hl7v2::build_ack(&msg, AckCode::CA, &ack_options(None));
+            let _ = req.reply(&ack).await;
+        }
+        _ => {}
+    }
+    let answer = tokio::time::timeout(inner.config.inbound_reply_wait, rx).await;
+    Inner::lock(&inner.waiters).remove(&queued.id);
+    let reply = match answer {
+        Ok(Ok((status, body))) if status < 400 && body.starts_with("MSH") => {
+            charset.encode(&body).into_owned()
+        }
+        Ok(Ok((_, body))) => {
+            hl7v2::build_ack(&msg, AckCode::AE, &ack_options(Some(first_line(&body))))
+        }
+        // Still queued: the agent has it and will deliver it.
+        _ if enhanced == Some("true") => return,
+        _ => hl7v2::build_ack(
+            &msg,
+            AckCode::AA,
+            &ack_options(Some("queued at the agent for delivery".into())),
+        ),
+    };
+    if let Err(e) = req.reply(&reply).await {
+        tracing::warn!(channel, error = %e, "could not answer the device");
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(200)
+        .collect()
+}
+
+/// Sends a channel's queued messages to the relay, oldest first, until the agent stops.
+async fn worker(inner: Arc<Inner>, channel: String) {
+    let notify = inner.notifier(&channel);
+    let mut failures: u32 = 0;
+    loop {
+        if inner.stopping() {
+            return;
+        }
+        let next = match inner.queue.next(&channel) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(channel, error = %e, "queue read failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some(m) = next else {
+            // Woken by a new message, or a periodic look in case a wake-up was missed.
+            let _ = tokio::time::timeout(Duration::from_secs(5), notify.notified()).await;
+            continue;
+        };
+        if !inner.wait_live().await {
+            return;
+        }
+        let _ = inner.queue.attempted(m.id);
+        let token = match inner.client.token().await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(channel, error = %e, "cannot get a token to forward a message");
+                backoff(&mut failures).await;
+                continue;
+            }
+        };
+        let request = AgentMessage::TransmitRequest(TransmitRequest {
+            access_token: Some(token),
+            channel: Some(channel.clone()),
+            remote: m.remote.clone(),
+            content_type: m.content_type.clone(),
+            body: m.body.clone(),
+            callback: Some(m.callback.clone()),
+            return_ack: None,
+        });
+        let Some(rx) = inner.request(&m.callback, &request).await else {
+            backoff(&mut failures).await;
+            continue;
+        };
+        let outcome = match tokio::time::timeout(ATTEMPT_TIMEOUT, rx).await {
+            Ok(Ok(AgentMessage::TransmitResponse(r))) => {
+                Some((false, r.status_code.unwrap_or(200), r.body))
+            }
+            Ok(Ok(AgentMessage::Error(e))) if e.body.starts_with("Invalid access token") => {
+                inner.client.invalidate();
+                None
+            }
+            // The relay refused it for good (unknown channel, empty body): record, move on.
+            Ok(Ok(AgentMessage::Error(e))) => Some((true, 400, e.body)),
+            Ok(Ok(_)) | Ok(Err(_)) | Err(_) => None,
+        };
+        let Some((failed, status, body)) = outcome else {
+            tracing::info!(
+                channel,
+                id = m.id,
+                attempts = m.attempts + 1,
+                "relay did not answer; will retry"
+            );
+            backoff(&mut failures).await;
+            continue;
+        };
+        failures = 0;
+        if let Err(e) = inner.queue.finish(m.id, failed, status, &body) {
+            tracing::error!(channel, error = %e, "cannot record the relay's answer");
+        }
+        inner.emit(Event::InboundAnswered {
+            channel: channel.clone(),
+            id: m.id,
+            status,
+        });
+        if let Some(tx) = Inner::lock(&inner.waiters).remove(&m.id) {
+            let _ = tx.send((status, body));
+        }
+    }
+}
+
+async fn backoff(failures: &mut u32) {
+    *failures = failures.saturating_add(1);
+    let ms = (250u64 << (*failures).min(7)).min(30_000);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}

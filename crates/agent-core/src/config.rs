@@ -1,0 +1,183 @@
+//! The agent's configuration: Medplum's `agent.properties`, or the same values as flags.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::Error;
+
+/// How an agent runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// The relay's base URL, e.g. `https://relay.example.org/` (Medplum: `baseUrl`).
+    pub base_url: String,
+    /// ClientApplication id (`clientId`).
+    pub client_id: String,
+    /// ClientApplication secret (`clientSecret`).
+    pub client_secret: String,
+    /// The Agent resource id (`agentId`).
+    pub agent_id: String,
+    /// `NONE`, `ERROR`, `WARN`, `INFO` or `DEBUG` (`logLevel`).
+    pub log_level: String,
+    /// Extra CA certificate (PEM) trusted for the relay's TLS, besides the system roots
+    /// (`caFile`, an Outpost addition).
+    pub ca_file: Option<PathBuf>,
+    /// Where the durable inbound queue lives (`dataDir`, an Outpost addition; default
+    /// `./outpost-agent-data`).
+    pub data_dir: PathBuf,
+    /// Heartbeat period (Medplum: 10 s). A relay silent for two periods means reconnect.
+    pub heartbeat_interval: Duration,
+    /// Longest wait for a device's answer to a push (`ackTimeoutMs`; default 55 s, the longest
+    /// `waitTimeout` a caller can ask for, so the agent never gives up before the caller).
+    pub ack_timeout: Duration,
+    /// First reconnect delay; doubles up to `max_backoff`, each with random jitter.
+    pub min_backoff: Duration,
+    /// Longest reconnect delay.
+    pub max_backoff: Duration,
+    /// How long a device waits (original mode) for the relay's answer before it is told the
+    /// message is queued at the agent (30 s).
+    pub inbound_reply_wait: Duration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            base_url: String::new(),
+            client_id: String::new(),
+            client_secret: String::new(),
+            agent_id: String::new(),
+            log_level: "INFO".into(),
+            ca_file: None,
+            data_dir: PathBuf::from("outpost-agent-data"),
+            heartbeat_interval: Duration::from_secs(10),
+            ack_timeout: Duration::from_secs(55),
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            inbound_reply_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Reads `agent.properties`: `key=value` lines, `#` and `!` comments, blank lines ignored.
+    /// Keys: `baseUrl`, `clientId`, `clientSecret`, `agentId`, `logLevel` (Medplum's), and
+    /// `caFile`, `dataDir`, `ackTimeoutMs` (Outpost's). Unknown keys (Medplum's `logger.*`) are
+    /// ignored.
+    pub fn from_properties(text: &str) -> Result<AgentConfig, Error> {
+        let mut c = AgentConfig::default();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            let Some((key, value)) = line.split_once('=').or_else(|| line.split_once(':')) else {
+                return Err(Error::Config(format!(
+                    "agent.properties line {}: expected key=value",
+                    n + 1
+                )));
+            };
+            let value = value.trim().to_owned();
+            match key.trim() {
+                "baseUrl" => c.base_url = value,
+                "clientId" => c.client_id = value,
+                "clientSecret" => c.client_secret = value,
+                "agentId" => c.agent_id = value,
+                "logLevel" => c.log_level = value,
+                "caFile" => c.ca_file = Some(PathBuf::from(value)),
+                "dataDir" => c.data_dir = PathBuf::from(value),
+                "ackTimeoutMs" => {
+                    let ms = value.parse().map_err(|_| {
+                        Error::Config(format!("ackTimeoutMs: not a number: {value}"))
+                    })?;
+                    c.ack_timeout = Duration::from_millis(ms);
+                }
+                _ => {}
+            }
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Reads an `agent.properties` file.
+    pub fn from_file(path: &Path) -> Result<AgentConfig, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        AgentConfig::from_properties(&text)
+    }
+
+    /// Checks that the four required values are there and the URL is usable.
+    pub fn validate(&self) -> Result<(), Error> {
+        for (name, v) in [
+            ("baseUrl", &self.base_url),
+            ("clientId", &self.client_id),
+            ("clientSecret", &self.client_secret),
+            ("agentId", &self.agent_id),
+        ] {
+            if v.is_empty() {
+                return Err(Error::Config(format!("{name} is required")));
+            }
+        }
+        if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
+            return Err(Error::Config(format!(
+                "baseUrl must start with http:// or https://: {}",
+                self.base_url
+            )));
+        }
+        Ok(())
+    }
+
+    /// The base URL with exactly one trailing slash.
+    pub fn base(&self) -> String {
+        format!("{}/", self.base_url.trim_end_matches('/'))
+    }
+
+    /// The WebSocket URL: the base URL's host with `/ws/agent` (any path in the base URL is
+    /// dropped, as Medplum's agent does), `wss` for `https`.
+    pub fn ws_url(&self) -> String {
+        let (scheme, rest) = match self.base_url.split_once("://") {
+            Some(("https", rest)) => ("wss", rest),
+            Some((_, rest)) => ("ws", rest),
+            None => ("ws", self.base_url.as_str()),
+        };
+        let host = rest.split('/').next().unwrap_or(rest);
+        format!("{scheme}://{host}/ws/agent")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medplum_properties_file() {
+        let c = AgentConfig::from_properties(
+            "# Medplum agent\r\nbaseUrl=https://relay.example.org/medplum/\r\nclientId=abc\r\nclientSecret=s=e=c\r\nagentId=1080ee82\r\nlogLevel=DEBUG\r\nlogger.main.logDir=C:/logs\r\n",
+        )
+        .unwrap();
+        assert_eq!(c.client_secret, "s=e=c");
+        assert_eq!(c.log_level, "DEBUG");
+        assert_eq!(c.ws_url(), "wss://relay.example.org/ws/agent");
+        assert_eq!(c.base(), "https://relay.example.org/medplum/");
+    }
+
+    #[test]
+    fn missing_values() {
+        let e =
+            AgentConfig::from_properties("baseUrl=http://x\nclientId=a\nagentId=b\n").unwrap_err();
+        assert_eq!(e.to_string(), "configuration: clientSecret is required");
+        assert!(AgentConfig::from_properties("garbage line").is_err());
+        assert!(
+            AgentConfig::from_properties("baseUrl=ftp://x\nclientId=a\nclientSecret=s\nagentId=b")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn plain_http_gives_ws() {
+        let c = AgentConfig {
+            base_url: "http://127.0.0.1:8103".into(),
+            ..AgentConfig::default()
+        };
+        assert_eq!(c.ws_url(), "ws://127.0.0.1:8103/ws/agent");
+        assert_eq!(c.base(), "http://127.0.0.1:8103/");
+    }
+}

@@ -1,0 +1,186 @@
+//! A push, delivered by the scheme of its `remote` (the destination Device's `url`):
+//!
+//! | `remote` | action | answer |
+//! |---|---|---|
+//! | `mllp://host:port[?encoding=&returnAck=]` | send over MLLP (pooled), wait for the ACK | the ACK, 200 |
+//! | a host or IP with `x-application/ping` | the system `ping` | its output, 200 |
+//! | anything else | none | 400 "unsupported destination scheme" |
+//!
+//! Failures are 400 `text/plain` saying what happened: refused, timed out, the device's NAK
+//! (with its ACK), a body that is not HL7.
+
+use std::time::Duration;
+
+use agent_protocol::{
+    CONTENT_TYPE_HL7_V2, CONTENT_TYPE_PING, CONTENT_TYPE_TEXT, TransmitRequest, TransmitResponse,
+};
+use hl7v2::Charset;
+use mllp::{ReturnAck, SendOptions};
+
+use crate::Inner;
+
+/// Delivers one push and builds its answer.
+pub(crate) async fn dispatch(inner: &Inner, req: &TransmitRequest) -> TransmitResponse {
+    let result = if req.content_type == CONTENT_TYPE_PING {
+        ping(&req.remote, &req.body).await
+    } else {
+        match req.remote.split_once("://").map(|(s, _)| s) {
+            Some("mllp") => mllp_push(inner, req).await,
+            Some(scheme @ ("astm" | "dicom")) => Err(format!(
+                "unsupported destination scheme {scheme}://: this agent has no {scheme} client"
+            )),
+            Some(scheme) => Err(format!("unsupported destination scheme {scheme}://")),
+            None => Err(format!(
+                "unsupported destination {:?}: expected a URL such as mllp://host:port",
+                req.remote
+            )),
+        }
+    };
+    let (status, content_type, body) = match result {
+        Ok((ct, body)) => (200, ct, body),
+        Err(text) => (400, CONTENT_TYPE_TEXT.to_owned(), text),
+    };
+    TransmitResponse {
+        channel: req.channel.clone(),
+        remote: req.remote.clone(),
+        callback: req.callback.clone(),
+        content_type,
+        status_code: Some(status),
+        status: None,
+        body,
+    }
+}
+
+/// The parts of a destination URL: `scheme://host:port/path?query`.
+pub(crate) struct Url {
+    /// `host:port`
+    pub(crate) addr: String,
+    /// Query parameters, percent-decoded.
+    pub(crate) query: Vec<(String, String)>,
+}
+
+impl Url {
+    pub(crate) fn parse(url: &str) -> Result<Url, String> {
+        let (_, rest) = url
+            .split_once("://")
+            .ok_or_else(|| format!("not a URL: {url}"))?;
+        let (authority, query) = match rest.split_once('?') {
+            Some((a, q)) => (a, q),
+            None => (rest, ""),
+        };
+        let authority = authority.split('/').next().unwrap_or(authority);
+        let port_ok = authority
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if !port_ok {
+            return Err(format!("{url}: expected host:port"));
+        }
+        Ok(Url {
+            addr: authority.to_owned(),
+            query: form_urlencoded::parse(query.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        })
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+async fn mllp_push(inner: &Inner, req: &TransmitRequest) -> Result<(String, String), String> {
+    let url = Url::parse(&req.remote)?;
+    let charset = match url.get("encoding") {
+        Some(label) => Charset::from_label(label).map_err(|e| format!("{}: {e}", req.remote))?,
+        None => Charset::Utf8,
+    };
+    // Per message, then per Device URL (Medplum's `defaultReturnAck`), then the first ACK.
+    let return_ack = req
+        .return_ack
+        .as_deref()
+        .or(url.get("returnAck"))
+        .or(url.get("defaultReturnAck"))
+        .map(|r| r.parse::<ReturnAck>())
+        .transpose()
+        .map_err(|e| format!("invalid returnAck: {e}"))?;
+    let wire = charset.encode(&req.body);
+    let opts = SendOptions {
+        ack_timeout: None,
+        return_ack,
+    };
+    match inner.pool.send(&url.addr, &wire, opts).await {
+        Ok(ack) => Ok((
+            CONTENT_TYPE_HL7_V2.to_owned(),
+            hl7_text(charset, ack.bytes()),
+        )),
+        Err(mllp::Error::Negative {
+            description, ack, ..
+        }) => Err(format!(
+            "device at {} did not accept the message: {description}\n\n{}",
+            url.addr,
+            hl7_text(charset, &ack)
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// An HL7 message as text for JSON: decoded with the channel's character set, segments ended by
+/// `\r` (the last one without).
+fn hl7_text(charset: Charset, bytes: &[u8]) -> String {
+    let text = charset.decode(bytes);
+    text.trim_end_matches(['\r', '\n']).to_owned()
+}
+
+/// `PING` or `PING <count>` to a host, with the system's `ping`.
+async fn ping(host: &str, body: &str) -> Result<(String, String), String> {
+    let count: u32 = body
+        .trim()
+        .strip_prefix("PING")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map_or(Ok(1), str::parse)
+        .map_err(|_| format!("invalid ping body {body:?}: expected PING or PING <count>"))?;
+    let count = count.clamp(1, 10);
+    if host.starts_with('-') || host.is_empty() {
+        return Err(format!("invalid host {host:?}"));
+    }
+    let out = tokio::time::timeout(
+        Duration::from_secs(3 + 2 * u64::from(count)),
+        tokio::process::Command::new("ping")
+            .args(["-c", &count.to_string(), "-W", "2", host])
+            .output(),
+    )
+    .await
+    .map_err(|_| format!("ping {host}: no answer in time"))?
+    .map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "ping is not installed on the agent's host".to_owned(),
+        _ => format!("ping {host}: {e}"),
+    })?;
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if out.status.success() {
+        Ok((CONTENT_TYPE_PING.to_owned(), stdout))
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        Err(format!("ping {host} failed: {stdout}{stderr}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u =
+            Url::parse("mllp://10.0.0.5:2575?encoding=windows-1252&returnAck=application").unwrap();
+        assert_eq!(u.addr, "10.0.0.5:2575");
+        assert_eq!(u.get("encoding"), Some("windows-1252"));
+        assert_eq!(u.get("returnAck"), Some("application"));
+        assert_eq!(Url::parse("mllp://[::1]:2575").unwrap().addr, "[::1]:2575");
+        assert!(Url::parse("mllp://host").is_err());
+        assert!(Url::parse("host:1").is_err());
+    }
+}

@@ -1,0 +1,210 @@
+//! Device → agent → relay: acknowledgements, durability across relay and agent restarts,
+//! configuration reloads.
+
+mod common;
+
+use std::time::Duration;
+
+use agent_core::Event;
+use common::*;
+use mllp::{ClientOptions, Connection};
+
+async fn send(port: u16, msg: &str) -> mllp::Ack {
+    let mut c = Connection::connect(&format!("127.0.0.1:{port}"), ClientOptions::default())
+        .await
+        .unwrap();
+    c.send(msg.as_bytes()).await.unwrap()
+}
+
+async fn wait_for_rows(relay: &relay::Relay, n: usize) -> Vec<relay::InboundRow> {
+    for _ in 0..200 {
+        let rows = relay
+            .state()
+            .store
+            .inbound(Some(AGENT), None, 0, 1000)
+            .unwrap();
+        if rows.len() >= n {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    relay
+        .state()
+        .store
+        .inbound(Some(AGENT), None, 0, 1000)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn device_message_reaches_the_relay_and_the_relay_answers_the_device() {
+    let w = world().await;
+    let ack = send(w.channel_port, &oru("IN-1")).await;
+    let (code, id, _) = msa(ack.bytes());
+    assert_eq!((code.as_str(), id.as_str()), ("AA", "IN-1"));
+    // the ACK is the relay's (sender and receiver swapped)
+    assert!(ack.bytes().starts_with(b"MSH|^~\\&|EHR|HOSP|LAB|HOSP|"));
+    let rows = wait_for_rows(&w.relay, 1).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].channel.as_str(), rows[0].body.as_str()),
+        ("adt-in", oru("IN-1").as_str())
+    );
+    assert!(rows[0].callback.starts_with("Agent/agent-1-"));
+    assert_eq!(w.agent.queue_depth(), 0);
+}
+
+#[tokio::test]
+async fn relay_down_nothing_lost_and_delivered_once_when_it_returns() {
+    let device = Device::start(0).await;
+    let channel_port = free_port();
+    let bundle = bundle(device.port, channel_port);
+    let data = tmp("relay");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let relay = start_relay(
+        &listen,
+        Some(data.clone()),
+        &bundle,
+        Duration::from_secs(3600),
+    )
+    .await;
+    let mut cfg = agent_config(&relay.base_url(), tmp("agent"));
+    cfg.inbound_reply_wait = Duration::from_millis(500);
+    let agent = start_agent(cfg).await;
+    relay.shutdown().await;
+    // The device still gets an answer: the agent has the messages durably.
+    for i in 0..3 {
+        let ack = send(channel_port, &oru(&format!("DOWN-{i}"))).await;
+        let (code, _, text) = msa(ack.bytes());
+        assert_eq!(
+            (code.as_str(), text.as_str()),
+            ("AA", "queued at the agent for delivery")
+        );
+    }
+    assert_eq!(agent.queue_depth(), 3);
+    let relay = start_relay(&listen, Some(data), &bundle, Duration::from_secs(3600)).await;
+    let rows = wait_for_rows(&relay, 3).await;
+    let bodies: Vec<&str> = rows.iter().map(|r| r.body.as_str()).collect();
+    assert_eq!(
+        bodies,
+        [oru("DOWN-0"), oru("DOWN-1"), oru("DOWN-2")],
+        "all three, in order, once"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        relay.state().store.inbound_count().unwrap(),
+        3,
+        "no duplicates"
+    );
+    for _ in 0..50 {
+        if agent.queue_depth() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(agent.queue_depth(), 0);
+}
+
+#[tokio::test]
+async fn queued_messages_survive_an_agent_restart() {
+    let device = Device::start(0).await;
+    let channel_port = free_port();
+    let bundle = bundle(device.port, channel_port);
+    let relay_data = tmp("relay");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let relay = start_relay(
+        &listen,
+        Some(relay_data.clone()),
+        &bundle,
+        Duration::from_secs(3600),
+    )
+    .await;
+    let agent_data = tmp("agent");
+    let mut cfg = agent_config(&relay.base_url(), agent_data.clone());
+    cfg.inbound_reply_wait = Duration::from_millis(300);
+    let agent = start_agent(cfg.clone()).await;
+    relay.shutdown().await;
+    for i in 0..2 {
+        send(channel_port, &oru(&format!("KEEP-{i}"))).await;
+    }
+    agent.shutdown().await;
+    let relay = start_relay(
+        &listen,
+        Some(relay_data),
+        &bundle,
+        Duration::from_secs(3600),
+    )
+    .await;
+    let agent = start_agent(cfg).await;
+    let rows = wait_for_rows(&relay, 2).await;
+    let bodies: Vec<&str> = rows.iter().map(|r| r.body.as_str()).collect();
+    assert_eq!(bodies, [oru("KEEP-0"), oru("KEEP-1")]);
+    drop(agent);
+}
+
+#[tokio::test]
+async fn enhanced_channel_commits_first_then_forwards() {
+    let device = Device::start(0).await;
+    let channel_port = free_port();
+    let mut bundle = bundle(device.port, channel_port);
+    bundle["entry"][3]["resource"]["address"] =
+        format!("mllp://127.0.0.1:{channel_port}?enhanced=true").into();
+    let relay = start_relay("127.0.0.1:0", None, &bundle, Duration::from_secs(3600)).await;
+    let agent = start_agent(agent_config(&relay.base_url(), tmp("agent"))).await;
+    let mut c = Connection::connect(
+        &format!("127.0.0.1:{channel_port}"),
+        ClientOptions {
+            return_ack: mllp::ReturnAck::Application,
+            ..ClientOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let ack = c.send(oru("ENH-1").as_bytes()).await.unwrap();
+    assert!(ack.commit().is_some(), "a CA came first");
+    assert_eq!(msa(ack.commit().unwrap()).0, "CA");
+    assert_eq!(msa(ack.bytes()).0, "AA", "then the relay's application ACK");
+    drop(agent);
+}
+
+#[tokio::test]
+async fn reload_config_opens_a_new_channel() {
+    let w = world().await;
+    let mut events = w.agent.events();
+    let new_port = free_port();
+    let store = &w.relay.state().store;
+    store
+        .put(serde_json::json!({"resourceType": "Endpoint", "id": "lab-in", "status": "active", "address": format!("mllp://127.0.0.1:{new_port}")}))
+        .unwrap();
+    let mut agent = (*store.get("Agent", AGENT).unwrap()).clone();
+    agent["channel"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "lab-in", "endpoint": {"reference": "Endpoint/lab-in"}}));
+    store.put(agent).unwrap();
+    let token = caller(&w.relay.base_url()).token().await.unwrap();
+    let r = reqwest::Client::new()
+        .get(format!(
+            "{}fhir/R4/Agent/{AGENT}/$reload-config",
+            w.relay.base_url()
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let started = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(Event::ChannelStarted { name, .. }) = events.recv().await
+                && name == "lab-in"
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(started.is_ok());
+    let ack = send(new_port, &oru("NEW-CH")).await;
+    assert_eq!(msa(ack.bytes()).0, "AA");
+    let rows = wait_for_rows(&w.relay, 1).await;
+    assert_eq!(rows[0].channel, "lab-in");
+}

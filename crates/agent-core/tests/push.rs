@@ -1,0 +1,313 @@
+//! Pushes from a caller through the relay and the agent to an MLLP device, and every fault.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use agent_core::{Event, PushAnswer, PushOptions};
+use common::*;
+
+fn wait(ms: u64) -> PushOptions {
+    PushOptions {
+        wait_for_response: true,
+        wait_timeout: Some(Duration::from_millis(ms)),
+        return_ack: None,
+    }
+}
+
+async fn push(w: &World, opts: &PushOptions) -> Result<PushAnswer, agent_core::Error> {
+    push_to(&w.relay.base_url(), opts).await
+}
+
+async fn push_to(base: &str, opts: &PushOptions) -> Result<PushAnswer, agent_core::Error> {
+    caller(base)
+        .push_to_agent(
+            AGENT,
+            &format!("Device/{DEVICE}"),
+            ADT_LF,
+            "x-application/hl7-v2+er7",
+            opts,
+        )
+        .await
+}
+
+#[tokio::test]
+async fn push_reaches_the_device_and_its_ack_comes_back() {
+    let w = world().await;
+    let PushAnswer::Answer { content_type, body } = push(&w, &wait(10_000)).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(content_type, "x-application/hl7-v2+er7");
+    assert!(
+        body.starts_with("MSH|^~\\&|RECEIVER|DEST|ADTSYS|HOSPITAL|"),
+        "{body}"
+    );
+    assert_eq!(msa(body.as_bytes()).0, "AA");
+    assert_eq!(msa(body.as_bytes()).1, "1698105185516");
+    // the body went out with \r terminators, though the caller wrote \n
+    let got = w.device.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0],
+        ADT_LF
+            .replace('\n', "\r")
+            .into_bytes()
+            .into_iter()
+            .chain(*b"\r")
+            .collect::<Vec<u8>>()
+    );
+    // fire and forget is delivered too
+    assert_eq!(
+        push(&w, &PushOptions::default()).await.unwrap(),
+        PushAnswer::Delivered
+    );
+    for _ in 0..50 {
+        if w.device.received().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(w.device.received().len(), 2);
+}
+
+#[tokio::test]
+async fn device_down_is_a_400_saying_connection_refused() {
+    let World {
+        device,
+        relay,
+        agent,
+        ..
+    } = world().await;
+    let port = device.port;
+    device.server.shutdown(Duration::from_secs(1)).await;
+    let err = push_to(&relay.base_url(), &wait(10_000))
+        .await
+        .unwrap_err()
+        .to_string();
+    drop(agent);
+    assert!(
+        err.contains(&format!("cannot connect to 127.0.0.1:{port}")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn device_nak_is_a_400_with_its_text_and_ack() {
+    let w = world().await;
+    w.device.mode.store(ANSWER_AE, Ordering::SeqCst);
+    let err = push(&w, &wait(10_000)).await.unwrap_err().to_string();
+    assert!(
+        err.contains("did not accept the message: AE: Unknown patient: MRN 12345 not on file"),
+        "{err}"
+    );
+    assert!(
+        err.contains("MSA|AE|1698105185516|Unknown patient"),
+        "the ACK is included: {err}"
+    );
+}
+
+#[tokio::test]
+async fn hanging_device_times_out_for_the_caller_and_the_agent_answers_anyway() {
+    let w = world().await;
+    w.device.mode.store(HANG, Ordering::SeqCst);
+    let mut events = w.agent.events();
+    let t = Instant::now();
+    let err = push(&w, &wait(500)).await.unwrap_err().to_string();
+    assert!(
+        err.contains("Timeout: no answer from Agent/agent-1 within 500 ms"),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(3));
+    // the agent's own limit (5 s here) ends its wait: exactly one answer, a 400
+    let answered = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(Event::PushAnswered { status, body, .. }) = events.recv().await {
+                return (status, body);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(answered.0, 400);
+    assert!(
+        answered
+            .1
+            .contains("no acknowledgement for message 1698105185516 within 5000 ms"),
+        "{}",
+        answered.1
+    );
+}
+
+#[tokio::test]
+async fn agent_stopped_mid_push_fails_the_push_at_once() {
+    let World {
+        device,
+        relay,
+        agent,
+        ..
+    } = world().await;
+    device.mode.store(HANG, Ordering::SeqCst);
+    let base = relay.base_url();
+    let pushing = tokio::spawn(async move {
+        caller(&base)
+            .push_to_agent(
+                AGENT,
+                &format!("Device/{DEVICE}"),
+                ADT_LF,
+                "x-application/hl7-v2+er7",
+                &wait(30_000),
+            )
+            .await
+    });
+    for _ in 0..100 {
+        if !device.received().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let t = Instant::now();
+    agent.shutdown().await;
+    let err = pushing.await.unwrap().unwrap_err().to_string();
+    assert!(err.contains("disconnected before answering"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+}
+
+#[tokio::test]
+async fn relay_restart_agent_reconnects_and_pushes_work_again() {
+    let device = Device::start(0).await;
+    let bundle = bundle(device.port, free_port());
+    let data = tmp("relay");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let relay = start_relay(
+        &listen,
+        Some(data.clone()),
+        &bundle,
+        Duration::from_secs(3600),
+    )
+    .await;
+    let agent = start_agent(agent_config(&relay.base_url(), tmp("agent"))).await;
+    let base = relay.base_url();
+    relay.shutdown().await;
+    // The agent notices at once (the socket closes) and retries with backoff.
+    for _ in 0..100 {
+        if !agent.is_live() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!agent.is_live());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let relay = start_relay(&listen, Some(data), &bundle, Duration::from_secs(3600)).await;
+    let t = Instant::now();
+    assert!(
+        agent.wait_live(Duration::from_secs(10)).await,
+        "agent did not reconnect"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "reconnected after {:?} (backoff max 800 ms)",
+        t.elapsed()
+    );
+    let answer = caller(&base)
+        .push_to_agent(
+            AGENT,
+            &format!("Device/{DEVICE}"),
+            ADT_LF,
+            "x-application/hl7-v2+er7",
+            &wait(10_000),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(answer, PushAnswer::Answer { .. }));
+    drop(relay);
+}
+
+#[tokio::test]
+async fn agent_keeps_working_after_its_token_expires() {
+    let device = Device::start(0).await;
+    let channel_port = free_port();
+    let bundle = bundle(device.port, channel_port);
+    // tokens live 2 s; a reconnect and an inbound message after that need fresh ones
+    let relay = start_relay("127.0.0.1:0", None, &bundle, Duration::from_secs(2)).await;
+    let agent = start_agent(agent_config(&relay.base_url(), tmp("agent"))).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut conn = mllp::Connection::connect(
+        &format!("127.0.0.1:{channel_port}"),
+        mllp::ClientOptions::default(),
+    )
+    .await
+    .unwrap();
+    let ack = conn.send(oru("AFTER-EXPIRY").as_bytes()).await.unwrap();
+    assert_eq!(msa(ack.bytes()).0, "AA");
+    let rows = relay
+        .state()
+        .store
+        .inbound(Some(AGENT), None, 0, 10)
+        .unwrap();
+    assert_eq!(
+        rows.len(),
+        1,
+        "the message reached the relay with a refreshed token"
+    );
+    let answer = caller(&relay.base_url())
+        .push_to_agent(
+            AGENT,
+            &format!("Device/{DEVICE}"),
+            ADT_LF,
+            "x-application/hl7-v2+er7",
+            &wait(10_000),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(answer, PushAnswer::Answer { .. }));
+    drop(agent);
+}
+
+#[tokio::test]
+async fn schemes_without_a_client_say_so() {
+    let w = world().await;
+    let err = caller(&w.relay.base_url())
+        .push_to_agent(
+            AGENT,
+            "Device/astm-analyzer",
+            "H|\\^&\rL|1",
+            "x-application/astm",
+            &wait(5_000),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unsupported destination scheme astm://"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn agent_status_off_refuses_pushes() {
+    let w = world().await;
+    let mut agent = w.bundle["entry"][2]["resource"].clone();
+    agent["status"] = "off".into();
+    w.relay.state().store.put(agent).unwrap();
+    // the agent re-reads its configuration when told to
+    let tls = agent_core::client_config(None).unwrap();
+    let c =
+        agent_core::RelayClient::new(&w.relay.base_url(), "caller", "caller-secret", tls).unwrap();
+    let token = c.token().await.unwrap();
+    let r = reqwest::Client::new()
+        .get(format!(
+            "{}fhir/R4/Agent/{AGENT}/$reload-config",
+            w.relay.base_url()
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert!(w.agent.is_off());
+    // The relay itself refuses pushes to an agent that is off.
+    let err = push(&w, &wait(5_000)).await.unwrap_err().to_string();
+    assert!(err.contains("Agent.status is 'off'"), "{err}");
+}
