@@ -1,0 +1,164 @@
+//! `outpost agent` and `outpost push`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use agent_core::{Agent, AgentConfig, LogBuffer, PushAnswer, PushOptions, RelayClient};
+use anyhow::Context;
+use clap::Args;
+
+use crate::exit;
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Medplum's `agent.properties` (baseUrl, clientId, clientSecret, agentId, logLevel).
+    #[arg(long, conflicts_with_all = ["base_url", "client_id", "client_secret", "agent_id"])]
+    config: Option<PathBuf>,
+    /// The relay's base URL.
+    #[arg(long)]
+    base_url: Option<String>,
+    /// ClientApplication id.
+    #[arg(long)]
+    client_id: Option<String>,
+    /// ClientApplication secret.
+    #[arg(long)]
+    client_secret: Option<String>,
+    /// Agent resource id.
+    #[arg(long)]
+    agent_id: Option<String>,
+    /// A PEM CA certificate to trust for the relay, besides the system roots.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Directory for the durable inbound queue.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
+    let mut config = match &args.config {
+        Some(path) => AgentConfig::from_file(path)?,
+        None if args.base_url.is_none() && std::path::Path::new("agent.properties").exists() => {
+            AgentConfig::from_file(std::path::Path::new("agent.properties"))?
+        }
+        None => AgentConfig {
+            base_url: args.base_url.unwrap_or_default(),
+            client_id: args.client_id.unwrap_or_default(),
+            client_secret: args.client_secret.unwrap_or_default(),
+            agent_id: args.agent_id.unwrap_or_default(),
+            ..AgentConfig::default()
+        },
+    };
+    if args.ca_file.is_some() {
+        config.ca_file = args.ca_file;
+    }
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    if let Err(e) = config.validate() {
+        eprintln!(
+            "error: {e} (give --config agent.properties, or --base-url, --client-id, --client-secret and --agent-id)"
+        );
+        return Ok(ExitCode::from(exit::USAGE));
+    }
+    crate::runtime()?.block_on(async {
+        let agent = Agent::start(config.clone(), logs)
+            .await
+            .context("cannot start the agent")?;
+        println!(
+            "Agent {} starting; relay {}",
+            config.agent_id,
+            config.base()
+        );
+        crate::shutdown_signal().await;
+        agent.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The Agent id (or `Agent/<id>`).
+    agent: String,
+    /// `Device/<id>`, `Device?identifier=...`, or a host for `x-application/ping`.
+    #[arg(long)]
+    destination: String,
+    /// Content type of the body.
+    #[arg(long, default_value = agent_protocol::CONTENT_TYPE_HL7_V2)]
+    content_type: String,
+    /// The body; HL7 segments may be separated by `\r`, `\n` or `\r\n`.
+    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+    body: Option<String>,
+    /// Read the body from a file.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Wait for the device's answer and print it.
+    #[arg(long)]
+    wait: bool,
+    /// How long the relay waits for the answer (default 10000, at most 55000).
+    #[arg(long)]
+    wait_timeout_ms: Option<u64>,
+    /// HL7: `first` or `application` acknowledgement.
+    #[arg(long)]
+    return_ack: Option<String>,
+    /// The relay's base URL.
+    #[arg(long, env = "MEDPLUM_BASE_URL")]
+    base_url: String,
+    /// ClientApplication id.
+    #[arg(long, env = "MEDPLUM_CLIENT_ID")]
+    client_id: String,
+    /// ClientApplication secret.
+    #[arg(long, env = "MEDPLUM_CLIENT_SECRET", hide_env_values = true)]
+    client_secret: String,
+    /// A PEM CA certificate to trust for the relay, besides the system roots.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+}
+
+pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
+    let body = match (&args.body, &args.file) {
+        (Some(b), _) => b.clone(),
+        (_, Some(f)) => {
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?
+        }
+        _ => unreachable!("clap requires one of --body and --file"),
+    };
+    let tls = agent_core::client_config(args.ca_file.as_deref())?;
+    let client = RelayClient::new(&args.base_url, &args.client_id, &args.client_secret, tls)?;
+    let opts = PushOptions {
+        wait_for_response: args.wait,
+        wait_timeout: args.wait_timeout_ms.map(Duration::from_millis),
+        return_ack: args.return_ack.clone(),
+    };
+    let result = crate::runtime()?.block_on(client.push_to_agent(
+        &args.agent,
+        &args.destination,
+        &body,
+        &args.content_type,
+        &opts,
+    ));
+    match result {
+        Ok(PushAnswer::Delivered) => {
+            println!("Delivered to the agent.");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(PushAnswer::Answer { content_type, body }) => {
+            if content_type == agent_protocol::CONTENT_TYPE_HL7_V2 {
+                for seg in body.split(['\r', '\n']).filter(|s| !s.is_empty()) {
+                    println!("{seg}");
+                }
+            } else {
+                println!("{body}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(agent_core::Error::Relay(text)) => {
+            eprintln!("error: {text}");
+            Ok(ExitCode::from(exit::NEGATIVE))
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(exit::NO_ANSWER))
+        }
+    }
+}
