@@ -16,9 +16,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_protocol::{AgentMessage, CONTENT_TYPE_HL7_V2, TransmitRequest};
+use agent_protocol::{AgentMessage, CONTENT_TYPE_ASTM, CONTENT_TYPE_HL7_V2, TransmitRequest};
 use hl7v2::{AckCode, Charset};
 use mllp::{Request, Server, ServerOptions, ack_options};
+use tokio::sync::{oneshot, watch};
 
 use crate::dispatch::Url;
 use crate::{Error, Event, Inner};
@@ -36,7 +37,29 @@ pub(crate) struct Channels {
 #[derive(Debug)]
 struct Running {
     address: String,
-    server: Server,
+    listener: Listener,
+}
+
+/// A channel's listener.
+#[derive(Debug)]
+enum Listener {
+    Mllp(Server),
+    Astm {
+        stop: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<()>,
+    },
+}
+
+impl Listener {
+    async fn shutdown(self) {
+        match self {
+            Listener::Mllp(server) => server.shutdown(Duration::from_secs(2)).await,
+            Listener::Astm { stop, task } => {
+                let _ = stop.send(true);
+                let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+            }
+        }
+    }
 }
 
 /// Reads the Agent and its Endpoints from the relay and makes the running channels match.
@@ -98,7 +121,7 @@ async fn apply(inner: &Arc<Inner>, wanted: Vec<(String, String)>) {
         .collect();
     for name in stale {
         if let Some(r) = set.running.remove(&name) {
-            r.server.shutdown(Duration::from_secs(2)).await;
+            r.listener.shutdown().await;
             tracing::info!(channel = name, "channel stopped");
         }
     }
@@ -107,14 +130,14 @@ async fn apply(inner: &Arc<Inner>, wanted: Vec<(String, String)>) {
             continue;
         }
         match start(inner, &name, &address).await {
-            Ok(server) => {
+            Ok(listener) => {
                 tracing::info!(channel = name, address, "channel listening");
                 inner.emit(Event::ChannelStarted {
                     name: name.clone(),
                     address: address.clone(),
                 });
                 set.running
-                    .insert(name.clone(), Running { address, server });
+                    .insert(name.clone(), Running { address, listener });
             }
             Err(e) => {
                 tracing::error!(channel = name, address, error = %e, "channel could not start");
@@ -132,7 +155,7 @@ async fn apply(inner: &Arc<Inner>, wanted: Vec<(String, String)>) {
 pub(crate) async fn stop_all(inner: &Inner) {
     let mut set = inner.channels.lock().await;
     for (_, r) in set.running.drain() {
-        r.server.shutdown(Duration::from_secs(2)).await;
+        r.listener.shutdown().await;
     }
     for (_, w) in set.workers.drain() {
         w.abort();
@@ -153,34 +176,133 @@ fn ensure_worker_locked(inner: &Arc<Inner>, set: &mut Channels, channel: &str) {
     set.workers.insert(channel.to_owned(), handle);
 }
 
-async fn start(inner: &Arc<Inner>, name: &str, address: &str) -> Result<Server, Error> {
+async fn start(inner: &Arc<Inner>, name: &str, address: &str) -> Result<Listener, Error> {
     let scheme = address.split_once("://").map_or("", |(s, _)| s);
-    if scheme != "mllp" {
-        return Err(Error::Config(format!(
-            "channel {name}: unsupported endpoint scheme {scheme:?} (supported: mllp)"
-        )));
-    }
     let url = Url::parse(address).map_err(Error::Config)?;
-    let charset = match url.get("encoding") {
+    let charset = |default| match url.get("encoding") {
         Some(l) => {
-            Charset::from_label(l).map_err(|e| Error::Config(format!("channel {name}: {e}")))?
+            Charset::from_label(l).map_err(|e| Error::Config(format!("channel {name}: {e}")))
         }
-        None => Charset::Utf8,
+        None => Ok(default),
     };
-    let enhanced = url.get("enhanced").map(str::to_owned);
-    let (inner, channel) = (inner.clone(), name.to_owned());
-    let handler = move |req: Request| {
-        let (inner, channel, enhanced) = (inner.clone(), channel.clone(), enhanced.clone());
-        async move { on_message(&inner, &channel, charset, enhanced.as_deref(), req).await }
-    };
-    Server::bind(&url.addr, ServerOptions::default(), handler)
+    match scheme {
+        "mllp" => {
+            let charset = charset(Charset::Utf8)?;
+            let enhanced = url.get("enhanced").map(str::to_owned);
+            let (inner, channel) = (inner.clone(), name.to_owned());
+            let handler = move |req: Request| {
+                let (inner, channel, enhanced) = (inner.clone(), channel.clone(), enhanced.clone());
+                async move { on_message(&inner, &channel, charset, enhanced.as_deref(), req).await }
+            };
+            Server::bind(&url.addr, ServerOptions::default(), handler)
+                .await
+                .map(Listener::Mllp)
+                .map_err(|e| {
+                    Error::Config(format!(
+                        "channel {name}: cannot listen on {}: {e}",
+                        url.addr
+                    ))
+                })
+        }
+        "astm" => start_astm(inner, name, &url.addr, charset(Charset::Latin1)?).await,
+        _ => Err(Error::Config(format!(
+            "channel {name}: unsupported endpoint scheme {scheme:?} (supported: mllp, astm)"
+        ))),
+    }
+}
+
+/// Commits a device message and wakes the channel's worker; the receiver gets the relay's
+/// answer (status, body) once it comes.
+fn commit(
+    inner: &Inner,
+    channel: &str,
+    remote: &str,
+    content_type: &str,
+    text: &str,
+) -> Result<(i64, oneshot::Receiver<(u16, String)>), Error> {
+    let queued = inner
+        .queue
+        .push(&inner.config.agent_id, channel, remote, content_type, text)?;
+    inner.emit(Event::InboundQueued {
+        channel: channel.to_owned(),
+        id: queued.id,
+    });
+    let (tx, rx) = oneshot::channel();
+    Inner::lock(&inner.waiters).insert(queued.id, tx);
+    inner.notifier(channel).notify_one();
+    Ok((queued.id, rx))
+}
+
+/// The relay's answer to a committed message, or `None` if it did not come in time.
+async fn answer(
+    inner: &Inner,
+    id: i64,
+    rx: oneshot::Receiver<(u16, String)>,
+) -> Option<(u16, String)> {
+    let got = tokio::time::timeout(inner.config.inbound_reply_wait, rx).await;
+    Inner::lock(&inner.waiters).remove(&id);
+    got.ok().and_then(Result::ok)
+}
+
+/// `astm://HOST:PORT`: an E1381 listener as the LIS. Each message is committed when it is
+/// complete (its frames were acknowledged one by one as E1381 requires), forwarded, and an
+/// ASTM answer from the relay (orders for a host query, say) is sent back to the analyzer.
+async fn start_astm(
+    inner: &Arc<Inner>,
+    name: &str,
+    addr: &str,
+    charset: Charset,
+) -> Result<Listener, Error> {
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| {
-            Error::Config(format!(
-                "channel {name}: cannot listen on {}: {e}",
-                url.addr
-            ))
-        })
+        .map_err(|e| Error::Config(format!("channel {name}: cannot listen on {addr}: {e}")))?;
+    let (stop, stopped) = watch::channel(false);
+    let (inner, channel) = (inner.clone(), name.to_owned());
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        let mut stop_rx = stopped.clone();
+        loop {
+            let (stream, peer) = tokio::select! {
+                a = listener.accept() => match a {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(channel, error = %e, "accept failed");
+                        continue;
+                    }
+                },
+                _ = stop_rx.changed() => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let (inner, channel, mut stop) = (inner.clone(), channel.clone(), stopped.clone());
+            conns.spawn(async move {
+                let mut conn = astm::Connection::new(stream, astm::LinkOptions::default());
+                loop {
+                    let message = tokio::select! {
+                        m = conn.next_message() => m,
+                        _ = stop.changed() => break,
+                    };
+                    let Ok(Some(message)) = message else { break };
+                    let text = charset.decode(&message).into_owned();
+                    let (id, rx) = match commit(&inner, &channel, &peer.to_string(), CONTENT_TYPE_ASTM, &text) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::error!(channel, error = %e, "cannot queue an analyzer message");
+                            continue;
+                        }
+                    };
+                    if let Some((status, body)) = answer(&inner, id, rx).await
+                        && status < 400
+                        && body.trim_start().starts_with('H')
+                        && let Err(e) = conn.send(&crate::dispatch::astm_records(&body, charset)).await
+                    {
+                        tracing::warn!(channel, error = %e, "could not send the relay's answer to the analyzer");
+                    }
+                }
+            });
+        }
+        conns.abort_all();
+    });
+    Ok(Listener::Astm { stop, task })
 }
 
 /// One message from a device: commit, maybe acknowledge at once, relay, answer.
@@ -194,14 +316,8 @@ async fn on_message(
     let Ok(msg) = req.message() else { return };
     let text = charset.decode(req.bytes()).into_owned();
     let remote = req.peer().to_string();
-    let queued = match inner.queue.push(
-        &inner.config.agent_id,
-        channel,
-        &remote,
-        CONTENT_TYPE_HL7_V2,
-        &text,
-    ) {
-        Ok(q) => q,
+    let (id, rx) = match commit(inner, channel, &remote, CONTENT_TYPE_HL7_V2, &text) {
+        Ok(c) => c,
         Err(e) => {
             tracing::error!(channel, error = %e, "cannot queue a device message");
             let ack = hl7v2::build_ack(
@@ -213,18 +329,10 @@ async fn on_message(
             return;
         }
     };
-    inner.emit(Event::InboundQueued {
-        channel: channel.to_owned(),
-        id: queued.id,
-    });
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let waiting = enhanced != Some("aa");
-    if waiting {
-        Inner::lock(&inner.waiters).insert(queued.id, tx);
-    }
-    inner.notifier(channel).notify_one();
     match enhanced {
         Some("aa") => {
+            // Acknowledged at once; the relay's answer is only recorded.
+            Inner::lock(&inner.waiters).remove(&id);
             let ack = hl7v2::build_ack(&msg, AckCode::AA, &ack_options(None));
             let _ = req.reply(&ack).await;
             return;
@@ -235,13 +343,12 @@ async fn on_message(
         }
         _ => {}
     }
-    let answer = tokio::time::timeout(inner.config.inbound_reply_wait, rx).await;
-    Inner::lock(&inner.waiters).remove(&queued.id);
+    let answer = answer(inner, id, rx).await;
     let reply = match answer {
-        Ok(Ok((status, body))) if status < 400 && body.starts_with("MSH") => {
+        Some((status, body)) if status < 400 && body.starts_with("MSH") => {
             charset.encode(&body).into_owned()
         }
-        Ok(Ok((_, body))) => {
+        Some((_, body)) => {
             hl7v2::build_ack(&msg, AckCode::AE, &ack_options(Some(first_line(&body))))
         }
         // Still queued: the agent has it and will deliver it.

@@ -3,6 +3,7 @@
 //! | `remote` | action | answer |
 //! |---|---|---|
 //! | `mllp://host:port[?encoding=&returnAck=]` | send over MLLP (pooled), wait for the ACK | the ACK, 200 |
+//! | `astm://host:port[?encoding=]` | E1381 over TCP as the LIS: ENQ, frames, EOT | `text/plain` summary, 200 |
 //! | a host or IP with `x-application/ping` | the system `ping` | its output, 200 |
 //! | anything else | none | 400 "unsupported destination scheme" |
 //!
@@ -26,7 +27,8 @@ pub(crate) async fn dispatch(inner: &Inner, req: &TransmitRequest) -> TransmitRe
     } else {
         match req.remote.split_once("://").map(|(s, _)| s) {
             Some("mllp") => mllp_push(inner, req).await,
-            Some(scheme @ ("astm" | "dicom")) => Err(format!(
+            Some("astm") => astm_push(inner, req).await,
+            Some(scheme @ "dicom") => Err(format!(
                 "unsupported destination scheme {scheme}://: this agent has no {scheme} client"
             )),
             Some(scheme) => Err(format!("unsupported destination scheme {scheme}://")),
@@ -125,6 +127,60 @@ async fn mllp_push(inner: &Inner, req: &TransmitRequest) -> Result<(String, Stri
         )),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// The records of an ASTM body (separated by CR, LF or CRLF), as the wire wants them: each
+/// ended by CR, encoded (ISO 8859-1 unless `?encoding=` says otherwise).
+pub(crate) fn astm_records(body: &str, charset: Charset) -> Vec<u8> {
+    let mut text = String::with_capacity(body.len() + 1);
+    for r in body.split(['\r', '\n']).filter(|r| !r.trim().is_empty()) {
+        text.push_str(r);
+        text.push('\r');
+    }
+    charset.encode(&text).into_owned()
+}
+
+async fn astm_push(inner: &Inner, req: &TransmitRequest) -> Result<(String, String), String> {
+    let url = Url::parse(&req.remote)?;
+    let charset = match url.get("encoding") {
+        Some(label) => Charset::from_label(label).map_err(|e| format!("{}: {e}", req.remote))?,
+        None => Charset::Latin1,
+    };
+    let message = astm_records(&req.body, charset);
+    let parsed =
+        astm::Message::parse(&message).map_err(|e| format!("invalid ASTM message: {e}"))?;
+    let records = parsed.records().len();
+    // As the LIS; an analyzer that is busy gets two tries, not six, so a push fails in time.
+    let opts = astm::LinkOptions {
+        role: astm::Role::Computer,
+        max_establish_attempts: 2,
+        ..astm::LinkOptions::default()
+    };
+    let send = async {
+        let mut conn = astm::connect(&url.addr, opts)
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", url.addr))?;
+        conn.send(&message)
+            .await
+            .map_err(|e| format!("{}: {e}", url.addr))?;
+        let s = conn.link().stats();
+        Ok::<_, String>(format!(
+            "sent {records} records in {} frames to {}, all acknowledged ({} retransmitted)",
+            s.frames_sent - s.retransmissions,
+            url.addr,
+            s.retransmissions
+        ))
+    };
+    let summary = tokio::time::timeout(inner.config.ack_timeout, send)
+        .await
+        .map_err(|_| {
+            format!(
+                "{}: not delivered within {} ms",
+                url.addr,
+                inner.config.ack_timeout.as_millis()
+            )
+        })??;
+    Ok((CONTENT_TYPE_TEXT.to_owned(), summary))
 }
 
 /// An HL7 message as text for JSON: decoded with the channel's character set, segments ended by

@@ -208,3 +208,29 @@ async fn reload_config_opens_a_new_channel() {
     let rows = wait_for_rows(&w.relay, 1).await;
     assert_eq!(rows[0].channel, "lab-in");
 }
+
+#[tokio::test]
+async fn analyzer_results_over_astm_reach_the_relay() {
+    let device = Device::start(0).await;
+    let channel_port = free_port();
+    let mut bundle = bundle(device.port, channel_port);
+    bundle["entry"][3]["resource"]["address"] = format!("astm://127.0.0.1:{channel_port}").into();
+    let relay = start_relay("127.0.0.1:0", None, &bundle, Duration::from_secs(3600)).await;
+    let agent = start_agent(agent_config(&relay.base_url(), tmp("agent"))).await;
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", channel_port))
+        .await
+        .unwrap();
+    let mut analyzer = astm::Connection::new(
+        stream,
+        astm::LinkOptions {
+            role: astm::Role::Instrument,
+            ..Default::default()
+        },
+    );
+    let results = b"H|\\^&|||Analyzer^1\rP|1||PID1\rO|1|S1||^^^GLU\rR|1|^^^GLU|5.4|mmol/L\rL|1|N\r";
+    analyzer.send(results).await.unwrap();
+    let rows = wait_for_rows(&relay, 1).await;
+    assert_eq!(rows[0].content_type, "x-application/astm");
+    assert_eq!(rows[0].body.as_bytes(), results);
+    drop(agent);
+}

@@ -268,19 +268,93 @@ async fn agent_keeps_working_after_its_token_expires() {
 #[tokio::test]
 async fn schemes_without_a_client_say_so() {
     let w = world().await;
+    w.relay.state().store.put(serde_json::json!({"resourceType": "Device", "id": "gopher", "url": "gopher://127.0.0.1:70"})).unwrap();
+    let err = caller(&w.relay.base_url())
+        .push_to_agent(AGENT, "Device/gopher", "x", "text/plain", &wait(5_000))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unsupported destination scheme gopher://"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn astm_push_reaches_the_analyzer() {
+    let w = world().await;
+    // The analyzer: an E1381 receiver on loopback.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let analyzer = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        let mut conn = astm::Connection::new(
+            s,
+            astm::LinkOptions {
+                role: astm::Role::Instrument,
+                ..Default::default()
+            },
+        );
+        conn.next_message().await.unwrap().unwrap()
+    });
+    w.relay
+        .state()
+        .store
+        .put(serde_json::json!({"resourceType": "Device", "id": "analyzer", "url": format!("astm://127.0.0.1:{port}")}))
+        .unwrap();
+    // records separated by \n in the JSON body, as a caller writes them
+    let body = "H|\\^&|||LIS\nP|1||PID7||Müller^Jörg\nO|1|S7||^^^GLU|R\nL|1|N";
+    let PushAnswer::Answer {
+        content_type,
+        body: summary,
+    } = caller(&w.relay.base_url())
+        .push_to_agent(
+            AGENT,
+            "Device/analyzer",
+            body,
+            "x-application/astm",
+            &wait(10_000),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(content_type, "text/plain");
+    assert!(
+        summary.starts_with("sent 4 records in 4 frames to 127.0.0.1:"),
+        "{summary}"
+    );
+    let got = analyzer.await.unwrap();
+    // on the wire: CR-separated records, ISO 8859-1
+    assert_eq!(
+        got,
+        b"H|\\^&|||LIS\rP|1||PID7||M\xfcller^J\xf6rg\rO|1|S7||^^^GLU|R\rL|1|N\r"
+    );
+}
+
+#[tokio::test]
+async fn astm_push_to_nobody_is_a_400() {
+    let w = world().await;
+    let port = free_port();
+    w.relay
+        .state()
+        .store
+        .put(serde_json::json!({"resourceType": "Device", "id": "analyzer", "url": format!("astm://127.0.0.1:{port}")}))
+        .unwrap();
     let err = caller(&w.relay.base_url())
         .push_to_agent(
             AGENT,
-            "Device/astm-analyzer",
-            "H|\\^&\rL|1",
+            "Device/analyzer",
+            "H|\\^&\rL|1|N",
             "x-application/astm",
-            &wait(5_000),
+            &wait(10_000),
         )
         .await
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("unsupported destination scheme astm://"),
+        err.contains(&format!("cannot connect to 127.0.0.1:{port}")),
         "{err}"
     );
 }
