@@ -19,6 +19,29 @@ ensure_medplum() {
     export OUTPOST_NODE_MODULES="$dir/node_modules"
 }
 
+# ASTM: labmcp-astm-lis (a strict receiver and an analyzer simulator) and python-astm 0.5.0,
+# which needs a `collections` shim on Python >= 3.10 (scripts/peers/pyshim), to build and to run.
+ensure_astm_peers() {
+    local dir="$TOOLS_DIR/python"
+    local shim
+    shim="$(pwd)/scripts/peers/pyshim"
+    if [ ! -x "$dir/labmcp/bin/labmcp-astm-lis" ]; then
+        echo "installing labmcp-astm-lis (PyPI)"
+        python3 -m venv "$dir/labmcp"
+        "$dir/labmcp/bin/pip" install -q labmcp-astm-lis
+    fi
+    if ! PYTHONPATH="$shim" "$dir/astm050/bin/python" -c "import astm" 2>/dev/null; then
+        echo "installing astm==0.5.0 (PyPI)"
+        python3 -m venv "$dir/astm050"
+        "$dir/astm050/bin/pip" install -q setuptools wheel
+        PYTHONPATH="$shim" "$dir/astm050/bin/pip" install -q --no-build-isolation astm==0.5.0
+    fi
+    export OUTPOST_LABMCP="$dir/labmcp"
+    export OUTPOST_PYASTM="$dir/astm050"
+    export OUTPOST_PYSHIM="$shim"
+}
+
 ensure_peers() {
     ensure_medplum
+    ensure_astm_peers
 }

@@ -5,6 +5,7 @@
 //! answer (refused, timeout, connection closed).
 
 mod agent;
+mod astm_cmd;
 mod demo;
 mod hl7;
 mod server;
@@ -28,7 +29,7 @@ mod exit {
 fn default_log_level(cli: &Cli) -> &'static str {
     match cli.command {
         Command::Server(_) | Command::Agent(_) => "info",
-        Command::Hl7(_) | Command::Push(_) | Command::Demo => "warn",
+        Command::Hl7(_) | Command::Astm(_) | Command::Push(_) | Command::Demo => "warn",
     }
 }
 
@@ -73,6 +74,9 @@ enum Command {
     /// HL7 v2: print files, listen for and send messages over MLLP.
     #[command(subcommand)]
     Hl7(hl7::Hl7Command),
+    /// ASTM E1381/E1394: listen for and send lab instrument messages over TCP.
+    #[command(subcommand)]
+    Astm(astm_cmd::AstmCommand),
     /// Run the relay: token endpoint, FHIR registry, $push and the agent WebSocket.
     Server(server::ServerArgs),
     /// Run the on-premises agent: connect to the relay, deliver pushes, relay device messages.
@@ -102,6 +106,7 @@ fn main() -> std::process::ExitCode {
     }
     let result = match cli.command {
         Command::Hl7(cmd) => hl7::run(cmd),
+        Command::Astm(cmd) => astm_cmd::run(cmd),
         Command::Server(args) => server::run(args),
         Command::Agent(args) => agent::run(args, logs),
         Command::Push(args) => agent::push(args),
