@@ -41,7 +41,25 @@ ensure_astm_peers() {
     export OUTPOST_PYSHIM="$shim"
 }
 
+# DICOM: dcmtk from the distribution's packages (storescp, dcmqrscp, wlmscpfs, dump2dcm, ...).
+# pynetdicom's console scripts share dcmtk's names, so tests call dcmtk by its absolute path.
+ensure_dcmtk() {
+    local need=0 prog
+    for prog in storescp storescu dcmqrscp wlmscpfs dump2dcm dcmconv; do
+        [ -x "/usr/bin/$prog" ] || need=1
+    done
+    if [ "$need" = 1 ]; then
+        echo "installing dcmtk (apt)"
+        local sudo=""
+        [ "$(id -u)" = 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dcmtk >/dev/null
+    fi
+    export OUTPOST_DCMTK_DIR=/usr/bin
+}
+
 ensure_peers() {
     ensure_medplum
     ensure_astm_peers
+    ensure_dcmtk
 }

@@ -1,0 +1,921 @@
+//! The association requestor over TCP (tokio): connect, C-ECHO, C-STORE, C-FIND, release.
+//!
+//! Sockets get `TCP_NODELAY`, and every PDU leaves in one write (several PDUs of a data set are
+//! batched into one write), so no C-STORE waits on Nagle's algorithm and a delayed ACK.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpStream, ToSocketAddrs};
+
+use crate::dataset::{DataSet, transcode};
+use crate::dimse::{self, Command, DimseMessage, Reassembler, Status, StatusKind};
+use crate::part10::{FileMeta, read_meta};
+use crate::pdu::{self, Associate, Pdu, PresentationContext, UserInfo};
+use crate::{Error, uids};
+
+/// Largest DIMSE response (command and data set) accepted: 16 MiB.
+const MAX_RESPONSE: usize = 16 << 20;
+/// The peer's receive limit assumed when its A-ASSOCIATE-AC has no maximum length sub-item.
+const ABSENT_PEER_MAX: u32 = 16_384;
+/// Fragment size used when the peer says "unlimited" (0).
+const UNLIMITED_FRAGMENT: usize = 1 << 20;
+/// Smallest peer maximum this side works with.
+const MIN_PEER_MAX: u32 = 128;
+/// P-DATA PDUs are gathered up to this many bytes before a write.
+const WRITE_BATCH: usize = 256 << 10;
+/// The meta group must lie within the first this-many bytes of a file.
+const MAX_META: usize = 64 << 10;
+/// CommandDataSetType for "a data set follows" (the value dcmtk writes).
+const DATA_SET_PRESENT: u16 = 0x0001;
+
+/// How to associate.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// This side's AE title (1-16 characters).
+    pub calling_ae: String,
+    /// The SCP's AE title.
+    pub called_ae: String,
+    /// The largest P-DATA-TF this side receives (advertised, and enforced on reading).
+    pub max_pdu: u32,
+    /// TCP connect.
+    pub connect_timeout: Duration,
+    /// A-ASSOCIATE-AC and A-RELEASE-RP.
+    pub acse_timeout: Duration,
+    /// Each DIMSE response, and each write.
+    pub dimse_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            calling_ae: "OUTPOST".into(),
+            called_ae: "ANY-SCP".into(),
+            max_pdu: 256 << 10,
+            connect_timeout: Duration::from_secs(10),
+            acse_timeout: Duration::from_secs(30),
+            dimse_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One presentation context to propose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposal {
+    /// The SOP class.
+    pub abstract_syntax: String,
+    /// Transfer syntaxes, in order of preference.
+    pub transfer_syntaxes: Vec<String>,
+}
+
+impl Proposal {
+    /// A proposal for `sop_class` with these transfer syntaxes.
+    pub fn new(sop_class: &str, transfer_syntaxes: &[&str]) -> Proposal {
+        Proposal {
+            abstract_syntax: sop_class.to_owned(),
+            transfer_syntaxes: transfer_syntaxes.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    /// Verification (C-ECHO) in Implicit VR LE.
+    pub fn verification() -> Proposal {
+        Proposal::new(uids::VERIFICATION, &[uids::IMPLICIT_VR_LE])
+    }
+
+    /// A C-FIND information model, Explicit or Implicit VR LE.
+    pub fn find(model: &str) -> Proposal {
+        Proposal::new(model, &[uids::EXPLICIT_VR_LE, uids::IMPLICIT_VR_LE])
+    }
+
+    /// Proposals to store files of these (SOP class, transfer syntax) pairs: for each SOP class,
+    /// one context per transfer syntax the files use, plus Implicit and Explicit VR LE (for
+    /// transcoding uncompressed files). One context per syntax lets each file go out as it is.
+    pub fn for_storage<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<Proposal> {
+        let mut out: Vec<Proposal> = Vec::new();
+        let mut push = |sop: &str, ts: &str| {
+            if !out
+                .iter()
+                .any(|p| p.abstract_syntax == sop && p.transfer_syntaxes[0] == ts)
+            {
+                out.push(Proposal::new(sop, &[ts]));
+            }
+        };
+        for (sop, ts) in files {
+            push(sop, ts);
+            push(sop, uids::IMPLICIT_VR_LE);
+            if uids::uncompressed_le(ts).is_some() {
+                push(sop, uids::EXPLICIT_VR_LE);
+            }
+        }
+        out
+    }
+}
+
+/// What the SCP answered for one proposed context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Context {
+    /// Presentation context id.
+    pub id: u8,
+    /// The SOP class proposed.
+    pub abstract_syntax: String,
+    /// The transfer syntaxes proposed.
+    pub proposed: Vec<String>,
+    /// The one the SCP chose (meaningful only when accepted).
+    pub transfer_syntax: String,
+    /// 0 accepted; see [`PresentationContext::result_text`].
+    pub result: u8,
+}
+
+impl Context {
+    /// Whether the SCP accepted it.
+    pub fn accepted(&self) -> bool {
+        self.result == 0
+    }
+
+    /// The SCP's answer in words.
+    pub fn result_text(&self) -> &'static str {
+        PresentationContext {
+            id: self.id,
+            abstract_syntax: String::new(),
+            transfer_syntaxes: Vec::new(),
+            result: self.result,
+        }
+        .result_text()
+    }
+}
+
+/// The outcome of one C-STORE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreResult {
+    /// SOP class sent.
+    pub sop_class: String,
+    /// SOP instance sent.
+    pub sop_instance: String,
+    /// The SCP's status.
+    pub status: Status,
+    /// The SCP's error comment, if any.
+    pub error_comment: Option<String>,
+    /// The transfer syntax the data set went in.
+    pub transfer_syntax: String,
+    /// Whether the data set had to be transcoded (else its bytes went as they were).
+    pub transcoded: bool,
+    /// Data set bytes sent.
+    pub bytes: u64,
+}
+
+/// An open association.
+#[derive(Debug)]
+pub struct Association {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+    opts: Options,
+    /// Largest PDV fragment to send.
+    fragment: usize,
+    peer: Associate,
+    contexts: Vec<Context>,
+    next_id: u16,
+    reassembler: Reassembler,
+    ready: VecDeque<DimseMessage>,
+    /// Why the association can no longer be used.
+    dead: Option<String>,
+}
+
+fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+fn check_ae(title: &str, which: &str) -> Result<(), Error> {
+    let ok = !title.trim().is_empty()
+        && title.len() <= 16
+        && title
+            .bytes()
+            .all(|b| (0x20..0x7F).contains(&b) && b != b'\\');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "{which} AE title {title:?}: 1-16 printable ASCII characters, no backslash"
+        )))
+    }
+}
+
+impl Association {
+    /// Connects, proposes `proposals` (ids 1, 3, 5, ...), and reads the SCP's answer.
+    pub async fn connect(
+        addr: impl ToSocketAddrs,
+        opts: &Options,
+        proposals: &[Proposal],
+    ) -> Result<Association, Error> {
+        check_ae(&opts.calling_ae, "calling")?;
+        check_ae(&opts.called_ae, "called")?;
+        if proposals.is_empty() || proposals.len() > 128 {
+            return Err(Error::Invalid(format!(
+                "{} presentation contexts proposed; an association holds 1 to 128",
+                proposals.len()
+            )));
+        }
+        let stream = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| Error::Timeout {
+                what: "TCP connection",
+                ms: ms(opts.connect_timeout),
+            })??;
+        stream.set_nodelay(true)?;
+        let rq = Associate {
+            called_ae: opts.called_ae.clone(),
+            calling_ae: opts.calling_ae.clone(),
+            application_context: uids::APPLICATION_CONTEXT.into(),
+            presentation_contexts: proposals
+                .iter()
+                .enumerate()
+                .map(|(i, p)| PresentationContext {
+                    id: (2 * i + 1) as u8,
+                    abstract_syntax: p.abstract_syntax.clone(),
+                    transfer_syntaxes: p.transfer_syntaxes.clone(),
+                    result: 0,
+                })
+                .collect(),
+            user: UserInfo {
+                max_length: Some(opts.max_pdu),
+                implementation_class_uid: uids::IMPLEMENTATION_CLASS_UID.into(),
+                implementation_version_name: Some(uids::IMPLEMENTATION_VERSION_NAME.into()),
+                other: Vec::new(),
+            },
+        };
+        let mut a = Association {
+            stream,
+            rbuf: BytesMut::with_capacity(64 << 10),
+            wbuf: Vec::with_capacity(WRITE_BATCH + (64 << 10)),
+            opts: opts.clone(),
+            fragment: 0,
+            peer: Associate::default(),
+            contexts: Vec::new(),
+            next_id: 1,
+            reassembler: Reassembler::new(MAX_RESPONSE),
+            ready: VecDeque::new(),
+            dead: None,
+        };
+        pdu::encode(&Pdu::AssociateRq(rq), &mut a.wbuf);
+        a.flush(opts.acse_timeout).await?;
+        let ac = match a.read_pdu(opts.acse_timeout, "A-ASSOCIATE-AC").await? {
+            Pdu::AssociateAc(ac) => ac,
+            Pdu::AssociateRj {
+                result,
+                source,
+                reason,
+            } => {
+                let (result, source_name, reason) = pdu::reject_reason(result, source, reason);
+                return Err(Error::Rejected {
+                    result,
+                    source_name,
+                    reason,
+                });
+            }
+            Pdu::Abort { source, reason } => {
+                let (source_name, reason) = pdu::abort_reason(source, reason);
+                return Err(Error::Aborted {
+                    source_name,
+                    reason,
+                });
+            }
+            other => {
+                a.abort().await;
+                return Err(Error::Protocol(format!(
+                    "expected A-ASSOCIATE-AC, got {}",
+                    pdu_name(&other)
+                )));
+            }
+        };
+        let peer_max = ac.user.max_length.unwrap_or(ABSENT_PEER_MAX);
+        if peer_max != 0 && peer_max < MIN_PEER_MAX {
+            a.abort().await;
+            return Err(Error::Protocol(format!(
+                "the SCP's maximum PDU length {peer_max} is below {MIN_PEER_MAX}"
+            )));
+        }
+        a.fragment = if peer_max == 0 {
+            UNLIMITED_FRAGMENT
+        } else {
+            (peer_max as usize - 6).min(UNLIMITED_FRAGMENT)
+        };
+        for (i, p) in proposals.iter().enumerate() {
+            let id = (2 * i + 1) as u8;
+            let answer = ac.presentation_contexts.iter().find(|c| c.id == id);
+            a.contexts.push(Context {
+                id,
+                abstract_syntax: p.abstract_syntax.clone(),
+                proposed: p.transfer_syntaxes.clone(),
+                transfer_syntax: answer
+                    .and_then(|c| c.transfer_syntaxes.first().cloned())
+                    .unwrap_or_default(),
+                // An SCP that leaves a context out of its answer did not accept it.
+                result: answer.map_or(2, |c| c.result),
+            });
+        }
+        a.peer = ac;
+        tracing::debug!(
+            peer_max,
+            implementation = %a.peer.user.implementation_class_uid,
+            accepted = a.contexts.iter().filter(|c| c.accepted()).count(),
+            "association accepted"
+        );
+        Ok(a)
+    }
+
+    /// The SCP's answer for each proposed context, in proposal order.
+    pub fn contexts(&self) -> &[Context] {
+        &self.contexts
+    }
+
+    /// The SCP's A-ASSOCIATE-AC (its maximum length, implementation class and version).
+    pub fn peer(&self) -> &Associate {
+        &self.peer
+    }
+
+    /// The largest PDV fragment this side sends (the SCP's maximum less 6).
+    pub fn max_fragment(&self) -> usize {
+        self.fragment
+    }
+
+    fn usable(&self) -> Result<(), Error> {
+        match &self.dead {
+            Some(why) => Err(Error::Protocol(format!(
+                "the association is no longer usable: {why}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn message_id(&mut self) -> u16 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        id
+    }
+
+    fn accepted_for(&self, sop_class: &str) -> Option<&Context> {
+        self.contexts
+            .iter()
+            .find(|c| c.accepted() && c.abstract_syntax == sop_class)
+    }
+
+    /// C-ECHO: the SCP's status (success when it answers 0x0000).
+    pub async fn echo(&mut self) -> Result<Status, Error> {
+        self.usable()?;
+        let pc = self
+            .accepted_for(uids::VERIFICATION)
+            .map(|c| c.id)
+            .ok_or_else(|| self.no_context(uids::VERIFICATION, None))?;
+        let id = self.message_id();
+        let cmd = Command {
+            affected_sop_class: Some(uids::VERIFICATION.into()),
+            command_field: dimse::C_ECHO_RQ,
+            message_id: Some(id),
+            data_set_type: dimse::NO_DATA_SET,
+            ..Command::default()
+        };
+        self.send_command(pc, &cmd);
+        self.flush(self.opts.dimse_timeout).await?;
+        let rsp = self.response(dimse::C_ECHO_RSP, id, "C-ECHO-RSP").await?;
+        Ok(Status(rsp.command.status.unwrap_or(0xFFFF)))
+    }
+
+    /// Why no accepted context carries `sop_class` (in `ts`).
+    fn no_context(&self, sop_class: &str, ts: Option<&str>) -> Error {
+        let answers: Vec<String> = self
+            .contexts
+            .iter()
+            .filter(|c| c.abstract_syntax == sop_class)
+            .map(|c| {
+                format!(
+                    "context {} ({}): {}",
+                    c.id,
+                    c.proposed.join(", "),
+                    c.result_text()
+                )
+            })
+            .collect();
+        let what = match ts {
+            Some(ts) => format!("{sop_class} in {ts}"),
+            None => sop_class.to_owned(),
+        };
+        if answers.is_empty() {
+            Error::NoContext(format!("{what}: not proposed"))
+        } else {
+            Error::NoContext(format!("{what}: {}", answers.join("; ")))
+        }
+    }
+
+    /// Picks the context for a data set in `ts`: the same syntax (sent as is), else the other
+    /// uncompressed little-endian one (transcoded). Returns (id, accepted syntax).
+    fn store_context(&self, sop_class: &str, ts: &str) -> Result<(u8, String), Error> {
+        let accepted = || {
+            self.contexts
+                .iter()
+                .filter(move |c| c.accepted() && c.abstract_syntax == sop_class)
+        };
+        if let Some(c) = accepted().find(|c| c.transfer_syntax == ts) {
+            return Ok((c.id, c.transfer_syntax.clone()));
+        }
+        if uids::uncompressed_le(ts).is_some()
+            && let Some(c) =
+                accepted().find(|c| uids::uncompressed_le(&c.transfer_syntax).is_some())
+        {
+            return Ok((c.id, c.transfer_syntax.clone()));
+        }
+        Err(self.no_context(sop_class, Some(ts)))
+    }
+
+    /// C-STORE of a Part 10 file read from disk. When the SCP accepted the file's transfer
+    /// syntax, the bytes after the meta group are streamed into PDVs without being parsed, in
+    /// memory bounded by one write batch. A file the association cannot carry gives
+    /// [`Error::NoContext`] and leaves the association usable.
+    pub async fn store_file(&mut self, path: &Path) -> Result<StoreResult, Error> {
+        self.usable()?;
+        let mut file = tokio::fs::File::open(path).await?;
+        let len = file.metadata().await?.len();
+        let mut head = vec![0; (len as usize).min(MAX_META)];
+        file.read_exact(&mut head).await?;
+        let (meta, offset) = match read_meta(&head) {
+            Err(_) if head.len() == MAX_META => {
+                return Err(Error::NotPart10(format!(
+                    "no complete meta group in the first {MAX_META} bytes"
+                )));
+            }
+            other => other?,
+        };
+        let (pc, ts) = self.store_context(&meta.sop_class, &meta.transfer_syntax)?;
+        let data_len = len - offset as u64;
+        // One trip to the blocking pool per batch, not per fragment.
+        let mut file = BufReader::with_capacity(WRITE_BATCH, file);
+        if ts == meta.transfer_syntax {
+            let id = self.store_command(pc, &meta);
+            let sent = self
+                .send_data(
+                    pc,
+                    &head[offset..],
+                    Some((&mut file, data_len - (head.len() - offset) as u64)),
+                )
+                .await;
+            self.finish_store(id, sent.map(|()| data_len), meta, ts, false)
+                .await
+        } else {
+            let mut data = head.split_off(offset);
+            file.read_to_end(&mut data).await?;
+            self.store_transcoded(pc, meta, ts, &data).await
+        }
+    }
+
+    /// C-STORE of a Part 10 file held in memory (as the agent receives them).
+    pub async fn store_bytes(&mut self, file: &[u8]) -> Result<StoreResult, Error> {
+        self.usable()?;
+        let (meta, offset) = read_meta(file)?;
+        let (pc, ts) = self.store_context(&meta.sop_class, &meta.transfer_syntax)?;
+        let data = &file[offset..];
+        if ts == meta.transfer_syntax {
+            let id = self.store_command(pc, &meta);
+            let sent = self.send_data(pc, data, None).await;
+            self.finish_store(id, sent.map(|()| data.len() as u64), meta, ts, false)
+                .await
+        } else {
+            self.store_transcoded(pc, meta, ts, data).await
+        }
+    }
+
+    async fn store_transcoded(
+        &mut self,
+        pc: u8,
+        meta: FileMeta,
+        ts: String,
+        data: &[u8],
+    ) -> Result<StoreResult, Error> {
+        let from = uids::uncompressed_le(&meta.transfer_syntax);
+        let to = uids::uncompressed_le(&ts);
+        let (Some(from), Some(to)) = (from, to) else {
+            return Err(Error::NoContext(format!(
+                "{} in {}: cannot transcode to {ts}",
+                meta.sop_class, meta.transfer_syntax
+            )));
+        };
+        let out = transcode(data, from, to)?;
+        let id = self.store_command(pc, &meta);
+        let sent = self.send_data(pc, &out, None).await;
+        self.finish_store(id, sent.map(|()| out.len() as u64), meta, ts, true)
+            .await
+    }
+
+    /// Queues the C-STORE-RQ command; returns its message id.
+    fn store_command(&mut self, pc: u8, meta: &FileMeta) -> u16 {
+        let id = self.message_id();
+        let cmd = Command {
+            affected_sop_class: Some(meta.sop_class.clone()),
+            command_field: dimse::C_STORE_RQ,
+            message_id: Some(id),
+            priority: Some(0),
+            data_set_type: DATA_SET_PRESENT,
+            affected_sop_instance: Some(meta.sop_instance.clone()),
+            ..Command::default()
+        };
+        self.send_command(pc, &cmd);
+        id
+    }
+
+    async fn finish_store(
+        &mut self,
+        id: u16,
+        sent: Result<u64, Error>,
+        meta: FileMeta,
+        ts: String,
+        transcoded: bool,
+    ) -> Result<StoreResult, Error> {
+        let bytes = sent?;
+        let rsp = self.response(dimse::C_STORE_RSP, id, "C-STORE-RSP").await?;
+        Ok(StoreResult {
+            sop_class: meta.sop_class,
+            sop_instance: meta.sop_instance,
+            status: Status(rsp.command.status.unwrap_or(0xFFFF)),
+            error_comment: rsp.command.error_comment,
+            transfer_syntax: ts,
+            transcoded,
+            bytes,
+        })
+    }
+
+    /// C-FIND: sends `identifier` under the information model `model` and returns the stream
+    /// of matches.
+    pub async fn find(&mut self, model: &str, identifier: &DataSet) -> Result<Find<'_>, Error> {
+        self.usable()?;
+        let c = self
+            .accepted_for(model)
+            .ok_or_else(|| self.no_context(model, None))?;
+        let (pc, ts) = (c.id, c.transfer_syntax.clone());
+        let explicit = uids::uncompressed_le(&ts).ok_or_else(|| {
+            Error::Protocol(format!(
+                "the SCP chose {ts} for C-FIND, which was not proposed"
+            ))
+        })?;
+        let id = self.message_id();
+        let cmd = Command {
+            affected_sop_class: Some(model.to_owned()),
+            command_field: dimse::C_FIND_RQ,
+            message_id: Some(id),
+            priority: Some(0),
+            data_set_type: DATA_SET_PRESENT,
+            ..Command::default()
+        };
+        self.send_command(pc, &cmd);
+        let mut data = Vec::new();
+        identifier.write(explicit, &mut data);
+        self.send_data(pc, &data, None).await?;
+        Ok(Find {
+            assoc: self,
+            pc,
+            id,
+            explicit,
+            end: None,
+            cancelled: false,
+        })
+    }
+
+    /// Releases the association (A-RELEASE-RQ, waits for A-RELEASE-RP) and closes.
+    pub async fn release(mut self) -> Result<(), Error> {
+        if self.dead.is_some() {
+            return Ok(());
+        }
+        pdu::encode(&Pdu::ReleaseRq, &mut self.wbuf);
+        self.flush(self.opts.acse_timeout).await?;
+        loop {
+            match self
+                .read_pdu(self.opts.acse_timeout, "A-RELEASE-RP")
+                .await?
+            {
+                Pdu::ReleaseRp => break,
+                // A release collision: answer and close.
+                Pdu::ReleaseRq => {
+                    pdu::encode(&Pdu::ReleaseRp, &mut self.wbuf);
+                    self.flush(self.opts.acse_timeout).await?;
+                    break;
+                }
+                Pdu::Abort { source, reason } => {
+                    let (source_name, reason) = pdu::abort_reason(source, reason);
+                    return Err(Error::Aborted {
+                        source_name,
+                        reason,
+                    });
+                }
+                // Late responses (after a C-CANCEL) are dropped.
+                Pdu::PData(_) => {}
+                other => {
+                    self.abort().await;
+                    return Err(Error::Protocol(format!(
+                        "expected A-RELEASE-RP, got {}",
+                        pdu_name(&other)
+                    )));
+                }
+            }
+        }
+        let _ = self.stream.shutdown().await;
+        Ok(())
+    }
+
+    /// Sends A-ABORT and closes.
+    pub async fn abort(&mut self) {
+        self.dead
+            .get_or_insert_with(|| "aborted by this side".into());
+        self.wbuf.clear();
+        pdu::encode(
+            &Pdu::Abort {
+                source: 0,
+                reason: 0,
+            },
+            &mut self.wbuf,
+        );
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), self.stream.write_all(&self.wbuf)).await;
+        self.wbuf.clear();
+        let _ = self.stream.shutdown().await;
+    }
+
+    /// Queues a command as P-DATA PDUs (one, unless the SCP's maximum is tiny).
+    fn send_command(&mut self, pc: u8, cmd: &Command) {
+        let bytes = cmd.encode();
+        let mut chunks = bytes.chunks(self.fragment).peekable();
+        while let Some(chunk) = chunks.next() {
+            pdu::encode_pdata(pc, true, chunks.peek().is_none(), chunk, &mut self.wbuf);
+        }
+    }
+
+    /// Sends a data set: `head` from memory, then `tail_len` bytes of `tail` read straight into
+    /// the PDU buffer, in fragments of at most the SCP's maximum less 6, flushed in batches.
+    async fn send_data(
+        &mut self,
+        pc: u8,
+        mut head: &[u8],
+        mut tail: Option<(&mut BufReader<tokio::fs::File>, u64)>,
+    ) -> Result<(), Error> {
+        let mut remaining = head.len() as u64 + tail.as_ref().map_or(0, |t| t.1);
+        loop {
+            let n = remaining.min(self.fragment as u64) as usize;
+            remaining -= n as u64;
+            let last = remaining == 0;
+            self.wbuf.extend_from_slice(&[4, 0]);
+            self.wbuf.extend_from_slice(&(n as u32 + 6).to_be_bytes());
+            self.wbuf.extend_from_slice(&(n as u32 + 2).to_be_bytes());
+            self.wbuf.push(pc);
+            self.wbuf.push(u8::from(last) << 1);
+            let from_head = n.min(head.len());
+            self.wbuf.extend_from_slice(&head[..from_head]);
+            head = &head[from_head..];
+            if from_head < n {
+                let Some((file, left)) = tail.as_mut() else {
+                    return Err(Error::Protocol("data set shorter than announced".into()));
+                };
+                let start = self.wbuf.len();
+                self.wbuf.resize(start + n - from_head, 0);
+                if let Err(e) = file.read_exact(&mut self.wbuf[start..]).await {
+                    // Part of the data set is out: the association cannot carry on.
+                    self.abort().await;
+                    return Err(Error::Io(e));
+                }
+                *left -= (n - from_head) as u64;
+            }
+            if last || self.wbuf.len() >= WRITE_BATCH {
+                self.flush(self.opts.dimse_timeout).await?;
+            }
+            if last {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes the queued PDUs.
+    async fn flush(&mut self, limit: Duration) -> Result<(), Error> {
+        let written = tokio::time::timeout(limit, self.stream.write_all(&self.wbuf)).await;
+        self.wbuf.clear();
+        match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                // The SCP may have aborted and closed: its A-ABORT explains better than EPIPE.
+                self.dead = Some(format!("write failed: {e}"));
+                match tokio::time::timeout(Duration::from_millis(500), self.next_pdu()).await {
+                    Ok(Ok(Pdu::Abort { source, reason })) => {
+                        let (source_name, reason) = pdu::abort_reason(source, reason);
+                        Err(Error::Aborted {
+                            source_name,
+                            reason,
+                        })
+                    }
+                    _ => Err(Error::Io(e)),
+                }
+            }
+            Err(_) => {
+                self.abort().await;
+                Err(Error::Timeout {
+                    what: "write to the SCP",
+                    ms: ms(limit),
+                })
+            }
+        }
+    }
+
+    async fn next_pdu(&mut self) -> Result<Pdu, Error> {
+        loop {
+            match pdu::decode(&mut self.rbuf, self.opts.max_pdu) {
+                Ok(Some(p)) => return Ok(p),
+                Ok(None) => {}
+                Err(e) => {
+                    let reason = if matches!(e, Error::Pdu(ref m) if m.starts_with("unknown")) {
+                        1
+                    } else {
+                        6
+                    };
+                    self.wbuf.clear();
+                    pdu::encode(&Pdu::Abort { source: 2, reason }, &mut self.wbuf);
+                    let _ = self.stream.write_all(&self.wbuf).await;
+                    self.wbuf.clear();
+                    self.dead = Some(e.to_string());
+                    return Err(e);
+                }
+            }
+            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+                self.dead = Some("connection closed by the peer".into());
+                return Err(Error::Closed);
+            }
+        }
+    }
+
+    async fn read_pdu(&mut self, limit: Duration, what: &'static str) -> Result<Pdu, Error> {
+        match tokio::time::timeout(limit, self.next_pdu()).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.abort().await;
+                self.dead = Some(format!("no {what} in time"));
+                Err(Error::Timeout {
+                    what,
+                    ms: ms(limit),
+                })
+            }
+        }
+    }
+
+    /// The next complete DIMSE message.
+    async fn message(&mut self, what: &'static str) -> Result<DimseMessage, Error> {
+        loop {
+            if let Some(m) = self.ready.pop_front() {
+                return Ok(m);
+            }
+            match self.read_pdu(self.opts.dimse_timeout, what).await? {
+                Pdu::PData(pdvs) => {
+                    for pdv in pdvs {
+                        match self.reassembler.push(pdv) {
+                            Ok(Some(m)) => self.ready.push_back(m),
+                            Ok(None) => {}
+                            Err(e) => {
+                                self.abort().await;
+                                return Err(e);
+                            }
+                        }
+                    }
+                }
+                Pdu::Abort { source, reason } => {
+                    let (source_name, reason) = pdu::abort_reason(source, reason);
+                    self.dead = Some(format!("aborted by the {source_name}: {reason}"));
+                    return Err(Error::Aborted {
+                        source_name,
+                        reason,
+                    });
+                }
+                Pdu::ReleaseRq => {
+                    pdu::encode(&Pdu::ReleaseRp, &mut self.wbuf);
+                    let _ = self.flush(self.opts.acse_timeout).await;
+                    self.dead = Some("released by the SCP".into());
+                    return Err(Error::Protocol(format!(
+                        "the SCP released the association instead of sending a {what}"
+                    )));
+                }
+                other => {
+                    self.abort().await;
+                    return Err(Error::Protocol(format!(
+                        "expected {what}, got {}",
+                        pdu_name(&other)
+                    )));
+                }
+            }
+        }
+    }
+
+    /// The response to request `id`, of kind `field`.
+    async fn response(
+        &mut self,
+        field: u16,
+        id: u16,
+        what: &'static str,
+    ) -> Result<DimseMessage, Error> {
+        let m = self.message(what).await?;
+        if m.command.command_field != field
+            || m.command.message_id_responded.is_some_and(|r| r != id)
+        {
+            self.abort().await;
+            return Err(Error::Protocol(format!(
+                "expected {what} to message {id}, got command 0x{:04X} to message {:?}",
+                m.command.command_field, m.command.message_id_responded
+            )));
+        }
+        Ok(m)
+    }
+}
+
+fn pdu_name(p: &Pdu) -> &'static str {
+    match p {
+        Pdu::AssociateRq(_) => "A-ASSOCIATE-RQ",
+        Pdu::AssociateAc(_) => "A-ASSOCIATE-AC",
+        Pdu::AssociateRj { .. } => "A-ASSOCIATE-RJ",
+        Pdu::PData(_) => "P-DATA-TF",
+        Pdu::ReleaseRq => "A-RELEASE-RQ",
+        Pdu::ReleaseRp => "A-RELEASE-RP",
+        Pdu::Abort { .. } => "A-ABORT",
+    }
+}
+
+/// How a C-FIND ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindEnd {
+    /// The final status: success, cancel, or a failure.
+    pub status: Status,
+    /// The SCP's error comment, if any.
+    pub error_comment: Option<String>,
+}
+
+/// A C-FIND in progress: matches arrive one by one as the SCP sends them.
+#[derive(Debug)]
+pub struct Find<'a> {
+    assoc: &'a mut Association,
+    pc: u8,
+    id: u16,
+    explicit: bool,
+    end: Option<FindEnd>,
+    cancelled: bool,
+}
+
+impl Find<'_> {
+    /// The next match, or `None` once the final response came (see [`Find::end`]).
+    pub async fn next(&mut self) -> Result<Option<DataSet>, Error> {
+        while self.end.is_none() {
+            let m = self
+                .assoc
+                .response(dimse::C_FIND_RSP, self.id, "C-FIND-RSP")
+                .await?;
+            let status = Status(m.command.status.unwrap_or(0xFFFF));
+            if status.kind() != StatusKind::Pending {
+                self.end = Some(FindEnd {
+                    status,
+                    error_comment: m.command.error_comment,
+                });
+                break;
+            }
+            // Whether an identifier follows is the command's CommandDataSetType, not the status.
+            if let Some(data) = m.data {
+                return DataSet::parse(&data, self.explicit).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Asks the SCP to stop (C-CANCEL-RQ). Keep calling [`Find::next`]: matches already queued
+    /// still arrive, then the final response (Cancel, or Success when the SCP had finished).
+    pub async fn cancel(&mut self) -> Result<(), Error> {
+        if self.cancelled || self.end.is_some() {
+            return Ok(());
+        }
+        self.cancelled = true;
+        let cmd = Command {
+            command_field: dimse::C_CANCEL_RQ,
+            message_id_responded: Some(self.id),
+            data_set_type: dimse::NO_DATA_SET,
+            ..Command::default()
+        };
+        self.assoc.send_command(self.pc, &cmd);
+        self.assoc.flush(self.assoc.opts.dimse_timeout).await
+    }
+
+    /// The final response, once [`Find::next`] returned `None`.
+    pub fn end(&self) -> Option<&FindEnd> {
+        self.end.as_ref()
+    }
+
+    /// Collects every remaining match and the final response.
+    pub async fn collect(mut self) -> Result<(Vec<DataSet>, FindEnd), Error> {
+        let mut out = Vec::new();
+        while let Some(ds) = self.next().await? {
+            out.push(ds);
+        }
+        let end = self
+            .end
+            .take()
+            .ok_or_else(|| Error::Protocol("C-FIND ended without a final response".into()))?;
+        Ok((out, end))
+    }
+}

@@ -1,0 +1,434 @@
+//! Data sets: elements in Explicit or Implicit VR Little Endian (PS3.5 §7), with sequences of
+//! defined or undefined length. Enough to build and read C-FIND identifiers and to transcode an
+//! uncompressed data set from one syntax to the other.
+
+use crate::Error;
+use crate::dict::vr_of;
+
+/// (FFFE,E000)
+const ITEM: u32 = 0xFFFE_E000;
+/// (FFFE,E00D)
+const ITEM_END: u32 = 0xFFFE_E00D;
+/// (FFFE,E0DD)
+const SEQ_END: u32 = 0xFFFE_E0DD;
+const UNDEFINED: u32 = 0xFFFF_FFFF;
+/// Deepest sequence nesting read (a bound on recursion for hostile input).
+const MAX_DEPTH: usize = 32;
+
+/// A value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// The value bytes as encoded (little endian), padding included.
+    Bytes(Vec<u8>),
+    /// The items of a sequence.
+    Sequence(Vec<DataSet>),
+    /// Encapsulated pixel data (undefined length, items of fragments): the bytes after the
+    /// header through the sequence delimiter, kept as they are.
+    Encapsulated(Vec<u8>),
+}
+
+/// One element.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Element {
+    /// (group << 16) | element
+    pub tag: u32,
+    /// Value representation (from the data, or the dictionary when implicit).
+    pub vr: [u8; 2],
+    /// The value.
+    pub value: Value,
+}
+
+/// A data set: elements in ascending tag order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DataSet {
+    /// The elements.
+    pub elements: Vec<Element>,
+}
+
+/// VRs with a 4-byte length (after 2 reserved bytes) in explicit VR.
+fn long_form(vr: [u8; 2]) -> bool {
+    matches!(
+        &vr,
+        b"OB"
+            | b"OD"
+            | b"OF"
+            | b"OL"
+            | b"OV"
+            | b"OW"
+            | b"SQ"
+            | b"SV"
+            | b"UC"
+            | b"UN"
+            | b"UR"
+            | b"UT"
+            | b"UV"
+    )
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+    explicit: bool,
+}
+
+impl Reader<'_> {
+    fn err(&self, reason: &str) -> Error {
+        Error::DataSet {
+            offset: self.at,
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn u16(&mut self) -> Result<u16, Error> {
+        let v = self
+            .b
+            .get(self.at..self.at + 2)
+            .ok_or_else(|| self.err("truncated"))?;
+        self.at += 2;
+        Ok(u16::from_le_bytes([v[0], v[1]]))
+    }
+
+    fn u32(&mut self) -> Result<u32, Error> {
+        let v = self
+            .b
+            .get(self.at..self.at + 4)
+            .ok_or_else(|| self.err("truncated"))?;
+        self.at += 4;
+        Ok(u32::from_le_bytes([v[0], v[1], v[2], v[3]]))
+    }
+
+    fn tag(&mut self) -> Result<u32, Error> {
+        let g = self.u16()?;
+        let e = self.u16()?;
+        Ok((u32::from(g) << 16) | u32::from(e))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&[u8], Error> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or_else(|| self.err("value longer than the data"))?;
+        let v = &self.b[self.at..end];
+        self.at = end;
+        Ok(v)
+    }
+
+    /// Elements until `end` (exclusive) or an item delimiter (when `in_item` with undefined
+    /// length).
+    fn data_set(
+        &mut self,
+        end: usize,
+        depth: usize,
+        until_item_end: bool,
+    ) -> Result<DataSet, Error> {
+        if depth > MAX_DEPTH {
+            return Err(self.err("sequences nested too deep"));
+        }
+        let mut ds = DataSet::default();
+        while self.at < end {
+            let start = self.at;
+            let tag = self.tag()?;
+            if tag == ITEM_END {
+                self.u32()?;
+                if until_item_end {
+                    return Ok(ds);
+                }
+                return Err(Error::DataSet {
+                    offset: start,
+                    reason: "item delimiter outside an item".into(),
+                });
+            }
+            if tag == ITEM || tag == SEQ_END {
+                return Err(Error::DataSet {
+                    offset: start,
+                    reason: "item or sequence delimiter out of place".into(),
+                });
+            }
+            let (vr, len) = if self.explicit {
+                let v = self.take(2)?;
+                let vr = [v[0], v[1]];
+                if !vr.iter().all(u8::is_ascii_uppercase) {
+                    return Err(Error::DataSet {
+                        offset: start + 4,
+                        reason: format!("invalid VR {:?}", String::from_utf8_lossy(&vr)),
+                    });
+                }
+                if long_form(vr) {
+                    self.take(2)?;
+                    (vr, self.u32()?)
+                } else {
+                    (vr, u32::from(self.u16()?))
+                }
+            } else {
+                (vr_of(tag), self.u32()?)
+            };
+            // Implicit VR: an unknown tag with undefined length can only be a sequence.
+            let is_sq = &vr == b"SQ" || (!self.explicit && len == UNDEFINED && &vr == b"UN");
+            let value = if is_sq {
+                Value::Sequence(self.items(len, depth)?)
+            } else if len == UNDEFINED {
+                Value::Encapsulated(self.encapsulated()?)
+            } else {
+                Value::Bytes(self.take(len as usize)?.to_vec())
+            };
+            let vr = if is_sq { *b"SQ" } else { vr };
+            ds.elements.push(Element { tag, vr, value });
+        }
+        if until_item_end {
+            return Err(self.err("item without its delimiter"));
+        }
+        Ok(ds)
+    }
+
+    fn items(&mut self, len: u32, depth: usize) -> Result<Vec<DataSet>, Error> {
+        let end = if len == UNDEFINED {
+            self.b.len()
+        } else {
+            self.at
+                .checked_add(len as usize)
+                .filter(|&e| e <= self.b.len())
+                .ok_or_else(|| self.err("sequence longer than the data"))?
+        };
+        let mut items = Vec::new();
+        while self.at < end {
+            let start = self.at;
+            let tag = self.tag()?;
+            let ilen = self.u32()?;
+            match tag {
+                SEQ_END if len == UNDEFINED => return Ok(items),
+                ITEM if ilen == UNDEFINED => {
+                    items.push(self.data_set(self.b.len(), depth + 1, true)?)
+                }
+                ITEM => {
+                    let iend = self
+                        .at
+                        .checked_add(ilen as usize)
+                        .filter(|&e| e <= end)
+                        .ok_or_else(|| self.err("item longer than its sequence"))?;
+                    items.push(self.data_set(iend, depth + 1, false)?);
+                }
+                _ => {
+                    return Err(Error::DataSet {
+                        offset: start,
+                        reason: "expected an item in a sequence".into(),
+                    });
+                }
+            }
+        }
+        if len == UNDEFINED {
+            return Err(self.err("sequence without its delimiter"));
+        }
+        Ok(items)
+    }
+
+    fn encapsulated(&mut self) -> Result<Vec<u8>, Error> {
+        let start = self.at;
+        loop {
+            let tag = self.tag()?;
+            let len = self.u32()?;
+            if tag == SEQ_END {
+                return Ok(self.b[start..self.at].to_vec());
+            }
+            if tag != ITEM || len == UNDEFINED {
+                return Err(self.err("bad fragment in encapsulated data"));
+            }
+            self.take(len as usize)?;
+        }
+    }
+}
+
+impl DataSet {
+    /// Reads a data set in Explicit (`explicit`) or Implicit VR Little Endian.
+    pub fn parse(bytes: &[u8], explicit: bool) -> Result<DataSet, Error> {
+        let mut r = Reader {
+            b: bytes,
+            at: 0,
+            explicit,
+        };
+        r.data_set(bytes.len(), 0, false)
+    }
+
+    /// Appends the data set in Explicit or Implicit VR Little Endian. Sequences and items are
+    /// written with undefined length.
+    pub fn write(&self, explicit: bool, out: &mut Vec<u8>) {
+        for e in &self.elements {
+            out.extend_from_slice(&((e.tag >> 16) as u16).to_le_bytes());
+            out.extend_from_slice(&(e.tag as u16).to_le_bytes());
+            let len = match &e.value {
+                Value::Bytes(b) => b.len() as u32,
+                Value::Sequence(_) | Value::Encapsulated(_) => UNDEFINED,
+            };
+            if explicit {
+                out.extend_from_slice(&e.vr);
+                if long_form(e.vr) {
+                    out.extend_from_slice(&[0, 0]);
+                    out.extend_from_slice(&len.to_le_bytes());
+                } else {
+                    out.extend_from_slice(&(len as u16).to_le_bytes());
+                }
+            } else {
+                out.extend_from_slice(&len.to_le_bytes());
+            }
+            match &e.value {
+                Value::Bytes(b) => out.extend_from_slice(b),
+                Value::Encapsulated(b) => out.extend_from_slice(b),
+                Value::Sequence(items) => {
+                    for item in items {
+                        out.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+                        item.write(explicit, out);
+                        out.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
+                    }
+                    out.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+                }
+            }
+        }
+    }
+
+    /// The element with this tag.
+    pub fn get(&self, tag: u32) -> Option<&Element> {
+        self.elements.iter().find(|e| e.tag == tag)
+    }
+
+    /// A string value, trimmed of padding.
+    pub fn string(&self, tag: u32) -> Option<String> {
+        match &self.get(tag)?.value {
+            Value::Bytes(b) => Some(
+                String::from_utf8_lossy(b)
+                    .trim_end_matches(['\0', ' '])
+                    .to_owned(),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Sets (or replaces) an element, keeping tag order.
+    pub fn set(&mut self, e: Element) {
+        match self.elements.binary_search_by_key(&e.tag, |x| x.tag) {
+            Ok(i) => self.elements[i] = e,
+            Err(i) => self.elements.insert(i, e),
+        }
+    }
+
+    /// Sets a text value with the dictionary VR, padded to even length (NUL for UI, space
+    /// otherwise).
+    pub fn set_text(&mut self, tag: u32, text: &str) {
+        let vr = vr_of(tag);
+        self.set(Element {
+            tag,
+            vr,
+            value: Value::Bytes(pad(vr, text.as_bytes().to_vec())),
+        });
+    }
+}
+
+/// Pads a value to even length as its VR wants.
+pub fn pad(vr: [u8; 2], mut v: Vec<u8>) -> Vec<u8> {
+    if v.len() % 2 == 1 {
+        v.push(match &vr {
+            b"UI" => 0,
+            b"OB" | b"UN" => 0,
+            _ => b' ',
+        });
+    }
+    v
+}
+
+/// Rewrites an uncompressed data set from one VR syntax to the other.
+pub fn transcode(bytes: &[u8], from_explicit: bool, to_explicit: bool) -> Result<Vec<u8>, Error> {
+    if from_explicit == to_explicit {
+        return Ok(bytes.to_vec());
+    }
+    let ds = DataSet::parse(bytes, from_explicit)?;
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 8);
+    ds.write(to_explicit, &mut out);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query() -> DataSet {
+        let mut ds = DataSet::default();
+        ds.set_text(0x0010_0010, "Doe^J*");
+        ds.set_text(0x0010_0020, "");
+        let mut item = DataSet::default();
+        item.set_text(0x0008_0060, "CT");
+        item.set_text(0x0040_0001, "");
+        ds.set(Element {
+            tag: 0x0040_0100,
+            vr: *b"SQ",
+            value: Value::Sequence(vec![item]),
+        });
+        ds.set_text(0x0008_0050, "ACC1");
+        ds
+    }
+
+    #[test]
+    fn both_syntaxes_round_trip() {
+        let ds = query();
+        for explicit in [true, false] {
+            let mut out = Vec::new();
+            ds.write(explicit, &mut out);
+            assert_eq!(
+                DataSet::parse(&out, explicit).unwrap(),
+                ds,
+                "explicit {explicit}"
+            );
+        }
+        assert_eq!(ds.elements[0].tag, 0x0008_0050, "kept in tag order");
+        assert_eq!(ds.string(0x0010_0010).as_deref(), Some("Doe^J*"));
+    }
+
+    #[test]
+    fn transcoding_both_ways() {
+        let ds = query();
+        let mut explicit = Vec::new();
+        ds.write(true, &mut explicit);
+        let implicit = transcode(&explicit, true, false).unwrap();
+        assert_eq!(DataSet::parse(&implicit, false).unwrap(), ds);
+        assert_eq!(transcode(&implicit, false, true).unwrap(), explicit);
+    }
+
+    #[test]
+    fn defined_length_sequences_and_unknown_tags() {
+        // implicit: a private tag (unknown: UN) and a defined-length sequence of one item
+        let mut b = Vec::new();
+        b.extend_from_slice(&[0x09, 0x00, 0x10, 0x00, 2, 0, 0, 0, b'h', b'i']);
+        let item = [0x08, 0x00, 0x60, 0x00, 2, 0, 0, 0, b'C', b'T'];
+        b.extend_from_slice(&[0x40, 0x00, 0x00, 0x01, 18, 0, 0, 0]);
+        b.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 10, 0, 0, 0]);
+        b.extend_from_slice(&item);
+        let ds = DataSet::parse(&b, false).unwrap();
+        assert_eq!(&ds.elements[0].vr, b"UN");
+        let Value::Sequence(items) = &ds.elements[1].value else {
+            panic!()
+        };
+        assert_eq!(items[0].string(0x0008_0060).as_deref(), Some("CT"));
+    }
+
+    #[test]
+    fn hostile_input_is_an_error() {
+        for bad in [
+            &[0x10u8, 0x00, 0x10, 0x00, b'P', b'N', 0xff, 0x00][..],
+            &[0x10, 0x00, 0x10, 0x00, b'p', b'n', 0, 0],
+            &[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0],
+            &[
+                0x40, 0x00, 0x00, 0x01, b'S', b'Q', 0, 0, 0xff, 0xff, 0xff, 0xff,
+            ],
+            &[0x10, 0x00],
+        ] {
+            assert!(DataSet::parse(bad, true).is_err(), "{bad:?}");
+        }
+        // nesting beyond the limit
+        let mut deep = Vec::new();
+        for _ in 0..40 {
+            deep.extend_from_slice(&[
+                0x40, 0x00, 0x00, 0x01, b'S', b'Q', 0, 0, 0xff, 0xff, 0xff, 0xff,
+            ]);
+            deep.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xff, 0xff, 0xff, 0xff]);
+        }
+        assert!(DataSet::parse(&deep, true).is_err());
+    }
+}

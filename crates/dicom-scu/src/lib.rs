@@ -1,0 +1,78 @@
+//! A DICOM SCU: the upper layer, associations, C-ECHO, C-STORE and C-FIND.
+//!
+//! - [`pdu`]: every upper-layer PDU (PS3.8 §9.3), sans-IO, decoding bounded by the maximum
+//!   length this side advertised.
+//! - [`dimse`]: command sets (always Implicit VR LE, group length first), status codes with
+//!   their standard names, and a [`dimse::Reassembler`] that follows PDV flags, never PDU
+//!   boundaries.
+//! - [`DataSet`]: the element layer in Explicit and Implicit VR LE, sequences included, enough
+//!   for query identifiers (Modality Worklist too) and for transcoding one syntax to the other;
+//!   [`to_json`] / [`from_json`] convert to and from the DICOM JSON model (PS3.18 §F.2).
+//! - [`part10`]: the meta group of a Part 10 file; the data set after it is sent unparsed
+//!   whenever the SCP accepts its transfer syntax.
+//! - [`Association`] (feature `tokio`): connect, propose contexts, echo, store (streamed from the
+//!   file), find (matches streamed, C-CANCEL), release, abort, with ACSE and DIMSE timeouts.
+//!
+//! ```
+//! use dicom_scu::{DataSet, dict, from_json, to_json};
+//!
+//! // A Study Root query: matching keys with values, return keys empty.
+//! let mut q = DataSet::default();
+//! q.set_text(dict::tag_of("QueryRetrieveLevel").unwrap(), "STUDY");
+//! q.set_text(dict::tag_of("PatientName").unwrap(), "Doe*");
+//! q.set_text(dict::tag_of("StudyInstanceUID").unwrap(), "");
+//! let json = to_json(&q);
+//! assert_eq!(json["00100010"]["Value"][0]["Alphabetic"], "Doe*");
+//! assert_eq!(from_json(&json)?, q);
+//!
+//! // Identifiers go on the wire in the syntax the SCP chose.
+//! let mut wire = Vec::new();
+//! q.write(false, &mut wire);
+//! assert_eq!(DataSet::parse(&wire, false)?, q);
+//! # Ok::<(), dicom_scu::Error>(())
+//! ```
+//!
+//! Against an SCP (here dcmtk's `storescp`):
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), dicom_scu::Error> {
+//! use dicom_scu::{Association, Options, Proposal};
+//!
+//! let opts = Options { called_ae: "STORESCP".into(), ..Options::default() };
+//! let files = [("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1")];
+//! let mut proposals = Proposal::for_storage(files);
+//! proposals.push(Proposal::verification());
+//! let mut assoc = Association::connect("127.0.0.1:11112", &opts, &proposals).await?;
+//! assert!(assoc.echo().await?.is_ok());
+//! let stored = assoc.store_file("ct1.dcm".as_ref()).await?;
+//! println!("{}: {}", stored.sop_instance, stored.status);
+//! assoc.release().await
+//! # }
+//! ```
+//!
+//! ## Features
+//!
+//! - `tokio` (default): [`Association`]. Without it the crate is sans-IO only.
+
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+#[cfg(feature = "tokio")]
+mod client;
+mod dataset;
+pub mod dict;
+pub mod dimse;
+mod error;
+mod json;
+pub mod part10;
+pub mod pdu;
+pub mod uids;
+
+#[cfg(feature = "tokio")]
+pub use client::{Association, Context, Find, FindEnd, Options, Proposal, StoreResult};
+pub use dataset::{DataSet, Element, Value, pad, transcode};
+pub use dimse::{Status, StatusKind};
+pub use error::Error;
+pub use json::{from_json, to_json};
