@@ -7,6 +7,7 @@
 mod agent;
 mod astm_cmd;
 mod demo;
+mod dicom_cmd;
 mod hl7;
 mod server;
 
@@ -29,7 +30,11 @@ mod exit {
 fn default_log_level(cli: &Cli) -> &'static str {
     match cli.command {
         Command::Server(_) | Command::Agent(_) => "info",
-        Command::Hl7(_) | Command::Astm(_) | Command::Push(_) | Command::Demo => "warn",
+        Command::Hl7(_)
+        | Command::Astm(_)
+        | Command::Dicom(_)
+        | Command::Push(_)
+        | Command::Demo => "warn",
     }
 }
 
@@ -77,6 +82,9 @@ enum Command {
     /// ASTM E1381/E1394: listen for and send lab instrument messages over TCP.
     #[command(subcommand)]
     Astm(astm_cmd::AstmCommand),
+    /// DICOM: C-ECHO, C-STORE and C-FIND against a PACS, modality or worklist server.
+    #[command(subcommand)]
+    Dicom(dicom_cmd::DicomCommand),
     /// Run the relay: token endpoint, FHIR registry, $push and the agent WebSocket.
     Server(server::ServerArgs),
     /// Run the on-premises agent: connect to the relay, deliver pushes, relay device messages.
@@ -107,6 +115,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Hl7(cmd) => hl7::run(cmd),
         Command::Astm(cmd) => astm_cmd::run(cmd),
+        Command::Dicom(cmd) => dicom_cmd::run(cmd),
         Command::Server(args) => server::run(args),
         Command::Agent(args) => agent::run(args, logs),
         Command::Push(args) => agent::push(args),

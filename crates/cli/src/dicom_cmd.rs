@@ -1,0 +1,532 @@
+//! `outpost dicom echo|store|find`.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand, ValueEnum};
+use dicom_scu::{Association, DataSet, Error, Options, Proposal, StatusKind, uids};
+use serde_json::Value as Json;
+
+use crate::exit;
+
+/// Association options every subcommand takes.
+#[derive(Debug, Args)]
+pub struct AssocArgs {
+    /// SCP host.
+    host: String,
+    /// SCP port.
+    port: u16,
+    /// This side's AE title.
+    #[arg(long, default_value = "OUTPOST")]
+    calling_aet: String,
+    /// The SCP's AE title.
+    #[arg(long, default_value = "ANY-SCP")]
+    called_aet: String,
+    /// Time allowed for each answer (association, each response, release).
+    #[arg(long, default_value_t = 30_000)]
+    timeout_ms: u64,
+}
+
+impl AssocArgs {
+    fn options(&self) -> Options {
+        let t = Duration::from_millis(self.timeout_ms);
+        Options {
+            calling_ae: self.calling_aet.clone(),
+            called_ae: self.called_aet.clone(),
+            connect_timeout: t,
+            acse_timeout: t,
+            dimse_timeout: t,
+            ..Options::default()
+        }
+    }
+
+    fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Model {
+    /// Patient Root Query/Retrieve (levels PATIENT, STUDY, SERIES, IMAGE).
+    Patient,
+    /// Study Root Query/Retrieve (levels STUDY, SERIES, IMAGE).
+    Study,
+    /// Modality Worklist.
+    Worklist,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DicomCommand {
+    /// C-ECHO: is the SCP there and does it accept us?
+    Echo {
+        #[command(flatten)]
+        assoc: AssocArgs,
+    },
+    /// C-STORE files (directories are read recursively) over one association.
+    Store {
+        #[command(flatten)]
+        assoc: AssocArgs,
+        /// Part 10 files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// C-FIND: print each match.
+    Find {
+        #[command(flatten)]
+        assoc: AssocArgs,
+        /// Information model.
+        #[arg(long, value_enum, default_value = "study")]
+        model: Model,
+        /// A key: `PatientName=Doe*`, `0010,0020=PID1`, a return key without a value
+        /// (`StudyDate`), or a key in a sequence item
+        /// (`ScheduledProcedureStepSequence[0].Modality=CT`). QueryRetrieveLevel defaults to
+        /// the model's top level.
+        #[arg(short = 'k', long = "key")]
+        keys: Vec<String>,
+        /// Print the matches as a DICOM JSON array.
+        #[arg(long)]
+        json: bool,
+        /// Send C-CANCEL after this many matches.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+}
+
+pub fn run(cmd: DicomCommand) -> anyhow::Result<ExitCode> {
+    let rt = crate::runtime()?;
+    match cmd {
+        DicomCommand::Echo { assoc } => rt.block_on(echo(&assoc)),
+        DicomCommand::Store { assoc, paths } => rt.block_on(store(&assoc, &paths)),
+        DicomCommand::Find {
+            assoc,
+            model,
+            keys,
+            json,
+            limit,
+        } => rt.block_on(find(&assoc, model, &keys, json, limit)),
+    }
+}
+
+/// The exit code for an error: the SCP said no (1), or did not answer (3).
+fn code_for(e: &Error) -> u8 {
+    match e {
+        Error::Rejected { .. } | Error::Aborted { .. } | Error::NoContext(_) => exit::NEGATIVE,
+        Error::Invalid(_) | Error::NotPart10(_) => exit::USAGE,
+        Error::Timeout { .. } | Error::Closed | Error::Io(_) => exit::NO_ANSWER,
+        _ => exit::NEGATIVE,
+    }
+}
+
+fn fail(e: &Error, what: &str) -> ExitCode {
+    eprintln!("error: {what}: {e}");
+    ExitCode::from(code_for(e))
+}
+
+async fn connect(args: &AssocArgs, proposals: &[Proposal]) -> Result<Association, ExitCode> {
+    Association::connect(args.addr(), &args.options(), proposals)
+        .await
+        .map_err(|e| {
+            fail(
+                &e,
+                &format!("association with {} ({})", args.called_aet, args.addr()),
+            )
+        })
+}
+
+async fn echo(args: &AssocArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let mut a = match connect(args, &[Proposal::verification()]).await {
+        Ok(a) => a,
+        Err(code) => return Ok(code),
+    };
+    if !a.contexts()[0].accepted() {
+        eprintln!(
+            "error: {} does not accept Verification: {}",
+            args.called_aet,
+            a.contexts()[0].result_text()
+        );
+        a.abort().await;
+        return Ok(ExitCode::from(exit::NEGATIVE));
+    }
+    let status = match a.echo().await {
+        Ok(s) => s,
+        Err(e) => return Ok(fail(&e, "C-ECHO")),
+    };
+    let _ = a.release().await;
+    if status.is_ok() {
+        println!(
+            "C-ECHO {} at {}: {} ({} ms)",
+            args.called_aet,
+            args.addr(),
+            status,
+            started.elapsed().as_millis()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("C-ECHO {}: {status}", args.called_aet);
+        Ok(ExitCode::from(exit::NEGATIVE))
+    }
+}
+
+/// Files under `paths`, directories walked recursively in name order.
+fn collect_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    fn walk(p: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        if p.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)?
+                .map(|e| e.map(|e| e.path()))
+                .collect::<Result<_, _>>()?;
+            entries.sort();
+            for e in entries {
+                walk(&e, out)?;
+            }
+        } else {
+            out.push(p.to_owned());
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        if !p.exists() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{}: no such file or directory", p.display()),
+            ));
+        }
+        walk(p, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// The meta group of a file (its first 64 KiB are enough).
+fn file_meta(path: &Path) -> Result<dicom_scu::part10::FileMeta, String> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(64 << 10).read_to_end(&mut head))
+        .map_err(|e| e.to_string())?;
+    dicom_scu::part10::read_meta(&head)
+        .map(|(m, _)| m)
+        .map_err(|e| e.to_string())
+}
+
+/// A line on stderr redrawn in place, when stderr is a terminal.
+struct Progress {
+    on: bool,
+    total: usize,
+    started: Instant,
+}
+
+impl Progress {
+    fn draw(&self, done: usize, bytes: u64) {
+        if !self.on {
+            return;
+        }
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let width = 30;
+        let filled = done * width / self.total.max(1);
+        eprint!(
+            "\r[{}{}] {done}/{} files, {:.1} MB, {:.1} MB/s ",
+            "#".repeat(filled),
+            " ".repeat(width - filled),
+            self.total,
+            bytes as f64 / 1e6,
+            bytes as f64 / 1e6 / secs
+        );
+        let _ = std::io::stderr().flush();
+    }
+
+    fn clear(&self) {
+        if self.on {
+            eprint!("\r{}\r", " ".repeat(79));
+        }
+    }
+}
+
+async fn store(args: &AssocArgs, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let files = match collect_files(paths) {
+        Ok(f) if !f.is_empty() => f,
+        Ok(_) => {
+            eprintln!("error: no files to send");
+            return Ok(ExitCode::from(exit::USAGE));
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(exit::USAGE));
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let mut failed = 0usize;
+    let mut worst = 0u8;
+    // Files that are not Part 10 are reported and skipped; the rest are grouped so that each
+    // association holds at most 128 presentation contexts.
+    let mut groups: Vec<(Vec<Proposal>, Vec<PathBuf>)> = Vec::new();
+    for f in files.iter() {
+        let meta = match file_meta(f) {
+            Ok(m) => m,
+            Err(e) => {
+                writeln!(out, "FAILED   {}: {e}", f.display())?;
+                failed += 1;
+                worst = worst.max(exit::NEGATIVE);
+                continue;
+            }
+        };
+        let wanted =
+            Proposal::for_storage([(meta.sop_class.as_str(), meta.transfer_syntax.as_str())]);
+        let fits = groups.last().is_some_and(|(p, _)| {
+            p.len() + wanted.iter().filter(|w| !p.contains(w)).count() <= 128
+        });
+        if !fits {
+            groups.push((Vec::new(), Vec::new()));
+        }
+        let Some((proposals, members)) = groups.last_mut() else {
+            continue;
+        };
+        for w in wanted {
+            if !proposals.contains(&w) {
+                proposals.push(w);
+            }
+        }
+        members.push(f.clone());
+    }
+    let progress = Progress {
+        on: std::io::stderr().is_terminal(),
+        total: files.len(),
+        started: Instant::now(),
+    };
+    let (mut stored, mut bytes, mut done) = (0usize, 0u64, failed);
+    for (proposals, members) in &groups {
+        let mut assoc = match Association::connect(args.addr(), &args.options(), proposals).await {
+            Ok(a) => Some(a),
+            Err(e) => {
+                progress.clear();
+                eprintln!(
+                    "error: association with {} ({}): {e}",
+                    args.called_aet,
+                    args.addr()
+                );
+                worst = worst.max(code_for(&e));
+                None
+            }
+        };
+        for f in members {
+            let result = match assoc.as_mut() {
+                Some(a) => a.store_file(f).await,
+                None => Err(Error::Protocol("no association".into())),
+            };
+            done += 1;
+            progress.clear();
+            match result {
+                Ok(r) if r.status.is_ok() => {
+                    stored += 1;
+                    bytes += r.bytes;
+                    let label = if r.status.kind() == StatusKind::Warning {
+                        "WARNING"
+                    } else {
+                        "OK"
+                    };
+                    writeln!(
+                        out,
+                        "{label:<8} {} {}{}",
+                        f.display(),
+                        r.sop_instance,
+                        if r.transcoded { " (transcoded)" } else { "" }
+                    )?;
+                    if r.status.kind() == StatusKind::Warning {
+                        writeln!(out, "         {}", r.status)?;
+                    }
+                }
+                Ok(r) => {
+                    failed += 1;
+                    worst = worst.max(exit::NEGATIVE);
+                    let comment = r
+                        .error_comment
+                        .map(|c| format!(" ({c})"))
+                        .unwrap_or_default();
+                    writeln!(
+                        out,
+                        "FAILED   {} {}: {}{comment}",
+                        f.display(),
+                        r.sop_instance,
+                        r.status
+                    )?;
+                }
+                Err(e) => {
+                    failed += 1;
+                    worst = worst.max(code_for(&e));
+                    writeln!(out, "FAILED   {}: {e}", f.display())?;
+                }
+            }
+            out.flush()?;
+            progress.draw(done, bytes);
+        }
+        if let Some(a) = assoc {
+            let _ = a.release().await;
+        }
+    }
+    progress.clear();
+    let secs = progress.started.elapsed().as_secs_f64();
+    writeln!(
+        out,
+        "Stored {stored} of {} files ({:.1} MB in {:.2} s, {:.1} MB/s){}",
+        files.len(),
+        bytes as f64 / 1e6,
+        secs,
+        bytes as f64 / 1e6 / secs.max(1e-6),
+        if failed > 0 {
+            format!("; {failed} failed")
+        } else {
+            String::new()
+        }
+    )?;
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(worst.max(exit::NEGATIVE))
+    })
+}
+
+/// The identifier from `-k` keys, with the model's default level.
+fn identifier(model: Model, keys: &[String]) -> Result<DataSet, Error> {
+    let mut ds = DataSet::default();
+    for k in keys {
+        ds.set_key(k)?;
+    }
+    let level = match model {
+        Model::Patient => Some("PATIENT"),
+        Model::Study => Some("STUDY"),
+        Model::Worklist => None,
+    };
+    if let Some(level) = level
+        && ds.get(0x0008_0052).is_none()
+    {
+        ds.set_text(0x0008_0052, level);
+    }
+    Ok(ds)
+}
+
+async fn find(
+    args: &AssocArgs,
+    model: Model,
+    keys: &[String],
+    json: bool,
+    limit: Option<usize>,
+) -> anyhow::Result<ExitCode> {
+    let query = match identifier(model, keys) {
+        Ok(q) => q,
+        Err(e) => return Ok(fail(&e, "bad key")),
+    };
+    let sop = match model {
+        Model::Patient => uids::PATIENT_ROOT_FIND,
+        Model::Study => uids::STUDY_ROOT_FIND,
+        Model::Worklist => uids::MODALITY_WORKLIST_FIND,
+    };
+    let mut a = match connect(args, &[Proposal::find(sop)]).await {
+        Ok(a) => a,
+        Err(code) => return Ok(code),
+    };
+    let mut out = std::io::stdout().lock();
+    let mut matches = Vec::new();
+    let mut n = 0usize;
+    let end = {
+        let mut f = match a.find(sop, &query).await {
+            Ok(f) => f,
+            Err(e) => return Ok(fail(&e, "C-FIND")),
+        };
+        loop {
+            match f.next().await {
+                Ok(Some(m)) => {
+                    n += 1;
+                    if json {
+                        matches.push(dicom_scu::to_json(&m));
+                    } else {
+                        writeln!(out, "Match {n}")?;
+                        print_json(&mut out, &dicom_scu::to_json(&m), 1)?;
+                        out.flush()?;
+                    }
+                    if limit.is_some_and(|l| n >= l)
+                        && let Err(e) = f.cancel().await
+                    {
+                        return Ok(fail(&e, "C-CANCEL"));
+                    }
+                }
+                Ok(None) => break f.end().cloned(),
+                Err(e) => return Ok(fail(&e, "C-FIND")),
+            }
+        }
+    };
+    let _ = a.release().await;
+    if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&Json::Array(matches))?
+        )?;
+    }
+    let Some(end) = end else {
+        eprintln!("error: C-FIND ended without a final status");
+        return Ok(ExitCode::from(exit::NEGATIVE));
+    };
+    let summary = format!(
+        "{n} match{} ({})",
+        if n == 1 { "" } else { "es" },
+        end.status
+    );
+    // Keep stdout pure JSON with --json.
+    if json {
+        eprintln!("{summary}");
+    } else {
+        writeln!(out, "{summary}")?;
+    }
+    Ok(match end.status.kind() {
+        StatusKind::Success | StatusKind::Warning | StatusKind::Cancel => ExitCode::SUCCESS,
+        _ => {
+            if let Some(c) = end.error_comment {
+                eprintln!("error: {c}");
+            }
+            ExitCode::from(exit::NEGATIVE)
+        }
+    })
+}
+
+/// A match as `(gggg,eeee) VR Keyword  value` lines, items indented.
+fn print_json(out: &mut impl Write, ds: &Json, depth: usize) -> std::io::Result<()> {
+    let Some(obj) = ds.as_object() else {
+        return Ok(());
+    };
+    let pad = "  ".repeat(depth);
+    for (key, attr) in obj {
+        let tag = u32::from_str_radix(key, 16).unwrap_or(0);
+        let name = dicom_scu::dict::keyword_of(tag).unwrap_or("?");
+        let vr = attr["vr"].as_str().unwrap_or("UN");
+        let head = format!("{pad}({:04X},{:04X}) {vr} {name}", tag >> 16, tag & 0xFFFF);
+        if vr == "SQ" {
+            writeln!(out, "{head}")?;
+            for (i, item) in attr["Value"].as_array().into_iter().flatten().enumerate() {
+                writeln!(out, "{pad}  item {}", i + 1)?;
+                print_json(out, item, depth + 2)?;
+            }
+            continue;
+        }
+        let value = match (&attr["Value"], &attr["InlineBinary"]) {
+            (Json::Array(values), _) => values
+                .iter()
+                .map(|v| match v {
+                    Json::String(s) => s.clone(),
+                    Json::Object(pn) => pn
+                        .get("Alphabetic")
+                        .and_then(Json::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("\\"),
+            (_, Json::String(b64)) => format!("<{} base64 characters>", b64.len()),
+            _ => String::new(),
+        };
+        writeln!(out, "{head:<48} {value}")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! `outpost dicom echo|store|find` against dcmtk's servers.
+
+#[path = "../../dicom-scu/tests/dcmtk/mod.rs"]
+mod dcmtk;
+mod support;
+
+use std::time::Duration;
+
+use dcmtk::{Spec, TempDir, make_file};
+use support::{outpost, run};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn dicom(args: &[&str]) -> (i32, String, String) {
+    let mut c = outpost();
+    c.arg("dicom").args(args);
+    run("outpost dicom", c, LIMIT)
+}
+
+#[test]
+fn echo_ok_and_refused() {
+    let dir = TempDir::new("cli-echo");
+    let scp = dcmtk::storescp(dir.path(), &[], &[]);
+    let port = scp.port.to_string();
+    let (code, out, err) = dicom(&["echo", "127.0.0.1", &port, "--called-aet", "STORESCP"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("C-ECHO STORESCP") && out.contains("Success"),
+        "{out}"
+    );
+
+    let closed = dcmtk::free_port().to_string();
+    let (code, _, err) = dicom(&["echo", "127.0.0.1", &closed]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("refused"), "{err}");
+}
+
+#[test]
+fn store_a_directory_reports_each_file() {
+    let dir = TempDir::new("cli-store");
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(files.join("sub")).unwrap();
+    make_file(
+        &files,
+        "a.dcm",
+        true,
+        &Spec {
+            sop_instance: "2.25.301",
+            ..Spec::default()
+        },
+    );
+    make_file(
+        &files.join("sub"),
+        "b.dcm",
+        false,
+        &Spec {
+            sop_instance: "2.25.302",
+            ..Spec::default()
+        },
+    );
+    make_file(
+        &files,
+        "c.dcm",
+        true,
+        &Spec {
+            sop_instance: "2.25.303",
+            sop_class: "1.2.826.0.1.3680043.9.9999.1",
+            ..Spec::default()
+        },
+    );
+    for f in std::fs::read_dir(&files)
+        .unwrap()
+        .chain(std::fs::read_dir(files.join("sub")).unwrap())
+    {
+        let p = f.unwrap().path();
+        if p.extension().is_some_and(|e| e != "dcm") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let scp = dcmtk::storescp(dir.path(), &[], &[]);
+    let port = scp.port.to_string();
+    let files_s = files.display().to_string();
+    let (code, out, err) = dicom(&[
+        "store",
+        "127.0.0.1",
+        &port,
+        &files_s,
+        "--called-aet",
+        "STORESCP",
+    ]);
+    // One file could not go: the exit code says so, the other two went.
+    assert_eq!(code, 1, "{out}{err}");
+    let line = |needle: &str| {
+        out.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle} in\n{out}"))
+            .to_owned()
+    };
+    assert!(line("a.dcm").starts_with("OK"), "{out}");
+    assert!(line("b.dcm").starts_with("OK"), "{out}");
+    let c = line("c.dcm");
+    assert!(
+        c.starts_with("FAILED") && c.contains("abstract syntax (SOP class) not supported"),
+        "{c}"
+    );
+    assert!(out.contains("Stored 2 of 3 files"), "{out}");
+    assert!(dir.path().join("in/CT.2.25.301").exists());
+    assert!(dir.path().join("in/CT.2.25.302").exists());
+
+    // Not a terminal here: no progress bar in the output.
+    assert!(!err.contains('\r'), "{err:?}");
+}
+
+#[test]
+fn store_then_find_through_dcmqrscp() {
+    let dir = TempDir::new("cli-qr");
+    let qr = dcmtk::dcmqrscp(dir.path());
+    let port = qr.port.to_string();
+    let a = make_file(
+        dir.path(),
+        "a.dcm",
+        true,
+        &Spec {
+            sop_instance: "2.25.401",
+            study_uid: "2.25.400",
+            ..Spec::default()
+        },
+    );
+    let b = make_file(
+        dir.path(),
+        "b.dcm",
+        true,
+        &Spec {
+            sop_instance: "2.25.411",
+            study_uid: "2.25.410",
+            patient_name: "Roe^Jane",
+            patient_id: "PID002",
+            ..Spec::default()
+        },
+    );
+    let (a_s, b_s) = (a.display().to_string(), b.display().to_string());
+    let (code, out, err) = dicom(&[
+        "store",
+        "127.0.0.1",
+        &port,
+        &a_s,
+        &b_s,
+        "--called-aet",
+        "QRSCP",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // Study root, JSON.
+    let (code, out, err) = dicom(&[
+        "find",
+        "127.0.0.1",
+        &port,
+        "--called-aet",
+        "QRSCP",
+        "--model",
+        "study",
+        "-k",
+        "PatientName=Doe*",
+        "-k",
+        "StudyInstanceUID",
+        "-k",
+        "0010,0020",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let matches = v.as_array().unwrap();
+    assert_eq!(matches.len(), 1, "{out}");
+    assert_eq!(matches[0]["0020000D"]["Value"][0], "2.25.400");
+    assert_eq!(matches[0]["00100020"]["Value"][0], "PID001");
+    assert!(err.contains("1 match"), "{err}");
+
+    // Patient root, human output.
+    let (code, out, err) = dicom(&[
+        "find",
+        "127.0.0.1",
+        &port,
+        "--called-aet",
+        "QRSCP",
+        "--model",
+        "patient",
+        "-k",
+        "PatientName",
+        "-k",
+        "PatientID",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("(0010,0010) PN PatientName")
+            && out.contains("Doe^John")
+            && out.contains("Roe^Jane"),
+        "{out}"
+    );
+    assert!(out.contains("2 matches (0x0000 Success)"), "{out}");
+
+    // --limit 1 cancels after the first match.
+    let (code, out, err) = dicom(&[
+        "find",
+        "127.0.0.1",
+        &port,
+        "--called-aet",
+        "QRSCP",
+        "--model",
+        "patient",
+        "-k",
+        "PatientName",
+        "--limit",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Match 1"), "{out}");
+
+    // No match.
+    let (code, out, _) = dicom(&[
+        "find",
+        "127.0.0.1",
+        &port,
+        "--called-aet",
+        "QRSCP",
+        "-k",
+        "PatientName=Nobody",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("0 matches"), "{out}");
+
+    // A wrong called AE title: rejected, with the reason.
+    let (code, _, err) = dicom(&["echo", "127.0.0.1", &port, "--called-aet", "WRONG"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("called AE title not recognized"), "{err}");
+
+    // A bad key is a usage error.
+    let (code, _, err) = dicom(&["find", "127.0.0.1", &port, "-k", "NotAKeyword=1"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn worklist_find_with_a_sequence_key() {
+    let dir = TempDir::new("cli-wl");
+    let wl = dcmtk::wlmscpfs(dir.path());
+    let port = wl.port.to_string();
+    let (code, out, err) = dicom(&[
+        "find",
+        "127.0.0.1",
+        &port,
+        "--called-aet",
+        "WLSCP",
+        "--model",
+        "worklist",
+        "-k",
+        "ScheduledProcedureStepSequence[0].Modality=CT",
+        "-k",
+        "ScheduledProcedureStepSequence[0].ScheduledStationAETitle",
+        "-k",
+        "PatientName",
+        "-k",
+        "AccessionNumber",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v[0]["00100010"]["Value"][0]["Alphabetic"],
+        "Worklist^Patient"
+    );
+    assert_eq!(v[0]["00080050"]["Value"][0], "ACC100");
+    assert_eq!(
+        v[0]["00400100"]["Value"][0]["00400001"]["Value"][0],
+        "CTSCANNER"
+    );
+}
