@@ -9,7 +9,8 @@ fuzz_target!(|data: &[u8]| {
     for dir in [Direction::ToServer, Direction::ToAgent] {
         if let Ok(Decoded::Message(m)) = AgentMessage::decode(data, dir, 1 << 20) {
             let json = m.to_json();
-            let again = AgentMessage::decode(json.as_bytes(), dir, usize::MAX).expect("our own JSON decodes");
+            let again = AgentMessage::decode(json.as_bytes(), dir, usize::MAX)
+                .expect("our own JSON decodes");
             assert_eq!(again, Decoded::Message(m));
         }
     }

@@ -10,9 +10,14 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let _ = decode_frame(data);
-    let Some((&split, input)) = data.split_first() else { return };
+    let Some((&split, input)) = data.split_first() else {
+        return;
+    };
     let chunk = usize::from(split % 32) + 1;
-    let mut link = Link::new(LinkOptions { max_message: 4096, ..LinkOptions::default() });
+    let mut link = Link::new(LinkOptions {
+        max_message: 4096,
+        ..LinkOptions::default()
+    });
     let mut now = Instant::now();
     for piece in input.chunks(chunk) {
         link.handle_bytes(piece, now);
@@ -20,7 +25,10 @@ fuzz_target!(|data: &[u8]| {
         link.handle_timeout(now);
         while let Some(out) = link.poll_transmit() {
             // a receiver only ever answers with one control byte; ENQ only if it had sent
-            assert!(out.len() == 1 && [ACK, NAK, EOT, 0x05].contains(&out[0]), "{out:?}");
+            assert!(
+                out.len() == 1 && [ACK, NAK, EOT, 0x05].contains(&out[0]),
+                "{out:?}"
+            );
         }
         while let Some(ev) = link.poll_event() {
             if let LinkEvent::Received(m) = ev {
@@ -29,7 +37,10 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     // Round trip: the input as record text, framed and decoded.
-    let records: Vec<u8> = input.iter().map(|&b| if b < 0x20 || b == 0x7f { b'\r' } else { b }).collect();
+    let records: Vec<u8> = input
+        .iter()
+        .map(|&b| if b < 0x20 || b == 0x7f { b'\r' } else { b })
+        .collect();
     for f in frames(&records) {
         let d = decode_frame(&f).expect("our frames decode");
         assert!(f.len() <= astm::frame::MAX_FRAME && !d.text.is_empty());

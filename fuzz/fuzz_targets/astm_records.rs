@@ -4,7 +4,9 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(m) = astm::Message::parse(data) else { return };
+    let Ok(m) = astm::Message::parse(data) else {
+        return;
+    };
     let _ = m.is_complete();
     let tree = m.tree();
     let _ = tree.patients.iter().map(|p| p.orders.len()).sum::<usize>();
@@ -18,6 +20,9 @@ fuzz_target!(|data: &[u8]| {
     let d = m.delimiters();
     let esc = astm::escape(data, &d);
     let back = astm::unescape(&esc, &d);
-    let expected: Vec<u8> = data.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }).collect();
+    let expected: Vec<u8> = data
+        .iter()
+        .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b })
+        .collect();
     assert_eq!(back.as_ref(), expected.as_slice());
 });

@@ -5,7 +5,9 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&pick, value)) = data.split_first() else { return };
+    let Some((&pick, value)) = data.split_first() else {
+        return;
+    };
     let pool = *b"|^~\\&#*:!@%$";
     let rot = usize::from(pick) % pool.len();
     let p: Vec<u8> = pool.iter().cycle().skip(rot).take(6).copied().collect();

@@ -5,7 +5,10 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     for strict in [false, true] {
-        let opts = hl7v2::ParseOptions { strict, ..Default::default() };
+        let opts = hl7v2::ParseOptions {
+            strict,
+            ..Default::default()
+        };
         if let Ok(msg) = hl7v2::Message::parse_with(data, &opts) {
             for seg in msg.segments() {
                 for field in seg.fields() {

@@ -11,7 +11,9 @@ fn shape(m: &hl7v2::Message<'_>) -> Vec<Vec<Vec<u8>>> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(msg) = hl7v2::Message::parse(data) else { return };
+    let Ok(msg) = hl7v2::Message::parse(data) else {
+        return;
+    };
     let bytes = msg.to_bytes();
     let again = hl7v2::Message::parse(&bytes).expect("serialized message must parse");
     assert_eq!(shape(&msg), shape(&again));

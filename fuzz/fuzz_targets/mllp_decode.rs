@@ -6,7 +6,9 @@ use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&knobs, input)) = data.split_first() else { return };
+    let Some((&knobs, input)) = data.split_first() else {
+        return;
+    };
     let chunk = usize::from(knobs & 0x3f) + 1;
     let max = usize::from(knobs >> 6) * 64 + 16;
     let mut framer = mllp::Framer::new(max);
@@ -25,17 +27,30 @@ fuzz_target!(|data: &[u8]| {
                 Err(e) => panic!("unexpected error {e}"),
             }
         }
-        assert!(buf.len() <= max + chunk + 2, "framer holds {} bytes", buf.len());
+        assert!(
+            buf.len() <= max + chunk + 2,
+            "framer holds {} bytes",
+            buf.len()
+        );
     }
     let _ = framer.finish(&mut buf);
     let stats = framer.stats();
     // every input byte is framing, content or junk
-    assert_eq!(content as u64 + stats.frames * 3 + stats.junk_bytes, input.len() as u64 + 0, "{stats:?}");
+    assert_eq!(
+        content as u64 + stats.frames * 3 + stats.junk_bytes,
+        input.len() as u64 + 0,
+        "{stats:?}"
+    );
 
     // Round trip: the input's pieces (minus framing bytes) framed back to back decode exactly.
     let pieces: Vec<Vec<u8>> = input
         .split(|&b| b == b'|')
-        .map(|p| p.iter().copied().filter(|&b| b != 0x0b && b != 0x1c).collect())
+        .map(|p| {
+            p.iter()
+                .copied()
+                .filter(|&b| b != 0x0b && b != 0x1c)
+                .collect()
+        })
         .collect();
     let mut wire = BytesMut::new();
     for p in &pieces {

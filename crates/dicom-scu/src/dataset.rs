@@ -163,16 +163,43 @@ impl Reader<'_> {
             } else {
                 (vr_of(tag), self.u32()?)
             };
-            // Implicit VR: an unknown tag with undefined length can only be a sequence.
-            let is_sq = &vr == b"SQ" || (!self.explicit && len == UNDEFINED && &vr == b"UN");
-            let value = if is_sq {
+            // Implicit VR with undefined length: encapsulated pixel data (OB/OW, whose first
+            // item, the offset table, has a defined length), else a sequence.
+            let is_sq = &vr == b"SQ"
+                || (!self.explicit
+                    && len == UNDEFINED
+                    && !(matches!(&vr, b"OB" | b"OW") && self.first_item_defined()));
+            let mut vr = vr;
+            let value = if is_sq && !self.explicit && len != UNDEFINED {
+                // Implicit VR: the dictionary says SQ, but a sender may have meant otherwise.
+                // A value that is not a run of items is kept as UN bytes.
+                let at = self.at;
+                match self.items(len, depth) {
+                    Ok(items) => Value::Sequence(items),
+                    Err(_) => {
+                        self.at = at;
+                        vr = *b"UN";
+                        Value::Bytes(self.take(len as usize)?.to_vec())
+                    }
+                }
+            } else if is_sq {
                 Value::Sequence(self.items(len, depth)?)
             } else if len == UNDEFINED {
                 Value::Encapsulated(self.encapsulated()?)
             } else {
                 Value::Bytes(self.take(len as usize)?.to_vec())
             };
-            let vr = if is_sq { *b"SQ" } else { vr };
+            if self.at > end {
+                return Err(Error::DataSet {
+                    offset: start,
+                    reason: "element runs past the end of its item".into(),
+                });
+            }
+            let vr = if matches!(value, Value::Sequence(_)) {
+                *b"SQ"
+            } else {
+                vr
+            };
             ds.elements.push(Element { tag, vr, value });
         }
         if until_item_end {
@@ -222,6 +249,14 @@ impl Reader<'_> {
         Ok(items)
     }
 
+    /// Whether the next header is an item with a defined length.
+    fn first_item_defined(&self) -> bool {
+        match self.b.get(self.at..self.at + 8) {
+            Some(h) => h[..4] == [0xFE, 0xFF, 0x00, 0xE0] && h[4..] != [0xFF; 4],
+            None => false,
+        }
+    }
+
     fn encapsulated(&mut self) -> Result<Vec<u8>, Error> {
         let start = self.at;
         loop {
@@ -260,8 +295,14 @@ impl DataSet {
                 Value::Sequence(_) | Value::Encapsulated(_) => UNDEFINED,
             };
             if explicit {
-                out.extend_from_slice(&e.vr);
-                if long_form(e.vr) {
+                // A value too long for a 16-bit length goes as UN (PS3.5 §6.2.2).
+                let vr = if !long_form(e.vr) && len > 0xFFFF {
+                    *b"UN"
+                } else {
+                    e.vr
+                };
+                out.extend_from_slice(&vr);
+                if long_form(vr) {
                     out.extend_from_slice(&[0, 0]);
                     out.extend_from_slice(&len.to_le_bytes());
                 } else {
@@ -518,6 +559,54 @@ mod tests {
         });
         ds.set_text(0x0008_0050, "ACC1");
         ds
+    }
+
+    /// Found by the dicom_dataset fuzz target: explicit VRs that contradict the dictionary
+    /// (a sequence at CodeValue, text at ScheduledProcedureStepSequence) still transcode to
+    /// implicit data that reads back.
+    #[test]
+    fn vrs_against_the_dictionary_transcode_and_read_back() {
+        let mut item = DataSet::default();
+        item.set_text(0x0008_0060, "CT");
+        let mut ds = DataSet::default();
+        ds.set(Element {
+            tag: 0x0008_0100,
+            vr: *b"SQ",
+            value: Value::Sequence(vec![item]),
+        });
+        ds.set(Element {
+            tag: 0x0040_0100,
+            vr: *b"AE",
+            value: Value::Bytes(b"CTSCANNER ".to_vec()),
+        });
+        let mut explicit = Vec::new();
+        ds.write(true, &mut explicit);
+        let implicit = transcode(&explicit, true, false).unwrap();
+        let back = DataSet::parse(&implicit, false).unwrap();
+        assert!(
+            matches!(back.get(0x0008_0100).unwrap().value, Value::Sequence(ref i) if i.len() == 1)
+        );
+        assert_eq!(back.get(0x0040_0100).unwrap().vr, *b"UN");
+        assert_eq!(
+            back.get(0x0040_0100).unwrap().value,
+            Value::Bytes(b"CTSCANNER ".to_vec())
+        );
+    }
+
+    #[test]
+    fn a_long_implicit_value_goes_explicit_as_un() {
+        let mut ds = DataSet::default();
+        ds.set(Element {
+            tag: 0x0010_4000,
+            vr: *b"LT",
+            value: Value::Bytes(vec![b'x'; 70_000]),
+        });
+        let mut implicit = Vec::new();
+        ds.write(false, &mut implicit);
+        let explicit = transcode(&implicit, false, true).unwrap();
+        let back = DataSet::parse(&explicit, true).unwrap();
+        assert_eq!(back.elements[0].vr, *b"UN");
+        assert_eq!(back.elements[0].value, Value::Bytes(vec![b'x'; 70_000]));
     }
 
     #[test]
