@@ -4,6 +4,8 @@
 //! |---|---|---|
 //! | `mllp://host:port[?encoding=&returnAck=]` | send over MLLP (pooled), wait for the ACK | the ACK, 200 |
 //! | `astm://host:port[?encoding=]` | E1381 over TCP as the LIS: ENQ, frames, EOT | `text/plain` summary, 200 |
+//! | `dicom://host:port?calledAet=&callingAet=` with `application/dicom` (base64 Part 10) | C-STORE | JSON result, 200 |
+//! | same, with `application/dicom+json` (a query identifier) | C-FIND | JSON array of matches, 200 |
 //! | a host or IP with `x-application/ping` | the system `ping` | its output, 200 |
 //! | anything else | none | 400 "unsupported destination scheme" |
 //!
@@ -13,7 +15,8 @@
 use std::time::Duration;
 
 use agent_protocol::{
-    CONTENT_TYPE_HL7_V2, CONTENT_TYPE_PING, CONTENT_TYPE_TEXT, TransmitRequest, TransmitResponse,
+    CONTENT_TYPE_DICOM, CONTENT_TYPE_DICOM_JSON, CONTENT_TYPE_HL7_V2, CONTENT_TYPE_PING,
+    CONTENT_TYPE_TEXT, TransmitRequest, TransmitResponse,
 };
 use hl7v2::Charset;
 use mllp::{ReturnAck, SendOptions};
@@ -28,9 +31,7 @@ pub(crate) async fn dispatch(inner: &Inner, req: &TransmitRequest) -> TransmitRe
         match req.remote.split_once("://").map(|(s, _)| s) {
             Some("mllp") => mllp_push(inner, req).await,
             Some("astm") => astm_push(inner, req).await,
-            Some(scheme @ "dicom") => Err(format!(
-                "unsupported destination scheme {scheme}://: this agent has no {scheme} client"
-            )),
+            Some("dicom") => dicom_push(inner, req).await,
             Some(scheme) => Err(format!("unsupported destination scheme {scheme}://")),
             None => Err(format!(
                 "unsupported destination {:?}: expected a URL such as mllp://host:port",
@@ -181,6 +182,119 @@ async fn astm_push(inner: &Inner, req: &TransmitRequest) -> Result<(String, Stri
             )
         })??;
     Ok((CONTENT_TYPE_TEXT.to_owned(), summary))
+}
+
+/// DICOM: a C-STORE of a base64 Part 10 file, or a C-FIND of a DICOM JSON identifier. The
+/// information model of a query: `?model=patient|study|worklist` on the Device URL, else from
+/// the identifier (QueryRetrieveLevel PATIENT: Patient Root; another level: Study Root; none:
+/// Modality Worklist).
+async fn dicom_push(inner: &Inner, req: &TransmitRequest) -> Result<(String, String), String> {
+    use base64::Engine;
+    use dicom_scu::{Association, Options, Proposal, uids};
+
+    let url = Url::parse(&req.remote)?;
+    let opts = Options {
+        calling_ae: url.get("callingAet").unwrap_or("OUTPOST").to_owned(),
+        called_ae: url.get("calledAet").unwrap_or("ANY-SCP").to_owned(),
+        connect_timeout: inner.config.ack_timeout,
+        acse_timeout: inner.config.ack_timeout,
+        dimse_timeout: inner.config.ack_timeout,
+        ..Options::default()
+    };
+    let peer = format!("{} at {}", opts.called_ae, url.addr);
+    let work = async {
+        if req.content_type == CONTENT_TYPE_DICOM {
+            let compact: String = req.body.split_ascii_whitespace().collect();
+            let file = base64::engine::general_purpose::STANDARD
+                .decode(compact.as_bytes())
+                .map_err(|e| {
+                    format!("the body is not base64 ({e}): send the Part 10 file base64-encoded")
+                })?;
+            let (meta, _) = dicom_scu::part10::read_meta(&file).map_err(|e| e.to_string())?;
+            let proposals =
+                Proposal::for_storage([(meta.sop_class.as_str(), meta.transfer_syntax.as_str())]);
+            let mut a = Association::connect(&url.addr, &opts, &proposals)
+                .await
+                .map_err(|e| format!("{peer}: {e}"))?;
+            let r = a
+                .store_bytes(&file)
+                .await
+                .map_err(|e| format!("{peer}: C-STORE: {e}"))?;
+            let _ = a.release().await;
+            if !r.status.is_ok() {
+                let comment = r
+                    .error_comment
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "{peer}: C-STORE of {} failed: {}{comment}",
+                    r.sop_instance, r.status
+                ));
+            }
+            let body = serde_json::json!({
+                "status": format!("0x{:04X}", r.status.0),
+                "statusText": r.status.name(),
+                "sopClassUid": r.sop_class,
+                "sopInstanceUid": r.sop_instance,
+                "transferSyntaxUid": r.transfer_syntax,
+                "transcoded": r.transcoded,
+                "bytes": r.bytes,
+            });
+            Ok(("application/json".to_owned(), body.to_string()))
+        } else if req.content_type == CONTENT_TYPE_DICOM_JSON {
+            let json: serde_json::Value = serde_json::from_str(&req.body)
+                .map_err(|e| format!("the body is not JSON: {e}"))?;
+            let query = dicom_scu::from_json(&json).map_err(|e| e.to_string())?;
+            let level = query.string(0x0008_0052);
+            let model = match (url.get("model"), level.as_deref()) {
+                (Some("patient"), _) | (None, Some("PATIENT")) => uids::PATIENT_ROOT_FIND,
+                (Some("study"), _) | (None, Some(_)) => uids::STUDY_ROOT_FIND,
+                (Some("worklist"), _) | (None, None) => uids::MODALITY_WORKLIST_FIND,
+                (Some(other), _) => {
+                    return Err(format!(
+                        "model={other}: expected patient, study or worklist"
+                    ));
+                }
+            };
+            let mut a = Association::connect(&url.addr, &opts, &[Proposal::find(model)])
+                .await
+                .map_err(|e| format!("{peer}: {e}"))?;
+            let (matches, end) = a
+                .find(model, &query)
+                .await
+                .map_err(|e| format!("{peer}: C-FIND: {e}"))?
+                .collect()
+                .await
+                .map_err(|e| format!("{peer}: C-FIND: {e}"))?;
+            let _ = a.release().await;
+            if !end.status.is_ok() {
+                let comment = end
+                    .error_comment
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default();
+                return Err(format!("{peer}: C-FIND failed: {}{comment}", end.status));
+            }
+            let array: Vec<serde_json::Value> = matches.iter().map(dicom_scu::to_json).collect();
+            Ok((
+                CONTENT_TYPE_DICOM_JSON.to_owned(),
+                serde_json::Value::Array(array).to_string(),
+            ))
+        } else {
+            Err(format!(
+                "a dicom:// destination takes {CONTENT_TYPE_DICOM} (base64 Part 10, stored with C-STORE) or {CONTENT_TYPE_DICOM_JSON} (a query, C-FIND), not {}",
+                req.content_type
+            ))
+        }
+    };
+    // The association's own timeouts bound each step; this bounds the whole push.
+    tokio::time::timeout(inner.config.ack_timeout * 2, work)
+        .await
+        .map_err(|_| {
+            format!(
+                "{peer}: no answer within {} ms",
+                (inner.config.ack_timeout * 2).as_millis()
+            )
+        })?
 }
 
 /// An HL7 message as text for JSON: decoded with the channel's character set, segments ended by

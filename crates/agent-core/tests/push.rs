@@ -385,3 +385,148 @@ async fn agent_status_off_refuses_pushes() {
     let err = push(&w, &wait(5_000)).await.unwrap_err().to_string();
     assert!(err.contains("Agent.status is 'off'"), "{err}");
 }
+
+#[path = "../../dicom-scu/tests/dcmtk/mod.rs"]
+mod dcmtk;
+
+fn put_device(w: &World, id: &str, url: &str) {
+    w.relay
+        .state()
+        .store
+        .put(serde_json::json!({"resourceType": "Device", "id": id, "url": url}))
+        .unwrap();
+}
+
+#[tokio::test]
+async fn dicom_push_stores_a_file_with_storescp() {
+    use base64::Engine;
+    let w = world().await;
+    let dir = dcmtk::TempDir::new("agent-store");
+    let file = dcmtk::make_file(
+        dir.path(),
+        "ct.dcm",
+        true,
+        &dcmtk::Spec {
+            sop_instance: "2.25.501",
+            size: 128,
+            ..dcmtk::Spec::default()
+        },
+    );
+    let scp = dcmtk::storescp(dir.path(), &[], &[]);
+    put_device(
+        &w,
+        "pacs",
+        &format!(
+            "dicom://127.0.0.1:{}?calledAet=STORESCP&callingAet=OUTPOST",
+            scp.port
+        ),
+    );
+    let body = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&file).unwrap());
+    let PushAnswer::Answer { content_type, body } = caller(&w.relay.base_url())
+        .push_to_agent(
+            AGENT,
+            "Device/pacs",
+            &body,
+            "application/dicom",
+            &wait(20_000),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(content_type, "application/json");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "0x0000", "{body}");
+    assert_eq!(v["sopInstanceUid"], "2.25.501");
+    assert_eq!(v["transferSyntaxUid"], "1.2.840.10008.1.2.1");
+    let stored = dir.path().join("in/CT.2.25.501");
+    assert_eq!(dcmtk::data_set_of(&stored).1, dcmtk::data_set_of(&file).1);
+
+    // Not base64: a 400 that says so, nothing sent.
+    let err = caller(&w.relay.base_url())
+        .push_to_agent(
+            AGENT,
+            "Device/pacs",
+            "not base64!",
+            "application/dicom",
+            &wait(20_000),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not base64"), "{err}");
+}
+
+#[tokio::test]
+async fn dicom_push_queries_a_worklist_with_wlmscpfs() {
+    let w = world().await;
+    let dir = dcmtk::TempDir::new("agent-wl");
+    let wl = dcmtk::wlmscpfs(dir.path());
+    put_device(
+        &w,
+        "ris",
+        &format!("dicom://127.0.0.1:{}?calledAet=WLSCP", wl.port),
+    );
+    let query = serde_json::json!({
+        "00100010": {"vr": "PN"},
+        "00080050": {"vr": "SH"},
+        "00400100": {"vr": "SQ", "Value": [{
+            "00080060": {"vr": "CS", "Value": ["CT"]},
+            "00400001": {"vr": "AE"}
+        }]}
+    });
+    let PushAnswer::Answer { content_type, body } = caller(&w.relay.base_url())
+        .push_to_agent(
+            AGENT,
+            "Device/ris",
+            &query.to_string(),
+            "application/dicom+json",
+            &wait(20_000),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(content_type, "application/dicom+json");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(
+        v[0]["00100010"]["Value"][0]["Alphabetic"],
+        "Worklist^Patient"
+    );
+    assert_eq!(
+        v[0]["00400100"]["Value"][0]["00400001"]["Value"][0],
+        "CTSCANNER"
+    );
+}
+
+#[tokio::test]
+async fn dicom_push_rejected_association_is_a_400_with_the_reason() {
+    let w = world().await;
+    let dir = dcmtk::TempDir::new("agent-reject");
+    let qr = dcmtk::dcmqrscp(dir.path());
+    put_device(
+        &w,
+        "qr",
+        &format!("dicom://127.0.0.1:{}?calledAet=WRONG", qr.port),
+    );
+    let query =
+        serde_json::json!({"00080052": {"vr": "CS", "Value": ["STUDY"]}, "0020000D": {"vr": "UI"}});
+    let err = caller(&w.relay.base_url())
+        .push_to_agent(
+            AGENT,
+            "Device/qr",
+            &query.to_string(),
+            "application/dicom+json",
+            &wait(20_000),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("association rejected") && err.contains("called AE title not recognized"),
+        "{err}"
+    );
+}
