@@ -89,7 +89,8 @@ pub struct PushArgs {
     /// The body; HL7 segments may be separated by `\r`, `\n` or `\r\n`.
     #[arg(long, conflicts_with = "file", required_unless_present = "file")]
     body: Option<String>,
-    /// Read the body from a file.
+    /// Read the body from a file (a DICOM Part 10 file with `application/dicom` is sent
+    /// base64-encoded).
     #[arg(long)]
     file: Option<PathBuf>,
     /// Wait for the device's answer and print it.
@@ -119,7 +120,17 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     let body = match (&args.body, &args.file) {
         (Some(b), _) => b.clone(),
         (_, Some(f)) => {
-            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?
+            let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+            if args.content_type == agent_protocol::CONTENT_TYPE_DICOM
+                && bytes.get(128..132) == Some(b"DICM")
+            {
+                // A Part 10 file travels base64-encoded in the JSON body.
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.encode(&bytes)
+            } else {
+                String::from_utf8(bytes)
+                    .with_context(|| format!("{} is not UTF-8 text", f.display()))?
+            }
         }
         _ => unreachable!("clap requires one of --body and --file"),
     };

@@ -273,3 +273,120 @@ fn worklist_find_with_a_sequence_key() {
         "CTSCANNER"
     );
 }
+
+/// Relay and agent as processes, storescp as the PACS: `outpost push --file` and the real
+/// Medplum CLI both store a file through the agent.
+#[test]
+fn push_a_dicom_file_through_relay_and_agent() {
+    use base64::Engine;
+    let dir = TempDir::new("cli-push");
+    let file = make_file(
+        dir.path(),
+        "ct.dcm",
+        true,
+        &Spec {
+            sop_instance: "2.25.601",
+            size: 64,
+            ..Spec::default()
+        },
+    );
+    let scp = dcmtk::storescp(dir.path(), &[], &[]);
+    let agent_id = "dicom-agent";
+    let bundle = serde_json::json!({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret"}},
+        {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret",
+            "extension": [{"url": "https://outpost.health/fhir/StructureDefinition/allowed-agent",
+                "valueReference": {"reference": format!("Agent/{agent_id}")}}]}},
+        {"resource": {"resourceType": "Agent", "id": agent_id, "name": "DICOM agent", "status": "active"}},
+        {"resource": {"resourceType": "Device", "id": "pacs",
+            "url": format!("dicom://127.0.0.1:{}?calledAet=STORESCP&callingAet=OUTPOST", scp.port)}},
+    ]});
+    let bundle_path = dir.path().join("bundle.json");
+    std::fs::write(&bundle_path, bundle.to_string()).unwrap();
+
+    let mut cmd = outpost();
+    cmd.args(["server", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("relay"))
+        .arg("--bootstrap")
+        .arg(&bundle_path);
+    let mut relay = support::Proc::spawn("outpost server", cmd);
+    let base = relay
+        .wait_for("Relay listening on ", LIMIT)
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut cmd = outpost();
+    cmd.env("RUST_LOG", "info")
+        .args([
+            "agent",
+            "--base-url",
+            &base,
+            "--client-id",
+            "agent",
+            "--client-secret",
+            "agent-secret",
+            "--agent-id",
+            agent_id,
+            "--data-dir",
+        ])
+        .arg(dir.path().join("agent"));
+    let mut agent = support::Proc::spawn("outpost agent", cmd);
+    agent.wait_for("connected to the relay", LIMIT);
+
+    let mut cmd = outpost();
+    cmd.args([
+        "push",
+        agent_id,
+        "--destination",
+        "Device/pacs",
+        "--content-type",
+        "application/dicom",
+        "--wait",
+        "--file",
+    ])
+    .arg(&file)
+    .args([
+        "--base-url",
+        &base,
+        "--client-id",
+        "caller",
+        "--client-secret",
+        "caller-secret",
+    ]);
+    let (code, out, err) = run("outpost push", cmd, LIMIT);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["status"], "0x0000");
+    assert_eq!(v["sopInstanceUid"], "2.25.601");
+    let stored = dir.path().join("in/CT.2.25.601");
+    assert_eq!(dcmtk::data_set_of(&stored).1, dcmtk::data_set_of(&file).1);
+    std::fs::remove_file(&stored).unwrap();
+
+    // The same push from the real Medplum CLI: the file base64 in the $push body.
+    let body = serde_json::json!({
+        "destination": "Device/pacs",
+        "contentType": "application/dicom",
+        "body": base64::engine::general_purpose::STANDARD.encode(std::fs::read(&file).unwrap()),
+        "waitForResponse": true,
+    });
+    let mut cmd = support::medplum();
+    cmd.args([
+        "post",
+        &format!("Agent/{agent_id}/$push"),
+        &body.to_string(),
+    ])
+    .args([
+        "--base-url",
+        &base,
+        "--client-id",
+        "caller",
+        "--client-secret",
+        "caller-secret",
+    ]);
+    let (code, out, err) = run("medplum post", cmd, LIMIT);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("0x0000") && out.contains("2.25.601"), "{out}");
+    assert!(stored.exists());
+}
