@@ -1,6 +1,8 @@
 //! HTTP plumbing shared by the routes: FHIR JSON responses, OperationOutcome errors, bounded
 //! body reading and authentication.
 
+use std::time::Duration;
+
 use agent_protocol::OperationOutcome;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -55,18 +57,36 @@ pub fn all_ok() -> Response {
         .into_response()
 }
 
-/// Reads a request body of at most `max` bytes; over it, a 413 OperationOutcome.
-pub async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, Response> {
-    axum::body::to_bytes(body, max).await.map_err(|e| {
-        // axum reports the limit as a boxed `LengthLimitError`, "length limit exceeded".
-        let too_big =
-            format!("{e:?}").contains("LengthLimit") || e.to_string().contains("length limit");
-        if too_big {
+/// Reads a request body of at most `max` bytes within `limit`; over the size, a 413
+/// OperationOutcome; too slow, a 408.
+pub async fn read_body(body: Body, max: usize, limit: Duration) -> Result<bytes::Bytes, Response> {
+    use axum::body::HttpBody;
+    let too_big = || {
+        outcome(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-costly",
+            format!("request body larger than {max} bytes"),
+        )
+    };
+    // A Content-Length over the limit is refused before any of the body is read.
+    if body.size_hint().lower() > max as u64 {
+        return Err(too_big());
+    }
+    let read = tokio::time::timeout(limit, axum::body::to_bytes(body, max))
+        .await
+        .map_err(|_| {
             outcome(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-costly",
-                format!("request body larger than {max} bytes"),
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!("request body not received within {} ms", limit.as_millis()),
             )
+        })?;
+    read.map_err(|e| {
+        // axum reports the limit as a boxed `LengthLimitError`, "length limit exceeded".
+        let over =
+            format!("{e:?}").contains("LengthLimit") || e.to_string().contains("length limit");
+        if over {
+            too_big()
         } else {
             bad_request(format!("cannot read request body: {e}"))
         }

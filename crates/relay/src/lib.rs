@@ -49,7 +49,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
@@ -117,25 +117,11 @@ impl Relay {
         });
         let app = routes::router(state.clone());
         let is_tls = tls.is_some();
-        let handshake_timeout = state.config.handshake_timeout;
-        let task = tokio::spawn(async move {
-            match tls {
-                None => {
-                    let mut stopping = stopping;
-                    let serve = axum::serve(
-                        listener,
-                        app.into_make_service_with_connect_info::<SocketAddr>(),
-                    )
-                    .with_graceful_shutdown(async move { stopped(&mut stopping).await });
-                    if let Err(e) = serve.await {
-                        tracing::error!(error = %e, "relay stopped with an error");
-                    }
-                }
-                Some(acceptor) => {
-                    serve_tls(listener, acceptor, app, stopping, handshake_timeout).await
-                }
-            }
-        });
+        let limits = ConnLimits {
+            handshake: state.config.handshake_timeout,
+            header: state.config.header_timeout,
+        };
+        let task = tokio::spawn(serve(listener, tls, app, stopping, limits));
         tracing::info!(addr = %local_addr, tls = is_tls, "relay listening");
         Ok(Relay {
             state,
@@ -194,58 +180,108 @@ fn tls_acceptor(
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-async fn serve_tls(
+/// Time limits on each connection.
+#[derive(Debug, Clone, Copy)]
+struct ConnLimits {
+    /// TLS handshake.
+    handshake: Duration,
+    /// The head of each request (the first, and each next one on a kept-alive connection).
+    header: Duration,
+}
+
+/// Accepts connections (TLS when an acceptor is given) and serves each with HTTP/1.1 and
+/// WebSocket upgrades. A client that is slow to finish a TLS handshake or a request head (a
+/// slow-loris), or that keeps a connection idle between requests, is disconnected after the
+/// limits; request bodies have their own limit in the routes.
+async fn serve(
     listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     app: axum::Router,
     mut stopping: watch::Receiver<bool>,
-    handshake_timeout: Duration,
+    limits: ConnLimits,
 ) {
+    // HTTP/1.1 only: the clients (the Medplum CLI and client, agents) speak it, and TLS offers
+    // no ALPN for h2. (hyper-util's auto builder sniffs for h2 before any timer runs, so a silent
+    // client would hold its connection forever.)
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header);
+    let builder = Arc::new(builder);
     loop {
         let (tcp, peer) = tokio::select! {
             a = listener.accept() => match a {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
+                    // Out of file descriptors, most likely: give them a moment to come back.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             _ = stopped(&mut stopping) => return,
         };
-        let (acceptor, app, mut stop) = (acceptor.clone(), app.clone(), stopping.clone());
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, app, stop, builder) = (
+            acceptor.clone(),
+            app.clone(),
+            stopping.clone(),
+            builder.clone(),
+        );
         tokio::spawn(async move {
-            // A client that never finishes the handshake holds nothing for long.
-            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
             let service = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ConnectInfo(peer));
                     app.clone().oneshot(req.map(axum::body::Body::new))
                 },
             );
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(%peer, error = %e, "connection error");
+            match acceptor {
+                None => serve_conn(&builder, TokioIo::new(tcp), service, peer, stop).await,
+                Some(acceptor) => {
+                    // A client that never finishes the handshake holds nothing for long.
+                    match tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            serve_conn(&builder, TokioIo::new(tls), service, peer, stop).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
-                }
-                _ = stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
                 }
             }
         });
+    }
+}
+
+async fn serve_conn<I, S, B>(
+    builder: &hyper::server::conn::http1::Builder,
+    io: I,
+    service: S,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<B>,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = builder.serve_connection(io, service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "connection error");
+            }
+        }
+        _ = stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+        }
     }
 }

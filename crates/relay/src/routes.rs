@@ -55,7 +55,7 @@ async fn token(State(state): S, headers: HeaderMap, body: Body) -> Response {
         )
             .into_response()
     };
-    let bytes = match read_body(body, 64 * 1024).await {
+    let bytes = match read_body(body, 64 * 1024, state.config.body_timeout).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -166,10 +166,11 @@ async fn type_level(
     match method {
         Method::GET => search(&state, &ty, &query),
         Method::POST => {
-            let bytes = match read_body(body, state.config.max_body).await {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
+            let bytes =
+                match read_body(body, state.config.max_body, state.config.body_timeout).await {
+                    Ok(b) => b,
+                    Err(r) => return r,
+                };
             let mut resource = match parse_json(&bytes) {
                 Ok(v) => v,
                 Err(r) => return r,
@@ -247,10 +248,11 @@ async fn instance_level(
             None => not_found(format!("{ty}/{id} not found")),
         },
         Method::PUT => {
-            let bytes = match read_body(body, state.config.max_body).await {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
+            let bytes =
+                match read_body(body, state.config.max_body, state.config.body_timeout).await {
+                    Ok(b) => b,
+                    Err(r) => return r,
+                };
             let mut resource = match parse_json(&bytes) {
                 Ok(v) => v,
                 Err(r) => return r,
@@ -342,10 +344,11 @@ async fn operation(
                 Ok(a) => a,
                 Err(r) => return r,
             };
-            let bytes = match read_body(body, state.config.max_body).await {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
+            let bytes =
+                match read_body(body, state.config.max_body, state.config.body_timeout).await {
+                    Ok(b) => b,
+                    Err(r) => return r,
+                };
             tracing::debug!(client = caller.client_id, agent = id_of(&agent), "push");
             ops::push(state, &agent, &bytes).await
         }

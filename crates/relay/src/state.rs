@@ -34,6 +34,11 @@ pub struct RelayConfig {
     pub max_ws_message: usize,
     /// Time allowed for a TLS handshake.
     pub handshake_timeout: Duration,
+    /// Time allowed for a request's head; a connection idle this long between requests is
+    /// closed too.
+    pub header_timeout: Duration,
+    /// Time allowed for a request's body.
+    pub body_timeout: Duration,
     /// Lifetime of issued access tokens (one hour).
     pub token_ttl: Duration,
 }
@@ -52,6 +57,8 @@ impl Default for RelayConfig {
             max_body: 16 * 1024 * 1024,
             max_ws_message: agent_protocol::DEFAULT_MAX_MESSAGE,
             handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
             token_ttl: Duration::from_secs(crate::auth::TOKEN_TTL_SECS as u64),
         }
     }

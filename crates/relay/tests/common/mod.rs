@@ -15,13 +15,17 @@ pub const CALLER: &str = "caller";
 pub const CALLER_SECRET: &str = "caller-secret";
 pub const AGENT_CLIENT: &str = "agent-client";
 pub const AGENT_SECRET: &str = "agent-secret";
+/// A second agent the agent client may act for.
+pub const AGENT2: &str = "agent-two";
 
 /// The resources every test starts with.
 pub fn bundle() -> Value {
     json!({"resourceType": "Bundle", "type": "collection", "entry": [
         {"resource": {"resourceType": "ClientApplication", "id": CALLER, "name": "caller", "secret": CALLER_SECRET}},
         {"resource": {"resourceType": "ClientApplication", "id": AGENT_CLIENT, "name": "agent", "secret": AGENT_SECRET,
-            "extension": [{"url": relay::auth::ALLOWED_AGENT_EXTENSION, "valueReference": {"reference": format!("Agent/{AGENT}")}}]}},
+            "extension": [{"url": relay::auth::ALLOWED_AGENT_EXTENSION, "valueReference": {"reference": format!("Agent/{AGENT}")}},
+                {"url": relay::auth::ALLOWED_AGENT_EXTENSION, "valueReference": {"reference": format!("Agent/{AGENT2}")}}]}},
+        {"resource": {"resourceType": "Agent", "id": AGENT2, "name": "Second agent", "status": "active"}},
         {"resource": {"resourceType": "Agent", "id": AGENT, "name": "Lab agent", "status": "active",
             "identifier": [{"system": "urn:outpost", "value": "lab-1"}],
             "channel": [{"name": "adt-in", "endpoint": {"reference": "Endpoint/e1"}}]}},
@@ -120,11 +124,16 @@ impl ScriptedAgent {
 
     /// Opens a socket and connects as the test agent; asserts the connect response.
     pub async fn connect(relay: &Relay) -> ScriptedAgent {
+        ScriptedAgent::connect_as(relay, AGENT).await
+    }
+
+    /// Opens a socket and connects as `agent`; asserts the connect response.
+    pub async fn connect_as(relay: &Relay, agent: &str) -> ScriptedAgent {
         let mut a = ScriptedAgent::open(relay).await;
         let t = token(relay, AGENT_CLIENT, AGENT_SECRET).await;
         a.send(&AgentMessage::ConnectRequest(ConnectRequest {
             access_token: Some(t),
-            agent_id: Some(AGENT.into()),
+            agent_id: Some(agent.into()),
             callback: None,
         }))
         .await;
