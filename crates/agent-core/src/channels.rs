@@ -194,7 +194,7 @@ async fn start(inner: &Arc<Inner>, name: &str, address: &str) -> Result<Listener
                 let (inner, channel, enhanced) = (inner.clone(), channel.clone(), enhanced.clone());
                 async move { on_message(&inner, &channel, charset, enhanced.as_deref(), req).await }
             };
-            Server::bind(&url.addr, ServerOptions::default(), handler)
+            Server::bind(&url.addr, mllp_limits(), handler)
                 .await
                 .map(Listener::Mllp)
                 .map_err(|e| {
@@ -247,6 +247,21 @@ async fn answer(
 /// `astm://HOST:PORT`: an E1381 listener as the LIS. Each message is committed when it is
 /// complete (its frames were acknowledged one by one as E1381 requires), forwarded, and an
 /// ASTM answer from the relay (orders for a host query, say) is sent back to the analyzer.
+/// Most analyzer connections one ASTM channel serves at once, and the largest message each may
+/// send: at most 64 MB buffered per channel, whatever the senders do.
+const MAX_ASTM_CONNECTIONS: usize = 16;
+const MAX_ASTM_MESSAGE: usize = 4 << 20;
+
+/// An MLLP channel serves at most 32 device connections with frames of at most 8 MB: at most
+/// 256 MB buffered per channel, whatever the senders do. A frame must be complete within 60 s.
+fn mllp_limits() -> ServerOptions {
+    ServerOptions {
+        max_frame: 8 << 20,
+        max_connections: 32,
+        ..ServerOptions::default()
+    }
+}
+
 async fn start_astm(
     inner: &Arc<Inner>,
     name: &str,
@@ -272,10 +287,17 @@ async fn start_astm(
                 },
                 _ = stop_rx.changed() => break,
             };
+            // Finished connections leave the set; past the cap, new ones are turned away.
+            while conns.try_join_next().is_some() {}
+            if conns.len() >= MAX_ASTM_CONNECTIONS {
+                tracing::warn!(channel, %peer, "too many analyzer connections; closing this one");
+                continue;
+            }
             let _ = stream.set_nodelay(true);
             let (inner, channel, mut stop) = (inner.clone(), channel.clone(), stopped.clone());
             conns.spawn(async move {
-                let mut conn = astm::Connection::new(stream, astm::LinkOptions::default());
+                let opts = astm::LinkOptions { max_message: MAX_ASTM_MESSAGE, ..astm::LinkOptions::default() };
+                let mut conn = astm::Connection::new(stream, opts);
                 loop {
                     let message = tokio::select! {
                         m = conn.next_message() => m,
