@@ -735,6 +735,7 @@ impl Association {
                     self.wbuf.clear();
                     pdu::encode(&Pdu::Abort { source: 2, reason }, &mut self.wbuf);
                     let _ = self.stream.write_all(&self.wbuf).await;
+                    let _ = self.stream.shutdown().await;
                     self.wbuf.clear();
                     self.dead = Some(e.to_string());
                     return Err(e);
