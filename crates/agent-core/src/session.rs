@@ -107,6 +107,7 @@ async fn open(inner: &Inner) -> Result<Ws, Error> {
         Box::new(tcp)
     };
     let config = WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
         .max_message_size(Some(agent_protocol::DEFAULT_MAX_MESSAGE))
         .max_frame_size(Some(agent_protocol::DEFAULT_MAX_MESSAGE));
     let (ws, _) = tokio::time::timeout(

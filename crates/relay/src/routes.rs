@@ -121,8 +121,14 @@ async fn ws_agent(
     ws: WebSocketUpgrade,
 ) -> Response {
     let max = state.config.max_ws_message;
+    // Small buffers: a thousand idle agents should not cost 128 KiB each (tungstenite's
+    // default read buffer). A socket whose unsent data passes twice the largest message (an
+    // agent that stopped reading) fails its writes instead of growing without bound.
     ws.max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(2 * max + 64 * 1024)
         .on_upgrade(move |socket| crate::ws::serve(state, socket, peer))
 }
 
