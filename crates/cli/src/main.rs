@@ -107,6 +107,7 @@ fn main() -> std::process::ExitCode {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                     .with_filter(filter),
             )
             .with(agent_core::LogLayer::new(logs.clone()))
