@@ -219,6 +219,55 @@ pub fn may_act_as(store: &Store, client_id: &str, agent_id: &str) -> bool {
     })
 }
 
+/// The Agents a client is bound to (its allowed-agent extensions); empty for a caller.
+pub fn bound_agents(store: &Store, client_id: &str) -> Vec<String> {
+    let Some(app) = store.get("ClientApplication", client_id) else {
+        return Vec::new();
+    };
+    app["extension"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["url"] == ALLOWED_AGENT_EXTENSION)
+        .filter_map(|e| {
+            e["valueReference"]["reference"]
+                .as_str()?
+                .strip_prefix("Agent/")
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether an agent's credentials may make this REST request: an agent only reads its own
+/// Agent resources and the Endpoints their channels name. Callers (clients bound to no Agent)
+/// may make any request.
+pub fn agent_may(store: &Store, client_id: &str, read: bool, ty: &str, id: Option<&str>) -> bool {
+    let agents = bound_agents(store, client_id);
+    if agents.is_empty() {
+        return true;
+    }
+    let Some(id) = id.filter(|_| read) else {
+        return false;
+    };
+    match ty {
+        "Agent" => agents.iter().any(|a| a == id),
+        "Endpoint" => {
+            let wanted = format!("Endpoint/{id}");
+            agents
+                .iter()
+                .filter_map(|a| store.get("Agent", a))
+                .any(|agent| {
+                    agent["channel"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["endpoint"]["reference"].as_str() == Some(&wanted))
+                })
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

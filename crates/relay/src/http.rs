@@ -105,6 +105,18 @@ pub struct Caller {
     pub client_id: String,
 }
 
+/// The 403 for an agent's credentials used beyond what an agent needs.
+pub fn forbidden_for_agent(caller: &Caller) -> Response {
+    outcome(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!(
+            "Forbidden: {} is an agent's client; it may only read its own Agent and that Agent's Endpoints",
+            caller.client_id
+        ),
+    )
+}
+
 /// Checks `Authorization`: a Bearer token we issued and that has not expired, or Basic client
 /// credentials. Anything else is a 401 OperationOutcome.
 pub fn authenticate(state: &RelayState, headers: &HeaderMap) -> Result<Caller, Response> {

@@ -11,10 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use serde_json::{Value, json};
 
-use crate::auth::{check_client, parse_basic};
+use crate::auth::{self, check_client, parse_basic};
 use crate::http::{
-    Caller, all_ok, authenticate, bad_request, fhir, not_found, now_secs, outcome, parse_json,
-    read_body,
+    Caller, all_ok, authenticate, bad_request, fhir, forbidden_for_agent, not_found, now_secs,
+    outcome, parse_json, read_body,
 };
 use crate::ops::{self, AgentOp, url_params};
 use crate::state::RelayState;
@@ -161,6 +161,9 @@ async fn type_level(
         Ok(c) => c,
         Err(r) => return r,
     };
+    if !auth::agent_may(&state.store, &caller.client_id, false, &ty, None) {
+        return forbidden_for_agent(&caller);
+    }
     let query = query_pairs(&q);
     if let Some(op) = op_name(&ty) {
         // `/fhir/R4/$op` has no type; nothing supports that.
@@ -245,6 +248,10 @@ async fn instance_level(
         return r;
     }
     let query = query_pairs(&q);
+    let read = method == Method::GET && op_name(&id).is_none();
+    if !auth::agent_may(&state.store, &caller.client_id, read, &ty, Some(&id)) {
+        return forbidden_for_agent(&caller);
+    }
     if let Some(op) = op_name(&id) {
         return operation(&state, &caller, &ty, None, op, &query, method, body).await;
     }
@@ -317,6 +324,9 @@ async fn instance_op(
     if let Err(r) = check_type(&ty) {
         return r;
     }
+    if !auth::agent_may(&state.store, &caller.client_id, false, &ty, Some(&id)) {
+        return forbidden_for_agent(&caller);
+    }
     let Some(op) = op_name(&op) else {
         return not_found("Not found: no such route");
     };
@@ -382,8 +392,12 @@ async fn operation(
 /// `GET /outpost/inbound?agent=&channel=&after=&limit=`: stored inbound messages in arrival
 /// order (JSON array).
 async fn inbound_list(State(state): S, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
-    if let Err(r) = authenticate(&state, &headers) {
-        return r;
+    let caller = match authenticate(&state, &headers) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if !auth::agent_may(&state.store, &caller.client_id, false, "inbound", None) {
+        return forbidden_for_agent(&caller);
     }
     let query = query_pairs(&q);
     let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());

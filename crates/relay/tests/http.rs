@@ -292,3 +292,57 @@ async fn bad_input_gets_operation_outcomes() {
     let r = call(c.get(url(&relay, "healthz"))).await;
     assert_eq!(r.text, "ok");
 }
+
+#[tokio::test]
+async fn an_agents_credentials_only_read_its_agent_and_endpoints() {
+    let relay = start().await;
+    let t = token(&relay, AGENT_CLIENT, AGENT_SECRET).await;
+    let get = |path: String| {
+        let (relay, t) = (&relay, &t);
+        async move { call(client().get(url(relay, &path)).bearer_auth(t)).await }
+    };
+    assert_eq!(get(format!("fhir/R4/Agent/{AGENT}")).await.status, 200);
+    assert_eq!(get("fhir/R4/Endpoint/e1".into()).await.status, 200);
+    let denied: Vec<(reqwest::Method, String)> = vec![
+        (reqwest::Method::GET, "fhir/R4/Agent/agent-off".into()),
+        (reqwest::Method::GET, "fhir/R4/Agent".into()),
+        (reqwest::Method::GET, format!("fhir/R4/Device/{DEVICE}")),
+        (
+            reqwest::Method::GET,
+            format!("fhir/R4/ClientApplication/{CALLER}"),
+        ),
+        (reqwest::Method::POST, "fhir/R4/Device".into()),
+        (reqwest::Method::PUT, format!("fhir/R4/Agent/{AGENT}")),
+        (reqwest::Method::DELETE, format!("fhir/R4/Agent/{AGENT}")),
+        (
+            reqwest::Method::POST,
+            format!("fhir/R4/Agent/{AGENT}/$push"),
+        ),
+        (
+            reqwest::Method::GET,
+            format!("fhir/R4/Agent/{AGENT}/$status"),
+        ),
+        (reqwest::Method::GET, "fhir/R4/Agent/$bulk-status".into()),
+        (reqwest::Method::GET, "outpost/inbound".into()),
+    ];
+    for (method, path) in &denied {
+        let r = call(
+            client()
+                .request(method.clone(), url(&relay, path))
+                .bearer_auth(&t)
+                .body("{}"),
+        )
+        .await;
+        assert_eq!(r.status, 403, "{method} {path}: {}", r.text);
+        assert!(oo_text(&r.json).starts_with("Forbidden:"), "{}", r.text);
+    }
+    // A caller's credentials still reach everything.
+    let c = token(&relay, CALLER, CALLER_SECRET).await;
+    let r = call(
+        client()
+            .get(url(&relay, &format!("fhir/R4/Device/{DEVICE}")))
+            .bearer_auth(&c),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}
