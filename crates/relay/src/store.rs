@@ -170,12 +170,20 @@ impl Store {
             .and_then(|p| p["meta"]["versionId"].as_str()?.parse::<i64>().ok())
             .unwrap_or(0)
             + 1;
-        // A client application's secret is never sent back; an update without one keeps it.
-        if ty == "ClientApplication"
-            && resource.get("secret").is_none()
-            && let Some(old) = previous.as_ref().and_then(|p| p.get("secret"))
-        {
-            resource["secret"] = old.clone();
+        // A client application's secret is never sent back; an update without one keeps it. It
+        // is stored salted and hashed.
+        if ty == "ClientApplication" {
+            if resource.get("secret").is_none()
+                && let Some(old) = previous.as_ref().and_then(|p| p.get("secret"))
+            {
+                resource["secret"] = old.clone();
+            }
+            if let Some(plain) = resource["secret"].as_str()
+                && !plain.is_empty()
+                && !plain.starts_with(crate::auth::HASHED_PREFIX)
+            {
+                resource["secret"] = Value::String(crate::auth::hash_secret(plain));
+            }
         }
         resource["meta"] = json!({
             "versionId": version.to_string(),
@@ -464,12 +472,19 @@ mod tests {
         let s = Store::open(None).unwrap();
         s.put(json!({"resourceType":"ClientApplication","id":"c1","secret":"s3cret"}))
             .unwrap();
+        let hashed = s.get("ClientApplication", "c1").unwrap()["secret"].clone();
+        assert!(
+            hashed
+                .as_str()
+                .unwrap()
+                .starts_with(crate::auth::HASHED_PREFIX)
+        );
         s.put(json!({"resourceType":"ClientApplication","id":"c1","name":"renamed"}))
             .unwrap();
-        assert_eq!(
-            s.get("ClientApplication", "c1").unwrap()["secret"],
-            "s3cret"
-        );
+        assert_eq!(s.get("ClientApplication", "c1").unwrap()["secret"], hashed);
+        let tokens = crate::auth::Tokens::new(b"0123456789abcdef0123456789abcdef");
+        assert!(crate::auth::check_client(&s, &tokens, "c1", "s3cret"));
+        assert!(!crate::auth::check_client(&s, &tokens, "c1", "s3creT"));
     }
 
     #[test]

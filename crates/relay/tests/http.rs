@@ -346,3 +346,39 @@ async fn an_agents_credentials_only_read_its_agent_and_endpoints() {
     .await;
     assert_eq!(r.status, 200);
 }
+
+#[tokio::test]
+async fn client_secrets_are_hashed_at_rest() {
+    let dir = std::env::temp_dir().join(format!("outpost-relay-secrets-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let relay = start_with(relay::RelayConfig {
+        data_dir: Some(dir.clone()),
+        ..relay::RelayConfig::default()
+    })
+    .await;
+    // Logging in works...
+    let t = token(&relay, CALLER, CALLER_SECRET).await;
+    assert_eq!(t.split('.').count(), 3);
+    // ...an update without a secret keeps it...
+    let r = call(
+        client()
+            .put(url(&relay, &format!("fhir/R4/ClientApplication/{CALLER}")))
+            .bearer_auth(&t)
+            .json(&json!({"resourceType": "ClientApplication", "id": CALLER, "name": "renamed"})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    token(&relay, CALLER, CALLER_SECRET).await;
+    relay.shutdown().await;
+    // ...and the registry file holds no secret in the clear.
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains("sha256:"), "hashed secrets are stored");
+    for secret in [CALLER_SECRET, AGENT_SECRET] {
+        assert!(!text.contains(secret), "{secret} is stored in the clear");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
