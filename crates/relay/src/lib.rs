@@ -17,6 +17,9 @@
 //!   `ClientApplication` (and the lab-order resources) under `/fhir/R4/`, in SQLite.
 //! - Inbound device messages are stored, de-duplicated by callback, optionally POSTed to a
 //!   webhook, and answered (an HL7 AA by default).
+//! - Lab orders: a `ServiceRequest` created or updated here, or notified by another FHIR
+//!   server (`POST /outpost/notify/{subscription}`), is converted to ORM/OML/ASTM and pushed as a
+//!   matching `Subscription` says (see [`orders`]).
 //!
 //! Where Medplum loses a message silently, the relay says so: a push to an agent that is not
 //! connected is a 400 ("not connected") rather than "All OK"; an agent that disconnects while a
@@ -39,6 +42,7 @@ mod error;
 mod http;
 mod inbound;
 mod ops;
+pub mod orders;
 mod routes;
 mod state;
 mod store;
@@ -57,7 +61,7 @@ use tower::ServiceExt;
 pub use agents::{Agents, Presence};
 pub use error::Error;
 pub use state::{RelayConfig, RelayState, VERSION};
-pub use store::{InboundRow, Recorded, Store};
+pub use store::{Delivery, InboundRow, Recorded, Store};
 
 /// A running relay.
 #[derive(Debug)]
@@ -114,7 +118,9 @@ impl Relay {
             agents: Agents::default(),
             http,
             stopping: stopping.clone(),
+            orders_wakeup: tokio::sync::Notify::new(),
         });
+        tokio::spawn(orders::run(state.clone()));
         let app = routes::router(state.clone());
         let is_tls = tls.is_some();
         let limits = ConnLimits {

@@ -109,9 +109,58 @@ fn not_connected(agent_id: &str) -> Response {
     ))
 }
 
-/// Sends a request carrying `callback` and waits for the answer. Every failure is a 400
-/// OperationOutcome saying what happened (never a 5xx: Medplum's client retries those, and
-/// would push twice).
+/// Why an agent request got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AskError {
+    /// No live socket for the agent.
+    NotConnected,
+    /// The socket closed before the answer.
+    Disconnected,
+    /// No answer in time.
+    Timeout(Duration),
+}
+
+impl AskError {
+    /// What happened, in the words callers see.
+    pub(crate) fn text(&self, agent_id: &str) -> String {
+        match self {
+            AskError::NotConnected => {
+                format!("Agent/{agent_id} is not connected: the message was not delivered")
+            }
+            AskError::Disconnected => format!("Agent/{agent_id} disconnected before answering"),
+            AskError::Timeout(t) => format!(
+                "Timeout: no answer from Agent/{agent_id} within {} ms",
+                t.as_millis()
+            ),
+        }
+    }
+}
+
+/// Sends a request carrying `callback` and waits for the answer.
+pub(crate) async fn ask_agent(
+    state: &RelayState,
+    agent_id: &str,
+    callback: &str,
+    msg: AgentMessage,
+    timeout: Duration,
+) -> Result<AgentMessage, AskError> {
+    let rx = state
+        .agents
+        .request(agent_id, callback, &msg)
+        .await
+        .map_err(|NotConnected| AskError::NotConnected)?;
+    match tokio::time::timeout(timeout, rx).await {
+        Ok(Ok(Reply::Message(m))) => Ok(m),
+        Ok(Ok(Reply::Disconnected)) | Ok(Err(_)) => Err(AskError::Disconnected),
+        Err(_) => {
+            state.agents.cancel(callback);
+            Err(AskError::Timeout(timeout))
+        }
+    }
+}
+
+/// [`ask_agent`] for an HTTP caller: every failure is a 400 OperationOutcome saying what
+/// happened (never a 5xx: Medplum's client retries those, and would push twice).
 async fn ask(
     state: &RelayState,
     agent_id: &str,
@@ -119,28 +168,12 @@ async fn ask(
     msg: AgentMessage,
     timeout: Duration,
 ) -> Result<AgentMessage, Response> {
-    let rx = state
-        .agents
-        .request(agent_id, callback, &msg)
+    ask_agent(state, agent_id, callback, msg, timeout)
         .await
-        .map_err(|NotConnected| not_connected(agent_id))?;
-    match tokio::time::timeout(timeout, rx).await {
-        Ok(Ok(Reply::Message(m))) => Ok(m),
-        Ok(Ok(Reply::Disconnected)) | Ok(Err(_)) => Err(bad_request(format!(
-            "Agent/{agent_id} disconnected before answering"
-        ))),
-        Err(_) => {
-            state.agents.cancel(callback);
-            Err(outcome(
-                StatusCode::BAD_REQUEST,
-                "timeout",
-                format!(
-                    "Timeout: no answer from Agent/{agent_id} within {} ms",
-                    timeout.as_millis()
-                ),
-            ))
-        }
-    }
+        .map_err(|e| match e {
+            AskError::Timeout(_) => outcome(StatusCode::BAD_REQUEST, "timeout", e.text(agent_id)),
+            _ => bad_request(e.text(agent_id)),
+        })
 }
 
 /// The `remote` for a push: the destination Device's `url` (or, for a ping, the host itself).

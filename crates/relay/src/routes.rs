@@ -17,6 +17,7 @@ use crate::http::{
     outcome, parse_json, read_body,
 };
 use crate::ops::{self, AgentOp, url_params};
+use crate::orders;
 use crate::state::RelayState;
 use crate::store::{RESOURCE_TYPES, id_of};
 
@@ -29,6 +30,7 @@ pub fn router(state: Arc<RelayState>) -> Router {
         .route("/ws/agent", get(ws_agent))
         .route("/healthz", get(|| async { "ok" }))
         .route("/outpost/inbound", get(inbound_list))
+        .route("/outpost/notify/{subscription}", post(notify))
         .route("/fhir/R4/{ty}", any(type_level))
         .route("/fhir/R4/{ty}/{id}", any(instance_level))
         .route("/fhir/R4/{ty}/{id}/{op}", any(instance_op))
@@ -132,6 +134,141 @@ async fn ws_agent(
         .on_upgrade(move |socket| crate::ws::serve(state, socket, peer))
 }
 
+/// An order-push Subscription must be usable: its criteria, agent, device and format.
+fn check_subscription(ty: &str, resource: &Value) -> Result<(), Response> {
+    if ty != "Subscription" {
+        return Ok(());
+    }
+    orders::target(resource)
+        .map(|_| ())
+        .map_err(|e| bad_request(format!("invalid order-push Subscription: {e}")))
+}
+
+/// A ServiceRequest written here goes to the order-push Subscriptions it matches.
+fn after_write(state: &RelayState, ty: &str, resource: &Value, created: bool) {
+    if ty != "ServiceRequest" {
+        return;
+    }
+    let targets = orders::matching_targets(state, resource);
+    if targets.is_empty() {
+        return;
+    }
+    let event = if created {
+        lab_orders::Event::New
+    } else {
+        lab_orders::Event::Update
+    };
+    let (queued, errors) = orders::enqueue(state, resource, event, &targets, &[]);
+    tracing::info!(
+        request = id_of(resource),
+        queued,
+        failed = errors.len(),
+        "order queued for push"
+    );
+}
+
+/// `POST /outpost/notify/{subscription}`: another FHIR server's rest-hook (Medplum, HAPI)
+/// delivers a ServiceRequest, or a Bundle holding ServiceRequests and the resources they refer
+/// to; each is converted and pushed as the named order-push Subscription says.
+async fn notify(
+    State(state): S,
+    Path(sub_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let caller = match authenticate(&state, &headers) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if !auth::agent_may(&state.store, &caller.client_id, false, "notify", None) {
+        return forbidden_for_agent(&caller);
+    }
+    let bytes = match read_body(body, state.config.max_body, state.config.body_timeout).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let payload = match parse_json(&bytes) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(sub) = state.store.get("Subscription", &sub_id) else {
+        return not_found(format!("Subscription/{sub_id} not found"));
+    };
+    let target = match orders::target(&sub) {
+        Ok(Some(t)) if sub["status"].as_str() == Some("active") => t,
+        Ok(Some(_)) => return bad_request(format!("Subscription/{sub_id} is not active")),
+        Ok(None) => {
+            return bad_request(format!(
+                "Subscription/{sub_id} has no {} extension",
+                orders::ORDER_PUSH_EXTENSION
+            ));
+        }
+        Err(e) => return bad_request(format!("Subscription/{sub_id}: {e}")),
+    };
+    let resources: Vec<Value> = if payload["resourceType"] == "Bundle" {
+        payload["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.get("resource").cloned())
+            .collect()
+    } else {
+        vec![payload]
+    };
+    let interaction = headers
+        .get("x-medplum-interaction")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if interaction == "delete" {
+        return all_ok();
+    }
+    let (mut queued, mut errors, mut skipped) = (0, Vec::new(), 0);
+    for sr in resources
+        .iter()
+        .filter(|r| r["resourceType"] == "ServiceRequest")
+    {
+        if !target
+            .criteria
+            .iter()
+            .all(|(k, v)| orders::criterion(sr, k, v))
+        {
+            skipped += 1;
+            continue;
+        }
+        let first_version = sr["meta"]["versionId"].as_str().is_none_or(|v| v == "1");
+        let event = match interaction {
+            "create" => lab_orders::Event::New,
+            "update" => lab_orders::Event::Update,
+            _ if first_version => lab_orders::Event::New,
+            _ => lab_orders::Event::Update,
+        };
+        let (q, e) = orders::enqueue(&state, sr, event, std::slice::from_ref(&target), &resources);
+        queued += q;
+        errors.extend(e);
+    }
+    tracing::info!(
+        subscription = sub_id,
+        queued,
+        failed = errors.len(),
+        skipped,
+        "order notification"
+    );
+    if queued == 0 && !errors.is_empty() {
+        return bad_request(errors.join("; "));
+    }
+    let mut issue = vec![json!({"severity": "information", "code": "informational",
+        "details": {"text": format!("{queued} order message(s) queued for {}; {skipped} not matching the criteria", target.device)}})];
+    issue.extend(
+        errors
+            .iter()
+            .map(|e| json!({"severity": "error", "code": "invalid", "details": {"text": e}})),
+    );
+    fhir(
+        StatusCode::OK,
+        &json!({"resourceType": "OperationOutcome", "issue": issue}),
+    )
+}
+
 fn check_type(ty: &str) -> Result<(), Response> {
     if RESOURCE_TYPES.contains(&ty) {
         Ok(())
@@ -190,8 +327,12 @@ async fn type_level(
             if let Some(obj) = resource.as_object_mut() {
                 obj.remove("id");
             }
+            if let Err(r) = check_subscription(&ty, &resource) {
+                return r;
+            }
             match state.store.create(resource) {
                 Ok(created) => {
+                    after_write(&state, &ty, &created, true);
                     tracing::info!(
                         client = caller.client_id,
                         ty,
@@ -280,8 +421,12 @@ async fn instance_level(
                 return bad_request("id in the body differs from the id in the URL");
             }
             resource["id"] = Value::String(id.clone());
+            if let Err(r) = check_subscription(&ty, &resource) {
+                return r;
+            }
             match state.store.put(resource) {
                 Ok((stored, created)) => {
+                    after_write(&state, &ty, &stored, created);
                     tracing::info!(client = caller.client_id, ty, id, "updated");
                     let status = if created {
                         StatusCode::CREATED

@@ -41,6 +41,12 @@ pub struct RelayConfig {
     pub body_timeout: Duration,
     /// Lifetime of issued access tokens (one hour).
     pub token_ttl: Duration,
+    /// Lab orders: attempts before a push is recorded as failed.
+    pub order_attempts: u32,
+    /// Lab orders: the wait after the first failed attempt, doubling after each (at most 5 min).
+    pub order_backoff: Duration,
+    /// Lab orders: how long each push waits for the device's answer.
+    pub order_timeout: Duration,
 }
 
 impl Default for RelayConfig {
@@ -60,6 +66,9 @@ impl Default for RelayConfig {
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
             token_ttl: Duration::from_secs(crate::auth::TOKEN_TTL_SECS as u64),
+            order_attempts: 5,
+            order_backoff: Duration::from_secs(2),
+            order_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -79,6 +88,8 @@ pub struct RelayState {
     pub http: reqwest::Client,
     /// Flips to `true` when the relay stops; WebSocket tasks close their sockets.
     pub stopping: watch::Receiver<bool>,
+    /// Wakes the order delivery loop when a message is queued.
+    pub orders_wakeup: tokio::sync::Notify,
 }
 
 /// The relay's version, sent in heartbeat responses.

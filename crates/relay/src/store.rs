@@ -100,7 +100,24 @@ impl Store {
                  status_code INTEGER,
                  response TEXT,
                  UNIQUE (agent_id, callback)
-             );",
+             );
+             CREATE TABLE IF NOT EXISTS order_delivery (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 subscription TEXT NOT NULL,
+                 request TEXT NOT NULL,
+                 agent_id TEXT NOT NULL,
+                 device TEXT NOT NULL,
+                 format TEXT NOT NULL,
+                 content_type TEXT NOT NULL,
+                 body TEXT NOT NULL,
+                 state TEXT NOT NULL DEFAULT 'pending',
+                 attempts INTEGER NOT NULL DEFAULT 0,
+                 next_at INTEGER NOT NULL,
+                 last_error TEXT,
+                 response TEXT,
+                 created_at TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS order_delivery_due ON order_delivery (state, next_at);",
         )
         .map_err(db)?;
         let mut cache: Resources = HashMap::new();
@@ -363,10 +380,118 @@ pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// An order message waiting to be pushed, or pushed (see the `orders` module).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Sequence number.
+    pub id: i64,
+    /// `Subscription/<id>` that asked for it.
+    pub subscription: String,
+    /// `ServiceRequest/<id>/_history/<version>` it was made from.
+    pub request: String,
+    /// The Agent to push through.
+    pub agent_id: String,
+    /// `Device/<id>`.
+    pub device: String,
+    /// `hl7-orm`, `hl7-oml` or `astm`.
+    pub format: String,
+    /// The push's content type.
+    pub content_type: String,
+    /// The message.
+    pub body: String,
+    /// Attempts so far.
+    pub attempts: i64,
+}
+
+impl Store {
+    /// Queues an order message for pushing now.
+    pub fn enqueue_delivery(&self, d: &Delivery, now_ms: i64) -> Result<i64, Error> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO order_delivery (subscription, request, agent_id, device, format, content_type, body, next_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![d.subscription, d.request, d.agent_id, d.device, d.format, d.content_type, d.body, now_ms, now_rfc3339()],
+        )
+        .map_err(db)?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Pending deliveries due at `now_ms`, oldest first; and when the next one falls due.
+    pub fn due_deliveries(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<(Vec<Delivery>, Option<i64>), Error> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, subscription, request, agent_id, device, format, content_type, body, attempts
+                 FROM order_delivery WHERE state = 'pending' AND next_at <= ?1 ORDER BY id LIMIT ?2",
+            )
+            .map_err(db)?;
+        let due = stmt
+            .query_map(params![now_ms, limit as i64], |r| {
+                Ok(Delivery {
+                    id: r.get(0)?,
+                    subscription: r.get(1)?,
+                    request: r.get(2)?,
+                    agent_id: r.get(3)?,
+                    device: r.get(4)?,
+                    format: r.get(5)?,
+                    content_type: r.get(6)?,
+                    body: r.get(7)?,
+                    attempts: r.get(8)?,
+                })
+            })
+            .map_err(db)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db)?;
+        let next: Option<i64> = conn
+            .query_row(
+                "SELECT MIN(next_at) FROM order_delivery WHERE state = 'pending'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        Ok((due, next))
+    }
+
+    /// Records an attempt: `state` stays `pending` (retry at `next_at_ms`), or becomes `done` or
+    /// `failed`.
+    pub fn update_delivery(
+        &self,
+        id: i64,
+        state: &str,
+        attempts: i64,
+        next_at_ms: i64,
+        error: Option<&str>,
+        response: Option<&str>,
+    ) -> Result<(), Error> {
+        self.conn()
+            .execute(
+                "UPDATE order_delivery SET state = ?2, attempts = ?3, next_at = ?4, last_error = ?5, response = ?6 WHERE id = ?1",
+                params![id, state, attempts, next_at_ms, error, response],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Deliveries by state (for tests and statistics).
+    pub fn delivery_count(&self, state: &str) -> Result<i64, Error> {
+        self.conn()
+            .query_row(
+                "SELECT COUNT(*) FROM order_delivery WHERE state = ?1",
+                params![state],
+                |r| r.get(0),
+            )
+            .map_err(db)
+    }
+}
+
 /// Whether a resource matches one search parameter. Supported: `_id` (comma-separated list),
 /// `identifier` (`system|value`, `|value` or `value`), `name` (case-insensitive prefix of
 /// `name`, a HumanName's family/given/text, or `Device.deviceName.name`), `url`, `address`,
-/// `status`, `subject` / `patient` (reference), and `_count`/`_sort`/`_total`/`_format`, which are
+/// `status`, `subject` / `patient` (reference), `entity` (AuditEvent: a reference, any version), and `_count`/`_sort`/`_total`/`_format`, which are
 /// not filters. Unknown parameters match nothing, so a typo never widens a search.
 pub fn matches(r: &Value, key: &str, value: &str) -> bool {
     match key {
@@ -402,6 +527,13 @@ pub fn matches(r: &Value, key: &str, value: &str) -> bool {
                     .any(|n| hit(n["name"].as_str()))
         }
         "url" | "address" | "status" => r[key].as_str() == Some(value),
+        "entity" => r["entity"].as_array().into_iter().flatten().any(|e| {
+            e["what"]["reference"].as_str().is_some_and(|w| {
+                w == value
+                    || w.strip_prefix(value)
+                        .is_some_and(|rest| rest.starts_with("/_history/"))
+            })
+        }),
         "subject" | "patient" => {
             r["subject"]["reference"].as_str() == Some(value)
                 || r["subject"]["reference"]
