@@ -123,6 +123,15 @@ fn sex(gender: Option<&str>, astm: bool) -> &'static str {
     }
 }
 
+/// `parts` without its trailing empty values (so `Doe^Jane`, not `Doe^Jane^^^`).
+fn trimmed<'a>(parts: &'a [&'a str]) -> &'a [&'a str] {
+    let keep = parts
+        .iter()
+        .rposition(|p| !p.is_empty())
+        .map_or(0, |i| i + 1);
+    &parts[..keep]
+}
+
 /// Builds the message for `order`: segments or records ended by `\r`.
 pub fn convert(order: &Order, format: Format, opts: &Options) -> Result<String, Error> {
     match format {
@@ -182,7 +191,10 @@ fn hl7(order: &Order, oml: bool, opts: &Options) -> Result<String, Error> {
             pid.value(3, rep, 5, 1, t);
         }
     }
-    pid.components(5, &[&p.family, &p.given, &p.middle, &p.suffix, &p.prefix]);
+    pid.components(
+        5,
+        trimmed(&[&p.family, &p.given, &p.middle, &p.suffix, &p.prefix]),
+    );
     if let Some(b) = &birth {
         pid.field(7, b);
     }
@@ -245,7 +257,7 @@ fn hl7(order: &Order, oml: bool, opts: &Options) -> Result<String, Error> {
         orc.field(9, a);
     }
     if let Some(o) = &orderer {
-        orc.components(12, o);
+        orc.components(12, trimmed(o));
     }
 
     let obr = b.segment("OBR");
@@ -274,7 +286,7 @@ fn hl7(order: &Order, oml: bool, opts: &Options) -> Result<String, Error> {
         obr.value(15, 1, 1, 1, &kind.code);
     }
     if let Some(o) = &orderer {
-        obr.components(16, o);
+        obr.components(16, trimmed(o));
     }
     if let Some(o) = &occurrence {
         obr.component(27, 4, o);
@@ -352,7 +364,10 @@ fn astm(order: &Order, opts: &Options) -> Result<String, Error> {
                 })?
                 .value,
         )
-        .components(6, &[&p.family, &p.given, &p.middle, &p.suffix, &p.prefix]);
+        .components(
+            6,
+            trimmed(&[&p.family, &p.given, &p.middle, &p.suffix, &p.prefix]),
+        );
     if let Some(b) = &birth {
         pr.field(8, b);
     }
@@ -413,7 +428,7 @@ fn astm(order: &Order, opts: &Options) -> Result<String, Error> {
         o.field(16, &k.code);
     }
     if let Some(who) = &order.orderer {
-        o.components(17, &[&who.family, &who.given]);
+        o.components(17, trimmed(&[&who.family, &who.given]));
     }
     o.field(26, "O");
 
