@@ -32,6 +32,12 @@ pub struct ServerArgs {
     /// Seconds between heartbeat requests to each agent.
     #[arg(long, default_value_t = 10)]
     heartbeat_secs: u64,
+    /// Lab orders: attempts before a push is recorded as failed.
+    #[arg(long, default_value_t = 5)]
+    order_attempts: u32,
+    /// Lab orders: wait after the first failed attempt, in ms (doubling after each).
+    #[arg(long, default_value_t = 2000)]
+    order_backoff_ms: u64,
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
@@ -44,6 +50,8 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         inbound_webhook: args.inbound_webhook,
         heartbeat_interval: heartbeat,
         agent_timeout: heartbeat * 3 + Duration::from_secs(5),
+        order_attempts: args.order_attempts.max(1),
+        order_backoff: Duration::from_millis(args.order_backoff_ms),
         ..RelayConfig::default()
     };
     crate::runtime()?.block_on(async {
