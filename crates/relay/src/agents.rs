@@ -44,6 +44,9 @@ struct Live {
     tx: mpsc::Sender<Outgoing>,
 }
 
+/// The `conn` of a request waiting on another relay process.
+const REMOTE: u64 = u64::MAX;
+
 #[derive(Debug)]
 struct Pending {
     conn: u64,
@@ -198,6 +201,36 @@ impl Agents {
     /// Stops waiting on a callback (after a timeout).
     pub fn cancel(&self, callback: &str) {
         self.lock().pending.remove(callback);
+    }
+
+    /// Waits on a callback for an agent connected to another relay process (the answer comes
+    /// through [`Agents::resolve`] or [`Agents::fail`]).
+    pub fn await_remote(&self, callback: &str) -> oneshot::Receiver<Reply> {
+        let (tx, rx) = oneshot::channel();
+        self.lock()
+            .pending
+            .insert(callback.to_owned(), Pending { conn: REMOTE, tx });
+        rx
+    }
+
+    /// Fails whoever waits on `callback`: the agent went away.
+    pub fn fail(&self, callback: &str) {
+        if let Some(p) = self.lock().pending.remove(callback) {
+            let _ = p.tx.send(Reply::Disconnected);
+        }
+    }
+
+    /// Whether someone still waits on `callback`.
+    pub fn is_waiting(&self, callback: &str) -> bool {
+        self.lock().pending.contains_key(callback)
+    }
+
+    /// Closes the agent's socket here (it connected to another relay process).
+    pub fn evict(&self, agent_id: &str, reason: &str) {
+        let live = self.lock().live.get(agent_id).map(|l| l.tx.clone());
+        if let Some(tx) = live {
+            let _ = tx.try_send(Outgoing::Close(reason.to_owned()));
+        }
     }
 
     /// Number of requests waiting for an answer.

@@ -136,6 +136,23 @@ impl Tokens {
     }
 }
 
+/// The token signing key: `OUTPOST_TOKEN_KEY` (base64) if set; with a shared (PostgreSQL)
+/// registry, the key stored there, so that every relay process accepts every other's tokens;
+/// else `<data>/token.key`.
+pub fn signing_key(data_dir: Option<&Path>, store: &Store) -> Result<Vec<u8>, Error> {
+    if std::env::var_os("OUTPOST_TOKEN_KEY").is_none() && store.is_shared() {
+        let mut fresh = vec![0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut fresh)
+            .map_err(|_| Error::Store("no system randomness".into()))?;
+        if let Some(b64) = store.shared_setting("token_key", STANDARD.encode(&fresh))? {
+            return STANDARD
+                .decode(b64.trim())
+                .map_err(|e| Error::Store(format!("stored token key is not base64: {e}")));
+        }
+    }
+    load_or_create_key(data_dir)
+}
+
 /// The signing key in `<data>/token.key`, created (32 random bytes) on first start so that
 /// tokens outlive a restart. `OUTPOST_TOKEN_KEY` (base64) overrides it, for relays that must
 /// share a key.

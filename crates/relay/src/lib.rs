@@ -38,11 +38,13 @@
 
 mod agents;
 pub mod auth;
+pub mod cluster;
 mod error;
 mod http;
 mod inbound;
 mod ops;
 pub mod orders;
+mod pg;
 mod routes;
 mod state;
 mod store;
@@ -80,13 +82,16 @@ impl Relay {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
         }
-        let store = Store::open(
-            config
-                .data_dir
-                .as_deref()
-                .map(|d| d.join("relay.sqlite"))
-                .as_deref(),
-        )?;
+        let store = match &config.database_url {
+            Some(url) => Store::open_postgres(url)?,
+            None => Store::open(
+                config
+                    .data_dir
+                    .as_deref()
+                    .map(|d| d.join("relay.sqlite"))
+                    .as_deref(),
+            )?,
+        };
         if let Some(path) = &config.bootstrap {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
@@ -95,7 +100,11 @@ impl Relay {
             let n = store.bootstrap(&bundle)?;
             tracing::info!(resources = n, file = %path.display(), "bootstrap loaded");
         }
-        let key = auth::load_or_create_key(config.data_dir.as_deref())?;
+        let key = auth::signing_key(config.data_dir.as_deref(), &store)?;
+        let cluster = match &config.redis_url {
+            Some(url) => Some(cluster::Cluster::connect(url, config.agent_timeout).await?),
+            None => None,
+        };
         let tls = match &config.tls {
             Some((cert, key)) => Some(tls_acceptor(cert, key)?),
             None => None,
@@ -119,8 +128,13 @@ impl Relay {
             http,
             stopping: stopping.clone(),
             orders_wakeup: tokio::sync::Notify::new(),
+            cluster: cluster.clone(),
         });
         tokio::spawn(orders::run(state.clone()));
+        if let Some(c) = cluster {
+            tracing::info!(process = c.id(), "relay joins the cluster (Redis)");
+            tokio::spawn(cluster::run(state.clone(), c));
+        }
         let app = routes::router(state.clone());
         let is_tls = tls.is_some();
         let limits = ConnLimits {

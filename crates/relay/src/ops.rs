@@ -68,11 +68,14 @@ pub async fn push(state: &RelayState, agent: &Value, body: &[u8]) -> Response {
     };
     if !params.wait_for_response {
         // Medplum answers "All OK" even when nobody is listening; we say so instead.
-        return match state
-            .agents
-            .send(&agent_id, &AgentMessage::TransmitRequest(request))
-            .await
+        let msg = AgentMessage::TransmitRequest(request);
+        let mut sent = state.agents.send(&agent_id, &msg).await;
+        if sent.is_err()
+            && let Some(cluster) = &state.cluster
         {
+            sent = cluster.send(&agent_id, &msg).await;
+        }
+        return match sent {
             Ok(()) => all_ok(),
             Err(NotConnected) => not_connected(&agent_id),
         };
@@ -118,6 +121,8 @@ pub(crate) enum AskError {
     Disconnected,
     /// No answer in time.
     Timeout(Duration),
+    /// The relay process holding the agent's socket went away before it answered.
+    OwnerGone,
 }
 
 impl AskError {
@@ -128,6 +133,9 @@ impl AskError {
                 format!("Agent/{agent_id} is not connected: the message was not delivered")
             }
             AskError::Disconnected => format!("Agent/{agent_id} disconnected before answering"),
+            AskError::OwnerGone => format!(
+                "the relay process holding Agent/{agent_id}'s connection went away before it answered"
+            ),
             AskError::Timeout(t) => format!(
                 "Timeout: no answer from Agent/{agent_id} within {} ms",
                 t.as_millis()
@@ -144,17 +152,45 @@ pub(crate) async fn ask_agent(
     msg: AgentMessage,
     timeout: Duration,
 ) -> Result<AgentMessage, AskError> {
-    let rx = state
-        .agents
-        .request(agent_id, callback, &msg)
-        .await
-        .map_err(|NotConnected| AskError::NotConnected)?;
-    match tokio::time::timeout(timeout, rx).await {
-        Ok(Ok(Reply::Message(m))) => Ok(m),
-        Ok(Ok(Reply::Disconnected)) | Ok(Err(_)) => Err(AskError::Disconnected),
-        Err(_) => {
-            state.agents.cancel(callback);
-            Err(AskError::Timeout(timeout))
+    let (mut rx, remote_owner) = match state.agents.request(agent_id, callback, &msg).await {
+        Ok(rx) => (rx, None),
+        // Not here: maybe on another relay process.
+        Err(NotConnected) => match &state.cluster {
+            Some(cluster) => {
+                let (rx, owner) = cluster
+                    .request(&state.agents, agent_id, callback, &msg, timeout)
+                    .await
+                    .map_err(|NotConnected| AskError::NotConnected)?;
+                (rx, Some(owner))
+            }
+            None => return Err(AskError::NotConnected),
+        },
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        // Waiting on another process: look at it every second, so that its death fails the
+        // request at once rather than at the timeout.
+        let slice = if remote_owner.is_some() {
+            Duration::from_secs(1)
+        } else {
+            timeout
+        };
+        let until = (tokio::time::Instant::now() + slice).min(deadline);
+        match tokio::time::timeout_at(until, &mut rx).await {
+            Ok(Ok(Reply::Message(m))) => return Ok(m),
+            Ok(Ok(Reply::Disconnected)) | Ok(Err(_)) => return Err(AskError::Disconnected),
+            Err(_) if until >= deadline => {
+                state.agents.cancel(callback);
+                return Err(AskError::Timeout(timeout));
+            }
+            Err(_) => {
+                if let (Some(cluster), Some(owner)) = (&state.cluster, &remote_owner)
+                    && !cluster.alive(owner).await
+                {
+                    state.agents.cancel(callback);
+                    return Err(AskError::OwnerGone);
+                }
+            }
         }
     }
 }
@@ -218,8 +254,15 @@ pub fn url_params(query: &str) -> Vec<(String, String)> {
 }
 
 /// `$status` for one agent: `Parameters` with `status`, `version`, `lastUpdated`.
-pub fn status_parameters(state: &RelayState, agent_id: &str) -> Value {
-    let p = state.agents.presence(agent_id);
+pub async fn status_parameters(state: &RelayState, agent_id: &str) -> Value {
+    let mut p = state.agents.presence(agent_id);
+    // Connected to another relay process, or gone from this one: the cluster knows.
+    if p.status != "connected"
+        && let Some(c) = &state.cluster
+        && let Some(shared) = c.presence(agent_id).await
+    {
+        p = shared;
+    }
     let mut parameter = vec![
         json!({"name": "status", "valueCode": p.status}),
         json!({"name": "version", "valueString": p.version}),
@@ -264,17 +307,16 @@ fn bulk_bundle(entries: Vec<(Arc<Value>, Value)>) -> Response {
 }
 
 /// `$bulk-status`.
-pub fn bulk_status(state: &RelayState, query: &[(String, String)]) -> Response {
+pub async fn bulk_status(state: &RelayState, query: &[(String, String)]) -> Response {
     match bulk_agents(state, query) {
-        Ok(agents) => bulk_bundle(
-            agents
-                .into_iter()
-                .map(|a| {
-                    let s = status_parameters(state, id_of(&a));
-                    (a, s)
-                })
-                .collect(),
-        ),
+        Ok(agents) => {
+            let mut entries = Vec::with_capacity(agents.len());
+            for a in agents {
+                let s = status_parameters(state, id_of(&a)).await;
+                entries.push((a, s));
+            }
+            bulk_bundle(entries)
+        }
         Err(r) => r,
     }
 }

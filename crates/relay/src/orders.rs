@@ -301,7 +301,10 @@ fn audit(
 pub async fn run(state: Arc<RelayState>) {
     let mut stopping = state.stopping.clone();
     loop {
-        let (due, next) = match state.store.due_deliveries(now_ms(), 16) {
+        // Each is leased for longer than one push may take; a process that dies with it leased
+        // leaves it to be taken again when the lease runs out.
+        let lease = state.config.order_timeout.as_millis() as i64 + 30_000;
+        let (due, next) = match state.store.claim_deliveries(now_ms(), lease, 16) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read queued orders");

@@ -516,11 +516,13 @@ async fn operation(
         ("Agent", "status", &Method::GET) => match ops::find_agent(state, id, query) {
             Ok(agent) => fhir(
                 StatusCode::OK,
-                &ops::status_parameters(state, id_of(&agent)),
+                &ops::status_parameters(state, id_of(&agent)).await,
             ),
             Err(r) => r,
         },
-        ("Agent", "bulk-status", &Method::GET) if id.is_none() => ops::bulk_status(state, query),
+        ("Agent", "bulk-status", &Method::GET) if id.is_none() => {
+            ops::bulk_status(state, query).await
+        }
         ("Agent", "reload-config", &(Method::GET | Method::POST)) => {
             ops::agent_op_route(state, id, AgentOp::ReloadConfig, query).await
         }

@@ -41,6 +41,11 @@ pub struct RelayConfig {
     pub body_timeout: Duration,
     /// Lifetime of issued access tokens (one hour).
     pub token_ttl: Duration,
+    /// PostgreSQL for the registry (`postgres://...`), shared by several relay processes;
+    /// `None`: SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// Redis for agent presence and push routing between relay processes (`redis://...`).
+    pub redis_url: Option<String>,
     /// Lab orders: attempts before a push is recorded as failed.
     pub order_attempts: u32,
     /// Lab orders: the wait after the first failed attempt, doubling after each (at most 5 min).
@@ -66,6 +71,8 @@ impl Default for RelayConfig {
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
             token_ttl: Duration::from_secs(crate::auth::TOKEN_TTL_SECS as u64),
+            database_url: None,
+            redis_url: None,
             order_attempts: 5,
             order_backoff: Duration::from_secs(2),
             order_timeout: Duration::from_secs(30),
@@ -90,6 +97,8 @@ pub struct RelayState {
     pub stopping: watch::Receiver<bool>,
     /// Wakes the order delivery loop when a message is queued.
     pub orders_wakeup: tokio::sync::Notify,
+    /// Presence and routing across relay processes, when Redis is configured.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// The relay's version, sent in heartbeat responses.

@@ -63,10 +63,19 @@ pub enum Recorded {
     Duplicate(Box<InboundRow>),
 }
 
+/// Where the registry lives.
+#[derive(Debug, Clone)]
+enum Db {
+    /// One process: an embedded SQLite file (or memory).
+    Sqlite(Arc<Mutex<rusqlite::Connection>>),
+    /// Several processes: PostgreSQL (see the `pg` module).
+    Postgres(crate::pg::Pg),
+}
+
 /// The registry.
 #[derive(Debug, Clone)]
 pub struct Store {
-    db: Arc<Mutex<rusqlite::Connection>>,
+    db: Db,
     cache: Arc<RwLock<Resources>>,
 }
 
@@ -142,13 +151,39 @@ impl Store {
             }
         }
         Ok(Store {
-            db: Arc::new(Mutex::new(conn)),
+            db: Db::Sqlite(Arc::new(Mutex::new(conn))),
             cache: Arc::new(RwLock::new(cache)),
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
-        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    /// Opens the registry in PostgreSQL (`postgres://user@host:port/db`), creating the tables.
+    pub fn open_postgres(url: &str) -> Result<Store, Error> {
+        let cache = Arc::new(RwLock::new(Resources::new()));
+        let pg = crate::pg::Pg::open(url, cache.clone())?;
+        Ok(Store {
+            db: Db::Postgres(pg),
+            cache,
+        })
+    }
+
+    /// Whether the registry is shared with other processes (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.db, Db::Postgres(_))
+    }
+
+    /// A value every process sharing the registry agrees on: the stored one, or `init` stored
+    /// now. `None` with SQLite (nothing to share).
+    pub fn shared_setting(&self, name: &str, init: String) -> Result<Option<String>, Error> {
+        match &self.db {
+            Db::Sqlite(_) => Ok(None),
+            Db::Postgres(pg) => pg.setting(name, init).map(Some),
+        }
+    }
+
+    fn sqlite(
+        c: &Arc<Mutex<rusqlite::Connection>>,
+    ) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
+        c.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A resource by type and id.
@@ -207,13 +242,18 @@ impl Store {
             "lastUpdated": now_rfc3339(),
         });
         let content = resource.to_string();
-        self.conn()
-            .execute(
-                "INSERT INTO resource (resource_type, id, version, content) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (resource_type, id) DO UPDATE SET version = ?3, content = ?4",
-                params![ty, id, version, content],
-            )
-            .map_err(db)?;
+        match &self.db {
+            Db::Sqlite(c) => {
+                Self::sqlite(c)
+                    .execute(
+                        "INSERT INTO resource (resource_type, id, version, content) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (resource_type, id) DO UPDATE SET version = ?3, content = ?4",
+                        params![ty, id, version, content],
+                    )
+                    .map_err(db)?;
+            }
+            Db::Postgres(pg) => pg.upsert(&ty, &id, version, content)?,
+        }
         let stored = Arc::new(resource);
         self.cache
             .write()
@@ -232,12 +272,19 @@ impl Store {
 
     /// Deletes a resource; whether it existed.
     pub fn delete(&self, ty: &str, id: &str) -> Result<bool, Error> {
-        self.conn()
-            .execute(
-                "DELETE FROM resource WHERE resource_type = ?1 AND id = ?2",
-                params![ty, id],
-            )
-            .map_err(db)?;
+        match &self.db {
+            Db::Sqlite(c) => {
+                Self::sqlite(c)
+                    .execute(
+                        "DELETE FROM resource WHERE resource_type = ?1 AND id = ?2",
+                        params![ty, id],
+                    )
+                    .map_err(db)?;
+            }
+            Db::Postgres(pg) => {
+                pg.delete(ty, id)?;
+            }
+        }
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
         Ok(cache.get_mut(ty).and_then(|m| m.remove(id)).is_some())
     }
@@ -277,7 +324,15 @@ impl Store {
         body: &str,
         callback: &str,
     ) -> Result<Recorded, Error> {
-        let conn = self.conn();
+        let c = match &self.db {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => {
+                return pg.record_inbound(
+                    [agent_id, channel, remote, content_type, body, callback].map(str::to_owned),
+                );
+            }
+        };
+        let conn = Self::sqlite(c);
         let inserted = conn
             .execute(
                 "INSERT INTO inbound (agent_id, channel, remote, content_type, body, callback, received_at)
@@ -300,7 +355,11 @@ impl Store {
 
     /// Records the answer given for an inbound message.
     pub fn set_inbound_response(&self, id: i64, status: u16, body: &str) -> Result<(), Error> {
-        self.conn()
+        let c = match &self.db {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.set_inbound_response(id, status, body),
+        };
+        Self::sqlite(c)
             .execute(
                 "UPDATE inbound SET status_code = ?1, response = ?2 WHERE id = ?3",
                 params![status, body, id],
@@ -318,7 +377,11 @@ impl Store {
         after: i64,
         limit: usize,
     ) -> Result<Vec<InboundRow>, Error> {
-        let conn = self.conn();
+        let c = match &self.db {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.inbound(agent_id, channel, after, limit),
+        };
+        let conn = Self::sqlite(c);
         let mut stmt = conn
             .prepare(&format!(
                 "{INBOUND_SELECT} WHERE id > ?1 AND (?2 IS NULL OR agent_id = ?2)
@@ -333,7 +396,11 @@ impl Store {
 
     /// Number of stored inbound messages.
     pub fn inbound_count(&self) -> Result<i64, Error> {
-        self.conn()
+        let c = match &self.db {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.inbound_count(),
+        };
+        Self::sqlite(c)
             .query_row("SELECT COUNT(*) FROM inbound", [], |r| r.get(0))
             .optional()
             .map_err(db)
@@ -406,7 +473,11 @@ pub struct Delivery {
 impl Store {
     /// Queues an order message for pushing now.
     pub fn enqueue_delivery(&self, d: &Delivery, now_ms: i64) -> Result<i64, Error> {
-        let conn = self.conn();
+        let c = match &self.db {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.enqueue_delivery(d, now_ms),
+        };
+        let conn = Self::sqlite(c);
         conn.execute(
             "INSERT INTO order_delivery (subscription, request, agent_id, device, format, content_type, body, next_at, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -416,21 +487,31 @@ impl Store {
         Ok(conn.last_insert_rowid())
     }
 
-    /// Pending deliveries due at `now_ms`, oldest first; and when the next one falls due.
-    pub fn due_deliveries(
+    /// Claims the deliveries due at `now_ms` (pending, or claimed before by a process that did
+    /// not finish them) for `lease_ms`, oldest first; and when the next one falls due. With
+    /// PostgreSQL no two processes claim the same one.
+    pub fn claim_deliveries(
         &self,
         now_ms: i64,
+        lease_ms: i64,
         limit: usize,
     ) -> Result<(Vec<Delivery>, Option<i64>), Error> {
-        let conn = self.conn();
+        let c = match &self.db {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.claim_deliveries(now_ms, lease_ms, limit),
+        };
+        let conn = Self::sqlite(c);
         let mut stmt = conn
             .prepare(
-                "SELECT id, subscription, request, agent_id, device, format, content_type, body, attempts
-                 FROM order_delivery WHERE state = 'pending' AND next_at <= ?1 ORDER BY id LIMIT ?2",
+                "UPDATE order_delivery SET state = 'sending', next_at = ?2
+                 WHERE id IN (SELECT id FROM order_delivery
+                              WHERE state IN ('pending', 'sending') AND next_at <= ?1
+                              ORDER BY id LIMIT ?3)
+                 RETURNING id, subscription, request, agent_id, device, format, content_type, body, attempts",
             )
             .map_err(db)?;
-        let due = stmt
-            .query_map(params![now_ms, limit as i64], |r| {
+        let mut due = stmt
+            .query_map(params![now_ms, now_ms + lease_ms, limit as i64], |r| {
                 Ok(Delivery {
                     id: r.get(0)?,
                     subscription: r.get(1)?,
@@ -446,9 +527,10 @@ impl Store {
             .map_err(db)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(db)?;
+        due.sort_by_key(|d| d.id);
         let next: Option<i64> = conn
             .query_row(
-                "SELECT MIN(next_at) FROM order_delivery WHERE state = 'pending'",
+                "SELECT MIN(next_at) FROM order_delivery WHERE state IN ('pending', 'sending')",
                 [],
                 |r| r.get(0),
             )
@@ -467,7 +549,13 @@ impl Store {
         error: Option<&str>,
         response: Option<&str>,
     ) -> Result<(), Error> {
-        self.conn()
+        let c = match &self.db {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => {
+                return pg.update_delivery(id, state, attempts, next_at_ms, error, response);
+            }
+        };
+        Self::sqlite(c)
             .execute(
                 "UPDATE order_delivery SET state = ?2, attempts = ?3, next_at = ?4, last_error = ?5, response = ?6 WHERE id = ?1",
                 params![id, state, attempts, next_at_ms, error, response],
@@ -478,7 +566,11 @@ impl Store {
 
     /// Deliveries by state (for tests and statistics).
     pub fn delivery_count(&self, state: &str) -> Result<i64, Error> {
-        self.conn()
+        let c = match &self.db {
+            Db::Sqlite(c) => c,
+            Db::Postgres(pg) => return pg.delivery_count(state),
+        };
+        Self::sqlite(c)
             .query_row(
                 "SELECT COUNT(*) FROM order_delivery WHERE state = ?1",
                 params![state],

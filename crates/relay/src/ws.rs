@@ -106,6 +106,9 @@ pub async fn serve(state: Arc<RelayState>, socket: WebSocket, peer: SocketAddr) 
     }
     if let Some((agent_id, conn)) = session.live.take() {
         state.agents.unregister(&agent_id, conn);
+        if let Some(c) = &state.cluster {
+            c.withdraw(&agent_id).await;
+        }
         tracing::info!(agent = agent_id, %peer, "agent disconnected");
     }
     drop(session);
@@ -162,6 +165,9 @@ impl Session {
             AgentMessage::HeartbeatResponse(r) => {
                 if let Some((agent, _)) = &self.live {
                     self.state.agents.heartbeat(agent, &r.version);
+                    if let Some(c) = &self.state.cluster {
+                        c.seen(agent, &r.version).await;
+                    }
                 }
                 true
             }
@@ -262,6 +268,10 @@ impl Session {
                 "a newer connection replaces the previous one"
             );
             let _ = old.try_send(Outgoing::Close("replaced by a newer connection".into()));
+        }
+        if let Some(c) = &self.state.cluster {
+            let version = self.state.agents.presence(&agent_id).version;
+            c.announce(&agent_id, &version).await;
         }
         tracing::info!(agent = agent_id, peer = %self.peer, client = claims.client_id, "agent connected");
         self.live = Some((agent_id, conn));
