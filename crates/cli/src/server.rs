@@ -32,6 +32,14 @@ pub struct ServerArgs {
     /// Seconds between heartbeat requests to each agent.
     #[arg(long, default_value_t = 10)]
     heartbeat_secs: u64,
+    /// Redis for agent presence and push routing between relay processes (`redis://host:port`).
+    /// With it, several `outpost server` processes serve one fleet of agents.
+    #[arg(long, env = "OUTPOST_REDIS_URL", requires = "database_url")]
+    redis_url: Option<String>,
+    /// PostgreSQL for the registry, inbound messages and queued orders, shared by the relay
+    /// processes (`postgres://user:password@host:port/db`); without it, SQLite in --data.
+    #[arg(long, env = "OUTPOST_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// Lab orders: attempts before a push is recorded as failed.
     #[arg(long, default_value_t = 5)]
     order_attempts: u32,
@@ -51,6 +59,8 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         heartbeat_interval: heartbeat,
         agent_timeout: heartbeat * 3 + Duration::from_secs(5),
         order_attempts: args.order_attempts.max(1),
+        redis_url: args.redis_url,
+        database_url: args.database_url,
         order_backoff: Duration::from_millis(args.order_backoff_ms),
         ..RelayConfig::default()
     };

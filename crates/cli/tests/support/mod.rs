@@ -1,6 +1,8 @@
 //! Helpers for tests that run the `outpost` binary and third-party peers as processes.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod services;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
