@@ -58,8 +58,27 @@ ensure_dcmtk() {
     export OUTPOST_DCMTK_DIR=/usr/bin
 }
 
+# Scale-out: redis-server and PostgreSQL from the distribution's packages. The tests start
+# private instances of both on free ports (crates/cli/tests/support/services.rs).
+ensure_scaleout_peers() {
+    local missing=""
+    [ -x /usr/bin/redis-server ] || missing="$missing redis-server"
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
+    if [ -n "$missing" ]; then
+        echo "installing$missing (apt)"
+        local sudo=""
+        [ "$(id -u)" = 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
+    fi
+    export OUTPOST_REDIS_SERVER=/usr/bin/redis-server
+    OUTPOST_PG_BIN="$(dirname "$(ls -d /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")"
+    export OUTPOST_PG_BIN
+}
+
 ensure_peers() {
     ensure_medplum
     ensure_astm_peers
     ensure_dcmtk
+    ensure_scaleout_peers
 }
