@@ -360,6 +360,37 @@ fn three_relays_one_fleet() {
             slowest.as_millis(),
             recovered.as_millis()
         );
+        // Redis loses everything (as a restart without persistence does): the processes put
+        // their agents back on the next heartbeats, and pushes through the other process work.
+        {
+            use std::io::{Read, Write};
+            let mut r = std::net::TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+            r.write_all(b"FLUSHALL\r\n").unwrap();
+            let mut ok = [0u8; 5];
+            r.read_exact(&mut ok).unwrap();
+            assert_eq!(&ok, b"+OK\r\n");
+        }
+        let flushed_at = Instant::now();
+        let mut missing = Vec::new();
+        while flushed_at.elapsed() < Duration::from_secs(15) {
+            missing.clear();
+            for r in [0, 2] {
+                for a in 0..AGENTS {
+                    let id = format!("FLUSHED-R{r}-A{a}-{}", flushed_at.elapsed().as_millis());
+                    let (code, _) = push(&client, &base(r), &tokens[r], a, &id).await;
+                    if code != 200 {
+                        missing.push((r, a));
+                    }
+                }
+            }
+            if missing.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(missing.is_empty(), "15 s after Redis lost its data, (relay, agent) not reachable: {missing:?}");
+        println!("Redis flushed: every agent reachable through every process again in {} ms", flushed_at.elapsed().as_millis());
+
         // No device got a message twice.
         for (i, d) in devices.iter().enumerate() {
             let seen = d.seen.lock().unwrap().clone();

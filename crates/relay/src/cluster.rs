@@ -119,19 +119,29 @@ impl Cluster {
         }
     }
 
-    /// A heartbeat from an agent connected here.
+    /// A heartbeat from an agent connected here. Also restores the record if Redis lost it
+    /// (restarted without persistence); leaves it alone if another process has taken the agent
+    /// (this socket is about to be evicted).
     pub async fn seen(&self, agent_id: &str, version: &str) {
         let mut c = self.conn.clone();
+        let key = agent_key(agent_id);
+        let owner: Option<String> = match c.hget(&key, "proc").await {
+            Ok(o) => o,
+            Err(_) => return,
+        };
+        if owner.as_ref().is_some_and(|o| *o != self.id) {
+            return;
+        }
         let mut fields = vec![
+            ("proc", self.id.clone()),
+            ("status", "connected".to_owned()),
             ("seen_ms", now_ms().to_string()),
             ("last_updated", now_rfc3339()),
         ];
         if !version.is_empty() {
             fields.push(("version", version.to_owned()));
         }
-        let _ = c
-            .hset_multiple::<_, _, _, ()>(agent_key(agent_id), &fields)
-            .await;
+        let _ = c.hset_multiple::<_, _, _, ()>(&key, &fields).await;
     }
 
     /// The agent's socket here closed: it is disconnected, unless another process has it now.
