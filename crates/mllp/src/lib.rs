@@ -5,6 +5,8 @@
 //!   is split, bounded by a maximum frame size, resynchronising after junk or an over-long frame,
 //!   splitting pipelined frames.
 //! - [`MllpCodec`] is the tokio-util codec over it.
+//! - [`DelimitedFramer`] does the same for other `start … end` byte framings (the byte-stream
+//!   channels of the Medplum agent).
 //! - [`Connection`] sends a message and waits for the acknowledgement whose MSA-2 matches its
 //!   MSH-10; [`Pool`] keeps connections per destination, capped.
 //! - [`Server`] accepts connections and hands each message to a [`Handler`]; [`acks_for`] builds
@@ -45,6 +47,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod delimited;
 mod error;
 mod framer;
 
@@ -57,6 +60,7 @@ mod pool;
 #[cfg(feature = "tokio")]
 mod server;
 
+pub use delimited::DelimitedFramer;
 pub use error::Error;
 pub use framer::{
     CARRIAGE_RETURN, DEFAULT_MAX_FRAME, END_BLOCK, Framer, FramerStats, START_BLOCK, encode_frame,
