@@ -8,6 +8,13 @@
 //! or, if the relay has not answered within `AgentConfig::inbound_reply_wait`, an AA saying the
 //! message is queued (the agent has it durably and will deliver it).
 //!
+//! `tcp://HOST:PORT?startChar=C&endChar=C` (both required, URL-encoded, e.g. `%02`, `%03`): a
+//! byte-stream listener. Each frame (the bytes after the start byte, through the end byte, as
+//! Medplum's byte-stream channel cuts them) is committed to the queue as soon as it is complete
+//! and forwarded hex-encoded as `application/octet-stream`; an `application/octet-stream` answer
+//! from the relay is hex-decoded and written back to the device as is, in the order the frames
+//! came. Any other answer (an error, `text/plain`) is only recorded.
+//!
 //! A worker per channel sends queued messages to the relay one at a time, oldest first, and
 //! retries with backoff until the relay answers; a resend carries the same callback, which the
 //! relay answers from its store.
@@ -16,10 +23,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_protocol::{AgentMessage, CONTENT_TYPE_ASTM, CONTENT_TYPE_HL7_V2, TransmitRequest};
+use agent_protocol::{
+    AgentMessage, CONTENT_TYPE_ASTM, CONTENT_TYPE_HL7_V2, CONTENT_TYPE_OCTET_STREAM,
+    CONTENT_TYPE_TEXT, TransmitRequest,
+};
+use bytes::BytesMut;
 use hl7v2::{AckCode, Charset};
-use mllp::{Request, Server, ServerOptions, ack_options};
-use tokio::sync::{oneshot, watch};
+use mllp::{DelimitedFramer, Request, Server, ServerOptions, ack_options};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 use crate::dispatch::Url;
 use crate::{Error, Event, Inner};
@@ -40,11 +53,20 @@ struct Running {
     listener: Listener,
 }
 
+/// The relay's answer to a device message.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) content_type: String,
+    pub(crate) body: String,
+}
+
 /// A channel's listener.
 #[derive(Debug)]
 enum Listener {
     Mllp(Server),
-    Astm {
+    /// An ASTM or byte-stream accept loop.
+    Task {
         stop: watch::Sender<bool>,
         task: tokio::task::JoinHandle<()>,
     },
@@ -54,7 +76,7 @@ impl Listener {
     async fn shutdown(self) {
         match self {
             Listener::Mllp(server) => server.shutdown(Duration::from_secs(2)).await,
-            Listener::Astm { stop, task } => {
+            Listener::Task { stop, task } => {
                 let _ = stop.send(true);
                 let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
             }
@@ -205,21 +227,26 @@ async fn start(inner: &Arc<Inner>, name: &str, address: &str) -> Result<Listener
                 })
         }
         "astm" => start_astm(inner, name, &url.addr, charset(Charset::Latin1)?).await,
+        "tcp" => {
+            let start = delimiter(&url, name, "startChar")?;
+            let end = delimiter(&url, name, "endChar")?;
+            start_stream(inner, name, &url.addr, start, end).await
+        }
         _ => Err(Error::Config(format!(
-            "channel {name}: unsupported endpoint scheme {scheme:?} (supported: mllp, astm)"
+            "channel {name}: unsupported endpoint scheme {scheme:?} (supported: mllp, astm, tcp)"
         ))),
     }
 }
 
 /// Commits a device message and wakes the channel's worker; the receiver gets the relay's
-/// answer (status, body) once it comes.
+/// answer once it comes.
 fn commit(
     inner: &Inner,
     channel: &str,
     remote: &str,
     content_type: &str,
     text: &str,
-) -> Result<(i64, oneshot::Receiver<(u16, String)>), Error> {
+) -> Result<(i64, oneshot::Receiver<Answer>), Error> {
     let queued = inner
         .queue
         .push(&inner.config.agent_id, channel, remote, content_type, text)?;
@@ -234,12 +261,24 @@ fn commit(
 }
 
 /// The relay's answer to a committed message, or `None` if it did not come in time.
-async fn answer(
+async fn answer(inner: &Inner, id: i64, rx: oneshot::Receiver<Answer>) -> Option<Answer> {
+    answer_by(
+        inner,
+        id,
+        rx,
+        Instant::now() + inner.config.inbound_reply_wait,
+    )
+    .await
+}
+
+/// [`answer`] with a deadline.
+async fn answer_by(
     inner: &Inner,
     id: i64,
-    rx: oneshot::Receiver<(u16, String)>,
-) -> Option<(u16, String)> {
-    let got = tokio::time::timeout(inner.config.inbound_reply_wait, rx).await;
+    rx: oneshot::Receiver<Answer>,
+    deadline: Instant,
+) -> Option<Answer> {
+    let got = tokio::time::timeout_at(deadline, rx).await;
     Inner::lock(&inner.waiters).remove(&id);
     got.ok().and_then(Result::ok)
 }
@@ -312,10 +351,10 @@ async fn start_astm(
                             continue;
                         }
                     };
-                    if let Some((status, body)) = answer(&inner, id, rx).await
-                        && status < 400
-                        && body.trim_start().starts_with('H')
-                        && let Err(e) = conn.send(&crate::dispatch::astm_records(&body, charset)).await
+                    if let Some(a) = answer(&inner, id, rx).await
+                        && a.status < 400
+                        && a.body.trim_start().starts_with('H')
+                        && let Err(e) = conn.send(&crate::dispatch::astm_records(&a.body, charset)).await
                     {
                         tracing::warn!(channel, error = %e, "could not send the relay's answer to the analyzer");
                     }
@@ -324,7 +363,179 @@ async fn start_astm(
         }
         conns.abort_all();
     });
-    Ok(Listener::Astm { stop, task })
+    Ok(Listener::Task { stop, task })
+}
+
+/// A byte-stream channel's delimiter (`startChar`, `endChar`): the first character of the
+/// parameter's value, which must be a single byte (code point below 256).
+fn delimiter(url: &Url, name: &str, key: &str) -> Result<u8, Error> {
+    let value = url.get(key).ok_or_else(|| {
+        Error::Config(format!(
+            "channel {name}: tcp:// channels need {key} (URL-encoded, e.g. {key}=%02)"
+        ))
+    })?;
+    let c = value
+        .chars()
+        .next()
+        .ok_or_else(|| Error::Config(format!("channel {name}: {key} is empty")))?;
+    u8::try_from(u32::from(c)).map_err(|_| {
+        Error::Config(format!(
+            "channel {name}: {key} {c:?} is not a single byte (code point over 255)"
+        ))
+    })
+}
+
+/// Most device connections one byte-stream channel serves at once, the largest frame each may
+/// send (at most 256 MB buffered per channel), and the time a started frame has to end.
+const MAX_STREAM_CONNECTIONS: usize = 32;
+const MAX_STREAM_FRAME: usize = 8 << 20;
+const STREAM_FRAME_TIME: Duration = Duration::from_secs(60);
+
+async fn start_stream(
+    inner: &Arc<Inner>,
+    name: &str,
+    addr: &str,
+    start: u8,
+    end: u8,
+) -> Result<Listener, Error> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Config(format!("channel {name}: cannot listen on {addr}: {e}")))?;
+    let (stop, stopped) = watch::channel(false);
+    let (inner, channel) = (inner.clone(), name.to_owned());
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        let mut stop_rx = stopped.clone();
+        loop {
+            let (stream, peer) = tokio::select! {
+                a = listener.accept() => match a {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(channel, error = %e, "accept failed");
+                        continue;
+                    }
+                },
+                _ = stop_rx.changed() => break,
+            };
+            while conns.try_join_next().is_some() {}
+            if conns.len() >= MAX_STREAM_CONNECTIONS {
+                tracing::warn!(channel, %peer, "too many device connections; closing this one");
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let frames = DelimitedFramer::new(start, end, MAX_STREAM_FRAME);
+            conns.spawn(serve_stream(
+                inner.clone(),
+                channel.clone(),
+                stream,
+                peer,
+                frames,
+                stopped.clone(),
+            ));
+        }
+        conns.abort_all();
+    });
+    Ok(Listener::Task { stop, task })
+}
+
+/// One device connection of a byte-stream channel: frames are committed as they complete; a
+/// writer sends the relay's answers back in the same order.
+async fn serve_stream(
+    inner: Arc<Inner>,
+    channel: String,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    mut frames: DelimitedFramer,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let (to_writer, mut pending) = mpsc::channel::<(i64, oneshot::Receiver<Answer>, Instant)>(64);
+    let writer = {
+        let (inner, channel) = (inner.clone(), channel.clone());
+        tokio::spawn(async move {
+            while let Some((id, rx, deadline)) = pending.recv().await {
+                let Some(a) = answer_by(&inner, id, rx, deadline).await else {
+                    continue;
+                };
+                if a.status >= 400
+                    || a.content_type != CONTENT_TYPE_OCTET_STREAM
+                    || a.body.is_empty()
+                {
+                    continue;
+                }
+                match hex::decode(a.body.trim()) {
+                    Ok(bytes) => {
+                        if let Err(e) = wr.write_all(&bytes).await {
+                            tracing::warn!(channel, error = %e, "could not answer the device");
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(channel, error = %e, "the relay's answer is not hex; not sent");
+                    }
+                }
+            }
+        })
+    };
+    let remote = peer.to_string();
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut frame_since: Option<Instant> = None;
+    'conn: loop {
+        loop {
+            match frames.decode(&mut buf) {
+                Ok(Some(frame)) => {
+                    let text = hex::encode(&frame);
+                    match commit(&inner, &channel, &remote, CONTENT_TYPE_OCTET_STREAM, &text) {
+                        Ok((id, rx)) => {
+                            let deadline = Instant::now() + inner.config.inbound_reply_wait;
+                            if to_writer.send((id, rx, deadline)).await.is_err() {
+                                break 'conn;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(channel, error = %e, "cannot queue a device message");
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => tracing::warn!(channel, %peer, error = %e, "frame dropped"),
+            }
+        }
+        frame_since = if frames.in_frame() {
+            frame_since.or_else(|| Some(Instant::now()))
+        } else {
+            None
+        };
+        let read = async {
+            match frame_since {
+                Some(t) => tokio::time::timeout_at(t + STREAM_FRAME_TIME, rd.read_buf(&mut buf))
+                    .await
+                    .ok(),
+                None => Some(rd.read_buf(&mut buf).await),
+            }
+        };
+        tokio::select! {
+            r = read => match r {
+                Some(Ok(n)) if n > 0 => {}
+                Some(Ok(_)) | Some(Err(_)) => break,
+                None => {
+                    tracing::warn!(channel, %peer, "frame not finished within 60 s; closing");
+                    break;
+                }
+            },
+            _ = stop.changed() => {
+                writer.abort();
+                return;
+            }
+        }
+    }
+    if let Some(len) = frames.finish(&mut buf) {
+        tracing::warn!(channel, %peer, len, "connection closed inside a frame; its bytes are dropped");
+    }
+    // Answers to what was received still go out (the device may only have shut its sending
+    // side), each within its deadline.
+    drop(to_writer);
+    let _ = writer.await;
 }
 
 /// One message from a device: commit, maybe acknowledge at once, relay, answer.
@@ -367,12 +578,10 @@ async fn on_message(
     }
     let answer = answer(inner, id, rx).await;
     let reply = match answer {
-        Some((status, body)) if status < 400 && body.starts_with("MSH") => {
-            charset.encode(&body).into_owned()
+        Some(a) if a.status < 400 && a.body.starts_with("MSH") => {
+            charset.encode(&a.body).into_owned()
         }
-        Some((_, body)) => {
-            hl7v2::build_ack(&msg, AckCode::AE, &ack_options(Some(first_line(&body))))
-        }
+        Some(a) => hl7v2::build_ack(&msg, AckCode::AE, &ack_options(Some(first_line(&a.body)))),
         // Still queued: the agent has it and will deliver it.
         _ if enhanced == Some("true") => return,
         _ => hl7v2::build_ack(
@@ -443,17 +652,19 @@ async fn worker(inner: Arc<Inner>, channel: String) {
         };
         let outcome = match tokio::time::timeout(ATTEMPT_TIMEOUT, rx).await {
             Ok(Ok(AgentMessage::TransmitResponse(r))) => {
-                Some((false, r.status_code.unwrap_or(200), r.body))
+                Some((false, r.status_code.unwrap_or(200), r.content_type, r.body))
             }
             Ok(Ok(AgentMessage::Error(e))) if e.body.starts_with("Invalid access token") => {
                 inner.client.invalidate();
                 None
             }
             // The relay refused it for good (unknown channel, empty body): record, move on.
-            Ok(Ok(AgentMessage::Error(e))) => Some((true, 400, e.body)),
+            Ok(Ok(AgentMessage::Error(e))) => {
+                Some((true, 400, CONTENT_TYPE_TEXT.to_owned(), e.body))
+            }
             Ok(Ok(_)) | Ok(Err(_)) | Err(_) => None,
         };
-        let Some((failed, status, body)) = outcome else {
+        let Some((failed, status, content_type, body)) = outcome else {
             tracing::info!(
                 channel,
                 id = m.id,
@@ -473,7 +684,11 @@ async fn worker(inner: Arc<Inner>, channel: String) {
             status,
         });
         if let Some(tx) = Inner::lock(&inner.waiters).remove(&m.id) {
-            let _ = tx.send((status, body));
+            let _ = tx.send(Answer {
+                status,
+                content_type,
+                body,
+            });
         }
     }
 }

@@ -126,7 +126,7 @@ pub(crate) struct Inner {
     events: broadcast::Sender<Event>,
     pub(crate) channels: tokio::sync::Mutex<channels::Channels>,
     /// Device connections waiting for the relay's answer to a queued message, by queue id.
-    pub(crate) waiters: Mutex<HashMap<i64, oneshot::Sender<(u16, String)>>>,
+    pub(crate) waiters: Mutex<HashMap<i64, oneshot::Sender<channels::Answer>>>,
     /// Wakes a channel's queue worker.
     pub(crate) notify: Mutex<HashMap<String, Arc<Notify>>>,
     /// `Agent.status` is `off`: pushes are refused.

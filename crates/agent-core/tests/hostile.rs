@@ -1,5 +1,5 @@
 //! Hostile senders on the agent's listeners: an MLLP frame that never ends, a flood of
-//! connections, garbage and endless frames on an ASTM channel. Each is refused or cut off; a
+//! connections, garbage and endless frames on an ASTM channel, an endless byte-stream frame. Each is refused or cut off; a
 //! well-behaved device on the same channel is served meanwhile.
 
 mod common;
@@ -160,5 +160,44 @@ async fn astm_garbage_and_endless_frames_are_refused() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    drop(agent);
+}
+
+#[tokio::test]
+async fn an_endless_byte_stream_frame_is_dropped_and_the_next_one_delivered() {
+    let channel_port = free_port();
+    let mut bundle = bundle(free_port(), channel_port);
+    bundle["entry"][3]["resource"]["address"] =
+        format!("tcp://127.0.0.1:{channel_port}?startChar=%02&endChar=%03").into();
+    let relay = start_relay("127.0.0.1:0", None, &bundle, Duration::from_secs(3600)).await;
+    let agent = start_agent(agent_config(&relay.base_url(), tmp("agent"))).await;
+    let mut s = TcpStream::connect(("127.0.0.1", channel_port))
+        .await
+        .unwrap();
+    // A start byte, then 12 MB with no end byte (the limit is 8 MB), then a good frame.
+    s.write_all(&[0x02]).await.unwrap();
+    let junk = vec![b'A'; 1 << 20];
+    for _ in 0..12 {
+        s.write_all(&junk).await.unwrap();
+    }
+    s.write_all(b"\x03\x02good\x03").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rows = loop {
+        let rows = relay
+            .state()
+            .store
+            .inbound(Some(AGENT), None, 0, 10)
+            .unwrap();
+        if !rows.is_empty() || Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let bodies: Vec<&str> = rows.iter().map(|r| r.body.as_str()).collect();
+    assert_eq!(
+        bodies,
+        vec!["676f6f6403"],
+        "only the good frame (\"good\\x03\" in hex)"
+    );
     drop(agent);
 }

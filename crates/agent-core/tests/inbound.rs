@@ -234,3 +234,159 @@ async fn analyzer_results_over_astm_reach_the_relay() {
     assert_eq!(rows[0].body.as_bytes(), results);
     drop(agent);
 }
+
+/// A webhook that records the bytes it gets and answers `0x06` followed by them.
+async fn echo_webhook() -> (String, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let tx = tx.clone();
+            async move {
+                tx.send(body.to_vec()).unwrap();
+                (
+                    [("content-type", "application/octet-stream")],
+                    [&[0x06u8][..], &body].concat(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), rx)
+}
+
+#[tokio::test]
+async fn byte_stream_frames_reach_the_relay_and_its_answers_come_back_in_order() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (hook, mut seen) = echo_webhook().await;
+    let channel_port = free_port();
+    let mut bundle = bundle(free_port(), channel_port);
+    bundle["entry"][3]["resource"]["address"] =
+        format!("tcp://127.0.0.1:{channel_port}?startChar=%02&endChar=%03").into();
+    let relay = relay::Relay::start(relay::RelayConfig {
+        listen: "127.0.0.1:0".into(),
+        inbound_webhook: Some(hook),
+        ..relay::RelayConfig::default()
+    })
+    .await
+    .unwrap();
+    relay.state().store.bootstrap(&bundle).unwrap();
+    let agent = start_agent(agent_config(&relay.base_url(), tmp("agent"))).await;
+
+    let mut device = tokio::net::TcpStream::connect(("127.0.0.1", channel_port))
+        .await
+        .unwrap();
+    // Junk before the first frame, two frames in one write, one frame split over two writes,
+    // a byte that is not UTF-8.
+    device
+        .write_all(b"noise\x02first\x03\r\n\x02sec")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    device.write_all(b"ond\x03\x02\xff3\x03").await.unwrap();
+    let want = b"\x06first\x03\x06second\x03\x06\xff3\x03";
+    let mut got = vec![0u8; want.len()];
+    tokio::time::timeout(Duration::from_secs(10), device.read_exact(&mut got))
+        .await
+        .expect("the device got the answers within 10 s")
+        .unwrap();
+    assert_eq!(
+        got, want,
+        "answers in order, the webhook's bytes as they were"
+    );
+
+    let mut hooked = Vec::new();
+    for _ in 0..3 {
+        hooked.push(seen.recv().await.unwrap());
+    }
+    assert_eq!(
+        hooked,
+        vec![
+            b"first\x03".to_vec(),
+            b"second\x03".to_vec(),
+            b"\xff3\x03".to_vec()
+        ]
+    );
+    let rows = wait_for_rows(&relay, 3).await;
+    let bodies: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.content_type.as_str(), r.body.as_str()))
+        .collect();
+    assert_eq!(
+        bodies,
+        vec![
+            ("application/octet-stream", "666972737403"),
+            ("application/octet-stream", "7365636f6e6403"),
+            ("application/octet-stream", "ff3303"),
+        ],
+        "stored hex-encoded, as on the agent's socket"
+    );
+    drop(agent);
+}
+
+#[tokio::test]
+async fn byte_stream_without_a_webhook_is_stored_and_the_device_gets_nothing_back() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let channel_port = free_port();
+    let mut bundle = bundle(free_port(), channel_port);
+    bundle["entry"][3]["resource"]["address"] =
+        format!("tcp://127.0.0.1:{channel_port}?startChar=%0B&endChar=%1C").into();
+    let relay = start_relay("127.0.0.1:0", None, &bundle, Duration::from_secs(3600)).await;
+    let agent = start_agent(agent_config(&relay.base_url(), tmp("agent"))).await;
+    let mut device = tokio::net::TcpStream::connect(("127.0.0.1", channel_port))
+        .await
+        .unwrap();
+    device.write_all(b"\x0bABC\x1c").await.unwrap();
+    let rows = wait_for_rows(&relay, 1).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].body, "4142431c");
+    // The relay's own answer is text ("OK"), which is not for the device.
+    let mut one = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_millis(500), device.read(&mut one)).await;
+    assert!(read.is_err(), "the device got {read:?}");
+    drop(agent);
+}
+
+#[tokio::test]
+async fn byte_stream_channel_without_end_char_fails_saying_so() {
+    let w = world().await;
+    let mut events = w.agent.events();
+    let store = &w.relay.state().store;
+    store
+        .put(
+            serde_json::json!({"resourceType": "Endpoint", "id": "raw", "status": "active",
+            "address": format!("tcp://127.0.0.1:{}?startChar=%02", free_port())}),
+        )
+        .unwrap();
+    let mut agent = (*store.get("Agent", AGENT).unwrap()).clone();
+    agent["channel"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "raw", "endpoint": {"reference": "Endpoint/raw"}}));
+    store.put(agent).unwrap();
+    let token = caller(&w.relay.base_url()).token().await.unwrap();
+    let r = reqwest::Client::new()
+        .get(format!(
+            "{}fhir/R4/Agent/{AGENT}/$reload-config",
+            w.relay.base_url()
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let failed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(Event::ChannelFailed { name, error }) = events.recv().await
+                && name == "raw"
+            {
+                return error;
+            }
+        }
+    })
+    .await
+    .expect("the channel failed");
+    assert!(failed.contains("endChar"), "{failed}");
+}

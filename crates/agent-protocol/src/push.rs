@@ -20,6 +20,8 @@ pub const CONTENT_TYPE_ASTM: &str = "x-application/astm";
 pub const CONTENT_TYPE_DICOM: &str = "application/dicom";
 /// `application/dicom+json`
 pub const CONTENT_TYPE_DICOM_JSON: &str = "application/dicom+json";
+/// `application/octet-stream`: bytes of a byte-stream channel, hex-encoded in `body`.
+pub const CONTENT_TYPE_OCTET_STREAM: &str = "application/octet-stream";
 /// `text/plain`
 pub const CONTENT_TYPE_TEXT: &str = "text/plain";
 

@@ -3,12 +3,14 @@
 //! Each message is stored before it is answered. The agent's `callback` makes redelivery
 //! idempotent: a message the relay has already answered gets the stored answer again and is not
 //! stored twice. The answer comes from the `--inbound-webhook` when one is set and replies, else
-//! (HL7) an AA built by `hl7v2`.
+//! (HL7) an AA built by `hl7v2`. Byte-stream messages (`application/octet-stream`, hex on the
+//! agent's socket) reach the webhook as the raw bytes, and its reply's bytes go back hex-encoded.
 
 use std::time::Duration;
 
 use agent_protocol::{
-    AgentMessage, CONTENT_TYPE_HL7_V2, CONTENT_TYPE_TEXT, TransmitRequest, TransmitResponse,
+    AgentMessage, CONTENT_TYPE_HL7_V2, CONTENT_TYPE_OCTET_STREAM, CONTENT_TYPE_TEXT,
+    TransmitRequest, TransmitResponse,
 };
 use hl7v2::{AckCode, AckOptions, Message, Precision, Timestamp, build_ack};
 
@@ -171,6 +173,12 @@ async fn webhook(
     channel: &str,
     req: &TransmitRequest,
 ) -> Result<Option<(String, String)>, String> {
+    let bytes = req.content_type == CONTENT_TYPE_OCTET_STREAM;
+    let payload = if bytes {
+        hex::decode(req.body.trim()).map_err(|e| format!("the agent's body is not hex: {e}"))?
+    } else {
+        req.body.clone().into_bytes()
+    };
     let resp = state
         .http
         .post(url)
@@ -179,7 +187,7 @@ async fn webhook(
         .header("X-Outpost-Agent", agent_id)
         .header("X-Outpost-Channel", channel)
         .header("X-Outpost-Remote", &req.remote)
-        .body(req.body.clone())
+        .body(payload)
         .send()
         .await
         .map_err(|e| e.to_string())?;
@@ -189,10 +197,15 @@ async fn webhook(
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned());
-    let body = resp.text().await.map_err(|e| e.to_string())?;
+    let reply = resp.bytes().await.map_err(|e| e.to_string())?;
     if !status.is_success() {
         return Err(format!("webhook answered HTTP {}", status.as_u16()));
     }
+    if bytes {
+        return Ok((!reply.is_empty())
+            .then(|| (CONTENT_TYPE_OCTET_STREAM.to_owned(), hex::encode(&reply))));
+    }
+    let body = String::from_utf8_lossy(&reply).into_owned();
     if body.trim().is_empty() {
         return Ok(None);
     }
