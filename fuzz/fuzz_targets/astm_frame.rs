@@ -1,5 +1,6 @@
-//! Any bytes to a receiving link (in any split) and to the frame decoder: never a panic, replies
-//! are only ACK/NAK/EOT bytes, and a message framed by this crate always decodes back.
+//! Any bytes to a receiving link (in any split, with or without confirmed delivery) and to the
+//! frame decoder: never a panic, replies are only ACK/NAK/EOT bytes, and a message framed by this
+//! crate always decodes back.
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -14,8 +15,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let chunk = usize::from(split % 32) + 1;
+    // Half the runs hold the last ACK of each message until it is confirmed (or refused).
+    let confirm = split & 0x80 != 0;
     let mut link = Link::new(LinkOptions {
         max_message: 4096,
+        confirm_before_ack: confirm,
         ..LinkOptions::default()
     });
     let mut now = Instant::now();
@@ -33,6 +37,9 @@ fuzz_target!(|data: &[u8]| {
         while let Some(ev) = link.poll_event() {
             if let LinkEvent::Received(m) = ev {
                 assert!(m.len() <= 4096);
+                if confirm {
+                    link.confirm(m.len() % 2 == 0, now);
+                }
             }
         }
     }

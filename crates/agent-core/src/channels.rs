@@ -283,9 +283,10 @@ async fn answer_by(
     got.ok().and_then(Result::ok)
 }
 
-/// `astm://HOST:PORT`: an E1381 listener as the LIS. Each message is committed when it is
-/// complete (its frames were acknowledged one by one as E1381 requires), forwarded, and an
-/// ASTM answer from the relay (orders for a host query, say) is sent back to the analyzer.
+/// `astm://HOST:PORT`: an E1381 listener as the LIS. Each message is committed when its last
+/// frame arrives and before that frame is acknowledged (earlier frames are acknowledged one by
+/// one as E1381 requires), forwarded, and an ASTM answer from the relay (orders for a host query,
+/// say) is sent back to the analyzer.
 /// Most analyzer connections one ASTM channel serves at once, and the largest message each may
 /// send: at most 64 MB buffered per channel, whatever the senders do.
 const MAX_ASTM_CONNECTIONS: usize = 16;
@@ -335,7 +336,12 @@ async fn start_astm(
             let _ = stream.set_nodelay(true);
             let (inner, channel, mut stop) = (inner.clone(), channel.clone(), stopped.clone());
             conns.spawn(async move {
-                let opts = astm::LinkOptions { max_message: MAX_ASTM_MESSAGE, ..astm::LinkOptions::default() };
+                // The message is stored before the analyzer gets the ACK of its last frame.
+                let opts = astm::LinkOptions {
+                    max_message: MAX_ASTM_MESSAGE,
+                    confirm_before_ack: true,
+                    ..astm::LinkOptions::default()
+                };
                 let mut conn = astm::Connection::new(stream, opts);
                 loop {
                     let message = tokio::select! {
@@ -344,7 +350,12 @@ async fn start_astm(
                     };
                     let Ok(Some(message)) = message else { break };
                     let text = charset.decode(&message).into_owned();
-                    let (id, rx) = match commit(&inner, &channel, &peer.to_string(), CONTENT_TYPE_ASTM, &text) {
+                    let committed = commit(&inner, &channel, &peer.to_string(), CONTENT_TYPE_ASTM, &text);
+                    // ACK (stored) or NAK (the analyzer sends the frame again) the last frame.
+                    if conn.confirm(committed.is_ok()).await.is_err() {
+                        break;
+                    }
+                    let (id, rx) = match committed {
                         Ok(c) => c,
                         Err(e) => {
                             tracing::error!(channel, error = %e, "cannot queue an analyzer message");

@@ -390,3 +390,39 @@ async fn byte_stream_channel_without_end_char_fails_saying_so() {
     .expect("the channel failed");
     assert!(failed.contains("endChar"), "{failed}");
 }
+
+#[tokio::test]
+async fn analyzer_message_is_stored_before_its_last_frame_is_acknowledged() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let channel_port = free_port();
+    let mut bundle = bundle(free_port(), channel_port);
+    bundle["entry"][3]["resource"]["address"] = format!("astm://127.0.0.1:{channel_port}").into();
+    let relay = start_relay("127.0.0.1:0", None, &bundle, Duration::from_secs(3600)).await;
+    let agent = start_agent(agent_config(&relay.base_url(), tmp("agent"))).await;
+    let mut events = agent.events();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", channel_port))
+        .await
+        .unwrap();
+    let mut b = [0u8; 1];
+    s.write_all(&[astm::frame::ENQ]).await.unwrap();
+    s.read_exact(&mut b).await.unwrap();
+    assert_eq!(b[0], astm::frame::ACK);
+    let message = b"H|\\^&|||Analyzer\rP|1||PID7\rR|1|^^^GLU|5.4|mmol/L\rL|1|N\r";
+    let frames = astm::frame::frames(message);
+    for (i, f) in frames.iter().enumerate() {
+        s.write_all(f).await.unwrap();
+        s.read_exact(&mut b).await.unwrap();
+        assert_eq!(b[0], astm::frame::ACK, "frame {}", i + 1);
+        let queued =
+            events.try_recv().ok().into_iter().any(
+                |e| matches!(e, Event::InboundQueued { ref channel, .. } if channel == "adt-in"),
+            );
+        // Before the last frame's ACK nothing is stored; by the time it comes, the message is.
+        assert_eq!(queued, i + 1 == frames.len(), "frame {}", i + 1);
+    }
+    s.write_all(&[astm::frame::EOT]).await.unwrap();
+    let rows = wait_for_rows(&relay, 1).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].body.as_bytes(), message);
+    drop(agent);
+}

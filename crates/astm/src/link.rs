@@ -22,7 +22,9 @@
 //!
 //! The receiver NAKs a bad checksum, an unexpected frame number or a malformed frame, ACKs and
 //! drops a repeated frame (its ACK was lost), and delivers the message at EOT if it is complete
-//! (ends with an L record; see [`LinkOptions::require_terminator`]).
+//! (ends with an L record; see [`LinkOptions::require_terminator`]) — or, with
+//! [`LinkOptions::confirm_before_ack`], as soon as its last frame arrives, holding that frame's
+//! ACK until the caller has stored the message ([`Link::confirm`]).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -71,6 +73,13 @@ pub struct LinkOptions {
     /// gives up mid-message still ends with EOT; without this check the receiver would deliver
     /// half a message.
     pub require_terminator: bool,
+    /// Receiver: deliver a message as soon as the frame that completes it arrives (its last
+    /// record is an L record, in a final ETX frame), and hold that frame's ACK until
+    /// [`Link::confirm`]. The caller stores the message first, so an instrument never hears
+    /// "received" for a message that is not yet safe; refusing it NAKs the frame and the
+    /// instrument sends it again (the message is delivered again). Off by default: the message
+    /// is delivered at EOT.
+    pub confirm_before_ack: bool,
 }
 
 impl Default for LinkOptions {
@@ -89,6 +98,7 @@ impl Default for LinkOptions {
             honor_interrupt: true,
             max_message: 16 * 1024 * 1024,
             require_terminator: true,
+            confirm_before_ack: false,
         }
     }
 }
@@ -151,6 +161,9 @@ enum Mode {
         interrupt: bool,
         /// An EOT was answered: the message will end incomplete.
         interrupted: bool,
+        /// With [`LinkOptions::confirm_before_ack`]: the FN of the frame that completed a
+        /// delivered message, whose ACK waits for [`Link::confirm`].
+        held: Option<u8>,
     },
 }
 
@@ -228,6 +241,46 @@ impl Link {
     pub fn request_interrupt(&mut self) {
         if let Mode::Receiving { interrupt, .. } = &mut self.mode {
             *interrupt = true;
+        }
+    }
+
+    /// With [`LinkOptions::confirm_before_ack`]: answers the frame that completed the last
+    /// delivered message: ACK when `stored` (the message is taken), NAK otherwise (the sender
+    /// sends the frame again and the message is delivered again). Does nothing when no answer is
+    /// pending (the sender gave up meanwhile).
+    pub fn confirm(&mut self, stored: bool, now: Instant) {
+        let receive_timeout = self.opts.receive_timeout;
+        let Mode::Receiving {
+            expected,
+            last,
+            text,
+            deadline,
+            interrupt,
+            interrupted,
+            held,
+            ..
+        } = &mut self.mode
+        else {
+            return;
+        };
+        let Some(fn_digit) = held.take() else {
+            return;
+        };
+        *deadline = now + receive_timeout;
+        if !stored {
+            self.stats.frames_refused += 1;
+            self.transmit.push_back(vec![NAK]);
+            return;
+        }
+        text.clear();
+        *last = Some(fn_digit);
+        *expected = (fn_digit + 1) % 8;
+        self.stats.frames_accepted += 1;
+        if std::mem::take(interrupt) {
+            *interrupted = true;
+            self.transmit.push_back(vec![EOT]);
+        } else {
+            self.transmit.push_back(vec![ACK]);
         }
     }
 
@@ -343,6 +396,7 @@ impl Link {
             deadline: now + self.opts.receive_timeout,
             interrupt: false,
             interrupted: false,
+            held: None,
         };
     }
 
@@ -435,6 +489,7 @@ impl Link {
         let max_message = self.opts.max_message;
         let require_terminator = self.opts.require_terminator;
         let receive_timeout = self.opts.receive_timeout;
+        let confirm = self.opts.confirm_before_ack;
         let Mode::Receiving {
             expected,
             last,
@@ -443,6 +498,7 @@ impl Link {
             deadline,
             interrupt,
             interrupted,
+            held,
         } = &mut self.mode
         else {
             return;
@@ -452,7 +508,15 @@ impl Link {
                 STX => *frame = Some(vec![STX]),
                 EOT => {
                     let message = std::mem::take(text);
-                    let cut_short = *interrupted;
+                    let cut_short = *interrupted && !message.is_empty();
+                    if held.take().is_some() {
+                        // The sender gave up waiting for our answer to the frame we delivered:
+                        // it will send the message again (the caller may see it twice).
+                        self.events
+                            .push_back(LinkEvent::Discarded("sender ended before the last ACK"));
+                        self.mode = Mode::Neutral;
+                        return;
+                    }
                     self.mode = Mode::Neutral;
                     if cut_short {
                         // The sender stopped because we asked; it sends the whole message again.
@@ -493,10 +557,25 @@ impl Link {
             return;
         }
         let reply = match decode_frame(buf) {
+            Ok(_) if held.is_some() => {
+                // A frame before we answered the held one: out of turn.
+                self.stats.frames_refused += 1;
+                NAK
+            }
             Ok(f) if f.fn_digit == *expected => {
                 if text.len() + f.text.len() > max_message {
                     self.stats.frames_refused += 1;
                     NAK
+                } else if let Some(whole) = (confirm && f.last)
+                    .then(|| [text.as_slice(), f.text].concat())
+                    .filter(|w| ends_with_terminator(w))
+                {
+                    // Complete: delivered now; the ACK waits for `confirm`.
+                    self.events.push_back(LinkEvent::Received(whole));
+                    *held = Some(f.fn_digit);
+                    *frame = None;
+                    *deadline = now + receive_timeout;
+                    return;
                 } else {
                     text.extend_from_slice(f.text);
                     *last = Some(f.fn_digit);

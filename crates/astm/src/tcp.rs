@@ -96,6 +96,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
+    /// With [`LinkOptions::confirm_before_ack`]: answers the last frame of the message
+    /// [`Connection::next_message`] returned — ACK once the caller has stored it (`stored`), NAK
+    /// to have the sender send it again. Call it after each message in that mode.
+    pub async fn confirm(&mut self, stored: bool) -> Result<(), Error> {
+        self.link.confirm(stored, Instant::now());
+        self.flush().await
+    }
+
     async fn flush(&mut self) -> Result<(), Error> {
         while let Some(bytes) = self.link.poll_transmit() {
             self.io.write_all(&bytes).await?;

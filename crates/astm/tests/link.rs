@@ -412,3 +412,83 @@ fn garbage_and_bad_frames_never_panic_and_are_refused() {
     b.handle_bytes(&[EOT], t);
     assert!(matches!(b.poll_event(), Some(LinkEvent::Received(m)) if m == b"H|\\^&\rL|1|N\r"));
 }
+
+fn confirming() -> Link {
+    Link::new(LinkOptions {
+        confirm_before_ack: true,
+        ..opts(Role::Computer)
+    })
+}
+
+#[test]
+fn confirm_mode_delivers_at_the_last_frame_and_holds_its_ack() {
+    // A long comment makes the message span intermediate (ETB) frames: only the last is held.
+    let mut msg = MSG[..MSG.len() - b"L|1|N\r".len()].to_vec();
+    msg.extend_from_slice(format!("C|1|I|{}|G\r", "X".repeat(600)).as_bytes());
+    msg.extend_from_slice(b"L|1|N\r");
+    let mut w = Wire::new(Role::Instrument, Role::Computer);
+    w.b = confirming();
+    w.a.send(&msg, w.now).unwrap();
+    w.pump(|_, b| b);
+    // Delivered, but the sender has not heard so: the last frame is unanswered.
+    assert_eq!(received(&w.b_events), [msg.clone()]);
+    assert_eq!(sent(&w.a_events), 0);
+    let frames_sent = w.a_sent.iter().filter(|f| f.len() > 1).count();
+    assert_eq!(
+        w.b_sent.len(),
+        frames_sent,
+        "ENQ and all but the last frame ACKed"
+    );
+    // Stored: the ACK goes, the sender ends, nothing is delivered a second time at EOT.
+    w.b.confirm(true, w.now);
+    w.pump(|_, b| b);
+    assert_eq!(sent(&w.a_events), 1);
+    assert_eq!(received(&w.b_events), [msg]);
+    assert!(w.a.is_idle() && w.b.is_idle());
+    assert_eq!(w.b.stats().frames_accepted as usize, frames_sent);
+}
+
+#[test]
+fn confirm_mode_refusal_naks_and_the_message_comes_again() {
+    let mut w = Wire::new(Role::Instrument, Role::Computer);
+    w.b = confirming();
+    w.a.send(MSG, w.now).unwrap();
+    w.pump(|_, b| b);
+    assert_eq!(received(&w.b_events).len(), 1);
+    w.b.confirm(false, w.now); // could not store it
+    w.pump(|_, b| b);
+    assert_eq!(w.b_sent.last().unwrap(), &[NAK]);
+    assert_eq!(w.a.stats().retransmissions, 1);
+    assert_eq!(received(&w.b_events), [MSG.to_vec(), MSG.to_vec()]);
+    assert_eq!(sent(&w.a_events), 0);
+    w.b.confirm(true, w.now);
+    w.pump(|_, b| b);
+    assert_eq!(sent(&w.a_events), 1);
+    assert_eq!(received(&w.b_events).len(), 2);
+}
+
+#[test]
+fn confirm_mode_sender_that_gives_up_first_is_reported() {
+    let mut w = Wire::new(Role::Instrument, Role::Computer);
+    w.b = confirming();
+    w.a.send(MSG, w.now).unwrap();
+    w.pump(|_, b| b);
+    assert_eq!(received(&w.b_events).len(), 1);
+    // No confirm within the sender's 15 s: it sends EOT and fails; the receiver says so.
+    assert_eq!(w.advance(), Duration::from_secs(15));
+    w.pump(|_, b| b);
+    assert!(
+        w.a_events
+            .iter()
+            .any(|e| matches!(e, LinkEvent::Failed(Error::Timeout(_))))
+    );
+    assert!(
+        w.b_events
+            .iter()
+            .any(|e| matches!(e, LinkEvent::Discarded(r) if r.contains("last ACK")))
+    );
+    // A late confirm is harmless.
+    w.b.confirm(true, w.now);
+    assert!(w.b.poll_transmit().is_none());
+    assert!(w.b.is_idle());
+}

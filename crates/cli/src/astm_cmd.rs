@@ -118,14 +118,21 @@ async fn listen(bind: &str, port: u16, role: Role) -> anyhow::Result<ExitCode> {
             tokio::spawn(async move {
                 let mut conn = Connection::new(
                     stream,
+                    // The message is printed before the sender gets the last frame's ACK.
                     LinkOptions {
                         role,
+                        confirm_before_ack: true,
                         ..LinkOptions::default()
                     },
                 );
                 loop {
                     match conn.next_message().await {
-                        Ok(Some(m)) => print_message(&m),
+                        Ok(Some(m)) => {
+                            print_message(&m);
+                            if conn.confirm(true).await.is_err() {
+                                break;
+                            }
+                        }
                         Ok(None) => break,
                         Err(e) => {
                             tracing::warn!(%peer, error = %e, "connection error");
