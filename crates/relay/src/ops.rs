@@ -37,7 +37,7 @@ pub fn find_agent(
     match identifier {
         Some((k, v)) => state
             .store
-            .search("Agent", &[(k.clone(), v.clone())])
+            .search("Agent", &[(k.clone(), v.clone())], usize::MAX)
             .into_iter()
             .next()
             .ok_or_else(|| not_found(format!("no Agent with identifier {v}"))),
@@ -219,7 +219,7 @@ fn destination_url(state: &RelayState, p: &PushRequest) -> Result<String, Respon
         state.store.get("Device", id)
     } else if let Some(query) = dest.strip_prefix("Device?") {
         let params: Vec<(String, String)> = url_params(query);
-        state.store.search("Device", &params).into_iter().next()
+        state.store.search("Device", &params, 1).into_iter().next()
     } else if p.content_type == CONTENT_TYPE_PING && is_host(dest) {
         return Ok(dest.to_owned());
     } else {
@@ -283,7 +283,7 @@ fn bulk_agents(
     {
         return Err(bad_request("'_count' must be at most 100"));
     }
-    let agents = state.store.search("Agent", query);
+    let agents = state.store.search("Agent", query, usize::MAX);
     if agents.is_empty() {
         return Err(bad_request("No agent(s) for given query"));
     }

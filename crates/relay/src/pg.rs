@@ -89,8 +89,12 @@ fn connect(url: &str) -> Result<Client, Error> {
 
 fn load(client: &mut Client) -> Result<Resources, Error> {
     let mut cache: Resources = HashMap::new();
+    let cached: Vec<&str> = crate::store::CACHED_TYPES.to_vec();
     for row in client
-        .query("SELECT resource_type, id, content FROM resource", &[])
+        .query(
+            "SELECT resource_type, id, content FROM resource WHERE resource_type = ANY($1)",
+            &[&cached],
+        )
         .map_err(pg)?
     {
         let (ty, id, content): (String, String, String) = (row.get(0), row.get(1), row.get(2));
@@ -163,7 +167,7 @@ impl Pg {
             .map_err(pg)
     }
 
-    /// Inserts or replaces a resource, telling every process.
+    /// Inserts or replaces a resource, telling every process if they keep it in memory.
     pub fn upsert(&self, ty: &str, id: &str, version: i64, content: String) -> Result<(), Error> {
         let (ty, id) = (ty.to_owned(), id.to_owned());
         self.call(move |c| {
@@ -173,11 +177,56 @@ impl Pg {
                  ON CONFLICT (resource_type, id) DO UPDATE SET version = $3, content = $4",
                 &[&ty, &id, &version, &content],
             )?;
-            tx.execute(
-                "SELECT pg_notify('outpost_resource', $1)",
-                &[&format!("{ty}/{id}")],
-            )?;
+            if crate::store::is_cached(&ty) {
+                tx.execute(
+                    "SELECT pg_notify('outpost_resource', $1)",
+                    &[&format!("{ty}/{id}")],
+                )?;
+            }
             tx.commit()
+        })
+    }
+
+    /// A resource's stored JSON.
+    pub fn get(&self, ty: &str, id: &str) -> Result<Option<String>, Error> {
+        let (ty, id) = (ty.to_owned(), id.to_owned());
+        self.call(move |c| {
+            Ok(c.query_opt(
+                "SELECT content FROM resource WHERE resource_type = $1 AND id = $2",
+                &[&ty, &id],
+            )?
+            .map(|r| r.get(0)))
+        })
+    }
+
+    /// Up to `limit` resources of `ty` matching `params`, by id, read row by row.
+    pub fn scan(
+        &self,
+        ty: &str,
+        params: Vec<(String, String)>,
+        limit: usize,
+    ) -> Result<Vec<Arc<Value>>, Error> {
+        let ty = ty.to_owned();
+        self.call(move |c| {
+            use postgres::fallible_iterator::FallibleIterator;
+            let mut rows = c.query_raw(
+                "SELECT content FROM resource WHERE resource_type = $1 ORDER BY id",
+                [&ty],
+            )?;
+            let mut found = Vec::new();
+            while found.len() < limit
+                && let Some(row) = rows.next()?
+            {
+                let content: String = row.get(0);
+                if let Ok(v) = serde_json::from_str::<Value>(&content)
+                    && params
+                        .iter()
+                        .all(|(k, v2)| crate::store::matches(&v, k, v2))
+                {
+                    found.push(Arc::new(v));
+                }
+            }
+            Ok(found)
         })
     }
 
@@ -422,7 +471,10 @@ fn listen(url: &str, cache: &RwLock<Resources>) {
                     client.simple_query("SELECT 1").map_err(pg)?;
                 }
                 for key in payloads {
-                    let Some((ty, id)) = key.split_once('/') else {
+                    let Some((ty, id)) = key
+                        .split_once('/')
+                        .filter(|(ty, _)| crate::store::is_cached(ty))
+                    else {
                         continue;
                     };
                     let row = client

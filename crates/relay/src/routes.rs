@@ -356,21 +356,33 @@ async fn type_level(
     }
 }
 
+/// Most matches one search returns for record types (patients, orders, audit events) unless
+/// `_count` says otherwise, and the most it may ask for. The registry types have no default
+/// limit.
+const DEFAULT_COUNT: usize = 1000;
+const MAX_COUNT: usize = 10_000;
+
 fn search(state: &RelayState, ty: &str, query: &[(String, String)]) -> Response {
-    let mut found = state.store.search(ty, query);
-    if let Some((_, c)) = query.iter().find(|(k, _)| k == "_count")
-        && let Ok(c) = c.parse::<usize>()
-    {
-        found.truncate(c);
-    }
+    let count = query
+        .iter()
+        .find(|(k, _)| k == "_count")
+        .and_then(|(_, c)| c.parse::<usize>().ok());
+    let limit = match count {
+        Some(c) => c.min(MAX_COUNT),
+        None if crate::store::is_cached(ty) => usize::MAX,
+        None => DEFAULT_COUNT,
+    };
+    let found = state.store.search(ty, query, limit);
     let entry: Vec<Value> = found
         .iter()
         .map(|r| json!({"fullUrl": format!("{ty}/{}", id_of(r)), "resource": public(r), "search": {"mode": "match"}}))
         .collect();
-    fhir(
-        StatusCode::OK,
-        &json!({"resourceType": "Bundle", "type": "searchset", "total": entry.len(), "entry": entry}),
-    )
+    let mut bundle = json!({"resourceType": "Bundle", "type": "searchset", "entry": entry});
+    // The total is known only when the search was not cut short.
+    if found.len() < limit {
+        bundle["total"] = json!(found.len());
+    }
+    fhir(StatusCode::OK, &bundle)
 }
 
 async fn instance_level(

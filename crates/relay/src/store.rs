@@ -1,8 +1,10 @@
 //! The registry: FHIR resources and inbound messages in an embedded SQLite file.
 //!
-//! Resources are also kept in memory (registries are small: agents, devices, endpoints, client
-//! applications), so that reads on the push path never touch the disk; every write goes to
-//! SQLite first.
+//! The registry proper (agents, devices, endpoints, client applications, subscriptions: small,
+//! and read on every push) is also kept in memory, so that reads on the push path never touch
+//! the disk; every write goes to the database first. Records that grow with use (patients,
+//! practitioners, service requests, audit events) are read from the database, so memory does not
+//! grow with them.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,6 +27,20 @@ pub const RESOURCE_TYPES: &[&str] = &[
     "Subscription",
     "AuditEvent",
 ];
+
+/// Resource types kept in memory (see the module docs).
+pub const CACHED_TYPES: &[&str] = &[
+    "Agent",
+    "Device",
+    "Endpoint",
+    "ClientApplication",
+    "Subscription",
+];
+
+/// Whether resources of `ty` are kept in memory.
+pub fn is_cached(ty: &str) -> bool {
+    CACHED_TYPES.contains(&ty)
+}
 
 type Resources = HashMap<String, HashMap<String, Arc<Value>>>;
 
@@ -132,7 +148,14 @@ impl Store {
         let mut cache: Resources = HashMap::new();
         {
             let mut stmt = conn
-                .prepare("SELECT resource_type, id, content FROM resource")
+                .prepare(&format!(
+                    "SELECT resource_type, id, content FROM resource WHERE resource_type IN ({})",
+                    CACHED_TYPES
+                        .iter()
+                        .map(|t| format!("'{t}'"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
                 .map_err(db)?;
             let rows = stmt
                 .query_map([], |r| {
@@ -186,14 +209,37 @@ impl Store {
         c.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A resource by type and id.
+    /// A resource by type and id (`None` also when the database cannot be read; logged).
     pub fn get(&self, ty: &str, id: &str) -> Option<Arc<Value>> {
-        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
-        cache.get(ty)?.get(id).cloned()
+        if is_cached(ty) {
+            let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+            return cache.get(ty)?.get(id).cloned();
+        }
+        let content = match &self.db {
+            Db::Sqlite(c) => Self::sqlite(c)
+                .query_row(
+                    "SELECT content FROM resource WHERE resource_type = ?1 AND id = ?2",
+                    params![ty, id],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()
+                .map_err(db),
+            Db::Postgres(pg) => pg.get(ty, id),
+        };
+        match content {
+            Ok(c) => serde_json::from_str(&c?).ok().map(Arc::new),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read {ty}/{id}");
+                None
+            }
+        }
     }
 
-    /// Every resource of a type.
+    /// Every resource of a type, by id.
     pub fn all(&self, ty: &str) -> Vec<Arc<Value>> {
+        if !is_cached(ty) {
+            return self.search(ty, &[], usize::MAX);
+        }
         let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
         let mut v: Vec<_> = cache
             .get(ty)
@@ -255,12 +301,14 @@ impl Store {
             Db::Postgres(pg) => pg.upsert(&ty, &id, version, content)?,
         }
         let stored = Arc::new(resource);
-        self.cache
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(ty)
-            .or_default()
-            .insert(id, stored.clone());
+        if is_cached(&ty) {
+            self.cache
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(ty)
+                .or_default()
+                .insert(id, stored.clone());
+        }
         Ok((stored, previous.is_none()))
     }
 
@@ -272,29 +320,68 @@ impl Store {
 
     /// Deletes a resource; whether it existed.
     pub fn delete(&self, ty: &str, id: &str) -> Result<bool, Error> {
-        match &self.db {
+        let existed = match &self.db {
             Db::Sqlite(c) => {
                 Self::sqlite(c)
                     .execute(
                         "DELETE FROM resource WHERE resource_type = ?1 AND id = ?2",
                         params![ty, id],
                     )
-                    .map_err(db)?;
+                    .map_err(db)?
+                    > 0
             }
-            Db::Postgres(pg) => {
-                pg.delete(ty, id)?;
-            }
-        }
+            Db::Postgres(pg) => pg.delete(ty, id)?,
+        };
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
-        Ok(cache.get_mut(ty).and_then(|m| m.remove(id)).is_some())
+        let cached = cache.get_mut(ty).and_then(|m| m.remove(id)).is_some();
+        Ok(existed || cached)
     }
 
-    /// Resources of `ty` matching every search parameter (see [`matches`]).
-    pub fn search(&self, ty: &str, params: &[(String, String)]) -> Vec<Arc<Value>> {
-        self.all(ty)
-            .into_iter()
-            .filter(|r| params.iter().all(|(k, v)| matches(r, k, v)))
-            .collect()
+    /// Up to `limit` resources of `ty` matching every search parameter (see [`matches`]), by
+    /// id. Types not kept in memory are read from the database row by row, holding only the
+    /// matches.
+    pub fn search(&self, ty: &str, params: &[(String, String)], limit: usize) -> Vec<Arc<Value>> {
+        let keep = |r: &Value| params.iter().all(|(k, v)| matches(r, k, v));
+        if is_cached(ty) {
+            return self
+                .all(ty)
+                .into_iter()
+                .filter(|r| keep(r))
+                .take(limit)
+                .collect();
+        }
+        let found = match &self.db {
+            Db::Sqlite(c) => (|| {
+                let c = Self::sqlite(c);
+                let mut stmt = c
+                    .prepare("SELECT content FROM resource WHERE resource_type = ?1 ORDER BY id")
+                    .map_err(db)?;
+                let mut rows = stmt.query(params![ty]).map_err(db)?;
+                let mut found = Vec::new();
+                while found.len() < limit
+                    && let Some(row) = rows.next().map_err(db)?
+                {
+                    let content: String = row.get(0).map_err(db)?;
+                    if let Ok(v) = serde_json::from_str::<Value>(&content)
+                        && keep(&v)
+                    {
+                        found.push(Arc::new(v));
+                    }
+                }
+                Ok(found)
+            })(),
+            Db::Postgres(pg) => pg.scan(ty, params.to_vec(), limit),
+        };
+        found.unwrap_or_else(|e: Error| {
+            tracing::error!(error = %e, "cannot search {ty}");
+            Vec::new()
+        })
+    }
+
+    /// Resources held in memory (the registry proper), for tests and stats.
+    pub fn cached_resources(&self) -> usize {
+        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+        cache.values().map(HashMap::len).sum()
     }
 
     /// Loads a FHIR Bundle of resources, keeping their ids.
@@ -655,7 +742,10 @@ mod tests {
         assert!(!created);
         assert_eq!(dev["meta"]["versionId"], "2");
         s.put(json!({"resourceType":"Device","id":"d2","url":"mllp://h:1","identifier":[{"system":"urn:x","value":"42"}],"deviceName":[{"name":"Lab Analyzer"}]})).unwrap();
-        let q = |k: &str, v: &str| s.search("Device", &[(k.into(), v.into())]).len();
+        let q = |k: &str, v: &str| {
+            s.search("Device", &[(k.into(), v.into())], usize::MAX)
+                .len()
+        };
         assert_eq!(q("identifier", "42"), 1);
         assert_eq!(q("identifier", "urn:x|42"), 1);
         assert_eq!(q("identifier", "urn:y|42"), 0);
@@ -689,6 +779,47 @@ mod tests {
         ));
         assert_eq!(s.inbound_count().unwrap(), 1);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn records_live_in_the_database_not_in_memory() {
+        let dir = std::env::temp_dir().join(format!("outpost-store-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("relay.sqlite");
+        let s = Store::open(Some(&path)).unwrap();
+        s.put(json!({"resourceType":"Device","id":"d1","url":"mllp://h:1"}))
+            .unwrap();
+        for i in 0..300 {
+            s.put(
+                json!({"resourceType":"AuditEvent","id":format!("ae-{i:03}"),
+                "entity":[{"what":{"reference":format!("ServiceRequest/sr-{}", i % 3)}}]}),
+            )
+            .unwrap();
+        }
+        // Only the registry proper is held in memory.
+        assert_eq!(s.cached_resources(), 1);
+        assert_eq!(s.get("AuditEvent", "ae-042").unwrap()["id"], "ae-042");
+        assert!(s.get("AuditEvent", "nope").is_none());
+        let q = vec![("entity".to_owned(), "ServiceRequest/sr-1".to_owned())];
+        let all = s.search("AuditEvent", &q, usize::MAX);
+        assert_eq!(all.len(), 100);
+        assert_eq!(all[0]["id"], "ae-001", "by id");
+        let some = s.search("AuditEvent", &q, 7);
+        assert_eq!(some.len(), 7);
+        assert_eq!(some[6]["id"], "ae-019");
+        // An update is seen at once; a delete too.
+        let (_, created) = s
+            .put(json!({"resourceType":"AuditEvent","id":"ae-042","outcome":"8"}))
+            .unwrap();
+        assert!(!created);
+        assert_eq!(s.get("AuditEvent", "ae-042").unwrap()["outcome"], "8");
+        assert!(s.delete("AuditEvent", "ae-042").unwrap());
+        assert!(!s.delete("AuditEvent", "ae-042").unwrap());
+        drop(s);
+        let s = Store::open(Some(&path)).unwrap();
+        assert_eq!(s.cached_resources(), 1);
+        assert_eq!(s.all("AuditEvent").len(), 299);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

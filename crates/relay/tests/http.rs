@@ -134,6 +134,43 @@ async fn registry_crud_and_search() {
 }
 
 #[tokio::test]
+async fn record_searches_are_bounded_by_count() {
+    let relay = start().await;
+    let t = token(&relay, CALLER, CALLER_SECRET).await;
+    let c = client();
+    for i in 0..5 {
+        let r = call(c.put(url(&relay, &format!("fhir/R4/Patient/p{i}"))).bearer_auth(&t).json(
+            &json!({"resourceType": "Patient", "id": format!("p{i}"), "name": [{"family": "Doe"}]}),
+        ))
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let r = call(
+        c.get(url(&relay, "fhir/R4/Patient?name=doe"))
+            .bearer_auth(&t),
+    )
+    .await;
+    assert_eq!(r.json["entry"].as_array().unwrap().len(), 5);
+    assert_eq!(r.json["total"], 5);
+    // Cut short by `_count`: the first matches by id, and no total (it is not known).
+    let r = call(
+        c.get(url(&relay, "fhir/R4/Patient?name=doe&_count=2"))
+            .bearer_auth(&t),
+    )
+    .await;
+    let ids: Vec<&str> = r.json["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["p0", "p1"]);
+    assert!(r.json.get("total").is_none(), "{}", r.json);
+    let r = call(c.get(url(&relay, "fhir/R4/Patient/p3")).bearer_auth(&t)).await;
+    assert_eq!(r.json["name"][0]["family"], "Doe");
+}
+
+#[tokio::test]
 async fn client_secrets_are_never_returned() {
     let relay = start().await;
     let t = token(&relay, CALLER, CALLER_SECRET).await;
