@@ -32,7 +32,8 @@ pub struct ServerArgs {
     /// Seconds between heartbeat requests to each agent.
     #[arg(long, default_value_t = 10)]
     heartbeat_secs: u64,
-    /// Redis for agent presence and push routing between relay processes (`redis://host:port`).
+    /// Redis for agent presence and push routing between relay processes (`redis://host:port`,
+    /// `rediss://` for TLS).
     /// With it, several `outpost server` processes serve one fleet of agents.
     #[arg(long, env = "OUTPOST_REDIS_URL", requires = "database_url")]
     redis_url: Option<String>,
@@ -40,6 +41,10 @@ pub struct ServerArgs {
     /// processes (`postgres://user:password@host:port/db`); without it, SQLite in --data.
     #[arg(long, env = "OUTPOST_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// PEM file of the CA(s) that PostgreSQL's and Redis's certificates must chain to (default:
+    /// the system's roots). TLS is used with `?sslmode=require` and `rediss://` URLs.
+    #[arg(long, env = "OUTPOST_BACKEND_CA_FILE")]
+    backend_ca_file: Option<PathBuf>,
     /// Lab orders: attempts before a push is recorded as failed.
     #[arg(long, default_value_t = 5)]
     order_attempts: u32,
@@ -61,6 +66,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         order_attempts: args.order_attempts.max(1),
         redis_url: args.redis_url,
         database_url: args.database_url,
+        backend_ca_file: args.backend_ca_file,
         order_backoff: Duration::from_millis(args.order_backoff_ms),
         ..RelayConfig::default()
     };

@@ -62,8 +62,29 @@ fn now_ms() -> i64 {
 
 impl Cluster {
     /// Connects to Redis.
-    pub async fn connect(url: &str, agent_timeout: Duration) -> Result<Cluster, Error> {
-        let client = redis::Client::open(url).map_err(redis_err)?;
+    /// With a `rediss://` URL the connection is TLS, the server's certificate checked against
+    /// `ca_pem` (PEM), or the system's roots without it.
+    pub async fn connect(
+        url: &str,
+        ca_pem: Option<&[u8]>,
+        agent_timeout: Duration,
+    ) -> Result<Cluster, Error> {
+        let tls = url.starts_with("rediss://");
+        if tls {
+            // The redis client builds its TLS settings with the process's default provider.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let client = match ca_pem {
+            Some(pem) if tls => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.to_vec()),
+                },
+            ),
+            _ => redis::Client::open(url),
+        }
+        .map_err(redis_err)?;
         let conn = client
             .get_multiplexed_async_connection()
             .await

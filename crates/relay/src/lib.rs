@@ -82,8 +82,14 @@ impl Relay {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
         }
+        let backend_ca = match &config.backend_ca_file {
+            Some(f) => Some(
+                std::fs::read(f).map_err(|e| Error::Invalid(format!("{}: {e}", f.display())))?,
+            ),
+            None => None,
+        };
         let store = match &config.database_url {
-            Some(url) => Store::open_postgres(url)?,
+            Some(url) => Store::open_postgres(url, backend_ca.as_deref())?,
             None => Store::open(
                 config
                     .data_dir
@@ -102,7 +108,9 @@ impl Relay {
         }
         let key = auth::signing_key(config.data_dir.as_deref(), &store)?;
         let cluster = match &config.redis_url {
-            Some(url) => Some(cluster::Cluster::connect(url, config.agent_timeout).await?),
+            Some(url) => Some(
+                cluster::Cluster::connect(url, backend_ca.as_deref(), config.agent_timeout).await?,
+            ),
             None => None,
         };
         let tls = match &config.tls {

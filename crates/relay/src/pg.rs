@@ -6,6 +6,10 @@
 //! process reloads what changed, so the caches converge within milliseconds. A listener that
 //! lost its connection reloads everything when it is back.
 //!
+//! With `sslmode=require` in the URL, connections are TLS (rustls) and the server's certificate
+//! is verified against the configured CA file or the system's roots — as libpq's `verify-full`
+//! does; other modes connect without TLS.
+//!
 //! The synchronous `postgres` client runs on threads of its own (it drives its own runtime, which
 //! may not start inside tokio's): one thread serves the store's calls in order, one listens.
 
@@ -66,8 +70,15 @@ CREATE TABLE IF NOT EXISTS setting (
     value TEXT NOT NULL
 );";
 
+/// The error with its causes (a TLS failure says why the certificate was refused).
 fn pg(e: postgres::Error) -> Error {
-    Error::Store(format!("PostgreSQL: {e}"))
+    let mut text = format!("PostgreSQL: {e}");
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    Error::Store(text)
 }
 
 /// A connection to PostgreSQL, served on its own thread.
@@ -76,8 +87,39 @@ pub struct Pg {
     jobs: mpsc::Sender<Job>,
 }
 
-fn connect(url: &str) -> Result<Client, Error> {
-    let mut client = Client::connect(url, NoTls).map_err(pg)?;
+/// Where the server is and how to reach it.
+#[derive(Clone)]
+struct Target {
+    url: String,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+impl Target {
+    fn new(url: &str, ca_pem: Option<&[u8]>) -> Result<Target, Error> {
+        let config: postgres::Config = url.parse().map_err(pg)?;
+        let tls = match config.get_ssl_mode() {
+            postgres::config::SslMode::Require => Some(
+                tokio_postgres_rustls::MakeRustlsConnect::new(tls_client_config(ca_pem)?),
+            ),
+            _ => None,
+        };
+        Ok(Target {
+            url: url.to_owned(),
+            tls,
+        })
+    }
+
+    fn connect(&self) -> Result<Client, Error> {
+        match &self.tls {
+            Some(tls) => Client::connect(&self.url, tls.clone()),
+            None => Client::connect(&self.url, NoTls),
+        }
+        .map_err(pg)
+    }
+}
+
+fn connect(target: &Target) -> Result<Client, Error> {
+    let mut client = target.connect()?;
     // Schema creation races between processes starting together; a lock makes it one at a time.
     let mut tx = client.transaction().map_err(pg)?;
     tx.execute("SELECT pg_advisory_xact_lock(727001)", &[])
@@ -107,10 +149,15 @@ fn load(client: &mut Client) -> Result<Resources, Error> {
 
 impl Pg {
     /// Connects (creating the schema), fills `cache`, and starts the change listener.
-    pub fn open(url: &str, cache: Arc<RwLock<Resources>>) -> Result<Pg, Error> {
+    pub fn open(
+        url: &str,
+        ca_pem: Option<&[u8]>,
+        cache: Arc<RwLock<Resources>>,
+    ) -> Result<Pg, Error> {
         let (jobs, rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::channel();
-        let owned = url.to_owned();
+        let target = Target::new(url, ca_pem)?;
+        let owned = target.clone();
         let fill = cache.clone();
         std::thread::Builder::new()
             .name("outpost-pg".into())
@@ -143,10 +190,9 @@ impl Pg {
         ready_rx
             .recv()
             .map_err(|_| Error::Store("the PostgreSQL thread ended".into()))??;
-        let owned = url.to_owned();
         std::thread::Builder::new()
             .name("outpost-pg-listen".into())
-            .spawn(move || listen(&owned, &cache))
+            .spawn(move || listen(&target, &cache))
             .map_err(|e| Error::Store(format!("cannot start the PostgreSQL listener: {e}")))?;
         Ok(Pg { jobs })
     }
@@ -433,12 +479,12 @@ fn inbound_row(r: &postgres::Row) -> InboundRow {
 }
 
 /// Follows `NOTIFY outpost_resource` and keeps `cache` in step, reconnecting forever.
-fn listen(url: &str, cache: &RwLock<Resources>) {
+fn listen(target: &Target, cache: &RwLock<Resources>) {
     let mut backoff = Duration::from_millis(200);
     let mut first = true;
     loop {
         let result = (|| -> Result<(), Error> {
-            let mut client = Client::connect(url, NoTls).map_err(pg)?;
+            let mut client = target.connect()?;
             client
                 .batch_execute("LISTEN outpost_resource")
                 .map_err(pg)?;
@@ -507,4 +553,36 @@ fn listen(url: &str, cache: &RwLock<Resources>) {
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
+}
+
+/// TLS settings for the connections to PostgreSQL: the CAs in `ca_pem`, or the system's roots.
+fn tls_client_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, Error> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_pem {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| Error::Tls(format!("CA file: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| Error::Tls(format!("CA file: {e}")))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    if roots.is_empty() {
+        return Err(Error::Tls(
+            "no CA certificates to verify the database with".into(),
+        ));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }

@@ -44,8 +44,12 @@ pub struct RelayConfig {
     /// PostgreSQL for the registry (`postgres://...`), shared by several relay processes;
     /// `None`: SQLite in `data_dir`.
     pub database_url: Option<String>,
-    /// Redis for agent presence and push routing between relay processes (`redis://...`).
+    /// Redis for agent presence and push routing between relay processes (`redis://...`, or
+    /// `rediss://...` for TLS).
     pub redis_url: Option<String>,
+    /// PEM file of the CAs that PostgreSQL's and Redis's certificates must chain to (instead of
+    /// the system's roots), for TLS to them (`sslmode=require`, `rediss://`).
+    pub backend_ca_file: Option<std::path::PathBuf>,
     /// Lab orders: attempts before a push is recorded as failed.
     pub order_attempts: u32,
     /// Lab orders: the wait after the first failed attempt, doubling after each (at most 5 min).
@@ -73,6 +77,7 @@ impl Default for RelayConfig {
             token_ttl: Duration::from_secs(crate::auth::TOKEN_TTL_SECS as u64),
             database_url: None,
             redis_url: None,
+            backend_ca_file: None,
             order_attempts: 5,
             order_backoff: Duration::from_secs(2),
             order_timeout: Duration::from_secs(30),

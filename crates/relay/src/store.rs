@@ -180,9 +180,11 @@ impl Store {
     }
 
     /// Opens the registry in PostgreSQL (`postgres://user@host:port/db`), creating the tables.
-    pub fn open_postgres(url: &str) -> Result<Store, Error> {
+    /// With `sslmode=require` in the URL the connection is TLS, the server's certificate checked
+    /// against `ca_pem` (PEM), or the system's roots without it.
+    pub fn open_postgres(url: &str, ca_pem: Option<&[u8]>) -> Result<Store, Error> {
         let cache = Arc::new(RwLock::new(Resources::new()));
-        let pg = crate::pg::Pg::open(url, cache.clone())?;
+        let pg = crate::pg::Pg::open(url, ca_pem, cache.clone())?;
         Ok(Store {
             db: Db::Postgres(pg),
             cache,

@@ -44,10 +44,27 @@ pub struct Redis {
     child: Child,
     pub port: u16,
     dir: PathBuf,
+    tls: bool,
 }
+
+/// PEM files for a server certificate: (CA, certificate, key).
+pub type TlsFiles<'a> = (
+    &'a std::path::Path,
+    &'a std::path::Path,
+    &'a std::path::Path,
+);
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_with(None)
+    }
+
+    /// Listening on TLS only (no plaintext port), with this certificate.
+    pub fn start_tls(files: TlsFiles<'_>) -> Redis {
+        Redis::start_with(Some(files))
+    }
+
+    fn start_with(tls: Option<TlsFiles<'_>>) -> Redis {
         let bin = std::env::var_os("OUTPOST_REDIS_SERVER")
             .map_or_else(|| PathBuf::from("/usr/bin/redis-server"), PathBuf::from);
         assert!(
@@ -58,17 +75,21 @@ impl Redis {
         let port = free_port();
         let dir = scratch("redis");
         let log = dir.join("redis.log");
-        let child = Command::new(bin)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+        let mut cmd = Command::new(bin);
+        match tls {
+            None => cmd.args(["--port", &port.to_string()]),
+            Some((ca, cert, key)) => cmd
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .arg("--tls-ca-cert-file")
+                .arg(ca)
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        let child = cmd
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&dir)
             .stdout(std::fs::File::create(&log).unwrap())
@@ -76,11 +97,17 @@ impl Redis {
             .spawn()
             .unwrap();
         wait_port(port, "redis-server", &log);
-        Redis { child, port, dir }
+        Redis {
+            child,
+            port,
+            dir,
+            tls: tls.is_some(),
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 }
 
@@ -138,8 +165,28 @@ pub struct Postgres {
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Postgres::start_with(None)
+    }
+
+    /// Accepting TLS connections only (`hostssl`), with this certificate.
+    pub fn start_tls(files: TlsFiles<'_>) -> Postgres {
+        Postgres::start_with(Some(files))
+    }
+
+    fn start_with(tls: Option<TlsFiles<'_>>) -> Postgres {
         let port = free_port();
         let dir = scratch("pg");
+        if let Some((_, cert, key)) = tls {
+            // The server reads them as its own user; the key must be private to it.
+            std::fs::copy(cert, dir.join("server.crt")).unwrap();
+            std::fs::copy(key, dir.join("server.key")).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                dir.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .unwrap();
+        }
         if is_root() {
             let ok = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -158,10 +205,21 @@ impl Postgres {
             .status()
             .unwrap();
         assert!(st.success(), "initdb failed");
-        let opts = format!(
+        let mut opts = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
             dir.display()
         );
+        if tls.is_some() {
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .unwrap();
+            opts.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
+                dir.display()
+            ));
+        }
         let st = pg_command("pg_ctl")
             .args(["-D"])
             .arg(&data)
@@ -183,6 +241,30 @@ impl Postgres {
 
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Runs SQL through `psql` over the server's Unix socket; its output, unaligned.
+    pub fn psql(&self, sql: &str) -> String {
+        let out = pg_command("psql")
+            .args(["-h"])
+            .arg(&self.dir)
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-At",
+                "-c",
+                sql,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 }
 

@@ -1,0 +1,148 @@
+//! A relay process reaching PostgreSQL and Redis over TLS only: PostgreSQL accepts nothing but
+//! `hostssl` connections and Redis has no plaintext port, so a relay that works proves both links
+//! are encrypted; without the CA that signed their certificates, the relay refuses to start.
+
+mod support;
+
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use serde_json::{Value, json};
+use support::services::{Postgres, Redis};
+use support::{Proc, free_port, outpost, run};
+
+/// A CA and a certificate for 127.0.0.1 signed by it: (ca, cert, key) paths.
+fn pki(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Outpost backend test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let paths = [
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    ];
+    std::fs::write(&paths[0], ca.pem()).unwrap();
+    std::fs::write(&paths[1], cert.pem()).unwrap();
+    std::fs::write(&paths[2], key.serialize_pem()).unwrap();
+    paths
+}
+
+#[test]
+fn relay_uses_postgres_and_redis_over_tls_only() {
+    let dir = std::env::temp_dir().join(format!("outpost-backend-tls-{}", free_port()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let [ca, cert, key] = pki(&dir);
+    let redis = Redis::start_tls((&ca, &cert, &key));
+    let pg = Postgres::start_tls((&ca, &cert, &key));
+    let database_url = format!("{}?sslmode=require", pg.url());
+
+    // Without the CA, the database's certificate is not trusted: the relay does not start.
+    let mut cmd = outpost();
+    cmd.args(["server", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.join("refused"))
+        .args(["--database-url", &database_url, "--redis-url", &redis.url()]);
+    let (code, _, stderr) = run("outpost server", cmd, Duration::from_secs(60));
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+
+    // With it, the relay serves: an agent connects and a push goes through.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let device = mllp::Server::bind(
+            "127.0.0.1:0",
+            mllp::ServerOptions::default(),
+            |req: mllp::Request| async move {
+                for ack in mllp::acks_for(&req.message().unwrap(), false) {
+                    let _ = req.reply(&ack).await;
+                }
+            },
+        )
+        .await
+        .unwrap();
+        let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+            {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret"}},
+            {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret",
+                "extension": [{"url": "https://outpost.health/fhir/StructureDefinition/allowed-agent",
+                    "valueReference": {"reference": "Agent/a1"}}]}},
+            {"resource": {"resourceType": "Agent", "id": "a1", "name": "a", "status": "active"}},
+            {"resource": {"resourceType": "Device", "id": "d1", "url": format!("mllp://{}", device.local_addr())}},
+        ]});
+        let bundle_path = dir.join("bundle.json");
+        std::fs::write(&bundle_path, bundle.to_string()).unwrap();
+        let port = free_port();
+        let mut cmd = outpost();
+        cmd.args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+            .arg(dir.join("relay"))
+            .args(["--database-url", &database_url, "--redis-url", &redis.url()])
+            .arg("--backend-ca-file")
+            .arg(&ca)
+            .arg("--bootstrap")
+            .arg(&bundle_path);
+        let mut relay = Proc::spawn("outpost server", cmd);
+        relay.wait_for("Relay listening on ", Duration::from_secs(60));
+        let base = format!("http://127.0.0.1:{port}/");
+        let agent = agent_core::Agent::start(
+            agent_core::AgentConfig {
+                base_url: base.clone(),
+                client_id: "agent".into(),
+                client_secret: "agent-secret".into(),
+                agent_id: "a1".into(),
+                data_dir: dir.join("agent"),
+                ..agent_core::AgentConfig::default()
+            },
+            agent_core::LogBuffer::new(),
+        )
+        .await
+        .unwrap();
+        assert!(agent.wait_live(Duration::from_secs(20)).await);
+        let http = reqwest::Client::new();
+        let token: Value = http
+            .post(format!("{base}oauth2/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "caller"),
+                ("client_secret", "caller-secret"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let answer = http
+            .post(format!("{base}fhir/R4/Agent/a1/$push"))
+            .bearer_auth(token["access_token"].as_str().unwrap())
+            .json(&json!({"destination": "Device/d1", "contentType": "x-application/hl7-v2+er7",
+                "body": "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|TLS-1|P|2.5\rPID|1\r",
+                "waitForResponse": true}))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(answer.contains("MSA|AA|TLS-1"), "{answer}");
+        // The database itself reports the relay's connections as encrypted.
+        let encrypted = pg.psql(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE s.ssl AND a.client_addr IS NOT NULL",
+        );
+        assert!(
+            encrypted.parse::<u32>().unwrap() >= 2,
+            "TLS connections: {encrypted}"
+        );
+        agent.shutdown().await;
+        device.shutdown(Duration::from_millis(100)).await;
+        drop(relay);
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
