@@ -302,17 +302,25 @@ fn mllp_limits() -> ServerOptions {
     }
 }
 
-async fn start_astm(
-    inner: &Arc<Inner>,
+/// Accepts connections on `addr` until the channel stops, at most `max_conns` at once (past it,
+/// new ones are closed), each served by `serve(stream, peer, stop)`.
+async fn accept_loop<F, Fut>(
     name: &str,
     addr: &str,
-    charset: Charset,
-) -> Result<Listener, Error> {
+    max_conns: usize,
+    serve: F,
+) -> Result<Listener, Error>
+where
+    F: Fn(tokio::net::TcpStream, std::net::SocketAddr, watch::Receiver<bool>) -> Fut
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::Config(format!("channel {name}: cannot listen on {addr}: {e}")))?;
     let (stop, stopped) = watch::channel(false);
-    let (inner, channel) = (inner.clone(), name.to_owned());
+    let channel = name.to_owned();
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
         let mut stop_rx = stopped.clone();
@@ -329,52 +337,87 @@ async fn start_astm(
             };
             // Finished connections leave the set; past the cap, new ones are turned away.
             while conns.try_join_next().is_some() {}
-            if conns.len() >= MAX_ASTM_CONNECTIONS {
-                tracing::warn!(channel, %peer, "too many analyzer connections; closing this one");
+            if conns.len() >= max_conns {
+                tracing::warn!(channel, %peer, "too many device connections; closing this one");
                 continue;
             }
             let _ = stream.set_nodelay(true);
-            let (inner, channel, mut stop) = (inner.clone(), channel.clone(), stopped.clone());
-            conns.spawn(async move {
-                // The message is stored before the analyzer gets the ACK of its last frame.
-                let opts = astm::LinkOptions {
-                    max_message: MAX_ASTM_MESSAGE,
-                    confirm_before_ack: true,
-                    ..astm::LinkOptions::default()
-                };
-                let mut conn = astm::Connection::new(stream, opts);
-                loop {
-                    let message = tokio::select! {
-                        m = conn.next_message() => m,
-                        _ = stop.changed() => break,
-                    };
-                    let Ok(Some(message)) = message else { break };
-                    let text = charset.decode(&message).into_owned();
-                    let committed = commit(&inner, &channel, &peer.to_string(), CONTENT_TYPE_ASTM, &text);
-                    // ACK (stored) or NAK (the analyzer sends the frame again) the last frame.
-                    if conn.confirm(committed.is_ok()).await.is_err() {
-                        break;
-                    }
-                    let (id, rx) = match committed {
-                        Ok(c) => c,
-                        Err(e) => {
-                            tracing::error!(channel, error = %e, "cannot queue an analyzer message");
-                            continue;
-                        }
-                    };
-                    if let Some(a) = answer(&inner, id, rx).await
-                        && a.status < 400
-                        && a.body.trim_start().starts_with('H')
-                        && let Err(e) = conn.send(&crate::dispatch::astm_records(&a.body, charset)).await
-                    {
-                        tracing::warn!(channel, error = %e, "could not send the relay's answer to the analyzer");
-                    }
-                }
-            });
+            conns.spawn(serve(stream, peer, stopped.clone()));
         }
         conns.abort_all();
     });
     Ok(Listener::Task { stop, task })
+}
+
+async fn start_astm(
+    inner: &Arc<Inner>,
+    name: &str,
+    addr: &str,
+    charset: Charset,
+) -> Result<Listener, Error> {
+    let (inner, channel) = (inner.clone(), name.to_owned());
+    accept_loop(
+        name,
+        addr,
+        MAX_ASTM_CONNECTIONS,
+        move |stream, peer, stop| {
+            serve_astm(inner.clone(), channel.clone(), charset, stream, peer, stop)
+        },
+    )
+    .await
+}
+
+/// One analyzer connection.
+async fn serve_astm(
+    inner: Arc<Inner>,
+    channel: String,
+    charset: Charset,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    // The message is stored before the analyzer gets the ACK of its last frame.
+    let opts = astm::LinkOptions {
+        max_message: MAX_ASTM_MESSAGE,
+        confirm_before_ack: true,
+        ..astm::LinkOptions::default()
+    };
+    let mut conn = astm::Connection::new(stream, opts);
+    loop {
+        let message = tokio::select! {
+            m = conn.next_message() => m,
+            _ = stop.changed() => break,
+        };
+        let Ok(Some(message)) = message else { break };
+        let text = charset.decode(&message).into_owned();
+        let committed = commit(
+            &inner,
+            &channel,
+            &peer.to_string(),
+            CONTENT_TYPE_ASTM,
+            &text,
+        );
+        // ACK (stored) or NAK (the analyzer sends the frame again) the last frame.
+        if conn.confirm(committed.is_ok()).await.is_err() {
+            break;
+        }
+        let (id, rx) = match committed {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(channel, error = %e, "cannot queue an analyzer message");
+                continue;
+            }
+        };
+        if let Some(a) = answer(&inner, id, rx).await
+            && a.status < 400
+            && a.body.trim_start().starts_with('H')
+            && let Err(e) = conn
+                .send(&crate::dispatch::astm_records(&a.body, charset))
+                .await
+        {
+            tracing::warn!(channel, error = %e, "could not send the relay's answer to the analyzer");
+        }
+    }
 }
 
 /// A byte-stream channel's delimiter (`startChar`, `endChar`): the first character of the
@@ -409,44 +452,17 @@ async fn start_stream(
     start: u8,
     end: u8,
 ) -> Result<Listener, Error> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::Config(format!("channel {name}: cannot listen on {addr}: {e}")))?;
-    let (stop, stopped) = watch::channel(false);
     let (inner, channel) = (inner.clone(), name.to_owned());
-    let task = tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        let mut stop_rx = stopped.clone();
-        loop {
-            let (stream, peer) = tokio::select! {
-                a = listener.accept() => match a {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(channel, error = %e, "accept failed");
-                        continue;
-                    }
-                },
-                _ = stop_rx.changed() => break,
-            };
-            while conns.try_join_next().is_some() {}
-            if conns.len() >= MAX_STREAM_CONNECTIONS {
-                tracing::warn!(channel, %peer, "too many device connections; closing this one");
-                continue;
-            }
-            let _ = stream.set_nodelay(true);
+    accept_loop(
+        name,
+        addr,
+        MAX_STREAM_CONNECTIONS,
+        move |stream, peer, stop| {
             let frames = DelimitedFramer::new(start, end, MAX_STREAM_FRAME);
-            conns.spawn(serve_stream(
-                inner.clone(),
-                channel.clone(),
-                stream,
-                peer,
-                frames,
-                stopped.clone(),
-            ));
-        }
-        conns.abort_all();
-    });
-    Ok(Listener::Task { stop, task })
+            serve_stream(inner.clone(), channel.clone(), stream, peer, frames, stop)
+        },
+    )
+    .await
 }
 
 /// One device connection of a byte-stream channel: frames are committed as they complete; a

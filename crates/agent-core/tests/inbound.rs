@@ -35,6 +35,30 @@ async fn wait_for_rows(relay: &relay::Relay, n: usize) -> Vec<relay::InboundRow>
         .unwrap()
 }
 
+/// Adds a channel `name` (its Endpoint has the same id) to the agent and asks it to reload.
+async fn add_channel(w: &World, name: &str, address: &str) {
+    let store = &w.relay.state().store;
+    store
+        .put(serde_json::json!({"resourceType": "Endpoint", "id": name, "status": "active", "address": address}))
+        .unwrap();
+    let mut agent = (*store.get("Agent", AGENT).unwrap()).clone();
+    agent["channel"].as_array_mut().unwrap().push(
+        serde_json::json!({"name": name, "endpoint": {"reference": format!("Endpoint/{name}")}}),
+    );
+    store.put(agent).unwrap();
+    let token = caller(&w.relay.base_url()).token().await.unwrap();
+    let r = reqwest::Client::new()
+        .get(format!(
+            "{}fhir/R4/Agent/{AGENT}/$reload-config",
+            w.relay.base_url()
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 #[tokio::test]
 async fn device_message_reaches_the_relay_and_the_relay_answers_the_device() {
     let w = world().await;
@@ -171,27 +195,7 @@ async fn reload_config_opens_a_new_channel() {
     let w = world().await;
     let mut events = w.agent.events();
     let new_port = free_port();
-    let store = &w.relay.state().store;
-    store
-        .put(serde_json::json!({"resourceType": "Endpoint", "id": "lab-in", "status": "active", "address": format!("mllp://127.0.0.1:{new_port}")}))
-        .unwrap();
-    let mut agent = (*store.get("Agent", AGENT).unwrap()).clone();
-    agent["channel"]
-        .as_array_mut()
-        .unwrap()
-        .push(serde_json::json!({"name": "lab-in", "endpoint": {"reference": "Endpoint/lab-in"}}));
-    store.put(agent).unwrap();
-    let token = caller(&w.relay.base_url()).token().await.unwrap();
-    let r = reqwest::Client::new()
-        .get(format!(
-            "{}fhir/R4/Agent/{AGENT}/$reload-config",
-            w.relay.base_url()
-        ))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    add_channel(&w, "lab-in", &format!("mllp://127.0.0.1:{new_port}")).await;
     let started = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             if let Ok(Event::ChannelStarted { name, .. }) = events.recv().await
@@ -353,30 +357,8 @@ async fn byte_stream_without_a_webhook_is_stored_and_the_device_gets_nothing_bac
 async fn byte_stream_channel_without_end_char_fails_saying_so() {
     let w = world().await;
     let mut events = w.agent.events();
-    let store = &w.relay.state().store;
-    store
-        .put(
-            serde_json::json!({"resourceType": "Endpoint", "id": "raw", "status": "active",
-            "address": format!("tcp://127.0.0.1:{}?startChar=%02", free_port())}),
-        )
-        .unwrap();
-    let mut agent = (*store.get("Agent", AGENT).unwrap()).clone();
-    agent["channel"]
-        .as_array_mut()
-        .unwrap()
-        .push(serde_json::json!({"name": "raw", "endpoint": {"reference": "Endpoint/raw"}}));
-    store.put(agent).unwrap();
-    let token = caller(&w.relay.base_url()).token().await.unwrap();
-    let r = reqwest::Client::new()
-        .get(format!(
-            "{}fhir/R4/Agent/{AGENT}/$reload-config",
-            w.relay.base_url()
-        ))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let address = format!("tcp://127.0.0.1:{}?startChar=%02", free_port());
+    add_channel(&w, "raw", &address).await;
     let failed = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             if let Ok(Event::ChannelFailed { name, error }) = events.recv().await

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use agent_protocol::{AgentMessage, ConnectRequest, Decoded, Direction, HeartbeatResponse};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use support::{Proc, free_port, outpost};
+use support::{Proc, free_port, outpost, token};
 use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -78,23 +78,6 @@ fn clients(agents: &[String]) -> Vec<Value> {
         json!({"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret"}}),
         json!({"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret", "extension": allowed}}),
     ]
-}
-
-async fn token(base: &str, id: &str, secret: &str) -> String {
-    let r: Value = reqwest::Client::new()
-        .post(format!("{base}oauth2/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", id),
-            ("client_secret", secret),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    r["access_token"].as_str().unwrap().to_owned()
 }
 
 /// The agent's idle memory with three channels open, beside Medplum's MLLP server in Node.

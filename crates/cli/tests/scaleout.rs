@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::services::{Postgres, Redis};
-use support::{Proc, free_port, outpost};
+use support::{Proc, free_port, outpost, token};
 
 const WAIT: Duration = Duration::from_secs(60);
 const AGENTS: usize = 6;
@@ -99,23 +99,6 @@ async fn device() -> Device {
     .await
     .unwrap();
     Device { server, seen }
-}
-
-async fn token(base: &str) -> String {
-    let r: Value = reqwest::Client::new()
-        .post(format!("{base}oauth2/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "caller"),
-            ("client_secret", "caller-secret"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    r["access_token"].as_str().unwrap().to_owned()
 }
 
 /// One push with `waitForResponse`: (HTTP status, body).
@@ -223,7 +206,7 @@ fn three_relays_one_fleet() {
         let tokens: Vec<String> = {
             let mut t = Vec::new();
             for i in 0..3 {
-                t.push(token(&base(i)).await);
+                t.push(token(&base(i), "caller", "caller-secret").await);
             }
             t
         };

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::services::{Postgres, Redis};
-use support::{Proc, free_port, outpost};
+use support::{Proc, free_port, outpost, token};
 
 const AGENTS: usize = 3;
 
@@ -45,23 +45,6 @@ fn relay(port: u16, dir: &std::path::Path, extra: &[String]) -> Proc {
     let mut p = Proc::spawn("outpost server", cmd);
     p.wait_for("Relay listening on ", Duration::from_secs(60));
     p
-}
-
-async fn token(base: &str) -> String {
-    let r: Value = reqwest::Client::new()
-        .post(format!("{base}oauth2/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "caller"),
-            ("client_secret", "caller-secret"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    r["access_token"].as_str().unwrap().to_owned()
 }
 
 async fn push(client: &reqwest::Client, base: &str, token: &str, agent: usize, id: &str) {
@@ -197,7 +180,7 @@ fn push_scaleout_figures() {
         let one = relay(port, &dir, &["--bootstrap".into(), bundle.display().to_string()]);
         let base1 = format!("http://127.0.0.1:{port}/");
         let agents = start_agents(vec![base1.clone()], "one").await;
-        let t1 = token(&base1).await;
+        let t1 = token(&base1, "caller", "caller-secret").await;
         let rate1 = throughput(std::slice::from_ref(&base1), std::slice::from_ref(&t1), 64, secs, false).await;
         let (p50_1, p99_1) = latency(&base1, &t1, 0, 2000).await;
         for a in agents {
@@ -214,7 +197,7 @@ fn push_scaleout_figures() {
         let single = relay(port, &dir, &[shared.clone(), vec!["--bootstrap".to_owned(), bundle.display().to_string()]].concat());
         let base_single = format!("http://127.0.0.1:{port}/");
         let agents = start_agents(vec![base_single.clone()], "single").await;
-        let t_single = token(&base_single).await;
+        let t_single = token(&base_single, "caller", "caller-secret").await;
         let rate1_shared = throughput(std::slice::from_ref(&base_single), std::slice::from_ref(&t_single), 64, secs, false).await;
         for a in agents {
             a.shutdown().await;
@@ -231,7 +214,7 @@ fn push_scaleout_figures() {
         let agents = start_agents(bases.clone(), "three").await;
         let mut tokens = Vec::new();
         for b in &bases {
-            tokens.push(token(b).await);
+            tokens.push(token(b, "caller", "caller-secret").await);
         }
         let rate3 = throughput(&bases, &tokens, 64, secs, false).await;
         let rate3_owner = throughput(&bases, &tokens, 64, secs, true).await;

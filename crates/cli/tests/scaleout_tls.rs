@@ -7,9 +7,9 @@ mod support;
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::services::{Postgres, Redis};
-use support::{Proc, free_port, outpost, run};
+use support::{Proc, free_port, outpost, run, token};
 
 /// A CA and a certificate for 127.0.0.1 signed by it: (ca, cert, key) paths.
 fn pki(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
@@ -105,22 +105,10 @@ fn relay_uses_postgres_and_redis_over_tls_only() {
         .unwrap();
         assert!(agent.wait_live(Duration::from_secs(20)).await);
         let http = reqwest::Client::new();
-        let token: Value = http
-            .post(format!("{base}oauth2/token"))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", "caller"),
-                ("client_secret", "caller-secret"),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let token = token(&base, "caller", "caller-secret").await;
         let answer = http
             .post(format!("{base}fhir/R4/Agent/a1/$push"))
-            .bearer_auth(token["access_token"].as_str().unwrap())
+            .bearer_auth(&token)
             .json(&json!({"destination": "Device/d1", "contentType": "x-application/hl7-v2+er7",
                 "body": "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|TLS-1|P|2.5\rPID|1\r",
                 "waitForResponse": true}))
