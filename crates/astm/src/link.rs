@@ -151,20 +151,40 @@ enum Mode {
         tries: u32,
         deadline: Instant,
     },
-    Receiving {
-        expected: u8,
-        last: Option<u8>,
-        text: Vec<u8>,
-        frame: Option<Vec<u8>>,
-        deadline: Instant,
-        /// Answer the next good frame with EOT.
-        interrupt: bool,
-        /// An EOT was answered: the message will end incomplete.
-        interrupted: bool,
-        /// With [`LinkOptions::confirm_before_ack`]: the FN of the frame that completed a
-        /// delivered message, whose ACK waits for [`Link::confirm`].
-        held: Option<u8>,
-    },
+    Receiving(Receiving),
+}
+
+/// The receiving side of a session.
+#[derive(Debug)]
+struct Receiving {
+    expected: u8,
+    last: Option<u8>,
+    text: Vec<u8>,
+    frame: Option<Vec<u8>>,
+    deadline: Instant,
+    /// Answer the next good frame with EOT.
+    interrupt: bool,
+    /// An EOT was answered: the message will end incomplete.
+    interrupted: bool,
+    /// With [`LinkOptions::confirm_before_ack`]: the FN of the frame that completed a
+    /// delivered message, whose ACK waits for [`Link::confirm`].
+    held: Option<u8>,
+}
+
+impl Receiving {
+    /// Takes the frame numbered `fn_digit` (its text is kept by the caller): the next frame must
+    /// follow it. The answer: EOT when this side asked to interrupt, else ACK.
+    fn take(&mut self, fn_digit: u8, stats: &mut LinkStats) -> u8 {
+        self.last = Some(fn_digit);
+        self.expected = (fn_digit + 1) % 8;
+        stats.frames_accepted += 1;
+        if std::mem::take(&mut self.interrupt) {
+            self.interrupted = true;
+            EOT
+        } else {
+            ACK
+        }
+    }
 }
 
 /// One connection's link layer. See the [module docs](self).
@@ -239,8 +259,8 @@ impl Link {
     /// While receiving, answers the next good frame with EOT instead of ACK: asks the sender to
     /// stop so that this side can send.
     pub fn request_interrupt(&mut self) {
-        if let Mode::Receiving { interrupt, .. } = &mut self.mode {
-            *interrupt = true;
+        if let Mode::Receiving(rx) = &mut self.mode {
+            rx.interrupt = true;
         }
     }
 
@@ -249,39 +269,21 @@ impl Link {
     /// sends the frame again and the message is delivered again). Does nothing when no answer is
     /// pending (the sender gave up meanwhile).
     pub fn confirm(&mut self, stored: bool, now: Instant) {
-        let receive_timeout = self.opts.receive_timeout;
-        let Mode::Receiving {
-            expected,
-            last,
-            text,
-            deadline,
-            interrupt,
-            interrupted,
-            held,
-            ..
-        } = &mut self.mode
-        else {
+        let Mode::Receiving(rx) = &mut self.mode else {
             return;
         };
-        let Some(fn_digit) = held.take() else {
+        let Some(fn_digit) = rx.held.take() else {
             return;
         };
-        *deadline = now + receive_timeout;
-        if !stored {
-            self.stats.frames_refused += 1;
-            self.transmit.push_back(vec![NAK]);
-            return;
-        }
-        text.clear();
-        *last = Some(fn_digit);
-        *expected = (fn_digit + 1) % 8;
-        self.stats.frames_accepted += 1;
-        if std::mem::take(interrupt) {
-            *interrupted = true;
-            self.transmit.push_back(vec![EOT]);
+        rx.deadline = now + self.opts.receive_timeout;
+        let reply = if stored {
+            rx.text.clear();
+            rx.take(fn_digit, &mut self.stats)
         } else {
-            self.transmit.push_back(vec![ACK]);
-        }
+            self.stats.frames_refused += 1;
+            NAK
+        };
+        self.transmit.push_back(vec![reply]);
     }
 
     /// Bytes to write, each in one write call.
@@ -300,7 +302,7 @@ impl Link {
             Mode::Neutral => self.outgoing.as_ref().and(self.hold_until),
             Mode::Establishing { deadline }
             | Mode::Sending { deadline, .. }
-            | Mode::Receiving { deadline, .. } => Some(*deadline),
+            | Mode::Receiving(Receiving { deadline, .. }) => Some(*deadline),
         }
     }
 
@@ -327,7 +329,7 @@ impl Link {
                 self.mode = Mode::Neutral;
                 self.fail(Error::Timeout(self.opts.frame_timeout));
             }
-            Mode::Receiving { deadline, .. } if now >= *deadline => {
+            Mode::Receiving(rx) if now >= rx.deadline => {
                 self.mode = Mode::Neutral;
                 self.events
                     .push_back(LinkEvent::Discarded("no frame within the receive timeout"));
@@ -388,7 +390,7 @@ impl Link {
 
     fn start_receiving(&mut self, now: Instant) {
         self.transmit.push_back(vec![ACK]);
-        self.mode = Mode::Receiving {
+        self.mode = Mode::Receiving(Receiving {
             expected: 1,
             last: None,
             text: Vec::new(),
@@ -397,7 +399,7 @@ impl Link {
             interrupt: false,
             interrupted: false,
             held: None,
-        };
+        });
     }
 
     fn on_byte(&mut self, b: u8, now: Instant) {
@@ -481,48 +483,33 @@ impl Link {
                     _ => self.stats.ignored_bytes += 1,
                 }
             }
-            Mode::Receiving { .. } => self.on_receiving_byte(b, now),
+            Mode::Receiving(_) => self.on_receiving_byte(b, now),
         }
     }
 
     fn on_receiving_byte(&mut self, b: u8, now: Instant) {
-        let max_message = self.opts.max_message;
-        let require_terminator = self.opts.require_terminator;
         let receive_timeout = self.opts.receive_timeout;
-        let confirm = self.opts.confirm_before_ack;
-        let Mode::Receiving {
-            expected,
-            last,
-            text,
-            frame,
-            deadline,
-            interrupt,
-            interrupted,
-            held,
-        } = &mut self.mode
-        else {
+        let Mode::Receiving(rx) = &mut self.mode else {
             return;
         };
-        let Some(buf) = frame else {
+        let Some(buf) = &mut rx.frame else {
             match b {
-                STX => *frame = Some(vec![STX]),
+                STX => rx.frame = Some(vec![STX]),
                 EOT => {
-                    let message = std::mem::take(text);
-                    let cut_short = *interrupted && !message.is_empty();
-                    if held.take().is_some() {
+                    let message = std::mem::take(&mut rx.text);
+                    let cut_short = rx.interrupted && !message.is_empty();
+                    let held = rx.held.is_some();
+                    self.mode = Mode::Neutral;
+                    if held {
                         // The sender gave up waiting for our answer to the frame we delivered:
                         // it will send the message again (the caller may see it twice).
                         self.events
                             .push_back(LinkEvent::Discarded("sender ended before the last ACK"));
-                        self.mode = Mode::Neutral;
-                        return;
-                    }
-                    self.mode = Mode::Neutral;
-                    if cut_short {
+                    } else if cut_short {
                         // The sender stopped because we asked; it sends the whole message again.
                         self.events
                             .push_back(LinkEvent::Discarded("interrupted by this side"));
-                    } else if require_terminator
+                    } else if self.opts.require_terminator
                         && !message.is_empty()
                         && !ends_with_terminator(&message)
                     {
@@ -534,7 +521,7 @@ impl Link {
                 }
                 ENQ => {
                     // A new session before EOT: the unfinished message is dropped.
-                    if !text.is_empty() {
+                    if !rx.text.is_empty() {
                         self.events
                             .push_back(LinkEvent::Discarded("new ENQ before EOT"));
                     }
@@ -547,8 +534,8 @@ impl Link {
         buf.push(b);
         if buf.len() > MAX_FRAME {
             // Too long to be a frame: refuse it; the rest of it is skipped until the next STX.
-            *frame = None;
-            *deadline = now + receive_timeout;
+            rx.frame = None;
+            rx.deadline = now + receive_timeout;
             self.stats.frames_refused += 1;
             self.transmit.push_back(vec![NAK]);
             return;
@@ -557,39 +544,32 @@ impl Link {
             return;
         }
         let reply = match decode_frame(buf) {
-            Ok(_) if held.is_some() => {
+            Ok(_) if rx.held.is_some() => {
                 // A frame before we answered the held one: out of turn.
                 self.stats.frames_refused += 1;
                 NAK
             }
-            Ok(f) if f.fn_digit == *expected => {
-                if text.len() + f.text.len() > max_message {
+            Ok(f) if f.fn_digit == rx.expected => {
+                if rx.text.len() + f.text.len() > self.opts.max_message {
                     self.stats.frames_refused += 1;
                     NAK
-                } else if let Some(whole) = (confirm && f.last)
-                    .then(|| [text.as_slice(), f.text].concat())
+                } else if let Some(whole) = (self.opts.confirm_before_ack && f.last)
+                    .then(|| [rx.text.as_slice(), f.text].concat())
                     .filter(|w| ends_with_terminator(w))
                 {
                     // Complete: delivered now; the ACK waits for `confirm`.
                     self.events.push_back(LinkEvent::Received(whole));
-                    *held = Some(f.fn_digit);
-                    *frame = None;
-                    *deadline = now + receive_timeout;
+                    rx.held = Some(f.fn_digit);
+                    rx.frame = None;
+                    rx.deadline = now + receive_timeout;
                     return;
                 } else {
-                    text.extend_from_slice(f.text);
-                    *last = Some(f.fn_digit);
-                    *expected = (f.fn_digit + 1) % 8;
-                    self.stats.frames_accepted += 1;
-                    if std::mem::take(interrupt) {
-                        *interrupted = true;
-                        EOT
-                    } else {
-                        ACK
-                    }
+                    rx.text.extend_from_slice(f.text);
+                    let fn_digit = f.fn_digit;
+                    rx.take(fn_digit, &mut self.stats)
                 }
             }
-            Ok(f) if Some(f.fn_digit) == *last => {
+            Ok(f) if Some(f.fn_digit) == rx.last => {
                 // The sender did not get our ACK and sent the frame again.
                 self.stats.duplicates += 1;
                 ACK
@@ -599,8 +579,8 @@ impl Link {
                 NAK
             }
         };
-        *frame = None;
-        *deadline = now + receive_timeout;
+        rx.frame = None;
+        rx.deadline = now + receive_timeout;
         self.transmit.push_back(vec![reply]);
     }
 }
