@@ -183,11 +183,7 @@ async fn notify(
     if !auth::agent_may(&state.store, &caller.client_id, false, "notify", None) {
         return forbidden_for_agent(&caller);
     }
-    let bytes = match read_body(body, state.config.max_body, state.config.body_timeout).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let payload = match parse_json(&bytes) {
+    let payload = match json_body(&state, body).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -312,18 +308,10 @@ async fn type_level(
     match method {
         Method::GET => search(&state, &ty, &query),
         Method::POST => {
-            let bytes =
-                match read_body(body, state.config.max_body, state.config.body_timeout).await {
-                    Ok(b) => b,
-                    Err(r) => return r,
-                };
-            let mut resource = match parse_json(&bytes) {
+            let mut resource = match resource_body(&state, body, &ty).await {
                 Ok(v) => v,
                 Err(r) => return r,
             };
-            if resource["resourceType"].as_str() != Some(ty.as_str()) {
-                return bad_request(format!("resourceType must be {ty}"));
-            }
             if let Some(obj) = resource.as_object_mut() {
                 obj.remove("id");
             }
@@ -354,6 +342,25 @@ async fn type_level(
             "Method not allowed",
         ),
     }
+}
+
+/// The request body, within the relay's size and time limits.
+async fn body_bytes(state: &RelayState, body: Body) -> Result<bytes::Bytes, Response> {
+    read_body(body, state.config.max_body, state.config.body_timeout).await
+}
+
+/// The request body as JSON.
+async fn json_body(state: &RelayState, body: Body) -> Result<Value, Response> {
+    parse_json(&body_bytes(state, body).await?)
+}
+
+/// The request body as a resource of type `ty`.
+async fn resource_body(state: &RelayState, body: Body, ty: &str) -> Result<Value, Response> {
+    let resource = json_body(state, body).await?;
+    if resource["resourceType"].as_str() != Some(ty) {
+        return Err(bad_request(format!("resourceType must be {ty}")));
+    }
+    Ok(resource)
 }
 
 /// Most matches one search returns for record types (patients, orders, audit events) unless
@@ -414,18 +421,10 @@ async fn instance_level(
             None => not_found(format!("{ty}/{id} not found")),
         },
         Method::PUT => {
-            let bytes =
-                match read_body(body, state.config.max_body, state.config.body_timeout).await {
-                    Ok(b) => b,
-                    Err(r) => return r,
-                };
-            let mut resource = match parse_json(&bytes) {
+            let mut resource = match resource_body(&state, body, &ty).await {
                 Ok(v) => v,
                 Err(r) => return r,
             };
-            if resource["resourceType"].as_str() != Some(ty.as_str()) {
-                return bad_request(format!("resourceType must be {ty}"));
-            }
             if resource
                 .get("id")
                 .is_some_and(|v| v.as_str() != Some(id.as_str()))
@@ -517,11 +516,10 @@ async fn operation(
                 Ok(a) => a,
                 Err(r) => return r,
             };
-            let bytes =
-                match read_body(body, state.config.max_body, state.config.body_timeout).await {
-                    Ok(b) => b,
-                    Err(r) => return r,
-                };
+            let bytes = match body_bytes(state, body).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
             tracing::debug!(client = caller.client_id, agent = id_of(&agent), "push");
             ops::push(state, &agent, &bytes).await
         }
