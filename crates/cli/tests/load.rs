@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use agent_protocol::{AgentMessage, ConnectRequest, Decoded, Direction, HeartbeatResponse};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use support::{Proc, free_port, outpost, token};
+use support::{Proc, ack_device, free_port, outpost, token};
 use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -466,18 +466,7 @@ fn pushes_through_two_device_restarts_all_answered_none_twice() {
     rt.block_on(async {
         let received = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let start_device = |received: Arc<std::sync::Mutex<Vec<String>>>| async move {
-            mllp::Server::bind(&format!("127.0.0.1:{device_port}"), mllp::ServerOptions::default(), move |req: mllp::Request| {
-                let received = received.clone();
-                async move {
-                    let msg = req.message().unwrap();
-                    received.lock().unwrap().push(msg.control_id().text().into_owned());
-                    for ack in mllp::acks_for(&msg, false) {
-                        let _ = req.reply(&ack).await;
-                    }
-                }
-            })
-            .await
-            .unwrap()
+            ack_device(&format!("127.0.0.1:{device_port}"), received).await
         };
         let mut device = Some(start_device(received.clone()).await);
         let agent = agent_core::Agent::start(agent_config(&base, "pusher", dir.join("agent")), agent_core::LogBuffer::new()).await.unwrap();

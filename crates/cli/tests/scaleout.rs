@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::services::{Postgres, Redis};
-use support::{Proc, free_port, outpost, token};
+use support::{Proc, ack_device, free_port, outpost, token};
 
 const WAIT: Duration = Duration::from_secs(60);
 const AGENTS: usize = 6;
@@ -81,23 +81,7 @@ struct Device {
 
 async fn device() -> Device {
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let s = seen.clone();
-    let server = mllp::Server::bind(
-        "127.0.0.1:0",
-        mllp::ServerOptions::default(),
-        move |req: mllp::Request| {
-            let s = s.clone();
-            async move {
-                let msg = req.message().unwrap();
-                s.lock().unwrap().push(msg.control_id().text().into_owned());
-                for ack in mllp::acks_for(&msg, false) {
-                    let _ = req.reply(&ack).await;
-                }
-            }
-        },
-    )
-    .await
-    .unwrap();
+    let server = ack_device("127.0.0.1:0", seen.clone()).await;
     Device { server, seen }
 }
 

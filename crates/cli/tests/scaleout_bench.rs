@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::services::{Postgres, Redis};
-use support::{Proc, free_port, outpost, token};
+use support::{Proc, ack_device, free_port, outpost, token};
 
 const AGENTS: usize = 3;
 
@@ -137,16 +137,7 @@ fn push_scaleout_figures() {
     rt.block_on(async {
         let mut devices = Vec::new();
         for _ in 0..AGENTS {
-            devices.push(
-                mllp::Server::bind("127.0.0.1:0", mllp::ServerOptions::default(), |req: mllp::Request| async move {
-                    let msg = req.message().unwrap();
-                    for ack in mllp::acks_for(&msg, false) {
-                        let _ = req.reply(&ack).await;
-                    }
-                })
-                .await
-                .unwrap(),
-            );
+            devices.push(ack_device("127.0.0.1:0", Default::default()).await);
         }
         let addrs: Vec<String> = devices.iter().map(|d| d.local_addr().to_string()).collect();
         let bundle = bundle(&dir, &addrs);

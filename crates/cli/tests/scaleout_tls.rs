@@ -9,7 +9,7 @@ use std::time::Duration;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use serde_json::json;
 use support::services::{Postgres, Redis};
-use support::{Proc, free_port, outpost, run, token};
+use support::{Proc, ack_device, free_port, outpost, run, token};
 
 /// A CA and a certificate for 127.0.0.1 signed by it: (ca, cert, key) paths.
 fn pki(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
@@ -57,17 +57,7 @@ fn relay_uses_postgres_and_redis_over_tls_only() {
     // With it, the relay serves: an agent connects and a push goes through.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let device = mllp::Server::bind(
-            "127.0.0.1:0",
-            mllp::ServerOptions::default(),
-            |req: mllp::Request| async move {
-                for ack in mllp::acks_for(&req.message().unwrap(), false) {
-                    let _ = req.reply(&ack).await;
-                }
-            },
-        )
-        .await
-        .unwrap();
+        let device = ack_device("127.0.0.1:0", Default::default()).await;
         let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": [
             {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret"}},
             {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret",

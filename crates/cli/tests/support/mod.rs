@@ -182,3 +182,29 @@ pub async fn token(base: &str, client_id: &str, secret: &str) -> String {
         .unwrap_or_else(|| panic!("no token for {client_id}: {r}"))
         .to_owned()
 }
+
+/// An MLLP device on `addr` that records each message's control id (MSH-10) in `seen` and
+/// answers with the acknowledgements the message asks for (AA).
+pub async fn ack_device(
+    addr: &str,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) -> mllp::Server {
+    mllp::Server::bind(
+        addr,
+        mllp::ServerOptions::default(),
+        move |req: mllp::Request| {
+            let seen = seen.clone();
+            async move {
+                let msg = req.message().unwrap();
+                seen.lock()
+                    .unwrap()
+                    .push(msg.control_id().text().into_owned());
+                for ack in mllp::acks_for(&msg, false) {
+                    let _ = req.reply(&ack).await;
+                }
+            }
+        },
+    )
+    .await
+    .unwrap()
+}
