@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Proc, free_port, medplum, outpost};
+use support::{Proc, free_port, medplum, outpost, token};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -116,22 +116,7 @@ fn service_request_to_medplum_hl7_listener_and_back() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = reqwest::Client::new();
-    let token: String = rt.block_on(async {
-        let r: Value = client
-            .post(format!("{base}oauth2/token"))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", "ehr"),
-                ("client_secret", "ehr-secret"),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        r["access_token"].as_str().unwrap().to_owned()
-    });
+    let token = rt.block_on(token(&base, "ehr", "ehr-secret"));
     let put = |sr: Value| {
         rt.block_on(async {
             let r = client

@@ -10,7 +10,7 @@ use agent_protocol::{
     AgentMessage, ConnectRequest, Decoded, Direction, HeartbeatResponse, TransmitResponse,
 };
 use futures_util::{SinkExt, StreamExt};
-use support::{Proc, medplum, outpost, repo, run};
+use support::{Proc, medplum, outpost, repo, run, token};
 use tokio_tungstenite::tungstenite::Message;
 
 const AGENT: &str = "1080ee82-e4fc-4312-946f-322fbecf9bb9";
@@ -43,23 +43,11 @@ fn scripted_agent(base: &str) -> std::sync::mpsc::Receiver<String> {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let token: serde_json::Value = reqwest::Client::new()
-                .post(format!("{base}oauth2/token"))
-                .form(&[
-                    ("grant_type", "client_credentials"),
-                    ("client_id", "outpost-agent"),
-                    ("client_secret", "agent-secret-change-me"),
-                ])
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let token = token(&base, "outpost-agent", "agent-secret-change-me").await;
             let ws_url = base.replace("http://", "ws://") + "ws/agent";
             let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
             let connect = AgentMessage::ConnectRequest(ConnectRequest {
-                access_token: token["access_token"].as_str().map(str::to_owned),
+                access_token: Some(token),
                 agent_id: Some(AGENT.into()),
                 callback: None,
             });
