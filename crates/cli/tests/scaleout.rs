@@ -364,6 +364,20 @@ fn three_relays_one_fleet() {
             let unique: HashSet<&String> = seen.iter().collect();
             assert_eq!(unique.len(), seen.len(), "device {i} got a message twice");
         }
+        // An agent that leaves is shown disconnected by every process within moments (its
+        // owner withdraws it), not only after the agent timeout (8 s here).
+        let mut agents = agents;
+        agents.remove(0).shutdown().await;
+        let left_at = Instant::now();
+        for r in [0, 2] {
+            while status(&client, &base(r), &tokens[r], 0).await != "disconnected" {
+                assert!(
+                    left_at.elapsed() < Duration::from_secs(3),
+                    "relay {r} still shows agent-0 connected"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         for a in agents {
             a.shutdown().await;
         }

@@ -30,6 +30,17 @@ use crate::store::now_rfc3339;
 /// How long a process counts as alive after its last refresh.
 const PROC_TTL: Duration = Duration::from_secs(2);
 
+/// Sets fields of an agent's record (`ARGV[3..]`, name value pairs) only if process `ARGV[1]`
+/// owns it, or nobody does and `ARGV[2]` is `1`: checked and written in one step, so a process
+/// never overwrites a record another process has just taken.
+const SET_IF_OWNER: &str = r"
+local owner = redis.call('HGET', KEYS[1], 'proc')
+if owner and owner ~= ARGV[1] then return 0 end
+if not owner and ARGV[2] ~= '1' then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+return 1
+";
+
 /// This process's handle on the cluster.
 #[derive(Debug, Clone)]
 pub struct Cluster {
@@ -144,15 +155,6 @@ impl Cluster {
     /// (restarted without persistence); leaves it alone if another process has taken the agent
     /// (this socket is about to be evicted).
     pub async fn seen(&self, agent_id: &str, version: &str) {
-        let mut c = self.conn.clone();
-        let key = agent_key(agent_id);
-        let owner: Option<String> = match c.hget(&key, "proc").await {
-            Ok(o) => o,
-            Err(_) => return,
-        };
-        if owner.as_ref().is_some_and(|o| *o != self.id) {
-            return;
-        }
         let mut fields = vec![
             ("proc", self.id.clone()),
             ("status", "connected".to_owned()),
@@ -162,20 +164,31 @@ impl Cluster {
         if !version.is_empty() {
             fields.push(("version", version.to_owned()));
         }
-        let _ = c.hset_multiple::<_, _, _, ()>(&key, &fields).await;
+        self.set_if_owner(agent_id, true, &fields).await;
     }
 
     /// The agent's socket here closed: it is disconnected, unless another process has it now.
     pub async fn withdraw(&self, agent_id: &str) {
+        let fields = [
+            ("status", "disconnected".to_owned()),
+            ("last_updated", now_rfc3339()),
+        ];
+        self.set_if_owner(agent_id, false, &fields).await;
+    }
+
+    /// [`SET_IF_OWNER`]: writes `fields` if this process owns the agent's record (or, with
+    /// `claim`, nobody does).
+    async fn set_if_owner(&self, agent_id: &str, claim: bool, fields: &[(&str, String)]) {
         let mut c = self.conn.clone();
-        let key = agent_key(agent_id);
-        let owner: Option<String> = c.hget(&key, "proc").await.unwrap_or(None);
-        if owner.as_deref() == Some(self.id.as_str()) {
-            let fields = [
-                ("status", "disconnected".to_owned()),
-                ("last_updated", now_rfc3339()),
-            ];
-            let _ = c.hset_multiple::<_, _, _, ()>(&key, &fields).await;
+        static SCRIPT: std::sync::LazyLock<redis::Script> =
+            std::sync::LazyLock::new(|| redis::Script::new(SET_IF_OWNER));
+        let mut call = SCRIPT.key(agent_key(agent_id));
+        call.arg(&self.id).arg(if claim { "1" } else { "0" });
+        for (name, value) in fields {
+            call.arg(*name).arg(value);
+        }
+        if let Err(e) = call.invoke_async::<i64>(&mut c).await {
+            tracing::warn!(agent = agent_id, error = %e, "cannot update agent presence in Redis");
         }
     }
 
