@@ -13,7 +13,7 @@
 //! `cargo bench -p outpost-benches --bench dicom_store` (dcmtk from `scripts/test` or
 //! `apt-get install dcmtk`); `cargo test --benches` runs one short pass of both.
 
-#[path = "../crates/dicom-scu/tests/dcmtk/mod.rs"]
+#[path = "../crates/dicom-net/tests/dcmtk/mod.rs"]
 mod dcmtk;
 
 use std::path::PathBuf;
@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use dcmtk::{Spec, TempDir, make_file};
-use dicom_scu::{Association, Options, Proposal};
+use dicom_net::{Association, Options, Proposal};
 
 fn is_bench() -> bool {
     std::env::args().any(|a| a == "--bench")
@@ -63,7 +63,7 @@ fn dicom_store(c: &mut Criterion) {
         called_ae: "STORESCP".into(),
         ..Options::default()
     };
-    let mut proposals = Proposal::for_storage([(dcmtk::CT_IMAGE, dicom_scu::uids::EXPLICIT_VR_LE)]);
+    let mut proposals = Proposal::for_storage([(dcmtk::CT_IMAGE, dicom_net::uids::EXPLICIT_VR_LE)]);
     proposals.push(Proposal::verification());
 
     let mut g = c.benchmark_group("dicom_store");

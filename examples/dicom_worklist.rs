@@ -3,10 +3,10 @@
 //! `cargo run -p outpost-examples --example dicom_worklist [HOST:PORT] [CALLED-AE]`
 //! (for instance against dcmtk's `wlmscpfs`).
 
-use dicom_scu::{Association, DataSet, Options, Proposal, uids};
+use dicom_net::{Association, DataSet, Options, Proposal, uids};
 
 #[tokio::main]
-async fn main() -> Result<(), dicom_scu::Error> {
+async fn main() -> Result<(), dicom_net::Error> {
     let mut args = std::env::args().skip(1);
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:11112".into());
     let called_ae = args.next().unwrap_or_else(|| "WLSCP".into());
@@ -29,7 +29,7 @@ async fn main() -> Result<(), dicom_scu::Error> {
     let mut assoc = Association::connect(&addr, &opts, &[Proposal::find(model)]).await?;
     let mut find = assoc.find(model, &query).await?;
     while let Some(item) = find.next().await? {
-        println!("{}", dicom_scu::to_json(&item));
+        println!("{}", dicom_net::to_json(&item));
     }
     if let Some(end) = find.end() {
         eprintln!("{}", end.status);

@@ -3,11 +3,11 @@
 //! and back.
 #![no_main]
 
-use dicom_scu::{DataSet, from_json, to_json, transcode};
+use dicom_net::{DataSet, from_json, to_json, transcode};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = dicom_scu::part10::read_meta(data);
+    let _ = dicom_net::part10::read_meta(data);
     for explicit in [true, false] {
         let Ok(ds) = DataSet::parse(data, explicit) else {
             continue;

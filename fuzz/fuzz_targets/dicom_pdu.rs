@@ -4,8 +4,8 @@
 #![no_main]
 
 use bytes::BytesMut;
-use dicom_scu::dimse::{Command, Reassembler};
-use dicom_scu::pdu::{Pdu, decode, encode};
+use dicom_net::dimse::{Command, Reassembler};
+use dicom_net::pdu::{Pdu, decode, encode};
 use libfuzzer_sys::fuzz_target;
 
 const MAX_PDATA: u32 = 4096;

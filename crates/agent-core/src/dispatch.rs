@@ -190,7 +190,7 @@ async fn astm_push(inner: &Inner, req: &TransmitRequest) -> Result<(String, Stri
 /// Modality Worklist).
 async fn dicom_push(inner: &Inner, req: &TransmitRequest) -> Result<(String, String), String> {
     use base64::Engine;
-    use dicom_scu::{Association, Options, Proposal, uids};
+    use dicom_net::{Association, Options, Proposal, uids};
 
     let url = Url::parse(&req.remote)?;
     let opts = Options {
@@ -210,7 +210,7 @@ async fn dicom_push(inner: &Inner, req: &TransmitRequest) -> Result<(String, Str
                 .map_err(|e| {
                     format!("the body is not base64 ({e}): send the Part 10 file base64-encoded")
                 })?;
-            let (meta, _) = dicom_scu::part10::read_meta(&file).map_err(|e| e.to_string())?;
+            let (meta, _) = dicom_net::part10::read_meta(&file).map_err(|e| e.to_string())?;
             let proposals =
                 Proposal::for_storage([(meta.sop_class.as_str(), meta.transfer_syntax.as_str())]);
             let mut a = Association::connect(&url.addr, &opts, &proposals)
@@ -244,7 +244,7 @@ async fn dicom_push(inner: &Inner, req: &TransmitRequest) -> Result<(String, Str
         } else if req.content_type == CONTENT_TYPE_DICOM_JSON {
             let json: serde_json::Value = serde_json::from_str(&req.body)
                 .map_err(|e| format!("the body is not JSON: {e}"))?;
-            let query = dicom_scu::from_json(&json).map_err(|e| e.to_string())?;
+            let query = dicom_net::from_json(&json).map_err(|e| e.to_string())?;
             let level = query.string(0x0008_0052);
             let model = match (url.get("model"), level.as_deref()) {
                 (Some("patient"), _) | (None, Some("PATIENT")) => uids::PATIENT_ROOT_FIND,
@@ -274,7 +274,7 @@ async fn dicom_push(inner: &Inner, req: &TransmitRequest) -> Result<(String, Str
                     .unwrap_or_default();
                 return Err(format!("{peer}: C-FIND failed: {}{comment}", end.status));
             }
-            let array: Vec<serde_json::Value> = matches.iter().map(dicom_scu::to_json).collect();
+            let array: Vec<serde_json::Value> = matches.iter().map(dicom_net::to_json).collect();
             Ok((
                 CONTENT_TYPE_DICOM_JSON.to_owned(),
                 serde_json::Value::Array(array).to_string(),

@@ -386,7 +386,7 @@ async fn agent_status_off_refuses_pushes() {
     assert!(err.contains("Agent.status is 'off'"), "{err}");
 }
 
-#[path = "../../dicom-scu/tests/dcmtk/mod.rs"]
+#[path = "../../dicom-net/tests/dcmtk/mod.rs"]
 mod dcmtk;
 
 fn put_device(w: &World, id: &str, url: &str) {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand, ValueEnum};
-use dicom_scu::{Association, DataSet, Error, Options, Proposal, StatusKind, uids};
+use dicom_net::{Association, DataSet, Error, Options, Proposal, StatusKind, uids};
 use serde_json::Value as Json;
 
 use crate::exit;
@@ -200,13 +200,13 @@ fn collect_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// The meta group of a file (its first 64 KiB are enough).
-fn file_meta(path: &Path) -> Result<dicom_scu::part10::FileMeta, String> {
+fn file_meta(path: &Path) -> Result<dicom_net::part10::FileMeta, String> {
     use std::io::Read;
     let mut head = Vec::new();
     std::fs::File::open(path)
         .and_then(|f| f.take(64 << 10).read_to_end(&mut head))
         .map_err(|e| e.to_string())?;
-    dicom_scu::part10::read_meta(&head)
+    dicom_net::part10::read_meta(&head)
         .map(|(m, _)| m)
         .map_err(|e| e.to_string())
 }
@@ -439,10 +439,10 @@ async fn find(
                 Ok(Some(m)) => {
                     n += 1;
                     if json {
-                        matches.push(dicom_scu::to_json(&m));
+                        matches.push(dicom_net::to_json(&m));
                     } else {
                         writeln!(out, "Match {n}")?;
-                        print_json(&mut out, &dicom_scu::to_json(&m), 1)?;
+                        print_json(&mut out, &dicom_net::to_json(&m), 1)?;
                         out.flush()?;
                     }
                     if limit.is_some_and(|l| n >= l)
@@ -498,7 +498,7 @@ fn print_json(out: &mut impl Write, ds: &Json, depth: usize) -> std::io::Result<
     let pad = "  ".repeat(depth);
     for (key, attr) in obj {
         let tag = u32::from_str_radix(key, 16).unwrap_or(0);
-        let name = dicom_scu::dict::keyword_of(tag).unwrap_or("?");
+        let name = dicom_net::dict::keyword_of(tag).unwrap_or("?");
         let vr = attr["vr"].as_str().unwrap_or("UN");
         let head = format!("{pad}({:04X},{:04X}) {vr} {name}", tag >> 16, tag & 0xFFFF);
         if vr == "SQ" {

@@ -1,6 +1,6 @@
 //! `outpost dicom echo|store|find` against dcmtk's servers.
 
-#[path = "../../dicom-scu/tests/dcmtk/mod.rs"]
+#[path = "../../dicom-net/tests/dcmtk/mod.rs"]
 mod dcmtk;
 mod support;
 

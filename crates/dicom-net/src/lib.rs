@@ -14,7 +14,7 @@
 //!   file), find (matches streamed, C-CANCEL), release, abort, with ACSE and DIMSE timeouts.
 //!
 //! ```
-//! use dicom_scu::{DataSet, dict, from_json, to_json};
+//! use dicom_net::{DataSet, dict, from_json, to_json};
 //!
 //! // A Study Root query: matching keys with values, return keys empty.
 //! let mut q = DataSet::default();
@@ -29,14 +29,14 @@
 //! let mut wire = Vec::new();
 //! q.write(false, &mut wire);
 //! assert_eq!(DataSet::parse(&wire, false)?, q);
-//! # Ok::<(), dicom_scu::Error>(())
+//! # Ok::<(), dicom_net::Error>(())
 //! ```
 //!
 //! Against an SCP (here dcmtk's `storescp`):
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), dicom_scu::Error> {
-//! use dicom_scu::{Association, Options, Proposal};
+//! # async fn run() -> Result<(), dicom_net::Error> {
+//! use dicom_net::{Association, Options, Proposal};
 //!
 //! let opts = Options { called_ae: "STORESCP".into(), ..Options::default() };
 //! let files = [("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1")];

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use dicom_scu::pdu::{self, Associate, Pdu, PresentationContext, UserInfo};
-use dicom_scu::{Association, Error, Options, Proposal, uids};
+use dicom_net::pdu::{self, Associate, Pdu, PresentationContext, UserInfo};
+use dicom_net::{Association, Error, Options, Proposal, uids};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -5,7 +5,7 @@ mod dcmtk;
 use std::time::{Duration, Instant};
 
 use dcmtk::{CT_IMAGE, Spec, TempDir, data_set_of, make_file};
-use dicom_scu::{
+use dicom_net::{
     Association, DataSet, Element, Error, Options, Proposal, StatusKind, Value, dict, uids,
 };
 
@@ -22,7 +22,7 @@ fn storage_proposals(files: &[&std::path::Path]) -> Vec<Proposal> {
         .iter()
         .map(|f| {
             let b = std::fs::read(f).unwrap();
-            dicom_scu::part10::read_meta(&b).unwrap().0
+            dicom_net::part10::read_meta(&b).unwrap().0
         })
         .collect();
     let mut p = Proposal::for_storage(

@@ -215,7 +215,7 @@ pub fn make_file(dir: &Path, name: &str, explicit: bool, spec: &Spec) -> PathBuf
 /// The data set bytes of a Part 10 file (after the meta group) and its transfer syntax.
 pub fn data_set_of(path: &Path) -> (String, Vec<u8>) {
     let bytes = std::fs::read(path).unwrap();
-    let (meta, offset) = dicom_scu::part10::read_meta(&bytes).unwrap();
+    let (meta, offset) = dicom_net::part10::read_meta(&bytes).unwrap();
     (meta.transfer_syntax, bytes[offset..].to_vec())
 }
 
