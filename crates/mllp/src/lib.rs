@@ -8,10 +8,13 @@
 //! - [`DelimitedFramer`] does the same for other `start … end` byte framings (the byte-stream
 //!   channels of the Medplum agent).
 //! - [`Connection`] sends a message and waits for the acknowledgement whose MSA-2 matches its
-//!   MSH-10; [`Pool`] keeps connections per destination, capped.
+//!   MSH-10; [`Pool`] keeps connections per destination, capped. Neither rewrites a message: a
+//!   message whose segments end with `\r` goes out byte for byte, and one with `\n` or `\r\n`
+//!   terminators gets `\r` in their place and no other change ([`hl7v2::Message::to_wire`]).
 //! - [`Server`] accepts connections and hands each message to a [`Handler`]; [`acks_for`] builds
 //!   the acknowledgements MSH-15/MSH-16 ask for, and a message that does not parse is answered
-//!   with AR ([`reject`]).
+//!   with AR ([`reject`]): its control ID in MSA-2 whenever the header can be read, the HL7
+//!   table 0357 code that fits the fault in ERR-3, and the fault in ERR-8 and MSA-3.
 //!
 //! The crate moves bytes. Character sets are the caller's: encode text with
 //! [`hl7v2::Charset::encode`] before sending and decode what arrives with

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
-use hl7v2::{AckCode, AckError, AckMode, AckOptions, Message, Outcome, Timestamp, build_ack};
+use hl7v2::{
+    AckCode, AckError, AckMode, AckOptions, Message, Outcome, Timestamp, build_ack, build_reject,
+};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, Semaphore, watch};
@@ -133,22 +135,13 @@ fn next_control_id() -> String {
     format!("{}{:04}", chrono::Utc::now().timestamp_millis(), n % 10_000)
 }
 
-/// The AR (application reject) for a frame that is not a readable message. When its header can
-/// be read, the ACK answers it (MSA-2 its control ID); otherwise it is a bare ACK.
-pub fn reject(frame: &[u8], reason: &str) -> Vec<u8> {
-    let error = Some(AckError::new(100, reason));
-    let header_end = memchr::memchr2(b'\r', b'\n', frame).unwrap_or(frame.len());
-    let mut opts = ack_options(Some(reason.to_owned()));
-    opts.error = error;
-    if let Ok(header) = Message::parse(&frame[..header_end]) {
-        return build_ack(&header, AckCode::AR, &opts);
-    }
-    let bare = b"MSH|^~\\&|||||||ACK||P|2.5\r";
-    // A constant that parses.
-    match Message::parse(bare) {
-        Ok(msg) => build_ack(&msg, AckCode::AR, &opts),
-        Err(_) => Vec::new(),
-    }
+/// The AR (application reject) for a frame that is not a readable message, with `error` in its
+/// ERR segment and MSA-3 (see [`hl7v2::build_reject`]): MSA-2 is the frame's control ID
+/// whenever its header can be read, even when MSH-2 cannot.
+pub fn reject(frame: &[u8], error: AckError) -> Vec<u8> {
+    let mut opts = ack_options(Some(error.text.clone()));
+    opts.error = Some(error);
+    build_reject(frame, AckCode::AR, &opts)
 }
 
 /// An MLLP server. Dropping it does not stop it; call [`Server::shutdown`].
@@ -260,22 +253,18 @@ async fn serve<H: Handler>(
                 Ok(Some(frame)) => frame.freeze(),
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "bad frame");
-                    writer
-                        .lock()
-                        .await
-                        .send(reject(b"", &e.to_string()))
-                        .await?;
+                    // The frame was over the limit and is gone: no header to answer, and the
+                    // fault is the receiver's limit (table 0357: application internal error).
+                    let error = AckError::new(207, e.to_string());
+                    writer.lock().await.send(reject(b"", error)).await?;
                     continue;
                 }
             };
             deadline = None;
             if let Err(e) = Message::parse(&frame) {
                 tracing::warn!(%peer, error = %e, "rejecting a message that does not parse");
-                writer
-                    .lock()
-                    .await
-                    .send(reject(&frame, &e.to_string()))
-                    .await?;
+                let error = AckError::for_parse_error(&e);
+                writer.lock().await.send(reject(&frame, error)).await?;
                 continue;
             }
             handler
