@@ -143,29 +143,6 @@ fn resends_and_errors() {
     ));
 }
 
-/// The two messages labmcp-astm-lis's analyzer simulator sends, as its `default_messages`
-/// builds them (a CBC with 20 results and a chemistry panel), at a fixed time.
-pub fn labmcp_messages() -> Vec<String> {
-    let venv = std::env::var("OUTPOST_LABMCP")
-        .expect("OUTPOST_LABMCP is not set: run `source scripts/peers.sh && ensure_peers` first");
-    let out = std::process::Command::new(format!("{venv}/bin/python"))
-        .args([
-            "-c",
-            "import json; from datetime import datetime; \
-             from labmcp_astm_lis.simulator import default_messages; \
-             print(json.dumps(default_messages(datetime(2026, 1, 2, 3, 4, 5))))",
-        ])
-        .output()
-        .expect("run labmcp-astm-lis");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let messages: Vec<Vec<String>> = serde_json::from_slice(&out.stdout).unwrap();
-    messages.into_iter().map(|m| m.join("\r") + "\r").collect()
-}
-
 #[test]
 fn labmcp_simulator_messages_convert() {
     let messages = labmcp_messages();

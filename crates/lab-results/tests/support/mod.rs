@@ -266,3 +266,45 @@ pub fn resolve<'a>(bundle: &'a Value, reference: &Value) -> &'a Value {
         .find(|e| e["fullUrl"] == url)
         .unwrap_or_else(|| panic!("{url} is not in the Bundle"))["resource"]
 }
+
+/// The HL7 messages of `corpus/hl7v2/fhir-converter/`, by file name.
+pub fn corpus() -> Vec<(String, Vec<u8>)> {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../corpus/hl7v2/fhir-converter"
+    );
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "hl7"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The two messages labmcp-astm-lis's analyzer simulator sends, as its `default_messages`
+/// builds them (a CBC with 20 results and a chemistry panel), at a fixed time.
+pub fn labmcp_messages() -> Vec<String> {
+    let venv = std::env::var("OUTPOST_LABMCP")
+        .expect("OUTPOST_LABMCP is not set: run `source scripts/peers.sh && ensure_peers` first");
+    let out = std::process::Command::new(format!("{venv}/bin/python"))
+        .args([
+            "-c",
+            "import json; from datetime import datetime; \
+             from labmcp_astm_lis.simulator import default_messages; \
+             print(json.dumps(default_messages(datetime(2026, 1, 2, 3, 4, 5))))",
+        ])
+        .output()
+        .expect("run labmcp-astm-lis");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let messages: Vec<Vec<String>> = serde_json::from_slice(&out.stdout).unwrap();
+    messages.into_iter().map(|m| m.join("\r") + "\r").collect()
+}
