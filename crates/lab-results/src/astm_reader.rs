@@ -272,7 +272,6 @@ impl Walk<'_> {
             observations: Vec::new(),
             notes: Vec::new(),
             key: ReportKey::new("", "", "", "", KeySource::Message),
-            location: at(1),
         };
         let number = [
             (specimen_id, KeySource::Specimen),

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::codes::{UCUM, V2_0203};
 use crate::dates::DateTime;
-use crate::key::token_search;
+use crate::key::search_param;
 use crate::model::{
     Attachment, Concept, Decimal, Ident, Note, Obs, ObsValue, OrderNumber, OrderRole, Party,
     Patient, Quantity, RefRange, Results, Specimen,
@@ -303,7 +303,7 @@ fn based_on(
     let Some((number, system)) = order else {
         return (Value::Null, None);
     };
-    let search = token_search("identifier", system.as_deref(), &number.value);
+    let search = search_param("identifier", system.as_deref(), &number.value);
     let mut id = Map::new();
     match number.role {
         OrderRole::Placer => put(&mut id, "type", type_concept("PLAC")),
@@ -345,7 +345,19 @@ impl Writer<'_> {
             .iter()
             .find(|i| i.type_code.as_deref() == Some("MR"))
             .or(p.identifiers.first())?;
-        let search = token_search("identifier", chosen.system.as_deref(), &chosen.value);
+        let mut search = search_param("identifier", chosen.system.as_deref(), &chosen.value);
+        if chosen.system.is_none() {
+            // A bare value may be another facility's number for another person: the match must
+            // also have this birth date and family name, or a new Patient is created.
+            if let Some(b) = &p.birth_date {
+                search.push('&');
+                search.push_str(&search_param("birthdate", None, b));
+            }
+            if let Some(f) = p.names.iter().find_map(|n| n.family.as_ref()) {
+                search.push('&');
+                search.push_str(&search_param("family", None, f));
+            }
+        }
         let mut m = Map::new();
         put(&mut m, "resourceType", json!("Patient"));
         put(
@@ -416,8 +428,8 @@ impl Writer<'_> {
     /// contained in its reports instead).
     fn specimen(&mut self, s: &Specimen, subject: Option<&String>) -> Option<String> {
         let search = match (&s.accession, s.identifiers.first()) {
-            (Some(a), _) => token_search("accession", a.system.as_deref(), &a.value),
-            (None, Some(i)) => token_search("identifier", i.system.as_deref(), &i.value),
+            (Some(a), _) => search_param("accession", a.system.as_deref(), &a.value),
+            (None, Some(i)) => search_param("identifier", i.system.as_deref(), &i.value),
             (None, None) => return None,
         };
         let url = self.full_url();
@@ -521,7 +533,7 @@ impl Writer<'_> {
             .collect();
         put(&mut m, "component", Value::Array(components));
         let url = self.full_url();
-        let search = token_search("identifier", Some(OBSERVATION_KEY_SYSTEM), &key);
+        let search = search_param("identifier", Some(OBSERVATION_KEY_SYSTEM), &key);
         self.entries
             .push(entry(&url, Value::Object(m), Some(search)));
         url

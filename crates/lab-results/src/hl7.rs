@@ -287,7 +287,6 @@ impl<'m> Walk<'m, '_> {
             observations: Vec::new(),
             notes: Vec::new(),
             key: ReportKey::new("", "", "", "", KeySource::Message),
-            location: at(1),
         };
         if self.specimen_groups
             && let Some(s) = self.specimen

@@ -23,8 +23,9 @@ fn fhir_escape(s: &str) -> String {
     out
 }
 
-/// `param=[system|]value`, escaped for FHIR and percent-encoded for a URL query.
-pub(crate) fn token_search(param: &str, system: Option<&str>, value: &str) -> String {
+/// `param=[system|]value` (or a plain value for a string or date parameter), escaped for FHIR
+/// and percent-encoded for a URL query.
+pub(crate) fn search_param(param: &str, system: Option<&str>, value: &str) -> String {
     let token = match system {
         Some(s) => format!("{}|{}", fhir_escape(s), fhir_escape(value)),
         None => fhir_escape(value),
@@ -81,7 +82,7 @@ impl ReportKey {
     /// The search that finds the report: `identifier=<REPORT_KEY_SYSTEM>|<value>`, encoded for
     /// a URL query (the `ifNoneExist` of the report's entry).
     pub fn search(&self) -> String {
-        token_search("identifier", Some(REPORT_KEY_SYSTEM), &self.value)
+        search_param("identifier", Some(REPORT_KEY_SYSTEM), &self.value)
     }
 
     /// The key of result `n` (1-based, in message order) of this report
@@ -92,7 +93,7 @@ impl ReportKey {
 
     /// The search that finds result `n` of this report.
     pub fn observation_search(&self, n: usize) -> String {
-        token_search(
+        search_param(
             "identifier",
             Some(OBSERVATION_KEY_SYSTEM),
             &self.observation(n),
@@ -107,11 +108,11 @@ mod tests {
     #[test]
     fn searches_are_escaped_and_encoded() {
         assert_eq!(
-            token_search("identifier", None, "MRN 1"),
+            search_param("identifier", None, "MRN 1"),
             "identifier=MRN%201"
         );
         assert_eq!(
-            token_search("identifier", Some("urn:oid:1.2"), "a|b,c$d\\e"),
+            search_param("identifier", Some("urn:oid:1.2"), "a|b,c$d\\e"),
             "identifier=urn%3Aoid%3A1.2%7Ca%5C%7Cb%5C%2Cc%5C%24d%5C%5Ce"
         );
         let k = ReportKey::new(

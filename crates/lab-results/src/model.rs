@@ -3,7 +3,6 @@
 
 use serde_json::Number;
 
-use crate::Location;
 use crate::dates::DateTime;
 
 /// A FHIR `Coding`.
@@ -245,8 +244,6 @@ pub(crate) struct Report {
     pub notes: Vec<Note>,
     /// The duplicate-detection key (see `ReportKey`).
     pub key: crate::ReportKey,
-    /// Where the report starts (its OBR or O), for errors found later.
-    pub location: Location,
 }
 
 /// Everything one message says.

@@ -33,7 +33,11 @@ fn records_become_reports_and_results() {
 
     let entries = c.bundle["entry"].as_array().unwrap();
     let patient = &entries[0];
-    assert_eq!(patient["request"]["ifNoneExist"], "identifier=PAT-000982");
+    // No identifier system: the birth date and family name must match too.
+    assert_eq!(
+        patient["request"]["ifNoneExist"],
+        "identifier=PAT-000982&birthdate=1957-12-30&family=Roe"
+    );
     assert_eq!(
         patient["resource"]["name"][0],
         json!({"family": "Roe", "given": ["Richard", "A"]})

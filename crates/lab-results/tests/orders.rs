@@ -11,25 +11,45 @@ use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 use support::*;
 
-/// FHIR token search on `identifier` / `accession` as a server runs it: `system|value` needs
-/// both to match, a bare value matches any system.
+/// A FHIR search as a server runs it, for the parameters these Bundles use: `identifier` /
+/// `accession` (token: `system|value` needs both to match, a bare value matches any system),
+/// `birthdate` (exact date), `family` (case-insensitive prefix); `&` between them.
 fn finds(search: &str, resource: &Value) -> bool {
-    let (param, token) = search.split_once('=').unwrap();
-    let token = percent_decode_str(token).decode_utf8().unwrap();
-    let (system, value) = match token.split_once('|') {
-        Some((s, v)) => (Some(s.to_owned()), v.to_owned()),
-        None => (None, token.into_owned()),
-    };
-    let ids: Vec<&Value> = match param {
-        "identifier" => resource["identifier"]
-            .as_array()
-            .map(|a| a.iter().collect())
-            .unwrap_or_default(),
-        "accession" => vec![&resource["accessionIdentifier"]],
-        other => panic!("search parameter {other}"),
-    };
-    ids.iter().any(|i| {
-        i["value"] == value.as_str() && system.as_ref().is_none_or(|s| i["system"] == s.as_str())
+    search.split('&').all(|param| {
+        let (param, token) = param.split_once('=').unwrap();
+        let token = percent_decode_str(token)
+            .decode_utf8()
+            .unwrap()
+            .into_owned();
+        match param {
+            "birthdate" => resource["birthDate"] == token.as_str(),
+            "family" => resource["name"].as_array().unwrap().iter().any(|n| {
+                n["family"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_lowercase()
+                    .starts_with(&token.to_lowercase())
+            }),
+            "identifier" | "accession" => {
+                let (system, value) = match token.split_once('|') {
+                    Some((s, v)) => (Some(s.to_owned()), v.to_owned()),
+                    None => (None, token.clone()),
+                };
+                let ids: Vec<&Value> = if param == "identifier" {
+                    resource["identifier"]
+                        .as_array()
+                        .map(|a| a.iter().collect())
+                        .unwrap_or_default()
+                } else {
+                    vec![&resource["accessionIdentifier"]]
+                };
+                ids.iter().any(|i| {
+                    i["value"] == value.as_str()
+                        && system.as_ref().is_none_or(|s| i["system"] == s.as_str())
+                })
+            }
+            other => panic!("search parameter {other}"),
+        }
     })
 }
 
@@ -237,4 +257,38 @@ fn astm_result_finds_the_order_and_its_specimen() {
     )
     .unwrap();
     assert!(finds(c.reports[0].order_search.as_deref().unwrap(), &sr));
+}
+
+#[test]
+fn a_bare_patient_number_must_match_birth_date_and_name_too() {
+    // PID-3 without a system: another facility's MRN-777 is another person.
+    let msg = "MSH|^~\\&|LIS|LAB|OUTPOST||20240301110000+0100||ORU^R01|R-1|P|2.5\r\
+PID|1||MRN-777^^^HOSP^MR||Doe^Jane||19800203|F\r\
+OBR|1|PL-42|LAB-555|2345-7^Glucose^LN|||20240301093000+0100\r\
+OBX|1|NM|2345-7^Glucose^LN||5.4|mmol/L|||||F\r";
+    let c = convert(msg.as_bytes(), Format::Hl7, &Options::default()).unwrap();
+    let search = c.bundle["entry"][0]["request"]["ifNoneExist"]
+        .as_str()
+        .unwrap();
+    assert_eq!(search, "identifier=MRN-777&birthdate=1980-02-03&family=Doe");
+    let mut ours = patient();
+    ours["identifier"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("system");
+    assert!(finds(search, &ours));
+    let mut someone_else = ours.clone();
+    someone_else["birthDate"] = json!("1955-07-01");
+    assert!(!finds(search, &someone_else));
+    // With the assigning authority's system configured, the identifier alone decides.
+    let opts = Options {
+        assigner_systems: [("HOSP".to_owned(), "urn:oid:1.2.3.4".to_owned())].into(),
+        ..Options::default()
+    };
+    let c = convert(msg.as_bytes(), Format::Hl7, &opts).unwrap();
+    let search = c.bundle["entry"][0]["request"]["ifNoneExist"]
+        .as_str()
+        .unwrap();
+    assert_eq!(search, "identifier=urn%3Aoid%3A1.2.3.4%7CMRN-777");
+    assert!(finds(search, &patient()));
 }
