@@ -208,9 +208,12 @@ impl<'m> Walk<'m, '_> {
             d.placer = d.placer.take().or(placer);
             d.filler = d.filler.take().or(filler);
             d.has_orc = true;
+            self.last = Last::Report;
             return;
         }
         self.orc = Some((seg, n));
+        // A note here would be on an order whose report has not started.
+        self.last = Last::None;
     }
 
     /// ORC-2 / ORC-3, or OBR-2 / OBR-3.
