@@ -13,7 +13,6 @@ use astm::{Message, Record};
 
 use crate::codes;
 use crate::dates::{self, DateTime};
-use crate::hl7::settle_statuses;
 use crate::hl7_types::{clean_code, clean_text};
 use crate::key::{KeySource, ReportKey};
 use crate::model::{
@@ -254,14 +253,7 @@ impl Walk<'_> {
                 )
             }),
             code,
-            categories: vec![Concept {
-                codings: vec![Coding {
-                    system: Some("http://terminology.hl7.org/CodeSystem/v2-0074".into()),
-                    code: "LAB".into(),
-                    ..Coding::default()
-                }],
-                text: None,
-            }],
+            categories: vec![Concept::service_section(String::new())],
             status: codes::astm_report_status(&self.code(rec, 26, 1, 1)),
             effective: collected,
             effective_end: None,
@@ -324,19 +316,7 @@ impl Walk<'_> {
         })?;
         let interpretation = (1..=self.repeats(rec, 7))
             .map(|r| self.code(rec, 7, r, 1))
-            .filter(|c| !c.is_empty())
-            .map(|c| match codes::interpretation(&c) {
-                Some((system, code, display)) => Concept {
-                    codings: vec![Coding {
-                        system: Some(system.into()),
-                        code: code.into(),
-                        display: Some(display.into()),
-                        version: None,
-                    }],
-                    text: None,
-                },
-                None => Concept::text(c),
-            })
+            .filter_map(|c| Concept::interpretation(c, String::new()))
             .collect();
         let completed = self.code(rec, 13, 1, 1);
         let operator = self.code(rec, 11, 1, 1);
@@ -440,7 +420,7 @@ impl Walk<'_> {
                     }
                     all
                 });
-            settle_statuses(&mut report);
+            report.settle_statuses();
             self.out.reports.push(report);
         }
         self.out

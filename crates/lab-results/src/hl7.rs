@@ -15,8 +15,7 @@ use crate::dates::{self, DateTime};
 use crate::hl7_types::Reader;
 use crate::key::{KeySource, ReportKey};
 use crate::model::{
-    Coding, Concept, Ident, Note, Obs, ObsValue, OrderNumber, OrderRole, Patient, Report, Results,
-    Specimen,
+    Concept, Ident, Note, Obs, ObsValue, OrderNumber, OrderRole, Patient, Report, Results, Specimen,
 };
 use crate::values;
 use crate::{Error, Location, Options};
@@ -247,19 +246,7 @@ impl<'m> Walk<'m, '_> {
             filler = filler.or(f);
             has_orc = true;
         }
-        let category = r.code(seg.field(24).component(1));
-        let categories = vec![Concept {
-            codings: vec![Coding {
-                system: Some("http://terminology.hl7.org/CodeSystem/v2-0074".into()),
-                code: if category.is_empty() {
-                    "LAB".into()
-                } else {
-                    category
-                },
-                ..Coding::default()
-            }],
-            text: None,
-        }];
+        let categories = vec![Concept::service_section(r.code(seg.field(24).component(1)))];
         let effective = self.date_time(seg.field(7), at(7))?;
         let time = [22, 7]
             .iter()
@@ -397,26 +384,7 @@ impl<'m> Walk<'m, '_> {
         let interpretation = seg
             .field(8)
             .repetitions()
-            .filter_map(|v| {
-                let code = r.code(v.component(1));
-                match codes::interpretation(&code) {
-                    Some((system, c, display)) => Some(Concept {
-                        codings: vec![Coding {
-                            system: Some(system.into()),
-                            code: c.into(),
-                            display: Some(display.into()),
-                            version: None,
-                        }],
-                        text: None,
-                    }),
-                    None if code.is_empty() => None,
-                    // Not in table 0078: kept as text.
-                    None => {
-                        let text = r.text(v.component(2));
-                        Some(Concept::text(if text.is_empty() { code } else { text }))
-                    }
-                }
-            })
+            .filter_map(|v| Concept::interpretation(r.code(v.component(1)), r.text(v.component(2))))
             .collect();
         let method = r.concept(|i| seg.field(17).component(i));
         let mut performers: Vec<_> = seg
@@ -697,7 +665,7 @@ impl<'m> Walk<'m, '_> {
                     KeySource::Message,
                 ),
             };
-            settle_statuses(&mut report);
+            report.settle_statuses();
             self.out.reports.push(report);
         }
         for (obs, _) in &mut self.out.loose {
@@ -723,17 +691,4 @@ fn key(id: &Ident, code: &str, time: &str, source: KeySource) -> ReportKey {
         time,
         source,
     )
-}
-
-/// A report without a status takes one from its results; results without one take the
-/// report's.
-pub(crate) fn settle_statuses(report: &mut Report) {
-    let status = report.status.unwrap_or_else(|| {
-        codes::derived_report_status(report.observations.iter().filter_map(|o| o.status))
-    });
-    report.status = Some(status);
-    for o in &mut report.observations {
-        o.status
-            .get_or_insert(codes::observation_status_of_report(status));
-    }
 }

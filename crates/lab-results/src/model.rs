@@ -32,6 +32,36 @@ impl Concept {
             text: Some(text),
         }
     }
+
+    /// An abnormal flag (table 0078, ASTM R.7) as an ObservationInterpretation; one outside the
+    /// table as `text` (its description `text`, else the code). `None` when empty.
+    pub fn interpretation(code: String, text: String) -> Option<Concept> {
+        match crate::codes::interpretation(&code) {
+            Some((system, c, display)) => Some(Concept {
+                codings: vec![Coding {
+                    system: Some(system.into()),
+                    code: c.into(),
+                    display: Some(display.into()),
+                    version: None,
+                }],
+                text: None,
+            }),
+            None if code.is_empty() => None,
+            None => Some(Concept::text(if text.is_empty() { code } else { text })),
+        }
+    }
+
+    /// A diagnostic service section (v2-0074; `LAB` when empty).
+    pub fn service_section(code: String) -> Concept {
+        Concept {
+            codings: vec![Coding {
+                system: Some("http://terminology.hl7.org/CodeSystem/v2-0074".into()),
+                code: if code.is_empty() { "LAB".into() } else { code },
+                ..Coding::default()
+            }],
+            text: None,
+        }
+    }
 }
 
 /// A FHIR `Identifier`.
@@ -244,6 +274,21 @@ pub(crate) struct Report {
     pub notes: Vec<Note>,
     /// The duplicate-detection key (see `ReportKey`).
     pub key: crate::ReportKey,
+}
+
+impl Report {
+    /// A report without a status takes one from its results; results without one take the
+    /// report's.
+    pub fn settle_statuses(&mut self) {
+        let status = self.status.unwrap_or_else(|| {
+            crate::codes::derived_report_status(self.observations.iter().filter_map(|o| o.status))
+        });
+        self.status = Some(status);
+        for o in &mut self.observations {
+            o.status
+                .get_or_insert(crate::codes::observation_status_of_report(status));
+        }
+    }
 }
 
 /// Everything one message says.
