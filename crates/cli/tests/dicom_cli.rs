@@ -291,6 +291,9 @@ fn push_a_dicom_file_through_relay_and_agent() {
         },
     );
     let scp = dcmtk::storescp(dir.path(), &[], &[]);
+    // A PACS that takes Implicit VR Little Endian only: what the field sends must be converted.
+    let xi_dir = TempDir::new("cli-push-xi");
+    let scp_xi = dcmtk::storescp(xi_dir.path(), &["+xi"], &[]);
     let agent_id = "dicom-agent";
     let bundle = serde_json::json!({"resourceType": "Bundle", "type": "collection", "entry": [
         {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret"}},
@@ -300,6 +303,8 @@ fn push_a_dicom_file_through_relay_and_agent() {
         {"resource": {"resourceType": "Agent", "id": agent_id, "name": "DICOM agent", "status": "active"}},
         {"resource": {"resourceType": "Device", "id": "pacs",
             "url": format!("dicom://127.0.0.1:{}?calledAet=STORESCP&callingAet=OUTPOST", scp.port)}},
+        {"resource": {"resourceType": "Device", "id": "pacs-xi",
+            "url": format!("dicom://127.0.0.1:{}?calledAet=STORESCP&callingAet=OUTPOST", scp_xi.port)}},
     ]});
     let bundle_path = dir.path().join("bundle.json");
     std::fs::write(&bundle_path, bundle.to_string()).unwrap();
@@ -360,6 +365,53 @@ fn push_a_dicom_file_through_relay_and_agent() {
         serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(v["status"], "0x0000");
     assert_eq!(v["sopInstanceUid"], "2.25.601");
+
+    // Files as the field has them, pushed to the Implicit-only PACS: odd Pixel Data (case 08),
+    // a private UN sequence (case 10), no meta header and Big Endian, Deflate.
+    let corpus = dcmtk::pydicom_test_files();
+    let field = [
+        dcmtk::case_file("08-odd-pixel.dcm"),
+        dcmtk::case_file("10-un-undefined.dcm"),
+        corpus.join("ExplVR_BigEndNoMeta.dcm"),
+        corpus.join("image_dfl.dcm"),
+        corpus.join("MR_small_bigendian.dcm"),
+    ];
+    let mut pairs = Vec::new();
+    for f in &field {
+        let mut cmd = outpost();
+        cmd.args([
+            "push",
+            agent_id,
+            "--destination",
+            "Device/pacs-xi",
+            "--content-type",
+            "application/dicom",
+            "--wait",
+            "--file",
+        ])
+        .arg(f)
+        .args([
+            "--base-url",
+            &base,
+            "--client-id",
+            "caller",
+            "--client-secret",
+            "caller-secret",
+        ]);
+        let (code, out, err) = run("outpost push", cmd, LIMIT);
+        assert_eq!(code, 0, "{}: {out}{err}", f.display());
+        let v: serde_json::Value =
+            serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert_eq!(v["status"], "0x0000", "{v}");
+        assert_eq!(v["transferSyntaxUid"], "1.2.840.10008.1.2", "{v}");
+        let inst = v["sopInstanceUid"].as_str().unwrap();
+        let got = dcmtk::stored(xi_dir.path(), inst);
+        let keep = xi_dir.path().join(f.file_name().unwrap());
+        std::fs::rename(got, &keep).unwrap();
+        pairs.push((f.clone(), keep));
+    }
+    let diffs = dcmtk::pydicom_differences(&pairs);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
     let stored = dir.path().join("in/CT.2.25.601");
     assert_eq!(dcmtk::data_set_of(&stored).1, dcmtk::data_set_of(&file).1);
     std::fs::remove_file(&stored).unwrap();

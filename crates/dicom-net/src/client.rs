@@ -117,9 +117,10 @@ impl Proposal {
     }
 
     /// Proposals to store files of these (SOP class, transfer syntax) pairs: for each SOP class,
-    /// one context per transfer syntax the files use, plus Explicit and Implicit VR LE for
-    /// files that convert to them without loss (uncompressed, Deflate, Big Endian). One context
-    /// per syntax lets each file go out as it is.
+    /// one context per transfer syntax the files use, plus Explicit and Implicit VR LE, which
+    /// uncompressed, deflated and big-endian files convert to without loss (for a compressed
+    /// file they tell what the SCP would take, for the refusal to say). One context per syntax
+    /// lets each file go out as it is.
     pub fn for_storage<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<Proposal> {
         let mut out: Vec<Proposal> = Vec::new();
         let mut push = |sop: &str, ts: &str| {
@@ -132,10 +133,8 @@ impl Proposal {
         };
         for (sop, ts) in files {
             push(sop, ts);
-            if uids::syntax(ts).convertible() {
-                push(sop, uids::EXPLICIT_VR_LE);
-                push(sop, uids::IMPLICIT_VR_LE);
-            }
+            push(sop, uids::EXPLICIT_VR_LE);
+            push(sop, uids::IMPLICIT_VR_LE);
         }
         out
     }

@@ -94,8 +94,15 @@ def compare(a, b, path, out):
                 out.append(f"{path}{t}: {bytes_a[:32]!r} vs {bytes_b[:32]!r}")
             continue
         va, vb = a[t].value, b[t].value
-        if str(va).rstrip("\0 ") != str(vb).rstrip("\0 "):
+        if text(va) != text(vb):
             out.append(f"{path}{t}: {va!r} vs {vb!r}")
+
+
+def text(v) -> str:
+    """A decoded value as text; an empty value (None, '', b'') is ''."""
+    if v is None or v == b"" or v == "":
+        return ""
+    return str(v).rstrip("\0 ")
 
 
 def is_seq(ds, tag):
