@@ -318,6 +318,133 @@ impl DataSet {
     }
 }
 
+/// Builds a [`DataSet`] from a data set's bytes as they arrive (a C-STORE being received),
+/// leaving out Pixel Data and any value longer than `max_value`: what DICOM JSON of a received
+/// object needs, in memory bounded by what is kept, whatever the size of the object.
+#[derive(Debug)]
+pub struct DataSetStream {
+    reader: ElementReader,
+    inflater: Option<crate::Inflater>,
+    raw: Vec<u8>,
+    pending: Vec<u8>,
+    builder: Builder,
+    skip: u64,
+    max_value: u32,
+    skipping_fragments: bool,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder").finish_non_exhaustive()
+    }
+}
+
+impl DataSetStream {
+    /// A builder for a data set in `syntax` (inflated first for Deflate).
+    pub fn new(syntax: Syntax, max_value: u32) -> DataSetStream {
+        DataSetStream {
+            reader: ElementReader::new(syntax.encoding, None),
+            inflater: syntax.deflated.then(crate::Inflater::new),
+            raw: Vec::new(),
+            pending: Vec::new(),
+            builder: Builder::default(),
+            skip: 0,
+            max_value,
+            skipping_fragments: false,
+        }
+    }
+
+    /// Takes the next bytes of the data set.
+    ///
+    /// # Errors
+    /// [`Error::DataSet`] when they are not a data set in the syntax.
+    pub fn push(&mut self, input: &[u8]) -> Result<(), Error> {
+        let Some(mut inf) = self.inflater.take() else {
+            self.pending.extend_from_slice(input);
+            return self.run();
+        };
+        self.raw.extend_from_slice(input);
+        let mut at = 0;
+        let result = loop {
+            let used = match inf.push(&self.raw[at..], &mut self.pending) {
+                Ok(n) => n,
+                Err(e) => break Err(e),
+            };
+            at += used;
+            if let Err(e) = self.run() {
+                break Err(e);
+            }
+            if used == 0 || at == self.raw.len() {
+                break Ok(());
+            }
+        };
+        self.raw.drain(..at);
+        self.inflater = Some(inf);
+        result
+    }
+
+    fn run(&mut self) -> Result<(), Error> {
+        let pending = std::mem::take(&mut self.pending);
+        let mut at = 0;
+        loop {
+            if self.skip > 0 {
+                let n = self.skip.min((pending.len() - at) as u64);
+                at += n as usize;
+                self.skip -= n;
+                if self.skip > 0 {
+                    break;
+                }
+            }
+            let Some((token, n)) = self.reader.next(&pending[at..])? else {
+                break;
+            };
+            at += n;
+            match token {
+                Token::Element(h)
+                    if h.kind == Kind::Primitive
+                        && (h.tag == crate::reader::PIXEL_DATA
+                            || h.length.unwrap_or(0) > self.max_value) =>
+                {
+                    self.skip = self.reader.skip_value();
+                }
+                Token::Element(h)
+                    if h.kind == Kind::Encapsulated && h.tag == crate::reader::PIXEL_DATA =>
+                {
+                    self.skipping_fragments = true;
+                }
+                Token::Item { .. } if self.skipping_fragments => {
+                    self.skip = self.reader.skip_value();
+                }
+                Token::SequenceEnd if self.skipping_fragments => {
+                    self.skipping_fragments = false;
+                }
+                other => self.builder.token(&other),
+            }
+        }
+        self.pending = pending;
+        self.pending.drain(..at);
+        Ok(())
+    }
+
+    /// The data set built.
+    ///
+    /// # Errors
+    /// [`Error::DataSet`] when the data ended inside an element.
+    pub fn finish(self) -> Result<DataSet, Error> {
+        if self.skip > 0 {
+            return Err(Error::DataSet {
+                offset: self.reader.position() as usize,
+                reason: format!(
+                    "the data ends {} bytes before the end of a value",
+                    self.skip
+                ),
+            });
+        }
+        self.reader.finish(self.pending.len())?;
+        Ok(self.builder.root)
+    }
+}
+
 /// One step of a key path: a tag and, for a sequence, the item index.
 fn parse_segment(seg: &str) -> Result<(u32, Option<usize>), Error> {
     let bad = || {

@@ -18,6 +18,12 @@
 //!   sent unparsed whenever the SCP accepts its transfer syntax and no value needs padding.
 //! - [`Association`] (feature `tokio`): connect, propose contexts, echo, store (streamed from the
 //!   file), find (matches streamed, C-CANCEL), release, abort, with ACSE and DIMSE timeouts.
+//! - [`acceptor`]: the SCP side, sans-IO: negotiation (Verification and every Storage SOP
+//!   class, in Implicit/Explicit VR LE, Deflate or an encapsulated syntax as it is), C-ECHO,
+//!   C-STORE data sets handed out fragment by fragment, the status decided by the application.
+//! - [`scp`] (feature `tokio`): the SCP over TCP, bounded (PDU, associations, idle time, object
+//!   size); objects streamed to Part 10 files and handed to the application with their DICOM
+//!   JSON (no Pixel Data) before the C-STORE is answered.
 //!
 //! ```
 //! use dicom_net::{DataSet, dict, from_json, to_json};
@@ -58,13 +64,14 @@
 //!
 //! ## Features
 //!
-//! - `tokio` (default): [`Association`]. Without it the crate is sans-IO only.
+//! - `tokio` (default): [`Association`] and [`scp`]. Without it the crate is sans-IO only.
 
 #![cfg_attr(
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod acceptor;
 #[cfg(feature = "tokio")]
 mod client;
 mod dataset;
@@ -76,13 +83,15 @@ mod object;
 pub mod part10;
 pub mod pdu;
 pub mod reader;
+#[cfg(feature = "tokio")]
+pub mod scp;
 mod transcode;
 pub mod uids;
 pub mod writer;
 
 #[cfg(feature = "tokio")]
 pub use client::{Association, Context, Find, FindEnd, Options, Proposal, StoreResult};
-pub use dataset::{DataSet, Element, Value, pad, transcode};
+pub use dataset::{DataSet, DataSetStream, Element, Value, pad, transcode};
 pub use dimse::{Status, StatusKind};
 pub use error::Error;
 pub use json::{from_json, to_json};
