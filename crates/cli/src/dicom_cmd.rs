@@ -76,6 +76,21 @@ pub enum DicomCommand {
         #[arg(short, long)]
         verbose: bool,
     },
+    /// A storage SCP (like dcmtk's storescp): accept C-ECHO and C-STORE, write each object as
+    /// a Part 10 file `<SOP Instance UID>.dcm`, print a line per stored instance.
+    Listen {
+        /// Port to listen on (0: any free port; the line "Listening on ADDR" says which).
+        port: u16,
+        /// Address to bind.
+        #[arg(long, default_value = "0.0.0.0")]
+        bind: String,
+        /// Where objects are written.
+        #[arg(long, default_value = ".")]
+        output_dir: PathBuf,
+        /// Answer only associations calling this AE title (default: any).
+        #[arg(long)]
+        ae_title: Option<String>,
+    },
     /// C-FIND: print each match.
     Find {
         #[command(flatten)]
@@ -107,6 +122,12 @@ pub fn run(cmd: DicomCommand) -> anyhow::Result<ExitCode> {
             paths,
             verbose,
         } => rt.block_on(store(&assoc, &paths, verbose)),
+        DicomCommand::Listen {
+            port,
+            bind,
+            output_dir,
+            ae_title,
+        } => rt.block_on(listen(&bind, port, output_dir, ae_title)),
         DicomCommand::Find {
             assoc,
             model,
@@ -395,6 +416,48 @@ async fn store(args: &AssocArgs, paths: &[PathBuf], verbose: bool) -> anyhow::Re
     } else {
         ExitCode::from(worst.max(exit::NEGATIVE))
     })
+}
+
+async fn listen(
+    bind: &str,
+    port: u16,
+    output_dir: PathBuf,
+    ae_title: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    use dicom_net::scp::{ScpOptions, serve};
+    let listener = tokio::net::TcpListener::bind((bind, port)).await?;
+    let opts = ScpOptions {
+        ae_title: ae_title.clone(),
+        output_dir,
+        ..ScpOptions::default()
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    println!(
+        "Listening on {} (AE title {})",
+        listener.local_addr()?,
+        ae_title.as_deref().unwrap_or("any")
+    );
+    let server = tokio::spawn(serve(listener, opts, tx));
+    while let Some(r) = rx.recv().await {
+        // The file is written and synced before it gets here: answer Success.
+        let o = r.answer(dicom_net::Status(0));
+        println!(
+            "STORED {} {} from {} ({}, {} bytes) -> {}",
+            o.sop_class,
+            o.sop_instance,
+            o.calling_ae,
+            uids::transfer_syntax_name(&o.transfer_syntax),
+            o.bytes,
+            o.path.display()
+        );
+    }
+    match server.await? {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(exit::NO_ANSWER))
+        }
+    }
 }
 
 /// The identifier from `-k` keys, with the model's default level.

@@ -442,3 +442,109 @@ fn push_a_dicom_file_through_relay_and_agent() {
     assert!(out.contains("0x0000") && out.contains("2.25.601"), "{out}");
     assert!(stored.exists());
 }
+
+/// `outpost dicom listen` as a PACS: dcmtk's storescu sends two files on one association,
+/// echoscu is answered, `outpost dicom store` sends case 08 (odd Pixel Data, padded), and
+/// pynetdicom's storescu a third file; each arrives as a Part 10 file with the sent data set.
+#[test]
+fn listen_stores_what_storescu_pynetdicom_and_outpost_send() {
+    let dir = TempDir::new("cli-listen");
+    let out_dir = dir.path().join("received");
+    let a = make_file(
+        dir.path(),
+        "a.dcm",
+        true,
+        &Spec {
+            sop_instance: "2.25.701",
+            ..Spec::default()
+        },
+    );
+    let b = make_file(
+        dir.path(),
+        "b.dcm",
+        false,
+        &Spec {
+            sop_instance: "2.25.702",
+            ..Spec::default()
+        },
+    );
+    let mut cmd = outpost();
+    cmd.args([
+        "dicom",
+        "listen",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        "--ae-title",
+        "OUTPOST",
+    ])
+    .arg("--output-dir")
+    .arg(&out_dir);
+    let mut scp = support::Proc::spawn("outpost dicom listen", cmd);
+    let line = scp.wait_for("Listening on ", LIMIT);
+    let addr = line.split_whitespace().nth(2).unwrap().to_owned();
+    let port = addr.rsplit(':').next().unwrap().to_owned();
+
+    let mut c = std::process::Command::new(dcmtk::bin("echoscu"));
+    c.args(["-aec", "OUTPOST", "127.0.0.1", &port]);
+    let (code, out, err) = run("echoscu", c, LIMIT);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let mut c = std::process::Command::new(dcmtk::bin("storescu"));
+    c.args(["-aec", "OUTPOST", "127.0.0.1", &port])
+        .arg(&a)
+        .arg(&b);
+    let (code, out, err) = run("storescu", c, LIMIT);
+    assert_eq!(code, 0, "{out}{err}");
+    for (f, inst) in [(&a, "2.25.701"), (&b, "2.25.702")] {
+        let l = scp.wait_for(
+            &format!("STORED 1.2.840.10008.5.1.4.1.1.2 {inst} from STORESCU"),
+            LIMIT,
+        );
+        let path = std::path::PathBuf::from(l.rsplit(" -> ").next().unwrap());
+        assert_eq!(dcmtk::data_set_of(&path), dcmtk::data_set_of(f), "{l}");
+    }
+
+    let case = dcmtk::case_file("08-odd-pixel.dcm");
+    let (code, out, err) = dicom(
+        &["store", "127.0.0.1", &port, "--called-aet", "OUTPOST"]
+            .into_iter()
+            .chain([case.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let inst = dicom_net::inspect(&std::fs::read(&case).unwrap())
+        .unwrap()
+        .sop_instance;
+    let l = scp.wait_for(&format!("{inst} from OUTPOST"), LIMIT);
+    let path = std::path::PathBuf::from(l.rsplit(" -> ").next().unwrap());
+    let diffs = dcmtk::pydicom_differences(&[(case.clone(), path)]);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+
+    let c_file = make_file(
+        dir.path(),
+        "c.dcm",
+        true,
+        &Spec {
+            sop_instance: "2.25.703",
+            ..Spec::default()
+        },
+    );
+    let mut c = std::process::Command::new(dcmtk::pydicom_python());
+    c.args([
+        "-m",
+        "pynetdicom",
+        "storescu",
+        "-aec",
+        "OUTPOST",
+        "127.0.0.1",
+        &port,
+    ])
+    .arg(&c_file);
+    let (code, out, err) = run("pynetdicom storescu", c, LIMIT);
+    assert_eq!(code, 0, "{out}{err}");
+    let l = scp.wait_for("2.25.703 from", LIMIT);
+    let path = std::path::PathBuf::from(l.rsplit(" -> ").next().unwrap());
+    let diffs = dcmtk::pydicom_differences(&[(c_file.clone(), path)]);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
