@@ -58,6 +58,19 @@ ensure_dcmtk() {
     export OUTPOST_DCMTK_DIR=/usr/bin
 }
 
+# DICOM peers from PyPI: pydicom, whose wheel ships the test files the corpus test stores and
+# which compares stored objects element by element (crates/dicom-net/tests/pydicom_compare.py),
+# and pynetdicom, a second SCU and SCP beside dcmtk.
+ensure_pydicom() {
+    local dir="$TOOLS_DIR/python/pydicom"
+    if ! "$dir/bin/python" -c "import pydicom, pynetdicom" 2>/dev/null; then
+        echo "installing pydicom 3.0.2 and pynetdicom 3.0.4 (PyPI)"
+        python3 -m venv "$dir"
+        "$dir/bin/pip" install -q "pydicom==3.0.2" "pynetdicom==3.0.4"
+    fi
+    export OUTPOST_PYDICOM="$dir"
+}
+
 # Scale-out: redis-server and PostgreSQL from the distribution's packages. The tests start
 # private instances of both on free ports (crates/cli/tests/support/services.rs).
 ensure_scaleout_peers() {
@@ -95,5 +108,6 @@ ensure_peers() {
     ensure_fhir_validator
     ensure_astm_peers
     ensure_dcmtk
+    ensure_pydicom
     ensure_scaleout_peers
 }

@@ -1,6 +1,6 @@
 //! Any bytes as a data set in both syntaxes, and as a Part 10 file: never a panic; what parses
-//! writes back and parses to the same thing, transcodes both ways, and converts to DICOM JSON
-//! and back.
+//! writes back (odd values padded) and parses to what writes the same bytes again, transcodes
+//! both ways, and converts to DICOM JSON and back.
 #![no_main]
 
 use dicom_net::{DataSet, from_json, to_json, transcode};
@@ -15,7 +15,9 @@ fuzz_target!(|data: &[u8]| {
         let mut out = Vec::new();
         ds.write(explicit, &mut out);
         let again = DataSet::parse(&out, explicit).expect("our own writing parses");
-        assert_eq!(again, ds);
+        let mut twice = Vec::new();
+        again.write(explicit, &mut twice);
+        assert_eq!(twice, out);
         if let Ok(other) = transcode(data, explicit, !explicit) {
             assert!(DataSet::parse(&other, !explicit).is_ok());
         }

@@ -210,7 +210,7 @@ async fn dicom_push(inner: &Inner, req: &TransmitRequest) -> Result<(String, Str
                 .map_err(|e| {
                     format!("the body is not base64 ({e}): send the Part 10 file base64-encoded")
                 })?;
-            let (meta, _) = dicom_net::part10::read_meta(&file).map_err(|e| e.to_string())?;
+            let meta = dicom_net::inspect(&file).map_err(|e| e.to_string())?;
             let proposals =
                 Proposal::for_storage([(meta.sop_class.as_str(), meta.transfer_syntax.as_str())]);
             let mut a = Association::connect(&url.addr, &opts, &proposals)

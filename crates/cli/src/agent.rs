@@ -89,8 +89,8 @@ pub struct PushArgs {
     /// The body; HL7 segments may be separated by `\r`, `\n` or `\r\n`.
     #[arg(long, conflicts_with = "file", required_unless_present = "file")]
     body: Option<String>,
-    /// Read the body from a file (a DICOM Part 10 file with `application/dicom` is sent
-    /// base64-encoded).
+    /// Read the body from a file (with `application/dicom`, a DICOM file, with or without a
+    /// meta header, is sent base64-encoded).
     #[arg(long)]
     file: Option<PathBuf>,
     /// Wait for the device's answer and print it.
@@ -121,10 +121,8 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
         (Some(b), _) => b.clone(),
         (_, Some(f)) => {
             let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
-            if args.content_type == agent_protocol::CONTENT_TYPE_DICOM
-                && bytes.get(128..132) == Some(b"DICM")
-            {
-                // A Part 10 file travels base64-encoded in the JSON body.
+            if args.content_type == agent_protocol::CONTENT_TYPE_DICOM {
+                // A DICOM file travels base64-encoded in the JSON body.
                 use base64::Engine;
                 base64::engine::general_purpose::STANDARD.encode(&bytes)
             } else {

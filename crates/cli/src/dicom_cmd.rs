@@ -64,13 +64,32 @@ pub enum DicomCommand {
         #[command(flatten)]
         assoc: AssocArgs,
     },
-    /// C-STORE files (directories are read recursively) over one association.
+    /// C-STORE files (directories are read recursively) over one association, each in its own
+    /// transfer syntax or converted without loss to one the SCP accepts.
     Store {
         #[command(flatten)]
         assoc: AssocArgs,
-        /// Part 10 files or directories.
+        /// DICOM files (Part 10, or bare data sets) or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Say how each file was read and sent (no meta header, conversions, padding).
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// A storage SCP (like dcmtk's storescp): accept C-ECHO and C-STORE, write each object as
+    /// a Part 10 file `<SOP Instance UID>.dcm`, print a line per stored instance.
+    Listen {
+        /// Port to listen on (0: any free port; the line "Listening on ADDR" says which).
+        port: u16,
+        /// Address to bind.
+        #[arg(long, default_value = "0.0.0.0")]
+        bind: String,
+        /// Where objects are written.
+        #[arg(long, default_value = ".")]
+        output_dir: PathBuf,
+        /// Answer only associations calling this AE title (default: any).
+        #[arg(long)]
+        ae_title: Option<String>,
     },
     /// C-FIND: print each match.
     Find {
@@ -98,7 +117,17 @@ pub fn run(cmd: DicomCommand) -> anyhow::Result<ExitCode> {
     let rt = crate::runtime()?;
     match cmd {
         DicomCommand::Echo { assoc } => rt.block_on(echo(&assoc)),
-        DicomCommand::Store { assoc, paths } => rt.block_on(store(&assoc, &paths)),
+        DicomCommand::Store {
+            assoc,
+            paths,
+            verbose,
+        } => rt.block_on(store(&assoc, &paths, verbose)),
+        DicomCommand::Listen {
+            port,
+            bind,
+            output_dir,
+            ae_title,
+        } => rt.block_on(listen(&bind, port, output_dir, ae_title)),
         DicomCommand::Find {
             assoc,
             model,
@@ -113,7 +142,8 @@ pub fn run(cmd: DicomCommand) -> anyhow::Result<ExitCode> {
 fn code_for(e: &Error) -> u8 {
     match e {
         Error::Rejected { .. } | Error::Aborted { .. } | Error::NoContext(_) => exit::NEGATIVE,
-        Error::Invalid(_) | Error::NotPart10(_) => exit::USAGE,
+        Error::Invalid(_) => exit::USAGE,
+        Error::NotPart10(_) | Error::Object(_) | Error::DataSet { .. } => exit::NEGATIVE,
         Error::Timeout { .. } | Error::Closed | Error::Io(_) => exit::NO_ANSWER,
         _ => exit::NEGATIVE,
     }
@@ -199,18 +229,6 @@ fn collect_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// The meta group of a file (its first 64 KiB are enough).
-fn file_meta(path: &Path) -> Result<dicom_net::part10::FileMeta, String> {
-    use std::io::Read;
-    let mut head = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(64 << 10).read_to_end(&mut head))
-        .map_err(|e| e.to_string())?;
-    dicom_net::part10::read_meta(&head)
-        .map(|(m, _)| m)
-        .map_err(|e| e.to_string())
-}
-
 /// A line on stderr redrawn in place, when stderr is a terminal.
 struct Progress {
     on: bool,
@@ -244,7 +262,7 @@ impl Progress {
     }
 }
 
-async fn store(args: &AssocArgs, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+async fn store(args: &AssocArgs, paths: &[PathBuf], verbose: bool) -> anyhow::Result<ExitCode> {
     let files = match collect_files(paths) {
         Ok(f) if !f.is_empty() => f,
         Ok(_) => {
@@ -259,21 +277,21 @@ async fn store(args: &AssocArgs, paths: &[PathBuf]) -> anyhow::Result<ExitCode> 
     let mut out = std::io::stdout().lock();
     let mut failed = 0usize;
     let mut worst = 0u8;
-    // Files that are not Part 10 are reported and skipped; the rest are grouped so that each
-    // association holds at most 128 presentation contexts.
+    // Files that cannot be read as DICOM are reported (with why) and skipped; the rest are
+    // grouped so that each association holds at most 128 presentation contexts.
     let mut groups: Vec<(Vec<Proposal>, Vec<PathBuf>)> = Vec::new();
     for f in files.iter() {
-        let meta = match file_meta(f) {
-            Ok(m) => m,
+        let obj = match dicom_net::inspect_file(f).await {
+            Ok(o) => o,
             Err(e) => {
                 writeln!(out, "FAILED   {}: {e}", f.display())?;
                 failed += 1;
-                worst = worst.max(exit::NEGATIVE);
+                worst = worst.max(code_for(&e));
                 continue;
             }
         };
         let wanted =
-            Proposal::for_storage([(meta.sop_class.as_str(), meta.transfer_syntax.as_str())]);
+            Proposal::for_storage([(obj.sop_class.as_str(), obj.transfer_syntax.as_str())]);
         let fits = groups.last().is_some_and(|(p, _)| {
             p.len() + wanted.iter().filter(|w| !p.contains(w)).count() <= 128
         });
@@ -336,6 +354,19 @@ async fn store(args: &AssocArgs, paths: &[PathBuf]) -> anyhow::Result<ExitCode> 
                     if r.status.kind() == StatusKind::Warning {
                         writeln!(out, "         {}", r.status)?;
                     }
+                    for w in &r.warnings {
+                        writeln!(out, "         warning: {w}")?;
+                    }
+                    if verbose {
+                        writeln!(
+                            out,
+                            "         sent as {}",
+                            uids::transfer_syntax_name(&r.transfer_syntax)
+                        )?;
+                        for n in &r.notes {
+                            writeln!(out, "         {n}")?;
+                        }
+                    }
                 }
                 Ok(r) => {
                     failed += 1;
@@ -385,6 +416,48 @@ async fn store(args: &AssocArgs, paths: &[PathBuf]) -> anyhow::Result<ExitCode> 
     } else {
         ExitCode::from(worst.max(exit::NEGATIVE))
     })
+}
+
+async fn listen(
+    bind: &str,
+    port: u16,
+    output_dir: PathBuf,
+    ae_title: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    use dicom_net::scp::{ScpOptions, serve};
+    let listener = tokio::net::TcpListener::bind((bind, port)).await?;
+    let opts = ScpOptions {
+        ae_title: ae_title.clone(),
+        output_dir,
+        ..ScpOptions::default()
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    println!(
+        "Listening on {} (AE title {})",
+        listener.local_addr()?,
+        ae_title.as_deref().unwrap_or("any")
+    );
+    let server = tokio::spawn(serve(listener, opts, tx));
+    while let Some(r) = rx.recv().await {
+        // The file is written and synced before it gets here: answer Success.
+        let o = r.answer(dicom_net::Status(0));
+        println!(
+            "STORED {} {} from {} ({}, {} bytes) -> {}",
+            o.sop_class,
+            o.sop_instance,
+            o.calling_ae,
+            uids::transfer_syntax_name(&o.transfer_syntax),
+            o.bytes,
+            o.path.display()
+        );
+    }
+    match server.await? {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(exit::NO_ANSWER))
+        }
+    }
 }
 
 /// The identifier from `-k` keys, with the model's default level.

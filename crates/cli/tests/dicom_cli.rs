@@ -291,6 +291,9 @@ fn push_a_dicom_file_through_relay_and_agent() {
         },
     );
     let scp = dcmtk::storescp(dir.path(), &[], &[]);
+    // A PACS that takes Implicit VR Little Endian only: what the field sends must be converted.
+    let xi_dir = TempDir::new("cli-push-xi");
+    let scp_xi = dcmtk::storescp(xi_dir.path(), &["+xi"], &[]);
     let agent_id = "dicom-agent";
     let bundle = serde_json::json!({"resourceType": "Bundle", "type": "collection", "entry": [
         {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret"}},
@@ -300,6 +303,8 @@ fn push_a_dicom_file_through_relay_and_agent() {
         {"resource": {"resourceType": "Agent", "id": agent_id, "name": "DICOM agent", "status": "active"}},
         {"resource": {"resourceType": "Device", "id": "pacs",
             "url": format!("dicom://127.0.0.1:{}?calledAet=STORESCP&callingAet=OUTPOST", scp.port)}},
+        {"resource": {"resourceType": "Device", "id": "pacs-xi",
+            "url": format!("dicom://127.0.0.1:{}?calledAet=STORESCP&callingAet=OUTPOST", scp_xi.port)}},
     ]});
     let bundle_path = dir.path().join("bundle.json");
     std::fs::write(&bundle_path, bundle.to_string()).unwrap();
@@ -360,6 +365,53 @@ fn push_a_dicom_file_through_relay_and_agent() {
         serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(v["status"], "0x0000");
     assert_eq!(v["sopInstanceUid"], "2.25.601");
+
+    // Files as the field has them, pushed to the Implicit-only PACS: odd Pixel Data (case 08),
+    // a private UN sequence (case 10), no meta header and Big Endian, Deflate.
+    let corpus = dcmtk::pydicom_test_files();
+    let field = [
+        dcmtk::case_file("08-odd-pixel.dcm"),
+        dcmtk::case_file("10-un-undefined.dcm"),
+        corpus.join("ExplVR_BigEndNoMeta.dcm"),
+        corpus.join("image_dfl.dcm"),
+        corpus.join("MR_small_bigendian.dcm"),
+    ];
+    let mut pairs = Vec::new();
+    for f in &field {
+        let mut cmd = outpost();
+        cmd.args([
+            "push",
+            agent_id,
+            "--destination",
+            "Device/pacs-xi",
+            "--content-type",
+            "application/dicom",
+            "--wait",
+            "--file",
+        ])
+        .arg(f)
+        .args([
+            "--base-url",
+            &base,
+            "--client-id",
+            "caller",
+            "--client-secret",
+            "caller-secret",
+        ]);
+        let (code, out, err) = run("outpost push", cmd, LIMIT);
+        assert_eq!(code, 0, "{}: {out}{err}", f.display());
+        let v: serde_json::Value =
+            serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert_eq!(v["status"], "0x0000", "{v}");
+        assert_eq!(v["transferSyntaxUid"], "1.2.840.10008.1.2", "{v}");
+        let inst = v["sopInstanceUid"].as_str().unwrap();
+        let got = dcmtk::stored(xi_dir.path(), inst);
+        let keep = xi_dir.path().join(f.file_name().unwrap());
+        std::fs::rename(got, &keep).unwrap();
+        pairs.push((f.clone(), keep));
+    }
+    let diffs = dcmtk::pydicom_differences(&pairs);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
     let stored = dir.path().join("in/CT.2.25.601");
     assert_eq!(dcmtk::data_set_of(&stored).1, dcmtk::data_set_of(&file).1);
     std::fs::remove_file(&stored).unwrap();
@@ -389,4 +441,110 @@ fn push_a_dicom_file_through_relay_and_agent() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("0x0000") && out.contains("2.25.601"), "{out}");
     assert!(stored.exists());
+}
+
+/// `outpost dicom listen` as a PACS: dcmtk's storescu sends two files on one association,
+/// echoscu is answered, `outpost dicom store` sends case 08 (odd Pixel Data, padded), and
+/// pynetdicom's storescu a third file; each arrives as a Part 10 file with the sent data set.
+#[test]
+fn listen_stores_what_storescu_pynetdicom_and_outpost_send() {
+    let dir = TempDir::new("cli-listen");
+    let out_dir = dir.path().join("received");
+    let a = make_file(
+        dir.path(),
+        "a.dcm",
+        true,
+        &Spec {
+            sop_instance: "2.25.701",
+            ..Spec::default()
+        },
+    );
+    let b = make_file(
+        dir.path(),
+        "b.dcm",
+        false,
+        &Spec {
+            sop_instance: "2.25.702",
+            ..Spec::default()
+        },
+    );
+    let mut cmd = outpost();
+    cmd.args([
+        "dicom",
+        "listen",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        "--ae-title",
+        "OUTPOST",
+    ])
+    .arg("--output-dir")
+    .arg(&out_dir);
+    let mut scp = support::Proc::spawn("outpost dicom listen", cmd);
+    let line = scp.wait_for("Listening on ", LIMIT);
+    let addr = line.split_whitespace().nth(2).unwrap().to_owned();
+    let port = addr.rsplit(':').next().unwrap().to_owned();
+
+    let mut c = std::process::Command::new(dcmtk::bin("echoscu"));
+    c.args(["-aec", "OUTPOST", "127.0.0.1", &port]);
+    let (code, out, err) = run("echoscu", c, LIMIT);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let mut c = std::process::Command::new(dcmtk::bin("storescu"));
+    c.args(["-aec", "OUTPOST", "127.0.0.1", &port])
+        .arg(&a)
+        .arg(&b);
+    let (code, out, err) = run("storescu", c, LIMIT);
+    assert_eq!(code, 0, "{out}{err}");
+    for (f, inst) in [(&a, "2.25.701"), (&b, "2.25.702")] {
+        let l = scp.wait_for(
+            &format!("STORED 1.2.840.10008.5.1.4.1.1.2 {inst} from STORESCU"),
+            LIMIT,
+        );
+        let path = std::path::PathBuf::from(l.rsplit(" -> ").next().unwrap());
+        assert_eq!(dcmtk::data_set_of(&path), dcmtk::data_set_of(f), "{l}");
+    }
+
+    let case = dcmtk::case_file("08-odd-pixel.dcm");
+    let (code, out, err) = dicom(
+        &["store", "127.0.0.1", &port, "--called-aet", "OUTPOST"]
+            .into_iter()
+            .chain([case.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let inst = dicom_net::inspect(&std::fs::read(&case).unwrap())
+        .unwrap()
+        .sop_instance;
+    let l = scp.wait_for(&format!("{inst} from OUTPOST"), LIMIT);
+    let path = std::path::PathBuf::from(l.rsplit(" -> ").next().unwrap());
+    let diffs = dcmtk::pydicom_differences(&[(case.clone(), path)]);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+
+    let c_file = make_file(
+        dir.path(),
+        "c.dcm",
+        true,
+        &Spec {
+            sop_instance: "2.25.703",
+            ..Spec::default()
+        },
+    );
+    let mut c = std::process::Command::new(dcmtk::pydicom_python());
+    c.args([
+        "-m",
+        "pynetdicom",
+        "storescu",
+        "-aec",
+        "OUTPOST",
+        "127.0.0.1",
+        &port,
+    ])
+    .arg(&c_file);
+    let (code, out, err) = run("pynetdicom storescu", c, LIMIT);
+    assert_eq!(code, 0, "{out}{err}");
+    let l = scp.wait_for("2.25.703 from", LIMIT);
+    let path = std::path::PathBuf::from(l.rsplit(" -> ").next().unwrap());
+    let diffs = dcmtk::pydicom_differences(&[(c_file.clone(), path)]);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
 }

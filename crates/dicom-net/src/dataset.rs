@@ -1,29 +1,24 @@
-//! Data sets: elements in Explicit or Implicit VR Little Endian (PS3.5 §7), with sequences of
-//! defined or undefined length. Enough to build and read C-FIND identifiers and to transcode an
-//! uncompressed data set from one syntax to the other.
+//! Data sets held in memory: elements with sequences of defined or undefined length, read from
+//! any uncompressed encoding (through [`crate::reader`]) and written in Explicit or Implicit VR
+//! LE. For C-FIND identifiers and matches, DICOM JSON, and small data sets; whole objects are
+//! streamed instead (see [`crate::Transcoder`]).
 
 use crate::Error;
 use crate::dict::vr_of;
-
-/// (FFFE,E000)
-const ITEM: u32 = 0xFFFE_E000;
-/// (FFFE,E00D)
-const ITEM_END: u32 = 0xFFFE_E00D;
-/// (FFFE,E0DD)
-const SEQ_END: u32 = 0xFFFE_E0DD;
-const UNDEFINED: u32 = 0xFFFF_FFFF;
-/// Deepest sequence nesting read (a bound on recursion for hostile input).
-const MAX_DEPTH: usize = 32;
+use crate::reader::{ElementReader, Kind, Token, long_form, swap_unit};
+use crate::transcode::transcode_syntax;
+use crate::uids::{Encoding, Syntax};
+use crate::writer::pad_byte;
 
 /// A value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
-    /// The value bytes as encoded (little endian), padding included.
+    /// The value bytes, little endian, padding included.
     Bytes(Vec<u8>),
     /// The items of a sequence.
     Sequence(Vec<DataSet>),
     /// Encapsulated pixel data (undefined length, items of fragments): the bytes after the
-    /// header through the sequence delimiter, kept as they are.
+    /// header through the sequence delimiter.
     Encapsulated(Vec<u8>),
 }
 
@@ -32,7 +27,8 @@ pub enum Value {
 pub struct Element {
     /// (group << 16) | element
     pub tag: u32,
-    /// Value representation (from the data, or the dictionary when implicit).
+    /// Value representation (from the data, or the dictionary when implicit). A sequence read
+    /// as VR UN (CP-246) keeps `UN` and is written back that way, its items in Implicit VR LE.
     pub vr: [u8; 2],
     /// The value.
     pub value: Value,
@@ -45,261 +41,213 @@ pub struct DataSet {
     pub elements: Vec<Element>,
 }
 
-/// VRs with a 4-byte length (after 2 reserved bytes) in explicit VR.
-fn long_form(vr: [u8; 2]) -> bool {
-    matches!(
-        &vr,
-        b"OB"
-            | b"OD"
-            | b"OF"
-            | b"OL"
-            | b"OV"
-            | b"OW"
-            | b"SQ"
-            | b"SV"
-            | b"UC"
-            | b"UN"
-            | b"UR"
-            | b"UT"
-            | b"UV"
-    )
+const UNDEFINED: u32 = 0xFFFF_FFFF;
+
+/// What is being built while reading.
+enum Open {
+    Sequence {
+        tag: u32,
+        vr: [u8; 2],
+        items: Vec<DataSet>,
+    },
+    Item(DataSet),
+    Fragments {
+        tag: u32,
+        vr: [u8; 2],
+        bytes: Vec<u8>,
+    },
 }
 
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
-    explicit: bool,
+/// A primitive element being read: tag, VR, swap unit, length, bytes so far.
+type Reading = (u32, [u8; 2], usize, u32, Vec<u8>);
+
+/// Builds a [`DataSet`] from tokens.
+#[derive(Default)]
+struct Builder {
+    root: DataSet,
+    stack: Vec<Open>,
+    /// The primitive element being read.
+    value: Option<Reading>,
 }
 
-impl Reader<'_> {
-    fn err(&self, reason: &str) -> Error {
-        Error::DataSet {
-            offset: self.at,
-            reason: reason.to_owned(),
-        }
+impl Builder {
+    fn add(&mut self, e: Element) {
+        let ds = match self.stack.last_mut() {
+            Some(Open::Item(ds)) => ds,
+            _ => &mut self.root,
+        };
+        ds.elements.push(e);
     }
 
-    fn u16(&mut self) -> Result<u16, Error> {
-        let v = self
-            .b
-            .get(self.at..self.at + 2)
-            .ok_or_else(|| self.err("truncated"))?;
-        self.at += 2;
-        Ok(u16::from_le_bytes([v[0], v[1]]))
-    }
-
-    fn u32(&mut self) -> Result<u32, Error> {
-        let v = self
-            .b
-            .get(self.at..self.at + 4)
-            .ok_or_else(|| self.err("truncated"))?;
-        self.at += 4;
-        Ok(u32::from_le_bytes([v[0], v[1], v[2], v[3]]))
-    }
-
-    fn tag(&mut self) -> Result<u32, Error> {
-        let g = self.u16()?;
-        let e = self.u16()?;
-        Ok((u32::from(g) << 16) | u32::from(e))
-    }
-
-    fn take(&mut self, n: usize) -> Result<&[u8], Error> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|&e| e <= self.b.len())
-            .ok_or_else(|| self.err("value longer than the data"))?;
-        let v = &self.b[self.at..end];
-        self.at = end;
-        Ok(v)
-    }
-
-    /// Elements until `end` (exclusive) or an item delimiter (when `in_item` with undefined
-    /// length).
-    fn data_set(
-        &mut self,
-        end: usize,
-        depth: usize,
-        until_item_end: bool,
-    ) -> Result<DataSet, Error> {
-        if depth > MAX_DEPTH {
-            return Err(self.err("sequences nested too deep"));
-        }
-        let mut ds = DataSet::default();
-        while self.at < end {
-            let start = self.at;
-            let tag = self.tag()?;
-            if tag == ITEM_END {
-                self.u32()?;
-                if until_item_end {
-                    return Ok(ds);
-                }
-                return Err(Error::DataSet {
-                    offset: start,
-                    reason: "item delimiter outside an item".into(),
-                });
-            }
-            if tag == ITEM || tag == SEQ_END {
-                return Err(Error::DataSet {
-                    offset: start,
-                    reason: "item or sequence delimiter out of place".into(),
-                });
-            }
-            let (vr, len) = if self.explicit {
-                let v = self.take(2)?;
-                let vr = [v[0], v[1]];
-                if !vr.iter().all(u8::is_ascii_uppercase) {
-                    return Err(Error::DataSet {
-                        offset: start + 4,
-                        reason: format!("invalid VR {:?}", String::from_utf8_lossy(&vr)),
-                    });
-                }
-                if long_form(vr) {
-                    self.take(2)?;
-                    (vr, self.u32()?)
-                } else {
-                    (vr, u32::from(self.u16()?))
-                }
-            } else {
-                (vr_of(tag), self.u32()?)
-            };
-            // Implicit VR with undefined length: encapsulated pixel data (OB/OW, whose first
-            // item, the offset table, has a defined length), else a sequence.
-            let is_sq = &vr == b"SQ"
-                || (!self.explicit
-                    && len == UNDEFINED
-                    && !(matches!(&vr, b"OB" | b"OW") && self.first_item_defined()));
-            let mut vr = vr;
-            let value = if is_sq && !self.explicit && len != UNDEFINED {
-                // Implicit VR: the dictionary says SQ, but a sender may have meant otherwise.
-                // A value that is not a run of items is kept as UN bytes.
-                let at = self.at;
-                match self.items(len, depth) {
-                    Ok(items) => Value::Sequence(items),
-                    Err(_) => {
-                        self.at = at;
-                        vr = *b"UN";
-                        Value::Bytes(self.take(len as usize)?.to_vec())
+    fn token(&mut self, token: &Token<'_>) {
+        match token {
+            Token::Element(h) => match h.kind {
+                Kind::Primitive => {
+                    let len = h.length.unwrap_or(0);
+                    let swap = if h.encoding.big_endian {
+                        swap_unit(h.vr)
+                    } else {
+                        1
+                    };
+                    let v = Vec::with_capacity(len.min(1 << 20) as usize);
+                    self.value = Some((h.tag, h.vr, swap, len, v));
+                    if len == 0 {
+                        self.end_value();
                     }
                 }
-            } else if is_sq {
-                Value::Sequence(self.items(len, depth)?)
-            } else if len == UNDEFINED {
-                Value::Encapsulated(self.encapsulated()?)
-            } else {
-                Value::Bytes(self.take(len as usize)?.to_vec())
-            };
-            if self.at > end {
-                return Err(Error::DataSet {
-                    offset: start,
-                    reason: "element runs past the end of its item".into(),
-                });
+                Kind::Sequence => self.stack.push(Open::Sequence {
+                    tag: h.tag,
+                    vr: h.vr,
+                    items: Vec::new(),
+                }),
+                Kind::Encapsulated => self.stack.push(Open::Fragments {
+                    tag: h.tag,
+                    vr: h.vr,
+                    bytes: Vec::new(),
+                }),
+            },
+            Token::Value(piece) => {
+                if let Some(Open::Fragments { bytes, .. }) = self.stack.last_mut()
+                    && self.value.is_none()
+                {
+                    bytes.extend_from_slice(piece);
+                    return;
+                }
+                if let Some((_, _, swap, len, v)) = self.value.as_mut() {
+                    if *swap > 1 {
+                        let whole = piece.len() - piece.len() % *swap;
+                        for n in piece[..whole].chunks_exact(*swap) {
+                            v.extend(n.iter().rev());
+                        }
+                        v.extend_from_slice(&piece[whole..]);
+                    } else {
+                        v.extend_from_slice(piece);
+                    }
+                    if v.len() as u64 >= u64::from(*len) {
+                        self.end_value();
+                    }
+                }
             }
-            let vr = if matches!(value, Value::Sequence(_)) {
-                *b"SQ"
-            } else {
-                vr
-            };
-            ds.elements.push(Element { tag, vr, value });
-        }
-        if until_item_end {
-            return Err(self.err("item without its delimiter"));
-        }
-        Ok(ds)
-    }
-
-    fn items(&mut self, len: u32, depth: usize) -> Result<Vec<DataSet>, Error> {
-        let end = if len == UNDEFINED {
-            self.b.len()
-        } else {
-            self.at
-                .checked_add(len as usize)
-                .filter(|&e| e <= self.b.len())
-                .ok_or_else(|| self.err("sequence longer than the data"))?
-        };
-        let mut items = Vec::new();
-        while self.at < end {
-            let start = self.at;
-            let tag = self.tag()?;
-            let ilen = self.u32()?;
-            match tag {
-                SEQ_END if len == UNDEFINED => return Ok(items),
-                ITEM if ilen == UNDEFINED => {
-                    items.push(self.data_set(self.b.len(), depth + 1, true)?)
+            Token::Item { length } => match self.stack.last_mut() {
+                Some(Open::Fragments { bytes, .. }) => {
+                    bytes.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
+                    bytes.extend_from_slice(&length.unwrap_or(0).to_le_bytes());
                 }
-                ITEM => {
-                    let iend = self
-                        .at
-                        .checked_add(ilen as usize)
-                        .filter(|&e| e <= end)
-                        .ok_or_else(|| self.err("item longer than its sequence"))?;
-                    items.push(self.data_set(iend, depth + 1, false)?);
+                _ => self.stack.push(Open::Item(DataSet::default())),
+            },
+            Token::ItemEnd => {
+                if let Some(Open::Item(ds)) = self.stack.pop()
+                    && let Some(Open::Sequence { items, .. }) = self.stack.last_mut()
+                {
+                    items.push(ds);
                 }
-                _ => {
-                    return Err(Error::DataSet {
-                        offset: start,
-                        reason: "expected an item in a sequence".into(),
+            }
+            Token::SequenceEnd => match self.stack.pop() {
+                Some(Open::Sequence { tag, vr, items }) => self.add(Element {
+                    tag,
+                    vr,
+                    value: Value::Sequence(items),
+                }),
+                Some(Open::Fragments { tag, vr, mut bytes }) => {
+                    bytes.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+                    self.add(Element {
+                        tag,
+                        vr,
+                        value: Value::Encapsulated(bytes),
                     });
                 }
-            }
-        }
-        if len == UNDEFINED {
-            return Err(self.err("sequence without its delimiter"));
-        }
-        Ok(items)
-    }
-
-    /// Whether the next header is an item with a defined length.
-    fn first_item_defined(&self) -> bool {
-        match self.b.get(self.at..self.at + 8) {
-            Some(h) => h[..4] == [0xFE, 0xFF, 0x00, 0xE0] && h[4..] != [0xFF; 4],
-            None => false,
+                _ => {}
+            },
         }
     }
 
-    fn encapsulated(&mut self) -> Result<Vec<u8>, Error> {
-        let start = self.at;
-        loop {
-            let tag = self.tag()?;
-            let len = self.u32()?;
-            if tag == SEQ_END {
-                return Ok(self.b[start..self.at].to_vec());
-            }
-            if tag != ITEM || len == UNDEFINED {
-                return Err(self.err("bad fragment in encapsulated data"));
-            }
-            self.take(len as usize)?;
+    fn end_value(&mut self) {
+        if let Some((tag, vr, _, _, v)) = self.value.take() {
+            self.add(Element {
+                tag,
+                vr,
+                value: Value::Bytes(v),
+            });
         }
     }
 }
 
 impl DataSet {
     /// Reads a data set in Explicit (`explicit`) or Implicit VR Little Endian.
+    ///
+    /// # Errors
+    /// [`Error::DataSet`] for bytes that are not a data set in that syntax.
     pub fn parse(bytes: &[u8], explicit: bool) -> Result<DataSet, Error> {
-        let mut r = Reader {
-            b: bytes,
-            at: 0,
-            explicit,
+        let enc = if explicit {
+            Encoding::EXPLICIT_LE
+        } else {
+            Encoding::IMPLICIT_LE
         };
-        r.data_set(bytes.len(), 0, false)
+        DataSet::parse_encoded(bytes, enc)
+    }
+
+    /// Reads a data set in any uncompressed encoding (values of big-endian data come out
+    /// little endian).
+    ///
+    /// # Errors
+    /// [`Error::DataSet`] for bytes that are not a data set in that encoding.
+    pub fn parse_encoded(bytes: &[u8], enc: Encoding) -> Result<DataSet, Error> {
+        let mut builder = Builder::default();
+        let mut r = ElementReader::new(enc, Some(bytes.len() as u64));
+        let mut at = 0;
+        while let Some((token, n)) = r.next(&bytes[at..])? {
+            at += n;
+            builder.token(&token);
+        }
+        r.finish(bytes.len() - at)?;
+        Ok(builder.root)
     }
 
     /// Appends the data set in Explicit or Implicit VR Little Endian. Sequences and items are
-    /// written with undefined length.
+    /// written with undefined length; odd values are padded to even length.
     pub fn write(&self, explicit: bool, out: &mut Vec<u8>) {
+        let enc = if explicit {
+            Encoding::EXPLICIT_LE
+        } else {
+            Encoding::IMPLICIT_LE
+        };
+        self.write_le(enc, out);
+    }
+
+    /// Appends the data set in `enc` (big endian included).
+    pub fn write_encoded(&self, enc: Encoding, out: &mut Vec<u8>) {
+        if !enc.big_endian {
+            return self.write_le(enc, out);
+        }
+        let mut le = Vec::new();
+        self.write_le(Encoding::EXPLICIT_LE, &mut le);
+        let plain = Syntax {
+            encoding: Encoding::EXPLICIT_LE,
+            deflated: false,
+            encapsulated: false,
+        };
+        // Our own writing always reads back; a failure would leave `out` as it was.
+        if let Ok(be) = transcode_syntax(&le, plain, enc) {
+            out.extend_from_slice(&be);
+        }
+    }
+
+    fn write_le(&self, enc: Encoding, out: &mut Vec<u8>) {
         for e in &self.elements {
             out.extend_from_slice(&((e.tag >> 16) as u16).to_le_bytes());
             out.extend_from_slice(&(e.tag as u16).to_le_bytes());
             let len = match &e.value {
-                Value::Bytes(b) => b.len() as u32,
+                Value::Bytes(b) => (b.len() + b.len() % 2) as u32,
                 Value::Sequence(_) | Value::Encapsulated(_) => UNDEFINED,
             };
-            if explicit {
+            let cp246 = matches!(e.value, Value::Sequence(_)) && &e.vr == b"UN";
+            if enc.explicit {
                 // A value too long for a 16-bit length goes as UN (PS3.5 §6.2.2).
-                let vr = if !long_form(e.vr) && len > 0xFFFF {
-                    *b"UN"
-                } else {
-                    e.vr
+                let vr = match &e.value {
+                    Value::Sequence(_) if cp246 => *b"UN",
+                    Value::Sequence(_) => *b"SQ",
+                    _ if !long_form(e.vr) && len > 0xFFFF => *b"UN",
+                    _ => e.vr,
                 };
                 out.extend_from_slice(&vr);
                 if long_form(vr) {
@@ -312,12 +260,19 @@ impl DataSet {
                 out.extend_from_slice(&len.to_le_bytes());
             }
             match &e.value {
-                Value::Bytes(b) => out.extend_from_slice(b),
+                Value::Bytes(b) => {
+                    out.extend_from_slice(b);
+                    if b.len() % 2 == 1 {
+                        out.push(pad_byte(e.vr));
+                    }
+                }
                 Value::Encapsulated(b) => out.extend_from_slice(b),
                 Value::Sequence(items) => {
+                    // CP-246: the items of a UN sequence are Implicit VR LE in any syntax.
+                    let inner = if cp246 { Encoding::IMPLICIT_LE } else { enc };
                     for item in items {
                         out.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
-                        item.write(explicit, out);
+                        item.write_le(inner, out);
                         out.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
                     }
                     out.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
@@ -360,6 +315,133 @@ impl DataSet {
             vr,
             value: Value::Bytes(pad(vr, text.as_bytes().to_vec())),
         });
+    }
+}
+
+/// Builds a [`DataSet`] from a data set's bytes as they arrive (a C-STORE being received),
+/// leaving out Pixel Data and any value longer than `max_value`: what DICOM JSON of a received
+/// object needs, in memory bounded by what is kept, whatever the size of the object.
+#[derive(Debug)]
+pub struct DataSetStream {
+    reader: ElementReader,
+    inflater: Option<crate::Inflater>,
+    raw: Vec<u8>,
+    pending: Vec<u8>,
+    builder: Builder,
+    skip: u64,
+    max_value: u32,
+    skipping_fragments: bool,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder").finish_non_exhaustive()
+    }
+}
+
+impl DataSetStream {
+    /// A builder for a data set in `syntax` (inflated first for Deflate).
+    pub fn new(syntax: Syntax, max_value: u32) -> DataSetStream {
+        DataSetStream {
+            reader: ElementReader::new(syntax.encoding, None),
+            inflater: syntax.deflated.then(crate::Inflater::new),
+            raw: Vec::new(),
+            pending: Vec::new(),
+            builder: Builder::default(),
+            skip: 0,
+            max_value,
+            skipping_fragments: false,
+        }
+    }
+
+    /// Takes the next bytes of the data set.
+    ///
+    /// # Errors
+    /// [`Error::DataSet`] when they are not a data set in the syntax.
+    pub fn push(&mut self, input: &[u8]) -> Result<(), Error> {
+        let Some(mut inf) = self.inflater.take() else {
+            self.pending.extend_from_slice(input);
+            return self.run();
+        };
+        self.raw.extend_from_slice(input);
+        let mut at = 0;
+        let result = loop {
+            let used = match inf.push(&self.raw[at..], &mut self.pending) {
+                Ok(n) => n,
+                Err(e) => break Err(e),
+            };
+            at += used;
+            if let Err(e) = self.run() {
+                break Err(e);
+            }
+            if used == 0 || at == self.raw.len() {
+                break Ok(());
+            }
+        };
+        self.raw.drain(..at);
+        self.inflater = Some(inf);
+        result
+    }
+
+    fn run(&mut self) -> Result<(), Error> {
+        let pending = std::mem::take(&mut self.pending);
+        let mut at = 0;
+        loop {
+            if self.skip > 0 {
+                let n = self.skip.min((pending.len() - at) as u64);
+                at += n as usize;
+                self.skip -= n;
+                if self.skip > 0 {
+                    break;
+                }
+            }
+            let Some((token, n)) = self.reader.next(&pending[at..])? else {
+                break;
+            };
+            at += n;
+            match token {
+                Token::Element(h)
+                    if h.kind == Kind::Primitive
+                        && (h.tag == crate::reader::PIXEL_DATA
+                            || h.length.unwrap_or(0) > self.max_value) =>
+                {
+                    self.skip = self.reader.skip_value();
+                }
+                Token::Element(h)
+                    if h.kind == Kind::Encapsulated && h.tag == crate::reader::PIXEL_DATA =>
+                {
+                    self.skipping_fragments = true;
+                }
+                Token::Item { .. } if self.skipping_fragments => {
+                    self.skip = self.reader.skip_value();
+                }
+                Token::SequenceEnd if self.skipping_fragments => {
+                    self.skipping_fragments = false;
+                }
+                other => self.builder.token(&other),
+            }
+        }
+        self.pending = pending;
+        self.pending.drain(..at);
+        Ok(())
+    }
+
+    /// The data set built.
+    ///
+    /// # Errors
+    /// [`Error::DataSet`] when the data ended inside an element.
+    pub fn finish(self) -> Result<DataSet, Error> {
+        if self.skip > 0 {
+            return Err(Error::DataSet {
+                offset: self.reader.position() as usize,
+                reason: format!(
+                    "the data ends {} bytes before the end of a value",
+                    self.skip
+                ),
+            });
+        }
+        self.reader.finish(self.pending.len())?;
+        Ok(self.builder.root)
     }
 }
 
@@ -518,27 +600,34 @@ impl DataSet {
     }
 }
 
-/// Pads a value to even length as its VR wants.
+/// Pads a value to even length as its VR wants (PS3.5 §6.2: NUL for UI and binary VRs,
+/// a space for text).
 pub fn pad(vr: [u8; 2], mut v: Vec<u8>) -> Vec<u8> {
     if v.len() % 2 == 1 {
-        v.push(match &vr {
-            b"UI" => 0,
-            b"OB" | b"UN" => 0,
-            _ => b' ',
-        });
+        v.push(pad_byte(vr));
     }
     v
 }
 
-/// Rewrites an uncompressed data set from one VR syntax to the other.
+/// Rewrites an uncompressed little-endian data set from one VR syntax to the other (or to
+/// the same, padding odd values), streaming (see [`crate::Transcoder`]).
+///
+/// # Errors
+/// [`Error::DataSet`] when `bytes` is not a data set in the source syntax.
 pub fn transcode(bytes: &[u8], from_explicit: bool, to_explicit: bool) -> Result<Vec<u8>, Error> {
-    if from_explicit == to_explicit {
-        return Ok(bytes.to_vec());
-    }
-    let ds = DataSet::parse(bytes, from_explicit)?;
-    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 8);
-    ds.write(to_explicit, &mut out);
-    Ok(out)
+    let enc = |explicit| {
+        if explicit {
+            Encoding::EXPLICIT_LE
+        } else {
+            Encoding::IMPLICIT_LE
+        }
+    };
+    let from = Syntax {
+        encoding: enc(from_explicit),
+        deflated: false,
+        encapsulated: false,
+    };
+    transcode_syntax(bytes, from, enc(to_explicit))
 }
 
 #[cfg(test)]

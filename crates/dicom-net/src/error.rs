@@ -26,6 +26,10 @@ pub enum Error {
     /// Not a Part 10 file.
     #[error("not a DICOM Part 10 file: {0}")]
     NotPart10(String),
+    /// A file that cannot be stored (no SOP Class or Instance UID in its data set), found
+    /// before anything was sent.
+    #[error("{0}")]
+    Object(String),
     /// A query key or JSON attribute that cannot be used.
     #[error("{0}")]
     Invalid(String),

@@ -1,17 +1,29 @@
-//! A DICOM SCU: the upper layer, associations, C-ECHO, C-STORE and C-FIND.
+//! DICOM networking: the upper layer, associations, C-ECHO, C-STORE and C-FIND, and the data
+//! set layer that lets any file go out in a syntax the SCP accepts.
 //!
 //! - [`pdu`]: every upper-layer PDU (PS3.8 §9.3), sans-IO, decoding bounded by the maximum
 //!   length this side advertised.
 //! - [`dimse`]: command sets (always Implicit VR LE, group length first), status codes with
 //!   their standard names, and a [`dimse::Reassembler`] that follows PDV flags, never PDU
 //!   boundaries.
-//! - [`DataSet`]: the element layer in Explicit and Implicit VR LE, sequences included, enough
-//!   for query identifiers (Modality Worklist too) and for transcoding one syntax to the other;
+//! - [`reader`] / [`writer`]: data set elements as a stream of tokens (sans-IO, bounded by one
+//!   element header): Implicit/Explicit VR LE and Explicit VR BE, sequences, encapsulated pixel
+//!   data, UN of undefined length (CP-246). Written back with even lengths (PS3.5 §7.1), in the
+//!   target byte order. [`Transcoder`] joins them, inflating Deflate on the way in.
+//! - [`inspect`]: what a file holds, from its element headers only: meta group or none (the
+//!   encoding then told from the content), the data set's SOP Class/Instance UIDs, odd values.
+//! - [`DataSet`]: a data set in memory, for query identifiers (Modality Worklist too);
 //!   [`to_json`] / [`from_json`] convert to and from the DICOM JSON model (PS3.18 §F.2).
-//! - [`part10`]: the meta group of a Part 10 file; the data set after it is sent unparsed
-//!   whenever the SCP accepts its transfer syntax.
+//! - [`part10`]: the meta group of a Part 10 file, read and written; the data set after it is
+//!   sent unparsed whenever the SCP accepts its transfer syntax and no value needs padding.
 //! - [`Association`] (feature `tokio`): connect, propose contexts, echo, store (streamed from the
 //!   file), find (matches streamed, C-CANCEL), release, abort, with ACSE and DIMSE timeouts.
+//! - [`acceptor`]: the SCP side, sans-IO: negotiation (Verification and every Storage SOP
+//!   class, in Implicit/Explicit VR LE, Deflate or an encapsulated syntax as it is), C-ECHO,
+//!   C-STORE data sets handed out fragment by fragment, the status decided by the application.
+//! - [`scp`] (feature `tokio`): the SCP over TCP, bounded (PDU, associations, idle time, object
+//!   size); objects streamed to Part 10 files and handed to the application with their DICOM
+//!   JSON (no Pixel Data) before the C-STORE is answered.
 //!
 //! ```
 //! use dicom_net::{DataSet, dict, from_json, to_json};
@@ -52,13 +64,14 @@
 //!
 //! ## Features
 //!
-//! - `tokio` (default): [`Association`]. Without it the crate is sans-IO only.
+//! - `tokio` (default): [`Association`] and [`scp`]. Without it the crate is sans-IO only.
 
 #![cfg_attr(
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod acceptor;
 #[cfg(feature = "tokio")]
 mod client;
 mod dataset;
@@ -66,13 +79,23 @@ pub mod dict;
 pub mod dimse;
 mod error;
 mod json;
+mod object;
 pub mod part10;
 pub mod pdu;
+pub mod reader;
+#[cfg(feature = "tokio")]
+pub mod scp;
+mod transcode;
 pub mod uids;
+pub mod writer;
 
 #[cfg(feature = "tokio")]
 pub use client::{Association, Context, Find, FindEnd, Options, Proposal, StoreResult};
-pub use dataset::{DataSet, Element, Value, pad, transcode};
+pub use dataset::{DataSet, DataSetStream, Element, Value, pad, transcode};
 pub use dimse::{Status, StatusKind};
 pub use error::Error;
 pub use json::{from_json, to_json};
+#[cfg(feature = "tokio")]
+pub use object::inspect_file;
+pub use object::{Inspection, Object, detect_encoding, inspect};
+pub use transcode::{Inflater, Transcoder, transcode_syntax};

@@ -4,7 +4,7 @@ mod dcmtk;
 
 use std::time::{Duration, Instant};
 
-use dcmtk::{CT_IMAGE, Spec, TempDir, data_set_of, make_file};
+use dcmtk::{CT_IMAGE, Spec, TempDir, data_set_of, make_file, stored};
 use dicom_net::{
     Association, DataSet, Element, Error, Options, Proposal, StatusKind, Value, dict, uids,
 };
@@ -32,20 +32,6 @@ fn storage_proposals(files: &[&std::path::Path]) -> Vec<Proposal> {
     );
     p.push(Proposal::verification());
     p
-}
-
-/// The file storescp wrote for `sop_instance`.
-fn stored(dir: &std::path::Path, sop_instance: &str) -> std::path::PathBuf {
-    let name = std::fs::read_dir(dir.join("in"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with(sop_instance))
-        });
-    name.unwrap_or_else(|| panic!("storescp wrote no file for {sop_instance}"))
 }
 
 #[tokio::test]

@@ -270,3 +270,159 @@ pub fn wlmscpfs(dir: &Path) -> Server {
     let port_s = port.to_string();
     Server::start("wlmscpfs", dir, port, &["-v", "-dfp", "wl", &port_s], &[])
 }
+
+/// `storescp` (AE STORESCP, bit-preserving, into `dir/in`) accepting only `transfer_syntaxes`
+/// for `sop_classes` (and Verification), through a configuration profile (`-xf`): the way to
+/// make dcmtk accept exactly one syntax, such as Explicit VR LE alone.
+pub fn storescp_only(dir: &Path, transfer_syntaxes: &[&str], sop_classes: &[&str]) -> Server {
+    let mut cfg = String::from("[[TransferSyntaxes]]\n[Only]\n");
+    for (i, ts) in transfer_syntaxes.iter().enumerate() {
+        cfg += &format!("TransferSyntax{} = {ts}\n", i + 1);
+    }
+    cfg += "[Echo]\nTransferSyntax1 = 1.2.840.10008.1.2\n";
+    cfg += "\n[[PresentationContexts]]\n[Contexts]\n";
+    cfg += "PresentationContext1 = 1.2.840.10008.1.1\\Echo\n";
+    for (i, sop) in sop_classes.iter().enumerate() {
+        cfg += &format!("PresentationContext{} = {sop}\\Only\n", i + 2);
+    }
+    cfg += "\n[[Profiles]]\n[Only]\nPresentationContexts = Contexts\n";
+    let name = format!("storescp-{}.cfg", free_port());
+    std::fs::write(dir.join(&name), cfg).unwrap();
+    let path = dir.join(&name).display().to_string();
+    storescp(dir, &["-xf", &path, "Only"], &[])
+}
+
+/// The file storescp wrote into `dir/in` for `sop_instance`.
+pub fn stored(dir: &Path, sop_instance: &str) -> PathBuf {
+    let name = std::fs::read_dir(dir.join("in"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(sop_instance))
+        });
+    name.unwrap_or_else(|| panic!("storescp wrote no file for {sop_instance}"))
+}
+
+/// The repository's root (where Cargo.lock is), from any package of the workspace.
+pub fn workspace_root() -> PathBuf {
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    while !dir.join("Cargo.lock").exists() {
+        assert!(
+            dir.pop(),
+            "no Cargo.lock above {}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+    }
+    dir
+}
+
+/// A field case's input (`crates/dicom-net/tests/cases/`: case 08, odd-length Pixel Data;
+/// case 10, a private UN sequence of undefined length).
+pub fn case_file(name: &str) -> PathBuf {
+    workspace_root()
+        .join("crates/dicom-net/tests/cases")
+        .join(name)
+}
+
+/// The Python of the venv holding pydicom and pynetdicom (`ensure_pydicom` in
+/// scripts/peers.sh exports `OUTPOST_PYDICOM`).
+pub fn pydicom_python() -> PathBuf {
+    let dir = std::env::var_os("OUTPOST_PYDICOM").map_or_else(
+        || workspace_root().join(".tools/python/pydicom"),
+        PathBuf::from,
+    );
+    let py = dir.join("bin/python");
+    assert!(
+        py.exists(),
+        "pydicom is not installed at {}: run `source scripts/peers.sh && ensure_pydicom`",
+        dir.display()
+    );
+    py
+}
+
+/// The test files pydicom's wheel ships (real files written by GDCM, dcmtk and vendors).
+pub fn pydicom_test_files() -> PathBuf {
+    let out = Command::new(pydicom_python())
+        .args([
+            "-c",
+            "import os, pydicom; print(os.path.join(os.path.dirname(pydicom.__file__), 'data', 'test_files'))",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// Compares each (original, stored) pair element by element with pydicom
+/// (`pydicom_compare.py`); returns the lines of the pairs that differ.
+pub fn pydicom_differences(pairs: &[(PathBuf, PathBuf)]) -> Vec<String> {
+    use std::io::Write;
+    let script = workspace_root().join("crates/dicom-net/tests/pydicom_compare.py");
+    let mut child = Command::new(pydicom_python())
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = String::new();
+    for (a, b) in pairs {
+        input += &format!("{}\t{}\n", a.display(), b.display());
+    }
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().count(),
+        pairs.len(),
+        "pydicom_compare.py: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .filter(|l| !l.starts_with("SAME "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The data set as dcmdump prints it, element by element with values, without lengths and
+/// without how sequences and items were delimited (which a conversion may change).
+pub fn dcmdump_elements(path: &Path) -> Vec<String> {
+    let out = Command::new(bin("dcmdump"))
+        .args(["+L", "-q"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "dcmdump {}", path.display());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut in_data_set = false;
+    let mut lines = Vec::new();
+    for l in text.lines() {
+        if l.starts_with("# Dicom-Data-Set") {
+            in_data_set = true;
+            continue;
+        }
+        let l = l.trim();
+        if !in_data_set || l.starts_with('#') || l.is_empty() || l.starts_with("(fffe,e0") {
+            continue;
+        }
+        let l = l.split(" #").next().unwrap_or(l).trim_end();
+        let l = match l.find(" SQ (Sequence") {
+            Some(i) => format!("{} SQ", &l[..i]),
+            None => l.to_owned(),
+        };
+        lines.push(l);
+    }
+    lines
+}

@@ -4,18 +4,18 @@
 //! batched into one write), so no C-STORE waits on Nagle's algorithm and a delayed ACK.
 
 use std::collections::VecDeque;
-use std::path::Path;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, ToSocketAddrs};
 
-use crate::dataset::{DataSet, transcode};
+use crate::dataset::DataSet;
 use crate::dimse::{self, Command, DimseMessage, Reassembler, Status, StatusKind};
-use crate::part10::{FileMeta, read_meta};
 use crate::pdu::{self, Associate, Pdu, PresentationContext, UserInfo};
 use crate::{Error, uids};
+
+mod store;
 
 /// Largest DIMSE response (command and data set) accepted: 16 MiB.
 const MAX_RESPONSE: usize = 16 << 20;
@@ -27,8 +27,6 @@ const UNLIMITED_FRAGMENT: usize = 1 << 20;
 const MIN_PEER_MAX: u32 = 128;
 /// P-DATA PDUs are gathered up to this many bytes before a write.
 const WRITE_BATCH: usize = 256 << 10;
-/// The meta group must lie within the first this-many bytes of a file.
-const MAX_META: usize = 64 << 10;
 /// CommandDataSetType for "a data set follows" (the value dcmtk writes).
 const DATA_SET_PRESENT: u16 = 0x0001;
 
@@ -91,8 +89,10 @@ impl Proposal {
     }
 
     /// Proposals to store files of these (SOP class, transfer syntax) pairs: for each SOP class,
-    /// one context per transfer syntax the files use, plus Implicit and Explicit VR LE (for
-    /// transcoding uncompressed files). One context per syntax lets each file go out as it is.
+    /// one context per transfer syntax the files use, plus Explicit and Implicit VR LE, which
+    /// uncompressed, deflated and big-endian files convert to without loss (for a compressed
+    /// file they tell what the SCP would take, for the refusal to say). One context per syntax
+    /// lets each file go out as it is.
     pub fn for_storage<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<Proposal> {
         let mut out: Vec<Proposal> = Vec::new();
         let mut push = |sop: &str, ts: &str| {
@@ -105,10 +105,8 @@ impl Proposal {
         };
         for (sop, ts) in files {
             push(sop, ts);
+            push(sop, uids::EXPLICIT_VR_LE);
             push(sop, uids::IMPLICIT_VR_LE);
-            if uids::uncompressed_le(ts).is_some() {
-                push(sop, uids::EXPLICIT_VR_LE);
-            }
         }
         out
     }
@@ -160,10 +158,15 @@ pub struct StoreResult {
     pub error_comment: Option<String>,
     /// The transfer syntax the data set went in.
     pub transfer_syntax: String,
-    /// Whether the data set had to be transcoded (else its bytes went as they were).
+    /// Whether the data set went in another transfer syntax than the file's.
     pub transcoded: bool,
     /// Data set bytes sent.
     pub bytes: u64,
+    /// How the file was read and sent ("no meta header; read as ...", "converted from ... to
+    /// ...", odd values padded).
+    pub notes: Vec<String>,
+    /// Defects of the file that did not stop it (meta group and data set disagree).
+    pub warnings: Vec<String>,
 }
 
 /// An open association.
@@ -297,10 +300,11 @@ impl Association {
                 "the SCP's maximum PDU length {peer_max} is below {MIN_PEER_MAX}"
             )));
         }
+        // Even, so that every fragment of an even data set is even (PS3.8 Annex E).
         a.fragment = if peer_max == 0 {
             UNLIMITED_FRAGMENT
         } else {
-            (peer_max as usize - 6).min(UNLIMITED_FRAGMENT)
+            (peer_max as usize - 6).min(UNLIMITED_FRAGMENT) & !1
         };
         for (i, p) in proposals.iter().enumerate() {
             let id = (2 * i + 1) as u8;
@@ -409,141 +413,6 @@ impl Association {
         }
     }
 
-    /// Picks the context for a data set in `ts`: the same syntax (sent as is), else the other
-    /// uncompressed little-endian one (transcoded). Returns (id, accepted syntax).
-    fn store_context(&self, sop_class: &str, ts: &str) -> Result<(u8, String), Error> {
-        let accepted = || {
-            self.contexts
-                .iter()
-                .filter(move |c| c.accepted() && c.abstract_syntax == sop_class)
-        };
-        if let Some(c) = accepted().find(|c| c.transfer_syntax == ts) {
-            return Ok((c.id, c.transfer_syntax.clone()));
-        }
-        if uids::uncompressed_le(ts).is_some()
-            && let Some(c) =
-                accepted().find(|c| uids::uncompressed_le(&c.transfer_syntax).is_some())
-        {
-            return Ok((c.id, c.transfer_syntax.clone()));
-        }
-        Err(self.no_context(sop_class, Some(ts)))
-    }
-
-    /// C-STORE of a Part 10 file read from disk. When the SCP accepted the file's transfer
-    /// syntax, the bytes after the meta group are streamed into PDVs without being parsed, in
-    /// memory bounded by one write batch. A file the association cannot carry gives
-    /// [`Error::NoContext`] and leaves the association usable.
-    pub async fn store_file(&mut self, path: &Path) -> Result<StoreResult, Error> {
-        self.usable()?;
-        let mut file = tokio::fs::File::open(path).await?;
-        let len = file.metadata().await?.len();
-        let mut head = vec![0; (len as usize).min(MAX_META)];
-        file.read_exact(&mut head).await?;
-        let (meta, offset) = match read_meta(&head) {
-            Err(_) if head.len() == MAX_META => {
-                return Err(Error::NotPart10(format!(
-                    "no complete meta group in the first {MAX_META} bytes"
-                )));
-            }
-            other => other?,
-        };
-        let (pc, ts) = self.store_context(&meta.sop_class, &meta.transfer_syntax)?;
-        let data_len = len - offset as u64;
-        // One trip to the blocking pool per batch, not per fragment.
-        let mut file = BufReader::with_capacity(WRITE_BATCH, file);
-        if ts == meta.transfer_syntax {
-            let id = self.store_command(pc, &meta);
-            let sent = self
-                .send_data(
-                    pc,
-                    &head[offset..],
-                    Some((&mut file, data_len - (head.len() - offset) as u64)),
-                )
-                .await;
-            self.finish_store(id, sent.map(|()| data_len), meta, ts, false)
-                .await
-        } else {
-            let mut data = head.split_off(offset);
-            file.read_to_end(&mut data).await?;
-            self.store_transcoded(pc, meta, ts, &data).await
-        }
-    }
-
-    /// C-STORE of a Part 10 file held in memory (as the agent receives them).
-    pub async fn store_bytes(&mut self, file: &[u8]) -> Result<StoreResult, Error> {
-        self.usable()?;
-        let (meta, offset) = read_meta(file)?;
-        let (pc, ts) = self.store_context(&meta.sop_class, &meta.transfer_syntax)?;
-        let data = &file[offset..];
-        if ts == meta.transfer_syntax {
-            let id = self.store_command(pc, &meta);
-            let sent = self.send_data(pc, data, None).await;
-            self.finish_store(id, sent.map(|()| data.len() as u64), meta, ts, false)
-                .await
-        } else {
-            self.store_transcoded(pc, meta, ts, data).await
-        }
-    }
-
-    async fn store_transcoded(
-        &mut self,
-        pc: u8,
-        meta: FileMeta,
-        ts: String,
-        data: &[u8],
-    ) -> Result<StoreResult, Error> {
-        let from = uids::uncompressed_le(&meta.transfer_syntax);
-        let to = uids::uncompressed_le(&ts);
-        let (Some(from), Some(to)) = (from, to) else {
-            return Err(Error::NoContext(format!(
-                "{} in {}: cannot transcode to {ts}",
-                meta.sop_class, meta.transfer_syntax
-            )));
-        };
-        let out = transcode(data, from, to)?;
-        let id = self.store_command(pc, &meta);
-        let sent = self.send_data(pc, &out, None).await;
-        self.finish_store(id, sent.map(|()| out.len() as u64), meta, ts, true)
-            .await
-    }
-
-    /// Queues the C-STORE-RQ command; returns its message id.
-    fn store_command(&mut self, pc: u8, meta: &FileMeta) -> u16 {
-        let id = self.message_id();
-        let cmd = Command {
-            affected_sop_class: Some(meta.sop_class.clone()),
-            command_field: dimse::C_STORE_RQ,
-            message_id: Some(id),
-            priority: Some(0),
-            data_set_type: DATA_SET_PRESENT,
-            affected_sop_instance: Some(meta.sop_instance.clone()),
-            ..Command::default()
-        };
-        self.send_command(pc, &cmd);
-        id
-    }
-
-    async fn finish_store(
-        &mut self,
-        id: u16,
-        sent: Result<u64, Error>,
-        meta: FileMeta,
-        ts: String,
-        transcoded: bool,
-    ) -> Result<StoreResult, Error> {
-        let bytes = sent?;
-        let rsp = self.response(dimse::C_STORE_RSP, id, "C-STORE-RSP").await?;
-        Ok(StoreResult {
-            sop_class: meta.sop_class,
-            sop_instance: meta.sop_instance,
-            status: Status(rsp.command.status.unwrap_or(0xFFFF)),
-            error_comment: rsp.command.error_comment,
-            transfer_syntax: ts,
-            transcoded,
-            bytes,
-        })
-    }
-
     /// C-FIND: sends `identifier` under the information model `model` and returns the stream
     /// of matches.
     pub async fn find(&mut self, model: &str, identifier: &DataSet) -> Result<Find<'_>, Error> {
@@ -569,7 +438,7 @@ impl Association {
         self.send_command(pc, &cmd);
         let mut data = Vec::new();
         identifier.write(explicit, &mut data);
-        self.send_data(pc, &data, None).await?;
+        self.send_data(pc, &data, None, false).await?;
         Ok(Find {
             assoc: self,
             pc,
@@ -649,14 +518,16 @@ impl Association {
     }
 
     /// Sends a data set: `head` from memory, then `tail_len` bytes of `tail` read straight into
-    /// the PDU buffer, in fragments of at most the SCP's maximum less 6, flushed in batches.
+    /// the PDU buffer, then one NUL when `pad`, in fragments of at most the SCP's maximum less
+    /// 6, flushed in batches.
     async fn send_data(
         &mut self,
         pc: u8,
         mut head: &[u8],
         mut tail: Option<(&mut BufReader<tokio::fs::File>, u64)>,
+        pad: bool,
     ) -> Result<(), Error> {
-        let mut remaining = head.len() as u64 + tail.as_ref().map_or(0, |t| t.1);
+        let mut remaining = head.len() as u64 + tail.as_ref().map_or(0, |t| t.1) + u64::from(pad);
         loop {
             let n = remaining.min(self.fragment as u64) as usize;
             remaining -= n as u64;
@@ -669,18 +540,29 @@ impl Association {
             let from_head = n.min(head.len());
             self.wbuf.extend_from_slice(&head[..from_head]);
             head = &head[from_head..];
-            if from_head < n {
-                let Some((file, left)) = tail.as_mut() else {
-                    return Err(Error::Protocol("data set shorter than announced".into()));
-                };
+            let mut filled = from_head;
+            if let Some((file, left)) = tail.as_mut()
+                && filled < n
+                && *left > 0
+            {
+                let take = ((n - filled) as u64).min(*left) as usize;
                 let start = self.wbuf.len();
-                self.wbuf.resize(start + n - from_head, 0);
+                self.wbuf.resize(start + take, 0);
                 if let Err(e) = file.read_exact(&mut self.wbuf[start..]).await {
                     // Part of the data set is out: the association cannot carry on.
                     self.abort().await;
                     return Err(Error::Io(e));
                 }
-                *left -= (n - from_head) as u64;
+                *left -= take as u64;
+                filled += take;
+            }
+            if filled < n {
+                if pad && last && filled + 1 == n {
+                    self.wbuf.push(0);
+                } else {
+                    self.abort().await;
+                    return Err(Error::Protocol("data set shorter than announced".into()));
+                }
             }
             if last || self.wbuf.len() >= WRITE_BATCH {
                 self.flush(self.opts.dimse_timeout).await?;
