@@ -29,7 +29,8 @@ use agent_protocol::{
 };
 use bytes::BytesMut;
 use hl7v2::{AckCode, Charset};
-use mllp::{DelimitedFramer, Request, Server, ServerOptions, ack_options};
+use byte_stream::DelimitedFramer;
+use mllp::{Request, Server, ServerOptions, ack_options};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -671,7 +672,7 @@ async fn worker(inner: Arc<Inner>, channel: String) {
             content_type: m.content_type.clone(),
             body: m.body.clone(),
             callback: Some(m.callback.clone()),
-            return_ack: None,
+            ..TransmitRequest::default()
         });
         let Some(rx) = inner.request(&m.callback, &request).await else {
             backoff(&mut failures).await;

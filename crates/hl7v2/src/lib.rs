@@ -29,7 +29,9 @@
 //! - the escape codec ([`escape`], [`unescape`], [`EscapeTokens`]) and character sets
 //!   ([`Charset`]);
 //! - building messages ([`MessageBuilder`]) and acknowledgements ([`build_ack`], [`AckMode`]
-//!   from MSH-15/MSH-16, [`Acknowledgment`] to read one);
+//!   from MSH-15/MSH-16, [`Acknowledgment`] to read one), and what a receiver owes a sender
+//!   ([`acks_for`] in original and enhanced mode, [`reject`] for what does not parse), built at
+//!   a time the caller passes;
 //! - DTM/TS timestamps that keep their precision and offset ([`Timestamp`]);
 //! - batch files ([`Batch`]);
 //! - example messages ([`example_adt_a01`], [`example_oru_r01`]).
@@ -56,6 +58,7 @@ mod escape;
 mod example;
 mod message;
 mod path;
+mod receiver;
 mod segment;
 mod timestamp;
 mod value;
@@ -72,6 +75,7 @@ pub use escape::{DelimiterEscape, EscapeToken, EscapeTokens, escape, unescape};
 pub use example::{example_adt_a01, example_oru_r01, hl7_now};
 pub use message::{DEFAULT_MAX_SIZE, Message, ParseOptions};
 pub use path::Path;
+pub use receiver::{ack_options_at, acks_for, reject};
 pub use segment::Segment;
 pub use timestamp::{Precision, Timestamp};
 pub use value::{Level, Value, Values};
