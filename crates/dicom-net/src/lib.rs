@@ -10,6 +10,8 @@
 //!   [`to_json`] / [`from_json`] convert to and from the DICOM JSON model (PS3.18 §F.2).
 //! - [`part10`]: the meta group of a Part 10 file; the data set after it is sent unparsed
 //!   whenever the SCP accepts its transfer syntax.
+//! - [`FindModel`] picks a C-FIND information model for an identifier; [`store_json`] and
+//!   [`matches_json`] report a C-STORE's or a C-FIND's outcome as JSON.
 //! - [`Association`] (feature `tokio`): connect, propose contexts, echo, store (streamed from the
 //!   file), find (matches streamed, C-CANCEL), release, abort, with ACSE and DIMSE timeouts.
 //!
@@ -68,6 +70,7 @@ mod error;
 mod json;
 pub mod part10;
 pub mod pdu;
+mod report;
 pub mod uids;
 
 #[cfg(feature = "tokio")]
@@ -76,3 +79,6 @@ pub use dataset::{DataSet, Element, Value, pad, transcode};
 pub use dimse::{Status, StatusKind};
 pub use error::Error;
 pub use json::{from_json, to_json};
+#[cfg(feature = "tokio")]
+pub use report::store_json;
+pub use report::{FindModel, UnknownModel, matches_json, status_hex};

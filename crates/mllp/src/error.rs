@@ -53,6 +53,15 @@ pub enum Error {
         /// The limit.
         timeout: Duration,
     },
+    /// No connection to the destination was free before the send's deadline (the pool's cap
+    /// was reached and none came back in time): the message was not sent.
+    #[error("no connection to {addr} free within {} ms; the message was not sent", .waited.as_millis())]
+    PoolTimeout {
+        /// The destination.
+        addr: String,
+        /// How long the send waited.
+        waited: Duration,
+    },
     /// No acknowledgement for the message in time.
     #[error("no acknowledgement for message {control_id} within {} ms", .timeout.as_millis())]
     AckTimeout {

@@ -1,9 +1,13 @@
-//! The agent's configuration: Medplum's `agent.properties`, or the same values as flags.
+//! The agent's configuration: Medplum's `agent.properties`, or the same values as flags
+//! ([`AgentConfig`]); and what the relay configures — the Agent's channels and status — read
+//! from it and kept in the data directory for a start without it ([`remote`]).
+
+pub(crate) mod remote;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::Error;
+use crate::{ConfigError, Error};
 
 /// How an agent runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +28,7 @@ pub struct AgentConfig {
     /// Where the durable inbound queue lives (`dataDir`, an Outpost addition; default
     /// `./outpost-agent-data`).
     pub data_dir: PathBuf,
-    /// Heartbeat period (Medplum: 10 s). A relay silent for two periods means reconnect.
+    /// Heartbeat period (Medplum: 10 s). A relay silent for three periods means reconnect.
     pub heartbeat_interval: Duration,
     /// Longest wait for a device's answer to a push (`ackTimeoutMs`; default 55 s, the longest
     /// `waitTimeout` a caller can ask for, so the agent never gives up before the caller).
@@ -70,10 +74,7 @@ impl AgentConfig {
                 continue;
             }
             let Some((key, value)) = line.split_once('=').or_else(|| line.split_once(':')) else {
-                return Err(Error::Config(format!(
-                    "agent.properties line {}: expected key=value",
-                    n + 1
-                )));
+                return Err(ConfigError::Syntax(n + 1).into());
             };
             let value = value.trim().to_owned();
             match key.trim() {
@@ -85,8 +86,9 @@ impl AgentConfig {
                 "caFile" => c.ca_file = Some(PathBuf::from(value)),
                 "dataDir" => c.data_dir = PathBuf::from(value),
                 "ackTimeoutMs" => {
-                    let ms = value.parse().map_err(|_| {
-                        Error::Config(format!("ackTimeoutMs: not a number: {value}"))
+                    let ms = value.parse().map_err(|_| ConfigError::NotANumber {
+                        key: "ackTimeoutMs",
+                        value: value.clone(),
                     })?;
                     c.ack_timeout = Duration::from_millis(ms);
                 }
@@ -99,12 +101,18 @@ impl AgentConfig {
 
     /// Reads an `agent.properties` file.
     pub fn from_file(path: &Path) -> Result<AgentConfig, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+            path: path.to_owned(),
+            source,
+        })?;
         AgentConfig::from_properties(&text)
     }
 
     /// Checks that the four required values are there and the URL is usable.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] saying which.
     pub fn validate(&self) -> Result<(), Error> {
         for (name, v) in [
             ("baseUrl", &self.base_url),
@@ -113,14 +121,11 @@ impl AgentConfig {
             ("agentId", &self.agent_id),
         ] {
             if v.is_empty() {
-                return Err(Error::Config(format!("{name} is required")));
+                return Err(ConfigError::Missing(name).into());
             }
         }
         if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
-            return Err(Error::Config(format!(
-                "baseUrl must start with http:// or https://: {}",
-                self.base_url
-            )));
+            return Err(ConfigError::BaseUrl(self.base_url.clone()).into());
         }
         Ok(())
     }

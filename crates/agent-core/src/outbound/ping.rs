@@ -1,0 +1,47 @@
+//! `x-application/ping`: `PING` or `PING <count>` to a host or IP with the system's `ping`,
+//! within the push's time.
+
+use std::time::Duration;
+
+use agent_protocol::CONTENT_TYPE_PING;
+
+use super::{Budget, Delivered, PushError};
+
+pub(crate) async fn ping(host: &str, body: &str, budget: Budget) -> Result<Delivered, PushError> {
+    let count: u32 = body
+        .trim()
+        .strip_prefix("PING")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map_or(Ok(1), str::parse)
+        .map_err(|_| PushError::PingBody(body.to_owned()))?;
+    let count = count.clamp(1, 10);
+    if host.starts_with('-') || host.is_empty() {
+        return Err(PushError::PingHost(host.to_owned()));
+    }
+    let limit = Duration::from_secs(3 + 2 * u64::from(count)).min(budget.left());
+    let out = tokio::time::timeout(
+        limit,
+        tokio::process::Command::new("ping")
+            .args(["-c", &count.to_string(), "-W", "2", host])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| PushError::Ping(format!("ping {host}: no answer in time")))?
+    .map_err(|e| {
+        PushError::Ping(match e.kind() {
+            std::io::ErrorKind::NotFound => "ping is not installed on the agent's host".to_owned(),
+            _ => format!("ping {host}: {e}"),
+        })
+    })?;
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if out.status.success() {
+        Ok((CONTENT_TYPE_PING.to_owned(), stdout))
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        Err(PushError::Ping(format!(
+            "ping {host} failed: {stdout}{stderr}"
+        )))
+    }
+}
