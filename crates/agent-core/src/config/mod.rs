@@ -38,7 +38,7 @@ pub struct AgentConfig {
     /// Longest reconnect delay.
     pub max_backoff: Duration,
     /// How long a device waits (original mode) for the relay's answer before it is told the
-    /// message is queued at the agent (30 s).
+    /// message is queued at the agent (`inboundReplyWaitMs`, an Outpost addition; 30 s).
     pub inbound_reply_wait: Duration,
 }
 
@@ -61,10 +61,21 @@ impl Default for AgentConfig {
     }
 }
 
+/// A duration in milliseconds.
+fn millis(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    value
+        .parse()
+        .map(Duration::from_millis)
+        .map_err(|_| ConfigError::NotANumber {
+            key,
+            value: value.to_owned(),
+        })
+}
+
 impl AgentConfig {
     /// Reads `agent.properties`: `key=value` lines, `#` and `!` comments, blank lines ignored.
     /// Keys: `baseUrl`, `clientId`, `clientSecret`, `agentId`, `logLevel` (Medplum's), and
-    /// `caFile`, `dataDir`, `ackTimeoutMs` (Outpost's). Unknown keys (Medplum's `logger.*`) are
+    /// `caFile`, `dataDir`, `ackTimeoutMs`, `inboundReplyWaitMs` (Outpost's). Unknown keys (Medplum's `logger.*`) are
     /// ignored.
     pub fn from_properties(text: &str) -> Result<AgentConfig, Error> {
         let mut c = AgentConfig::default();
@@ -85,12 +96,9 @@ impl AgentConfig {
                 "logLevel" => c.log_level = value,
                 "caFile" => c.ca_file = Some(PathBuf::from(value)),
                 "dataDir" => c.data_dir = PathBuf::from(value),
-                "ackTimeoutMs" => {
-                    let ms = value.parse().map_err(|_| ConfigError::NotANumber {
-                        key: "ackTimeoutMs",
-                        value: value.clone(),
-                    })?;
-                    c.ack_timeout = Duration::from_millis(ms);
+                "ackTimeoutMs" => c.ack_timeout = millis("ackTimeoutMs", &value)?,
+                "inboundReplyWaitMs" => {
+                    c.inbound_reply_wait = millis("inboundReplyWaitMs", &value)?;
                 }
                 _ => {}
             }

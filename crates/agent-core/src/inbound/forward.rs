@@ -10,7 +10,8 @@
 //!   responsibility for it): kept and sent again later, same callback;
 //! - a final answer (2xx, 4xx, `agent:error`): handed to the device connection that waits for
 //!   it, then recorded in the queue. When the record cannot be written (disk full), the answer
-//!   is kept in memory and only the local write is retried — the relay is not asked again.
+//!   is kept in memory and only the local write is retried (0.5 s doubling to 5 s) — the relay
+//!   is not asked again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +31,8 @@ pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// First and longest retry delay.
 const MIN_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Longest pause between attempts to record an answer locally (the disk, not the relay).
+const MAX_RECORD_RETRY: Duration = Duration::from_secs(5);
 /// How long an idle forwarder sleeps before looking at the queue again, in case a wake-up was
 /// missed.
 const IDLE_LOOK: Duration = Duration::from_secs(5);
@@ -164,7 +167,7 @@ impl Forwarder {
     /// succeeds; `false` if the agent stops first (the message is then sent again at the next
     /// start, and the relay answers it from its store).
     async fn record(&self, channel: &str, m: &Queued, failed: bool, answer: &Answer) -> bool {
-        let mut retry = Backoff::new(MIN_RETRY, MAX_RETRY);
+        let mut retry = Backoff::new(MIN_RETRY, MAX_RECORD_RETRY);
         loop {
             match self
                 .inbox
