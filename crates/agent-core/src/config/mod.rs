@@ -185,6 +185,24 @@ mod tests {
     }
 
     #[test]
+    fn outpost_durations() {
+        let c = AgentConfig::from_properties(
+            "baseUrl=http://x\nclientId=a\nclientSecret=s\nagentId=b\nackTimeoutMs=1500\ninboundReplyWaitMs=2000\n",
+        )
+        .unwrap();
+        assert_eq!(c.ack_timeout, Duration::from_millis(1500));
+        assert_eq!(c.inbound_reply_wait, Duration::from_secs(2));
+        let e = AgentConfig::from_properties(
+            "baseUrl=http://x\nclientId=a\nclientSecret=s\nagentId=b\ninboundReplyWaitMs=soon\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "configuration: inboundReplyWaitMs: not a number: soon"
+        );
+    }
+
+    #[test]
     fn plain_http_gives_ws() {
         let c = AgentConfig {
             base_url: "http://127.0.0.1:8103".into(),
