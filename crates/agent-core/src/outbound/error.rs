@@ -37,7 +37,7 @@ pub enum PushError {
         source: hl7v2::Error,
     },
     /// `returnAck` is neither `first` nor `application`.
-    #[error("invalid returnAck: {0}")]
+    #[error("invalid returnAck: expected \"first\" or \"application\", got {0:?}")]
     ReturnAck(String),
     /// The body of an ASTM push is not ASTM records.
     #[error("invalid ASTM message: {0}")]
@@ -126,9 +126,28 @@ pub enum PushError {
         /// The SCP's error comment.
         comment: Option<String>,
     },
-    /// The system's `ping` failed or is missing.
-    #[error("{0}")]
-    Ping(String),
+    /// The host did not answer the system's `ping`.
+    #[error("ping {host} failed: {output}")]
+    PingFailed {
+        /// The host.
+        host: String,
+        /// What `ping` printed.
+        output: String,
+    },
+    /// `ping` did not finish in time.
+    #[error("ping {0}: no answer in time")]
+    PingTimeout(String),
+    /// `ping` could not be run.
+    #[error("{}", match .source.kind() {
+        std::io::ErrorKind::NotFound => "ping is not installed on the agent's host".to_owned(),
+        _ => format!("ping {host}: {source}"),
+    })]
+    PingRun {
+        /// The host.
+        host: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The destination did not answer within the push's time.
     #[error("{addr}: not delivered within {} ms", .within.as_millis())]
     Timeout {

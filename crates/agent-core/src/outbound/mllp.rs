@@ -22,9 +22,11 @@ pub(crate) async fn push(
         .as_deref()
         .or(url.get("returnAck"))
         .or(url.get("defaultReturnAck"))
-        .map(|r| r.parse::<ReturnAck>())
-        .transpose()
-        .map_err(PushError::ReturnAck)?;
+        .map(|r| {
+            r.parse::<ReturnAck>()
+                .map_err(|_| PushError::ReturnAck(r.to_owned()))
+        })
+        .transpose()?;
     let wire = charset.encode(&req.body);
     let opts = SendOptions {
         ack_timeout: None,

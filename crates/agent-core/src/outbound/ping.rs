@@ -28,20 +28,19 @@ pub(crate) async fn ping(host: &str, body: &str, budget: Budget) -> Result<Deliv
             .output(),
     )
     .await
-    .map_err(|_| PushError::Ping(format!("ping {host}: no answer in time")))?
-    .map_err(|e| {
-        PushError::Ping(match e.kind() {
-            std::io::ErrorKind::NotFound => "ping is not installed on the agent's host".to_owned(),
-            _ => format!("ping {host}: {e}"),
-        })
+    .map_err(|_| PushError::PingTimeout(host.to_owned()))?
+    .map_err(|source| PushError::PingRun {
+        host: host.to_owned(),
+        source,
     })?;
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     if out.status.success() {
         Ok((CONTENT_TYPE_PING.to_owned(), stdout))
     } else {
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-        Err(PushError::Ping(format!(
-            "ping {host} failed: {stdout}{stderr}"
-        )))
+        Err(PushError::PingFailed {
+            host: host.to_owned(),
+            output: format!("{stdout}{stderr}"),
+        })
     }
 }
