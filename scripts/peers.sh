@@ -76,8 +76,23 @@ ensure_scaleout_peers() {
     export OUTPOST_PG_BIN
 }
 
+# FHIR R4 validation: the PyPI package fhir.resources 6.4.0, the last release whose models are
+# FHIR R4 (4.0.1) — 6.5 moved to R4B, 7 and 8 to R5 — with the pydantic 1 it is built on. The
+# lab-results tests parse every resource they produce with it (scripts/peers/fhir_validate.py).
+FHIR_RESOURCES_VERSION=6.4.0
+ensure_fhir_validator() {
+    local dir="$TOOLS_DIR/python/fhir-r4"
+    if ! "$dir/bin/python" -c "import fhir.resources as f; assert f.__version__ == '$FHIR_RESOURCES_VERSION' and f.__fhir_version__ == '4.0.1'" 2>/dev/null; then
+        echo "installing fhir.resources $FHIR_RESOURCES_VERSION (PyPI)"
+        python3 -m venv "$dir"
+        "$dir/bin/pip" install -q "fhir.resources==$FHIR_RESOURCES_VERSION" "pydantic==1.10.27"
+    fi
+    export OUTPOST_FHIR_PYTHON="$dir/bin/python"
+}
+
 ensure_peers() {
     ensure_medplum
+    ensure_fhir_validator
     ensure_astm_peers
     ensure_dcmtk
     ensure_scaleout_peers

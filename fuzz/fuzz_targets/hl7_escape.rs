@@ -16,8 +16,9 @@ fuzz_target!(|data: &[u8]| {
         component: p[1],
         repetition: p[2],
         escape: p[3],
-        subcomponent: p[4],
-        truncation: (pick & 0x80 != 0).then_some(p[5]),
+        // A three-character MSH-2 has no subcomponent separator (and then no truncation).
+        subcomponent: (pick & 0x40 == 0).then_some(p[4]),
+        truncation: (pick & 0xC0 == 0x80).then_some(p[5]),
     };
     let mut out = Vec::new();
     for t in hl7v2::EscapeTokens::new(value, d) {

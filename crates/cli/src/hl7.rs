@@ -46,7 +46,9 @@ pub enum Hl7Command {
         host: String,
         /// Receiver port.
         port: u16,
-        /// The message; segments may be separated by `\r`, `\n` or `\r\n`.
+        /// The message. Segments ended by `\r` are sent byte for byte; ended by `\n` or `\r\n`,
+        /// they are sent ended by `\r` and nothing else changes (a `\n` inside a value of a
+        /// `\r` or `\r\n` message is data and is sent as it is).
         body: Option<String>,
         /// Read the message from a file instead.
         #[arg(long, conflicts_with = "body")]
@@ -283,7 +285,7 @@ pub fn print_values(out: &mut impl Write, msg: &Message<'_>) -> std::io::Result<
                 };
                 let comps: Vec<Value<'_>> = rep.components().collect();
                 if comps.len() == 1 && comps[0].subcomponents().count() == 1 {
-                    writeln!(out, "{rep_path:<14} {}", rep.text())?;
+                    write_value(out, &rep_path, &rep.text())?;
                     continue;
                 }
                 for (ci, comp) in comps.iter().enumerate() {
@@ -297,11 +299,22 @@ pub fn print_values(out: &mut impl Write, msg: &Message<'_>) -> std::io::Result<
                         } else {
                             format!("{rep_path}-{}", ci + 1)
                         };
-                        writeln!(out, "{path:<14} {}", sub.text())?;
+                        write_value(out, &path, &sub.text())?;
                     }
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// `PATH  value`; the lines of a value with line feeds in it (report text) are indented under
+/// its first, so no line of a value reads as another path.
+fn write_value(out: &mut impl Write, path: &str, text: &str) -> std::io::Result<()> {
+    let mut lines = text.split('\n');
+    writeln!(out, "{path:<14} {}", lines.next().unwrap_or_default())?;
+    for line in lines {
+        writeln!(out, "{:<14} {line}", "")?;
     }
     Ok(())
 }

@@ -142,3 +142,61 @@ fn latin1_from_outpost_to_medplum() {
     assert!(out.contains("MSA|AA|L1"), "{out}");
     listener.wait_for("PID|1||4711^^^HOSP^MR||MÜLLER^JÖRG^ß||19700101|M", WAIT);
 }
+
+/// Case 01 (`corpus/hl7v2/cases/`): MSH-2 with three encoding characters. Medplum's
+/// `Hl7Message.parse` (`@medplum/core` 5.0.10, as installed) reads the delimiters as bytes 3 to 7
+/// of the message, so with three characters its subcomponent separator is the field separator
+/// after MSH-2, which never occurs inside a field: it parses, keeps MSH-2 as text and writes it
+/// back as received. The message reaches us with `^~\` or `^~&`, and our ACK echoes it.
+#[test]
+fn medplum_sends_three_encoding_characters_to_outpost_listen() {
+    let (mut listener, port) = outpost_listener(&[]);
+    for (file, msh2, control_id) in [
+        ("no-subcomponent.hl7", "^~\\", "CTRL0001"),
+        ("no-escape-char.hl7", "^~&", "CTRL0002"),
+    ] {
+        let mut cmd = medplum();
+        cmd.args(["hl7", "send", "127.0.0.1", &port.to_string(), "--file"])
+            .arg(support::repo().join("corpus/hl7v2/cases").join(file));
+        let (code, out, err) = run("medplum hl7 send", cmd, WAIT);
+        assert_eq!(code, 0, "{file}: {out}\n{err}");
+        assert!(
+            out.contains(&format!("MSH|{msh2}|EHR|CLINIC|LABSYS|NORTHLAB|")),
+            "{file}: the ACK echoes MSH-2: {out}"
+        );
+        assert!(out.contains(&format!("MSA|AA|{control_id}|")), "{out}");
+        listener.wait_for(
+            &format!("MSH|{msh2}|LABSYS|NORTHLAB|EHR|CLINIC|20240105093000||ORU^R01|{control_id}|"),
+            WAIT,
+        );
+    }
+    listener.wait_for(
+        "PID|1||MRN4455^^^NORTHLAB^MR||TESTPATIENT^ALEX||19700101|U",
+        WAIT,
+    );
+}
+
+/// Case 05 the other way round: Medplum's parser splits segments on `/[\r\n]+/`
+/// (`Hl7Message.parse`, `@medplum/core` 5.0.10), so it sends the report's lines as segments
+/// (`FINDINGS:` ...). `outpost hl7 listen` does not take that for a message: it answers AR with
+/// the control ID, table 0357 code 100 and where it went wrong.
+#[test]
+fn medplum_splitting_a_report_at_line_feeds_gets_a_reject() {
+    let (_listener, port) = outpost_listener(&[]);
+    let mut cmd = medplum();
+    cmd.args(["hl7", "send", "127.0.0.1", &port.to_string(), "--file"])
+        .arg(support::repo().join("corpus/hl7v2/cases/report-with-lf.hl7"));
+    let (_, out, err) = run("medplum hl7 send", cmd, WAIT);
+    let msa = out
+        .lines()
+        .find(|l| l.starts_with("MSA|"))
+        .unwrap_or_else(|| panic!("no MSA in {out}\n{err}"));
+    assert!(
+        msa.starts_with("MSA|AR|CTRL0501|invalid segment name at byte "),
+        "{msa}"
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("ERR|^^^100&")),
+        "v2.3 ERR-1 with code 100: {out}"
+    );
+}

@@ -23,6 +23,10 @@ type FieldData = Vec<Vec<Vec<Vec<u8>>>>;
 /// `field("ORU^R01")` would store one component holding a `^` (written `ORU\S\R01`): text is
 /// always escaped. Composites are set with [`SegmentBuilder::component`],
 /// [`SegmentBuilder::components`] or [`SegmentBuilder::raw_field`].
+///
+/// With delimiters that have no subcomponent separator (a three-character MSH-2), a message has
+/// no subcomponents: setting subcomponent 2 or later of a component does nothing, and MSH-2 is
+/// written with its three characters.
 #[derive(Debug, Clone)]
 pub struct MessageBuilder {
     d: Delimiters,
@@ -128,6 +132,10 @@ impl SegmentBuilder {
             // MSH-1 and MSH-2 are the delimiters; they are not settable.
             return self;
         }
+        if sub > 1 && self.d.subcomponent.is_none() {
+            // Nothing could separate it from subcomponent 1 (see the type's docs).
+            return self;
+        }
         let slot = self.slot(n, rep, comp, sub);
         slot.clear();
         slot.extend_from_slice(bytes);
@@ -194,7 +202,10 @@ impl SegmentBuilder {
                     }
                     for (si, sub) in comp.iter().enumerate() {
                         if si > 0 {
-                            out.push(d.subcomponent);
+                            // `set` stores subcomponents past the first only when there is a
+                            // separator for them.
+                            let Some(sep) = d.subcomponent else { break };
+                            out.push(sep);
                         }
                         out.extend_from_slice(sub);
                     }
@@ -246,7 +257,7 @@ mod tests {
             component: b':',
             repetition: b'!',
             escape: b'@',
-            subcomponent: b'%',
+            subcomponent: Some(b'%'),
             truncation: Some(b'#'),
         };
         let mut b = MessageBuilder::with_delimiters(d);
@@ -255,5 +266,25 @@ mod tests {
         assert_eq!(bytes, b"MSH*:!@%#*A@F@B@P@\r");
         let m = Message::parse(&bytes).unwrap();
         assert_eq!(m.get("MSH-3").unwrap().text(), "A*B#");
+    }
+
+    #[test]
+    fn three_encoding_characters() {
+        let d = Delimiters {
+            subcomponent: None,
+            ..Delimiters::default()
+        };
+        let mut b = MessageBuilder::with_delimiters(d);
+        b.msh().field(3, "R&D");
+        b.segment("PID")
+            .value(3, 1, 4, 1, "HOSP")
+            .value(3, 1, 4, 2, "ignored")
+            .field(5, "A&B^C");
+        let bytes = b.build();
+        assert_eq!(bytes, b"MSH|^~\\|R&D\rPID|||^^^HOSP||A&B\\S\\C\r");
+        let m = Message::parse(&bytes).unwrap();
+        assert_eq!(m.delimiters(), d);
+        assert_eq!(m.get("PID-5").unwrap().text(), "A&B^C");
+        assert_eq!(m.get("PID-3-4-1").unwrap().text(), "HOSP");
     }
 }

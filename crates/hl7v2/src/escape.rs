@@ -27,8 +27,9 @@ use crate::Delimiters;
 pub enum EscapeToken<'a> {
     /// Literal bytes. A lone escape character that starts no complete sequence is literal too.
     Text(&'a [u8]),
-    /// `\F\`, `\S\`, `\T\`, `\R\`, `\E\` or (when MSH-2 declares one) `\P\`: the delimiter byte
-    /// it stands for.
+    /// `\F\`, `\S\`, `\R\`, `\E\`, and when MSH-2 declares the delimiter `\T\` or `\P\`: the
+    /// delimiter byte it stands for. (Without a subcomponent separator `\T\` is kept as it is,
+    /// and so is `\P\` without a truncation character.)
     Delimiter(DelimiterEscape),
     /// `\Xhh..\`: the hex digits (an even number, at least two).
     Hex(&'a [u8]),
@@ -72,7 +73,8 @@ impl DelimiterEscape {
         match self {
             DelimiterEscape::Field => d.field,
             DelimiterEscape::Component => d.component,
-            DelimiterEscape::Subcomponent => d.subcomponent,
+            // Only produced when the subcomponent separator is declared.
+            DelimiterEscape::Subcomponent => d.subcomponent.unwrap_or(b'&'),
             DelimiterEscape::Repetition => d.repetition,
             DelimiterEscape::Escape => d.escape,
             // Only produced when the truncation character is declared.
@@ -147,7 +149,7 @@ fn sequence<'a>(s: &'a [u8], d: &Delimiters) -> Option<(EscapeToken<'a>, usize)>
     let token = match content {
         b"F" => EscapeToken::Delimiter(DelimiterEscape::Field),
         b"S" => EscapeToken::Delimiter(DelimiterEscape::Component),
-        b"T" => EscapeToken::Delimiter(DelimiterEscape::Subcomponent),
+        b"T" if d.subcomponent.is_some() => EscapeToken::Delimiter(DelimiterEscape::Subcomponent),
         b"R" => EscapeToken::Delimiter(DelimiterEscape::Repetition),
         b"E" => EscapeToken::Delimiter(DelimiterEscape::Escape),
         b"P" if d.truncation.is_some() => EscapeToken::Delimiter(DelimiterEscape::Truncation),
@@ -204,7 +206,7 @@ pub fn escape<'a>(value: &'a [u8], d: &Delimiters) -> Cow<'a, [u8]> {
             b'F'
         } else if b == d.component {
             b'S'
-        } else if b == d.subcomponent {
+        } else if Some(b) == d.subcomponent {
             b'T'
         } else if b == d.repetition {
             b'R'

@@ -12,10 +12,21 @@ pub const DEFAULT_MAX_SIZE: usize = 16 * 1024 * 1024;
 /// How [`Message::parse_with`] reads its input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseOptions {
-    /// Accept only `\r` as segment terminator. The default (`false`) also accepts `\n` and
-    /// `\r\n`, as found in files and in `$push` JSON bodies, skips blank lines and leading
-    /// whitespace, and treats a bare `\n` that is not followed by a segment ID as part of the
-    /// value it sits in (some senders put literal line feeds in NTE text).
+    /// Accept only `\r` as segment terminator (a `\n` inside a value is still data).
+    ///
+    /// The default (`false`) also accepts `\n` and `\r\n` terminators, as found in files and
+    /// in `$push` JSON bodies, and skips blank lines and leading whitespace. Which terminator a
+    /// message uses is decided once, from the end of its header segment (MSH, or FHS/BHS for a
+    /// batch), never line by line:
+    ///
+    /// - header ended by `\r` or `\r\n`: every segment ends at a `\r` (the standard's
+    ///   terminator, HL7 v2 Chapter 2), a `\n` right after it belongs to the terminator, and any
+    ///   other `\n` is data inside a value, whatever the line after it looks like;
+    /// - header ended by a bare `\n` (a message with no `\r` terminators): `\n`, `\r\n` and `\r`
+    ///   end segments, and a `\n` followed by a line that is not a segment ID stays in the value
+    ///   it sits in. In such a message a line feed inside a value cannot be told apart from a
+    ///   terminator when the next line starts like a segment (`CXR|`, `OBX`); write such values
+    ///   with `\r` terminators or as `\X0A\` / `\.br\`.
     pub strict: bool,
     /// Inputs larger than this are refused with [`Error::TooLarge`] before any work is done.
     pub max_size: usize,
@@ -189,6 +200,10 @@ impl<'a> Message<'a> {
     }
 
     /// Appends the message to `out` with every segment terminated by `\r`.
+    ///
+    /// Segments are copied as they are: only what separates them changes (`\n` and `\r\n`
+    /// terminators become `\r`, blank lines and a leading byte-order mark or whitespace go, a
+    /// missing `\r` after the last segment is added). A `\n` inside a value stays.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         for s in &self.segments {
             out.extend_from_slice(&self.raw[s.range()]);
@@ -196,11 +211,36 @@ impl<'a> Message<'a> {
         }
     }
 
-    /// The message with every segment terminated by `\r`.
+    /// The message with every segment terminated by `\r` (see [`write_to`](Self::write_to)).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.raw.len() + 1);
         self.write_to(&mut out);
         out
+    }
+
+    /// The message as it goes on the wire: the input itself when it already is every segment
+    /// followed by one `\r` and nothing else, else [`to_bytes`](Self::to_bytes). So a
+    /// `\r`-terminated message is sent byte for byte as given, and only the terminators of
+    /// other messages change, never a byte inside a segment.
+    pub fn to_wire(&self) -> Cow<'_, [u8]> {
+        if self.is_wire_form() {
+            Cow::Borrowed(&self.raw)
+        } else {
+            Cow::Owned(self.to_bytes())
+        }
+    }
+
+    /// Whether the input is exactly the segments, each followed by one `\r`.
+    fn is_wire_form(&self) -> bool {
+        let mut expect = 0usize;
+        for s in &self.segments {
+            let (start, end) = (s.start as usize, s.end as usize);
+            if start != expect || self.raw.get(end) != Some(&b'\r') {
+                return false;
+            }
+            expect = end + 1;
+        }
+        expect == self.raw.len()
     }
 
     fn segment_at(&self, span: Span) -> Segment<'_> {
@@ -284,6 +324,31 @@ fn is_segment_start(line: &[u8], field: u8) -> bool {
         }
 }
 
+/// How the segments of one message end, read from the end of its header segment (see the
+/// [`ParseOptions`] docs for the rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Terminator {
+    /// The header ends with `\r` (or `\r\n`): `\r` ends every segment, a `\n` right after it
+    /// belongs to the terminator, and any other `\n` is data.
+    Cr,
+    /// The header ends with a bare `\n`: `\r`, `\n` and `\r\n` end segments, except a bare `\n`
+    /// followed by a line that is not a segment, which stays in the value it sits in.
+    Lf,
+}
+
+impl Terminator {
+    /// The terminator of the message whose header segment starts at `input[start]`; `None`
+    /// when the header is the whole input.
+    pub(crate) fn of(input: &[u8], start: usize) -> Option<Terminator> {
+        let end = start + memchr::memchr2(b'\r', b'\n', &input[start..])?;
+        Some(if input[end] == b'\r' {
+            Terminator::Cr
+        } else {
+            Terminator::Lf
+        })
+    }
+}
+
 /// Splits `input[start..]` into segments. `input[start..]` begins with a segment ID.
 pub(crate) fn split_segments(
     input: &[u8],
@@ -293,34 +358,35 @@ pub(crate) fn split_segments(
 ) -> Result<Vec<Span>, Error> {
     // Typical segments are 60-200 bytes; reserving avoids most regrowth.
     let mut spans = Vec::with_capacity((input.len() - start) / 64 + 1);
+    let Some(mode) = Terminator::of(input, start) else {
+        push_span(&mut spans, start, input.len());
+        return Ok(spans);
+    };
+    if strict && mode == Terminator::Lf {
+        let lf = start + memchr::memchr(b'\n', &input[start..]).unwrap_or(0);
+        return Err(Error::LineFeedTerminator { offset: lf });
+    }
     let mut seg_start = start;
     let mut search = start;
     loop {
-        let found = if strict {
-            memchr::memchr(b'\r', &input[search..])
-        } else {
-            memchr::memchr2(b'\r', b'\n', &input[search..])
+        let found = match mode {
+            Terminator::Cr => memchr::memchr(b'\r', &input[search..]),
+            Terminator::Lf => memchr::memchr2(b'\r', b'\n', &input[search..]),
         };
         let Some(rel) = found else {
-            if strict && let Some(lf) = memchr::memchr(b'\n', &input[seg_start..]) {
-                return Err(Error::LineFeedTerminator {
-                    offset: seg_start + lf,
-                });
-            }
             push_span(&mut spans, seg_start, input.len());
             return Ok(spans);
         };
         let term = search + rel;
         let mut next = term + 1;
-        if input[term] == b'\r' && !strict && input.get(next) == Some(&b'\n') {
+        if input[term] == b'\r' && input.get(next) == Some(&b'\n') {
+            if strict {
+                return Err(Error::LineFeedTerminator { offset: next });
+            }
             next += 1;
         }
-        if strict && let Some(lf) = memchr::memchr(b'\n', &input[seg_start..term]) {
-            return Err(Error::LineFeedTerminator {
-                offset: seg_start + lf,
-            });
-        }
-        // Blank lines (and, when lenient, whitespace-only lines) between segments are skipped.
+        // Blank lines (and, when lenient, whitespace-only lines) between segments are skipped:
+        // a segment never starts with a line feed, so this is safe in either mode.
         let mut line = next;
         loop {
             while line < input.len() && (input[line] == b'\r' || (!strict && input[line] == b'\n'))
@@ -330,8 +396,11 @@ pub(crate) fn split_segments(
             if strict || line >= input.len() {
                 break;
             }
-            let eol =
-                memchr::memchr2(b'\r', b'\n', &input[line..]).map_or(input.len(), |e| line + e);
+            let eol = match mode {
+                Terminator::Cr => memchr::memchr(b'\r', &input[line..]),
+                Terminator::Lf => memchr::memchr2(b'\r', b'\n', &input[line..]),
+            }
+            .map_or(input.len(), |e| line + e);
             if input[line..eol].iter().all(u8::is_ascii_whitespace) {
                 line = eol;
                 if line >= input.len() {
@@ -354,7 +423,7 @@ pub(crate) fn split_segments(
         if strict && input[line] == b'\n' {
             return Err(Error::LineFeedTerminator { offset: line });
         }
-        if input[term] == b'\n' && next == term + 1 && !strict {
+        if mode == Terminator::Lf && input[term] == b'\n' && next == term + 1 {
             // A bare line feed followed by text that is not a segment: part of the value.
             search = term + 1;
             continue;

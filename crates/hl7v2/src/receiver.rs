@@ -1,15 +1,13 @@
-//! What a receiver owes the sender of a message: the acknowledgements the original and enhanced
-//! modes ask for ([`acks_for`]), and the AR for a frame that is not a readable message
-//! ([`reject`]). The caller passes the time; nothing here reads a clock.
+//! What a receiver owes the sender of a message it accepted: the acknowledgements the original
+//! and enhanced modes ask for ([`acks_for`]; the reject of input that does not parse is
+//! [`build_reject`](crate::build_reject)). The caller passes the time; nothing here reads a
+//! clock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 
-use crate::{
-    AckCode, AckCondition, AckError, AckMode, AckOptions, Message, Outcome, Precision, Timestamp,
-    build_ack,
-};
+use crate::{AckCondition, AckMode, AckOptions, Message, Outcome, Precision, Timestamp, build_ack};
 
 /// Options for an acknowledgement sent at `now`: MSH-7 in UTC to the millisecond, MSH-10 a
 /// control ID unique within the process (the milliseconds of `now`, then a counter), MSA-3
@@ -45,24 +43,6 @@ pub fn acks_for(msg: &Message<'_>, enhanced: bool, now: &DateTime<Utc>) -> Vec<V
     .flatten()
     .map(|code| build_ack(msg, code, &ack_options_at(now, None)))
     .collect()
-}
-
-/// The AR (application reject) for a frame that is not a readable message, built at `now`.
-/// When its header can be read, the ACK answers it (MSA-2 its control ID); otherwise it is a
-/// bare ACK. ERR carries code 100 (segment sequence error) and `reason`.
-pub fn reject(frame: &[u8], reason: &str, now: &DateTime<Utc>) -> Vec<u8> {
-    let header_end = memchr::memchr2(b'\r', b'\n', frame).unwrap_or(frame.len());
-    let mut opts = ack_options_at(now, Some(reason.to_owned()));
-    opts.error = Some(AckError::new(100, reason));
-    if let Ok(header) = Message::parse(&frame[..header_end]) {
-        return build_ack(&header, AckCode::AR, &opts);
-    }
-    let bare = b"MSH|^~\\&|||||||ACK||P|2.5\r";
-    // A constant that parses.
-    match Message::parse(bare) {
-        Ok(msg) => build_ack(&msg, AckCode::AR, &opts),
-        Err(_) => Vec::new(),
-    }
 }
 
 #[cfg(test)]
@@ -127,19 +107,5 @@ mod tests {
                 .unwrap()
                 .text()
         );
-    }
-
-    #[test]
-    fn reject_answers_the_header_when_it_reads() {
-        let ar = reject(
-            b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|M9|P|2.5\rPID|broken",
-            "bad",
-            &at(),
-        );
-        let m = Message::parse(&ar).unwrap();
-        assert_eq!(m.get("MSA-1").unwrap().text(), "AR");
-        assert_eq!(m.get("MSA-2").unwrap().text(), "M9");
-        let bare = reject(b"garbage", "not HL7", &at());
-        assert_eq!(msa1(&bare), "AR");
     }
 }

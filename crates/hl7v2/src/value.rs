@@ -101,8 +101,8 @@ impl<'m> Value<'m> {
         }
         let (parent_level, sep) = match level {
             Level::Field => return *self,
-            Level::Repetition => (Level::Field, self.d.repetition),
-            Level::Component => (Level::Repetition, self.d.component),
+            Level::Repetition => (Level::Field, Some(self.d.repetition)),
+            Level::Component => (Level::Repetition, Some(self.d.component)),
             Level::Subcomponent => (Level::Component, self.d.subcomponent),
         };
         let parent = if self.level == parent_level {
@@ -110,7 +110,12 @@ impl<'m> Value<'m> {
         } else {
             self.descend(parent_level, 1)
         };
-        parent.child(nth(parent.raw, sep, n - 1), level)
+        match sep {
+            Some(sep) => parent.child(nth(parent.raw, sep, n - 1), level),
+            // No subcomponent separator (three-character MSH-2): a component is its only part.
+            None if n == 1 => parent.child(parent.raw, level),
+            None => parent.child(b"", level),
+        }
     }
 
     /// Repetition `n` (1-based) of a field.
@@ -128,19 +133,33 @@ impl<'m> Value<'m> {
         self.descend(Level::Subcomponent, n)
     }
 
-    fn pieces(self, level: Level, sep: u8) -> Values<'m> {
-        let split = !self.literal && self.level < level;
-        Values {
-            parent: self,
-            level,
-            pieces: Pieces::new(self.raw, sep),
-            whole: !split,
+    fn pieces(self, level: Level, sep: Option<u8>) -> Values<'m> {
+        match sep {
+            Some(sep) if !self.literal && self.level < level => Values {
+                parent: self,
+                level,
+                pieces: Pieces::new(self.raw, sep),
+                whole: false,
+            },
+            Some(_) => Values {
+                parent: self,
+                level,
+                pieces: Pieces::done(),
+                whole: true,
+            },
+            // No separator at this level: the value is its own only part.
+            None => Values {
+                parent: Value { level, ..self },
+                level,
+                pieces: Pieces::done(),
+                whole: true,
+            },
         }
     }
 
     /// Every repetition of a field (one for a field without repetitions).
     pub fn repetitions(&self) -> Values<'m> {
-        self.pieces(Level::Repetition, self.d.repetition)
+        self.pieces(Level::Repetition, Some(self.d.repetition))
     }
 
     /// Every component of this repetition (of the first repetition, for a field).
@@ -150,7 +169,7 @@ impl<'m> Value<'m> {
         } else {
             *self
         };
-        base.pieces(Level::Component, self.d.component)
+        base.pieces(Level::Component, Some(self.d.component))
     }
 
     /// Every subcomponent of this component (of the first component, for a field or repetition).

@@ -151,7 +151,10 @@ impl Connection {
 
     /// Sends `message` and waits for its acknowledgement with this connection's options.
     ///
-    /// Segments may end with `\r`, `\n` or `\r\n`; they go on the wire ended by `\r`.
+    /// The bytes sent are `message` exactly when its segments end with `\r`. Segments may also
+    /// end with `\n` or `\r\n`; then they go on the wire ended by `\r` and nothing else changes
+    /// (see [`hl7v2::Message::to_wire`]: a `\n` inside a value of a `\r` or `\r\n` message is
+    /// data and is sent as it is).
     pub async fn send(&mut self, message: &[u8]) -> Result<Ack, Error> {
         let (timeout, return_ack) = (self.opts.ack_timeout, self.opts.return_ack);
         self.send_with(message, timeout, return_ack).await
@@ -228,7 +231,7 @@ impl Connection {
     }
 }
 
-/// MSH-10 of a message to send, and its bytes with every segment ended by `\r`.
+/// MSH-10 of a message to send, and the bytes to send ([`Message::to_wire`]).
 pub(crate) fn prepare(message: &[u8]) -> Result<(String, std::borrow::Cow<'_, [u8]>), Error> {
     let msg = Message::parse(message)?;
     let id = msg.control_id();
@@ -236,15 +239,10 @@ pub(crate) fn prepare(message: &[u8]) -> Result<(String, std::borrow::Cow<'_, [u
         return Err(Error::MissingControlId);
     }
     let control_id = String::from_utf8_lossy(id.raw()).into_owned();
-    // Already in wire form when the segments, each followed by one `\r`, are the whole input.
-    let wire_len: usize = msg.segments().map(|s| s.raw().len() + 1).sum();
-    let wire = if wire_len == message.len()
-        && memchr::memchr(b'\n', message).is_none()
-        && message.ends_with(b"\r")
-    {
-        std::borrow::Cow::Borrowed(message)
-    } else {
-        std::borrow::Cow::Owned(msg.to_bytes())
+    let wire = match msg.to_wire() {
+        // Borrowed from `msg`, which borrows `message`: the same bytes.
+        std::borrow::Cow::Borrowed(_) => std::borrow::Cow::Borrowed(message),
+        std::borrow::Cow::Owned(bytes) => std::borrow::Cow::Owned(bytes),
     };
     Ok((control_id, wire))
 }

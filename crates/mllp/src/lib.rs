@@ -6,12 +6,15 @@
 //!   splitting pipelined frames.
 //! - [`MllpCodec`] is the tokio-util codec over it.
 //! - [`Connection`] sends a message and waits for the acknowledgement whose MSA-2 matches its
-//!   MSH-10; [`Pool`] keeps connections per destination, capped.
+//!   MSH-10; [`Pool`] keeps connections per destination, capped. Neither rewrites a message: a
+//!   message whose segments end with `\r` goes out byte for byte, and one with `\n` or `\r\n`
+//!   terminators gets `\r` in their place and no other change ([`hl7v2::Message::to_wire`]).
 //! - [`Server`] accepts connections (a bounded accept loop from the `byte-stream` crate: a cap,
 //!   excess connections closed at once, the file-descriptor limit handled without spinning) and
 //!   hands each message to a [`Handler`]; [`acks_for`] builds the acknowledgements MSH-15/MSH-16
-//!   ask for, and a message that does not parse is answered with AR ([`reject`]) — both from
-//!   `hl7v2`, stamped with the clock here.
+//!   ask for (`hl7v2`'s, stamped with the clock here), and a message that does not parse is
+//!   answered with AR ([`reject`]): its control ID in MSA-2 whenever the header can be read,
+//!   the HL7 table 0357 code that fits the fault in ERR-3, and the fault in ERR-8 and MSA-3.
 //!
 //! The crate moves bytes. Character sets are the caller's: encode text with
 //! [`hl7v2::Charset::encode`] before sending and decode what arrives with

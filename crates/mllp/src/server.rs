@@ -8,7 +8,7 @@ use std::time::Duration;
 use byte_stream::{Budget, Listener, ListenerOptions, ListenerStats, Shutdown};
 use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
-use hl7v2::{AckOptions, Message};
+use hl7v2::{AckCode, AckError, AckOptions, Message, build_reject};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
@@ -106,10 +106,13 @@ pub fn ack_options(text: Option<String>) -> AckOptions {
     hl7v2::ack_options_at(&chrono::Utc::now(), text)
 }
 
-/// The AR for a frame that is not a readable message, stamped now: [`hl7v2::reject`] with the
-/// clock read here.
-pub fn reject(frame: &[u8], reason: &str) -> Vec<u8> {
-    hl7v2::reject(frame, reason, &chrono::Utc::now())
+/// The AR (application reject) for a frame that is not a readable message, with `error` in its
+/// ERR segment and MSA-3 (see [`hl7v2::build_reject`]): MSA-2 is the frame's control ID
+/// whenever its header can be read, even when MSH-2 cannot.
+pub fn reject(frame: &[u8], error: AckError) -> Vec<u8> {
+    let mut opts = ack_options(Some(error.text.clone()));
+    opts.error = Some(error);
+    build_reject(frame, AckCode::AR, &opts)
 }
 
 /// An MLLP server. Dropping it does not stop it; call [`Server::shutdown`].
@@ -195,22 +198,18 @@ async fn serve<H: Handler>(
                 Ok(Some(frame)) => frame.freeze(),
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "bad frame");
-                    writer
-                        .lock()
-                        .await
-                        .send(reject(b"", &e.to_string()))
-                        .await?;
+                    // The frame was over the limit and is gone: no header to answer, and the
+                    // fault is the receiver's limit (table 0357: application internal error).
+                    let error = AckError::new(207, e.to_string());
+                    writer.lock().await.send(reject(b"", error)).await?;
                     continue;
                 }
             };
             deadline = None;
             if let Err(e) = Message::parse(&frame) {
                 tracing::warn!(%peer, error = %e, "rejecting a message that does not parse");
-                writer
-                    .lock()
-                    .await
-                    .send(reject(&frame, &e.to_string()))
-                    .await?;
+                let error = AckError::for_parse_error(&e);
+                writer.lock().await.send(reject(&frame, error)).await?;
                 continue;
             }
             handler

@@ -293,6 +293,65 @@ async fn garbage_gets_ar_and_the_connection_goes_on() {
     assert_eq!(msa(&replies[2]).0, "AA");
 }
 
+/// ERR-3-1 (table 0357 code) and ERR-8 of a reject.
+fn err(frame: &[u8]) -> (String, String) {
+    let m = Message::parse(frame).unwrap();
+    let get = |p: &str| m.get(p).unwrap().text().into_owned();
+    (get("ERR-3-1"), get("ERR-8"))
+}
+
+#[tokio::test]
+async fn rejects_name_the_message_and_the_fault() {
+    let server = ack_server(false).await;
+    let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+    let mut bytes = Vec::new();
+    // MSH-2 of two characters: the header does not parse, its control ID can still be read.
+    bytes.extend(framed(
+        b"MSH|^~|LAB|NORTH|EHR|CLINIC|20240105||ORU^R01|CTRL0009|P|2.5\rPID|1\r",
+    ));
+    // MSH-1 and MSH-2 missing
+    bytes.extend(framed(b"MSH"));
+    // not HL7 at all
+    bytes.extend(framed(b"this is not hl7"));
+    // a segment ID that is not one, after a good header
+    bytes.extend(framed(b"MSH|^~\\&|A|B|C|D|1||ADT^A01|X9|P|2.5\rpid|bad\r"));
+    // three encoding characters are fine
+    bytes.extend(framed(b"MSH|^~\\|A|B|C|D|1||ADT^A01|X3|P|2.3\rPID|1\r"));
+    s.write_all(&bytes).await.unwrap();
+    let r = read_frames(&mut s, 5).await;
+
+    let (code, id, text) = msa(&r[0]);
+    assert_eq!((code.as_str(), id.as_str()), ("AR", "CTRL0009"));
+    assert!(
+        text.contains("MSH-2 must have 3 to 5 encoding characters"),
+        "{text}"
+    );
+    let (code, detail) = err(&r[0]);
+    assert_eq!(code, "102", "data type error");
+    assert_eq!(detail, text);
+    assert!(r[0].starts_with(b"MSH|^~\\&|EHR|CLINIC|LAB|NORTH|"));
+
+    assert_eq!(err(&r[1]).0, "101", "required field missing");
+    assert_eq!(msa(&r[1]).1, "");
+
+    let (code, detail) = err(&r[2]);
+    assert_eq!(code, "100");
+    assert_eq!(
+        detail,
+        "no MSH segment at byte 0: message must start with \"MSH\""
+    );
+
+    assert_eq!(msa(&r[3]).1, "X9");
+    assert_eq!(err(&r[3]).0, "100");
+
+    let (code, id, _) = msa(&r[4]);
+    assert_eq!((code.as_str(), id.as_str()), ("AA", "X3"));
+    assert!(
+        r[4].starts_with(b"MSH|^~\\|C|D|A|B|"),
+        "the ACK echoes MSH-2"
+    );
+}
+
 #[tokio::test]
 async fn oversized_frame_gets_ar_then_recovery() {
     let opts = ServerOptions {
@@ -316,6 +375,7 @@ async fn oversized_frame_gets_ar_then_recovery() {
     let (code, _, text) = msa(&replies[0]);
     assert_eq!(code, "AR");
     assert!(text.starts_with("frame too large: "), "{text}");
+    assert_eq!(err(&replies[0]).0, "207", "the receiver's limit");
     assert_eq!(msa(&replies[1]).0, "AA");
 }
 
