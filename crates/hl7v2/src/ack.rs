@@ -1,7 +1,11 @@
 //! Acknowledgements: building the ACK a receiver sends, reading the one a sender gets back,
 //! and deciding from MSH-15/MSH-16 which acknowledgements are wanted at all.
 
-use crate::{Message, MessageBuilder, Timestamp, Value};
+use std::io::Write;
+
+use crate::builder::SegmentBuilder;
+use crate::escape::escape;
+use crate::{Message, Timestamp, Value};
 
 /// MSA-1, the acknowledgement code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -252,64 +256,92 @@ impl AckOptions {
 /// MSH-9 `ACK^<trigger>^ACK`, MSH-11, MSH-12 and MSH-18 copied, `MSA|<code>|<original MSH-10>|<text>`,
 /// and an ERR segment when `opts.error` is set (v2.5 layout, or ERR-1 for v2.1–2.4).
 ///
-/// The ACK uses the original's delimiters, so copied fields stay valid as they are.
+/// The ACK uses the original's delimiters, so copied fields stay valid as they are. It is
+/// written straight into one buffer: an acknowledgement is built for every message a receiver
+/// takes, so this is on every exchange's path.
 pub fn build_ack(original: &Message<'_>, code: AckCode, opts: &AckOptions) -> Vec<u8> {
     let msh = original.msh();
-    let mut b = MessageBuilder::with_delimiters(original.delimiters());
     let d = original.delimiters();
-    let trigger = msh.field(9).component(2).raw();
-    let mut msg_type = b"ACK".to_vec();
-    if !trigger.is_empty() {
-        msg_type.push(d.component);
-        msg_type.extend_from_slice(trigger);
-        msg_type.push(d.component);
-        msg_type.extend_from_slice(b"ACK");
-    }
-    b.msh()
-        .raw_field(3, msh.field(5).raw())
-        .raw_field(4, msh.field(6).raw())
-        .raw_field(5, msh.field(3).raw())
-        .raw_field(6, msh.field(4).raw())
-        .raw_field(7, opts.timestamp.to_string().as_bytes())
-        .raw_field(9, &msg_type)
-        .field(10, &opts.control_id)
-        .raw_field(11, msh.field(11).raw())
-        .raw_field(12, msh.field(12).raw());
-    let charset = msh.field(18);
-    if !charset.is_empty() {
-        b.msh().raw_field(18, charset.raw());
-    }
     let text = opts.text.as_deref().unwrap_or(code.default_text());
-    b.segment("MSA")
-        .field(1, code.as_str())
-        .raw_field(2, msh.field(10).raw())
-        .field(3, text);
-    if let Some(err) = &opts.error {
-        let version = msh.field(12).component(1).raw();
-        let old = matches!(version, b"2.1" | b"2.2" | b"2.3" | b"2.3.1" | b"2.4");
-        let (seg, seq, field) = err
-            .location
-            .as_ref()
-            .map(|(s, q, f)| (s.as_str(), q.to_string(), f.to_string()))
-            .unwrap_or(("", String::new(), String::new()));
-        let code = err.code.to_string();
-        let e = b.segment("ERR");
-        if old {
-            // ERR-1 (ELD): segment^sequence^field^code&text&HL70357
-            e.components(1, &[seg, &seq, &field])
-                .value(1, 1, 4, 1, &code)
-                .value(1, 1, 4, 2, err.code_text())
-                .value(1, 1, 4, 3, "HL70357");
-        } else {
-            if !seg.is_empty() {
-                e.components(2, &[seg, &seq, &field]);
-            }
-            e.components(3, &[&code, err.code_text(), "HL70357"])
-                .field(4, "E")
-                .field(8, &err.text);
-        }
+    let mut out = Vec::with_capacity(msh.raw().len() + text.len() + 64);
+    let (enc, len) = d.encoding_characters();
+    out.extend_from_slice(b"MSH");
+    out.push(d.field);
+    out.extend_from_slice(&enc[..len]);
+    // MSH-1 to MSH-18 in one pass over the header (a lookup by number would rescan it each time).
+    let mut h: [&[u8]; 19] = [&[]; 19];
+    for (i, v) in msh.fields().take(18).enumerate() {
+        h[i + 1] = v.raw();
     }
-    b.build()
+    let field = |out: &mut Vec<u8>, raw: &[u8]| {
+        out.push(d.field);
+        out.extend_from_slice(raw);
+    };
+    for n in [5, 6, 3, 4] {
+        field(&mut out, h[n]);
+    }
+    out.push(d.field);
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{}", opts.timestamp);
+    field(&mut out, b"");
+    let trigger = msh.field(9).component(2).raw();
+    out.push(d.field);
+    out.extend_from_slice(b"ACK");
+    if !trigger.is_empty() {
+        out.push(d.component);
+        out.extend_from_slice(trigger);
+        out.push(d.component);
+        out.extend_from_slice(b"ACK");
+    }
+    field(&mut out, &escape(opts.control_id.as_bytes(), &d));
+    field(&mut out, h[11]);
+    field(&mut out, h[12]);
+    let charset = h[18];
+    if !charset.is_empty() {
+        for _ in 13..18 {
+            out.push(d.field);
+        }
+        field(&mut out, charset);
+    }
+    out.push(b'\r');
+    out.extend_from_slice(b"MSA");
+    field(&mut out, code.as_str().as_bytes());
+    field(&mut out, h[10]);
+    field(&mut out, &escape(text.as_bytes(), &d));
+    out.push(b'\r');
+    if let Some(err) = &opts.error {
+        err_segment(&msh, err, d).write_to(&mut out);
+        out.push(b'\r');
+    }
+    out
+}
+
+/// The ERR segment of a negative acknowledgement (v2.5 layout, or ERR-1 for v2.1–2.4).
+fn err_segment(msh: &crate::Segment<'_>, err: &AckError, d: crate::Delimiters) -> SegmentBuilder {
+    let version = msh.field(12).component(1).raw();
+    let old = matches!(version, b"2.1" | b"2.2" | b"2.3" | b"2.3.1" | b"2.4");
+    let (seg, seq, field) = err
+        .location
+        .as_ref()
+        .map(|(s, q, f)| (s.as_str(), q.to_string(), f.to_string()))
+        .unwrap_or(("", String::new(), String::new()));
+    let code = err.code.to_string();
+    let mut e = SegmentBuilder::new("ERR", d);
+    if old {
+        // ERR-1 (ELD): segment^sequence^field^code&text&HL70357
+        e.components(1, &[seg, &seq, &field])
+            .value(1, 1, 4, 1, &code)
+            .value(1, 1, 4, 2, err.code_text())
+            .value(1, 1, 4, 3, "HL70357");
+    } else {
+        if !seg.is_empty() {
+            e.components(2, &[seg, &seq, &field]);
+        }
+        e.components(3, &[&code, err.code_text(), "HL70357"])
+            .field(4, "E")
+            .field(8, &err.text);
+    }
+    e
 }
 
 /// An acknowledgement as received: MSA and, when present, ERR.

@@ -97,7 +97,7 @@ pub struct SegmentBuilder {
 }
 
 impl SegmentBuilder {
-    fn new(name: &str, d: Delimiters) -> Self {
+    pub(crate) fn new(name: &str, d: Delimiters) -> Self {
         SegmentBuilder {
             name: name.to_owned(),
             d,

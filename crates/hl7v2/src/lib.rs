@@ -26,7 +26,8 @@
 //!   [`ParseOptions::strict`]), any delimiters, MSH-2 of three characters (no subcomponent
 //!   separator) or five (the v2.7 truncation character), a leading byte-order mark, and a size
 //!   limit;
-//! - [`Path`]s such as `PID-5-1`, `PID.5.1`, `OBX(2)-5`, `PID-3[2]-1`;
+//! - [`Path`]s such as `PID-5-1`, `PID.5.1`, `OBX(2)-5`, `PID-3[2]-1`, and every value of a
+//!   segment in one pass ([`Segment::values`]);
 //! - the escape codec ([`escape`], [`unescape`], [`EscapeTokens`]) and character sets
 //!   ([`Charset`]);
 //! - building messages ([`MessageBuilder`]) and acknowledgements ([`build_ack`], [`AckMode`]
@@ -94,6 +95,7 @@ mod reject;
 mod segment;
 mod timestamp;
 mod value;
+mod walk;
 
 pub use ack::{
     AckCode, AckCondition, AckError, AckMode, AckOptions, Acknowledgment, Outcome, build_ack,
@@ -112,3 +114,4 @@ pub use reject::build_reject;
 pub use segment::Segment;
 pub use timestamp::{Precision, Timestamp};
 pub use value::{Level, Value, Values};
+pub use walk::{Location, SegmentValues};

@@ -1,6 +1,6 @@
 //! [`Segment`]: one segment of a message, fields located on demand.
 
-use crate::{Charset, Delimiters, Value, value::Level};
+use crate::{Charset, Delimiters, SegmentValues, Value, value::Level};
 
 /// One segment, borrowing the message's bytes.
 ///
@@ -76,6 +76,28 @@ impl<'m> Segment<'m> {
                 .enumerate()
                 .map(move |(i, raw)| Value::new(raw, d, charset, Level::Field, header && i == 0)),
         )
+    }
+}
+
+impl<'m> Segment<'m> {
+    /// Every subcomponent of every field, in order, each with its [`Location`](crate::Location): the values
+    /// [`fields`](Self::fields) and the nested iterators give, found in one pass over the segment
+    /// instead of one search per level. Use it to read everything (printing, converting); use
+    /// [`field`](Self::field) and paths to read a few values.
+    ///
+    /// ```
+    /// use hl7v2::{Location, Message};
+    ///
+    /// let msg = Message::parse(b"MSH|^~\\&|A\rPID|1||123^^^HOSP&X~456||DOE^JOHN\r")?;
+    /// let pid = msg.segment("PID").unwrap();
+    /// let all: Vec<(Location, &[u8])> = pid.values().map(|(l, v)| (l, v.raw())).collect();
+    /// assert_eq!(all.len(), 11); // empty ones too: PID-2, PID-3-2, PID-3-3, PID-4
+    /// let l = Location { field: 3, repetition: 1, component: 4, subcomponent: 2 };
+    /// assert!(all.contains(&(l, &b"X"[..])));
+    /// # Ok::<(), hl7v2::Error>(())
+    /// ```
+    pub fn values(&self) -> SegmentValues<'m> {
+        SegmentValues::new(self.raw, self.d, self.charset, self.is_header())
     }
 }
 

@@ -147,6 +147,39 @@ proptest! {
     }
 
     #[test]
+    fn one_pass_walk_gives_what_the_nested_iterators_give(
+        d in delimiters(),
+        body in prop::collection::vec(prop::sample::select(b"|^~\\&#*:!@%$ab\x7d\x7f\x01\xe9".to_vec()), 0..80),
+        header in any::<bool>(),
+    ) {
+        let (enc, len) = d.encoding_characters();
+        let mut raw = if header { b"MSH".to_vec() } else { b"ZPX".to_vec() };
+        raw.push(d.field);
+        if header {
+            raw.extend_from_slice(&enc[..len]);
+            raw.push(d.field);
+        }
+        raw.extend_from_slice(&body);
+        let mut text = raw.clone();
+        text.push(b'\r');
+        let m = Message::parse_with(&text, &hl7v2::ParseOptions { strict: true, ..Default::default() });
+        let Ok(m) = m else { return Ok(()) };
+        let seg = m.segments().next().unwrap();
+        let walked: Vec<_> = seg.values().map(|(l, v)| ((l.field, l.repetition, l.component, l.subcomponent), v.raw())).collect();
+        let mut nested = Vec::new();
+        for (f, field) in seg.fields().enumerate() {
+            for (r, rep) in field.repetitions().enumerate() {
+                for (c, comp) in rep.components().enumerate() {
+                    for (s, sub) in comp.subcomponents().enumerate() {
+                        nested.push(((f + 1, r + 1, c + 1, s + 1), sub.raw()));
+                    }
+                }
+            }
+        }
+        prop_assert_eq!(walked, nested);
+    }
+
+    #[test]
     fn timestamps_round_trip(
         y in 1900i32..2100, mo in 1u32..13, da in 1u32..29, h in 0u32..24, mi in 0u32..60, s in 0u32..60,
         frac in 0u32..10_000, precision in 0usize..7, off in prop::option::of(-720i32..840),
