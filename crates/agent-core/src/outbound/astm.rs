@@ -5,13 +5,13 @@
 use agent_protocol::{CONTENT_TYPE_TEXT, TransmitRequest};
 use hl7v2::Charset;
 
-use super::{Budget, Delivered, PushError, charset};
+use super::{Delivered, PushError, TimeBudget, charset};
 use crate::url::DeviceUrl;
 
 pub(crate) async fn push(
     url: &DeviceUrl,
     req: &TransmitRequest,
-    budget: Budget,
+    budget: TimeBudget,
 ) -> Result<Delivered, PushError> {
     let charset = charset(url, &req.remote, Charset::Latin1)?;
     let message = charset

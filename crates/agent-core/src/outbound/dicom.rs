@@ -12,13 +12,13 @@ use agent_protocol::{CONTENT_TYPE_DICOM, CONTENT_TYPE_DICOM_JSON, TransmitReques
 use base64::Engine;
 use dicom_net::{Association, FindModel, Options, Proposal};
 
-use super::{Budget, Delivered, PushError};
+use super::{Delivered, PushError, TimeBudget};
 use crate::url::DeviceUrl;
 
 pub(crate) async fn push(
     url: &DeviceUrl,
     req: &TransmitRequest,
-    budget: Budget,
+    budget: TimeBudget,
     step: Duration,
 ) -> Result<Delivered, PushError> {
     let deadline = if budget.callers {

@@ -207,3 +207,30 @@ impl PushError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whose_fault() {
+        assert_eq!(
+            PushError::UnsupportedScheme("gopher".into()).fault(),
+            Fault::Caller
+        );
+        assert_eq!(PushError::ArrivedLate.fault(), Fault::Deadline);
+        let refused = mllp::Error::Connect {
+            addr: "127.0.0.1:9".into(),
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        };
+        assert_eq!(PushError::Mllp(refused).fault(), Fault::Device);
+        assert_eq!(
+            PushError::Mllp(mllp::Error::MissingControlId).fault(),
+            Fault::Caller
+        );
+        assert_eq!(
+            PushError::ReturnAck("last".into()).to_string(),
+            "invalid returnAck: expected \"first\" or \"application\", got \"last\""
+        );
+    }
+}

@@ -6,14 +6,14 @@ use agent_protocol::{CONTENT_TYPE_HL7_V2, TransmitRequest};
 use hl7v2::Charset;
 use mllp::{Pool, ReturnAck, SendOptions};
 
-use super::{Budget, Delivered, PushError, charset};
+use super::{Delivered, PushError, TimeBudget, charset};
 use crate::url::DeviceUrl;
 
 pub(crate) async fn push(
     pool: &Pool,
     url: &DeviceUrl,
     req: &TransmitRequest,
-    budget: Budget,
+    budget: TimeBudget,
 ) -> Result<Delivered, PushError> {
     let charset = charset(url, &req.remote, Charset::Utf8)?;
     // Per message, then per Device URL (Medplum's `defaultReturnAck`), then the first ACK.

@@ -42,7 +42,7 @@ pub(crate) type Delivered = (String, String);
 
 /// A push's time budget.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Budget {
+pub(crate) struct TimeBudget {
     /// When the push arrived.
     pub(crate) arrived: Instant,
     /// When its answer is due.
@@ -51,7 +51,7 @@ pub(crate) struct Budget {
     pub(crate) callers: bool,
 }
 
-impl Budget {
+impl TimeBudget {
     /// The time from arrival to the deadline.
     pub(crate) fn total(&self) -> Duration {
         self.deadline - self.arrived
@@ -147,15 +147,15 @@ impl Outbound {
     }
 
     /// `ackTimeoutMs` from arrival, or the caller's deadline when the relay sent a shorter one.
-    fn budget(&self, arrived: Instant, deadline_ms: Option<u64>) -> Budget {
+    fn budget(&self, arrived: Instant, deadline_ms: Option<u64>) -> TimeBudget {
         let own = self.config.ack_timeout;
         match deadline_ms.map(Duration::from_millis) {
-            Some(callers) if callers < own => Budget {
+            Some(callers) if callers < own => TimeBudget {
                 arrived,
                 deadline: arrived + callers,
                 callers: true,
             },
-            _ => Budget {
+            _ => TimeBudget {
                 arrived,
                 deadline: arrived + own,
                 callers: false,
@@ -164,7 +164,7 @@ impl Outbound {
     }
 
     /// Delivers one push and builds its answer.
-    async fn deliver(&self, req: &TransmitRequest, budget: Budget) -> TransmitResponse {
+    async fn deliver(&self, req: &TransmitRequest, budget: TimeBudget) -> TransmitResponse {
         let result = if budget.left().is_zero() {
             Err(PushError::ArrivedLate)
         } else if req.content_type == CONTENT_TYPE_PING {

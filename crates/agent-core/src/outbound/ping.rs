@@ -5,9 +5,13 @@ use std::time::Duration;
 
 use agent_protocol::CONTENT_TYPE_PING;
 
-use super::{Budget, Delivered, PushError};
+use super::{Delivered, PushError, TimeBudget};
 
-pub(crate) async fn ping(host: &str, body: &str, budget: Budget) -> Result<Delivered, PushError> {
+pub(crate) async fn ping(
+    host: &str,
+    body: &str,
+    budget: TimeBudget,
+) -> Result<Delivered, PushError> {
     let count: u32 = body
         .trim()
         .strip_prefix("PING")
