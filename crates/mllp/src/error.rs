@@ -53,10 +53,10 @@ pub enum Error {
         /// The limit.
         timeout: Duration,
     },
-    /// No connection to the destination was free before the send's deadline (the pool's cap
-    /// was reached and none came back in time): the message was not sent.
-    #[error("no connection to {addr} free within {} ms; the message was not sent", .waited.as_millis())]
-    PoolTimeout {
+    /// The send's deadline passed before the message could be written: no pooled connection
+    /// came free in time, or connecting took longer than the time left. Nothing was sent.
+    #[error("no connection to {addr} within {} ms; the message was not sent", .waited.as_millis())]
+    NotSent {
         /// The destination.
         addr: String,
         /// How long the send waited.

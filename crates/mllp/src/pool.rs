@@ -93,7 +93,7 @@ impl Pool {
     /// [`Pool::send`] with a deadline that covers the whole send: waiting for a free
     /// connection, connecting, and the acknowledgement (whichever of the deadline and the ACK
     /// timeout comes first). A send that gets no connection before the deadline is not sent
-    /// ([`Error::PoolTimeout`]); one that times out after that was on the wire.
+    /// ([`Error::NotSent`]); one that times out after that was on the wire.
     pub async fn send_by(
         &self,
         addr: &str,
@@ -113,7 +113,7 @@ impl Pool {
     ) -> Result<Ack, Error> {
         let dest = self.destination(addr);
         let started = tokio::time::Instant::now();
-        let deadline_passed = || Error::PoolTimeout {
+        let deadline_passed = || Error::NotSent {
             addr: addr.to_owned(),
             waited: started.elapsed(),
         };
@@ -129,14 +129,23 @@ impl Pool {
             Some(conn) => conn,
             None => {
                 let mut client = self.opts.client.clone();
+                let mut cut_short = false;
                 if let Some(d) = deadline {
                     let left = d.saturating_duration_since(tokio::time::Instant::now());
                     if left.is_zero() {
                         return Err(deadline_passed());
                     }
+                    cut_short = left < client.connect_timeout;
                     client.connect_timeout = client.connect_timeout.min(left);
                 }
-                Connection::connect(addr, client).await?
+                match Connection::connect(addr, client).await {
+                    Ok(conn) => conn,
+                    // The deadline, not the device, ended the attempt.
+                    Err(Error::ConnectTimeout { .. }) if cut_short => {
+                        return Err(deadline_passed());
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         };
         let mut timeout = opts.ack_timeout.unwrap_or(self.opts.client.ack_timeout);

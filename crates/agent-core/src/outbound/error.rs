@@ -167,7 +167,7 @@ pub enum PushError {
 
     /// The deadline passed before the push could be sent (its caller had been answered
     /// "timeout"): it was not delivered.
-    #[error("not delivered: {addr} could not take it within {} ms of its arrival (waited for a connection); not sent", .within.as_millis())]
+    #[error("not delivered: no connection to {addr} within {} ms of its arrival; not sent", .within.as_millis())]
     NotSent {
         /// The destination.
         addr: String,

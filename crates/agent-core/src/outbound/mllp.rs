@@ -44,7 +44,7 @@ pub(crate) async fn push(
             description,
             ack: hl7_text(charset, &ack),
         }),
-        Err(mllp::Error::PoolTimeout { addr, .. }) => Err(PushError::NotSent {
+        Err(mllp::Error::NotSent { addr, .. }) => Err(PushError::NotSent {
             addr,
             within: budget.total(),
         }),
