@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let (start, end) = (*start, *end);
     let chunk = usize::from(knobs & 0x3f) + 1;
     let max = usize::from(knobs >> 6) * 64 + 16;
-    let mut framer = mllp::DelimitedFramer::new(start, end, max);
+    let mut framer = byte_stream::DelimitedFramer::new(start, end, max);
     let mut buf = BytesMut::new();
     let mut content = 0u64;
     for piece in input.chunks(chunk) {
@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
                     content += f.len() as u64;
                 }
                 Ok(None) => break,
-                Err(mllp::Error::FrameTooLarge { size, max: m }) => assert!(size > m && m == max),
+                Err(byte_stream::Error::FrameTooLarge { size, max: m }) => assert!(size > m && m == max),
                 Err(e) => panic!("unexpected error {e}"),
             }
         }

@@ -66,7 +66,7 @@ impl RelayClient {
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(70))
             .build()
-            .map_err(|e| Error::Http(e.to_string()))?;
+            .map_err(Error::Http)?;
         Ok(RelayClient {
             base: format!("{}/", base_url.trim_end_matches('/')),
             client_id: client_id.to_owned(),
@@ -109,21 +109,21 @@ impl RelayClient {
             ])
             .send()
             .await
-            .map_err(http_error)?;
+            .map_err(Error::Http)?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            let why = body["error_description"]
-                .as_str()
-                .unwrap_or("no description");
-            return Err(Error::Relay(format!(
-                "login failed (HTTP {}): {why}",
-                status.as_u16()
-            )));
+            return Err(Error::Login {
+                status: status.as_u16(),
+                description: body["error_description"]
+                    .as_str()
+                    .unwrap_or("no description")
+                    .to_owned(),
+            });
         }
         let value = body["access_token"]
             .as_str()
-            .ok_or_else(|| Error::Relay("login answer has no access_token".into()))?
+            .ok_or(Error::NoToken)?
             .to_owned();
         let now = chrono::Utc::now().timestamp();
         let expires_at = jwt_exp(&value)
@@ -152,14 +152,14 @@ impl RelayClient {
                 .bearer_auth(token)
                 .send()
                 .await
-                .map_err(http_error)?;
+                .map_err(Error::Http)?;
             if resp.status() == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
                 self.invalidate();
                 continue;
             }
             return Ok(resp);
         }
-        Err(Error::Relay("unauthorized".into()))
+        Err(Error::Unauthorized)
     }
 
     /// `GET fhir/R4/{ty}/{id}`.
@@ -169,11 +169,11 @@ impl RelayClient {
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            return Err(Error::Relay(format!(
-                "read {ty}/{id}: HTTP {}: {}",
-                status.as_u16(),
-                outcome_text(&body)
-            )));
+            return Err(Error::Status {
+                what: format!("read {ty}/{id}"),
+                status: status.as_u16(),
+                text: outcome_text(&body).to_owned(),
+            });
         }
         Ok(body)
     }
@@ -217,10 +217,13 @@ impl RelayClient {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned())
             .unwrap_or_default();
-        let text = resp.text().await.map_err(http_error)?;
+        let text = resp.text().await.map_err(Error::Http)?;
         if !status.is_success() {
             let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            return Err(Error::Relay(outcome_text(&body).to_owned()));
+            return Err(Error::Push {
+                status: status.as_u16(),
+                text: outcome_text(&body).to_owned(),
+            });
         }
         if !opts.wait_for_response {
             return Ok(PushAnswer::Delivered);
@@ -230,18 +233,6 @@ impl RelayClient {
             body: text,
         })
     }
-}
-
-fn http_error(e: reqwest::Error) -> Error {
-    // The source chain says why (refused, certificate not trusted, ...).
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    Error::Http(msg)
 }
 
 /// The text of an OperationOutcome (or whatever the body is).

@@ -1,4 +1,10 @@
-//! The crate's one error type.
+//! The agent's errors. Whose fault it was is in the type: [`Error`] for the agent's own
+//! operations (configuration, the relay, the queue), [`ConfigError`] for a configuration that
+//! cannot work, and [`PushError`](crate::PushError) for a push a device could not take.
+
+use std::path::PathBuf;
+
+use agent_protocol::ErrorMessage;
 
 /// What can stop the agent or one of its operations.
 #[derive(Debug, thiserror::Error)]
@@ -6,20 +12,201 @@
 pub enum Error {
     /// A configuration value is missing or wrong.
     #[error("configuration: {0}")]
-    Config(String),
-    /// The relay refused or failed a request (login, a FHIR read, a push).
-    #[error("relay: {0}")]
-    Relay(String),
-    /// The relay could not be reached.
-    #[error("cannot reach the relay: {0}")]
-    Http(String),
-    /// Certificates.
+    Config(#[from] ConfigError),
+    /// A CA file could not be read or holds no certificate.
+    #[error("TLS: {}: {source}", .path.display())]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS configuration could not be built, or the relay's name is not a valid server name.
     #[error("TLS: {0}")]
-    Tls(String),
-    /// The durable queue.
+    Tls(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The relay could not be reached over HTTP (refused, DNS, TLS, timeout).
+    #[error("cannot reach the relay: {}", chain(.0))]
+    Http(#[source] reqwest::Error),
+    /// The WebSocket to the relay could not be opened.
+    #[error("cannot reach the relay: {step} with {authority}: {}", chain(.source.as_ref()))]
+    Connect {
+        /// `connecting`, `TLS handshake` or `WebSocket handshake`.
+        step: &'static str,
+        /// `host:port`.
+        authority: String,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A step of connecting took longer than its limit.
+    #[error("cannot reach the relay: {step} with {authority} timed out")]
+    ConnectTimeout {
+        /// The step.
+        step: &'static str,
+        /// `host:port`.
+        authority: String,
+    },
+    /// The client credentials were refused.
+    #[error("relay: login failed (HTTP {status}): {description}")]
+    Login {
+        /// HTTP status.
+        status: u16,
+        /// The relay's `error_description`.
+        description: String,
+    },
+    /// The token endpoint answered without a token.
+    #[error("relay: login answer has no access_token")]
+    NoToken,
+    /// A fresh token was refused too.
+    #[error("relay: unauthorized")]
+    Unauthorized,
+    /// The relay answered an HTTP request with an error status.
+    #[error("relay: {what}: HTTP {status}: {text}")]
+    Status {
+        /// What was asked (`read Agent/1`).
+        what: String,
+        /// HTTP status.
+        status: u16,
+        /// The OperationOutcome's text.
+        text: String,
+    },
+    /// The relay refused or failed a push (`$push`): its OperationOutcome's text, which
+    /// carries the device's answer or the reason.
+    #[error("relay: {text}")]
+    Push {
+        /// HTTP status.
+        status: u16,
+        /// The OperationOutcome's text.
+        text: String,
+    },
+    /// The relay refused the agent's connect request.
+    #[error("relay: connect refused: {}", .0.body)]
+    Refused(ErrorMessage),
+    /// The durable queue's database failed.
     #[error("queue: {0}")]
-    Queue(String),
+    Queue(#[from] rusqlite::Error),
+    /// The queue's file failed its integrity check at start; the agent does not run on it.
+    #[error(
+        "the queue file {} is damaged ({detail}). Stop the agent, move the file aside (with its -wal and -shm files) and start again: a new, empty queue is created. Messages in the damaged file were acknowledged to devices but may not have reached the relay; `sqlite3 FILE .recover` can extract what is readable.",
+        .path.display()
+    )]
+    QueueDamaged {
+        /// The file.
+        path: PathBuf,
+        /// What `PRAGMA quick_check` said.
+        detail: String,
+    },
     /// Sockets and files.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A required value is missing.
+    #[error("{0} is required")]
+    Missing(&'static str),
+    /// The base URL is not HTTP(S).
+    #[error("baseUrl must start with http:// or https://: {0}")]
+    BaseUrl(String),
+    /// A line of `agent.properties` is not `key=value`.
+    #[error("agent.properties line {0}: expected key=value")]
+    Syntax(usize),
+    /// A numeric value is not a number.
+    #[error("{key}: not a number: {value}")]
+    NotANumber {
+        /// The key.
+        key: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// A file could not be read or a directory created.
+    #[error("{}: {source}", .path.display())]
+    File {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A channel of the Agent cannot run.
+    #[error("channel {channel}: {problem}")]
+    Channel {
+        /// `Agent.channel.name`.
+        channel: String,
+        /// What is wrong.
+        problem: ChannelProblem,
+    },
+    /// Two channels listen on the same port.
+    #[error("channels {first} and {second} share port {port}")]
+    SharedPort {
+        /// One channel.
+        first: String,
+        /// The other.
+        second: String,
+        /// The port.
+        port: String,
+    },
+    /// Several problems at once.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Several(Vec<ConfigError>),
+}
+
+/// Why a channel cannot run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChannelProblem {
+    /// `Agent.channel.endpoint` is missing.
+    #[error("no endpoint")]
+    NoEndpoint,
+    /// The Endpoint has no address.
+    #[error("Endpoint/{0} has no address")]
+    NoAddress(String),
+    /// The address is not `scheme://host:port`.
+    #[error("{0}")]
+    Address(#[from] crate::url::UrlError),
+    /// The scheme has no channel kind.
+    #[error("unsupported endpoint scheme {0:?} (supported: mllp, astm, tcp)")]
+    Scheme(String),
+    /// `?encoding=` names no known character set.
+    #[error("{0}")]
+    Encoding(#[source] hl7v2::Error),
+    /// `startChar`/`endChar` missing.
+    #[error("tcp:// channels need {0} (URL-encoded, e.g. {0}=%02)")]
+    MissingDelimiter(&'static str),
+    /// `startChar`/`endChar` empty.
+    #[error("{0} is empty")]
+    EmptyDelimiter(&'static str),
+    /// `startChar`/`endChar` not one byte.
+    #[error("{key} {value:?} is not a single byte (code point over 255)")]
+    WideDelimiter {
+        /// The parameter.
+        key: &'static str,
+        /// Its first character.
+        value: char,
+    },
+    /// The port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// `host:port`.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A source chain as one line (`a: b: c`), for logs and events where only text travels.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        // Some errors repeat their source in their own text.
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
 }

@@ -2,238 +2,121 @@
 //! protocol logic of its own.
 //!
 //! ```text
-//!  relay ══ WSS /ws/agent ══ Agent ──┬── mllp://  (mllp::Pool)      → HL7 device
-//!                                    ├── ping                       → reachability
-//!                                    └── inbound channels (mllp::Server) ← devices
-//!                                            │ durable queue (SQLite) before any ACK
+//!                       ┌──────────────────────── Agent ─────────────────────────────┐
+//!  relay ══ WSS ═══════ │ link/      agent_protocol::link::Link over tokio-tungstenite │
+//!  /ws/agent            │            (handshake, heartbeats, requests in flight)       │
+//!                       │   │ pushes                         ▲ device messages        │
+//!                       │   ▼                                │                        │
+//!                       │ outbound/  mllp (mllp::Pool) ─────────────────► HL7 device  │
+//!                       │            astm (astm::Connection) ───────────► analyzer    │
+//!                       │            dicom (dicom_net::Association) ────► PACS, RIS   │
+//!                       │            ping ──────────────────────────────► any host    │
+//!                       │ inbound/   mllp, tcp, astm listeners ◄──────── devices      │
+//!                       │            │ commit first (queue, SQLite), then ACK         │
+//!                       │            └► forwarder per channel, in order, with backoff │
+//!                       │ config/    agent.properties; Agent + Endpoints from the     │
+//!                       │            relay, kept in the data directory                │
+//!                       └──────────────────────────────────────────────────────────────┘
 //! ```
 //!
 //! - [`AgentConfig`]: Medplum's `agent.properties` (`baseUrl`, `clientId`, `clientSecret`,
 //!   `agentId`, `logLevel`) or the same as flags.
-//! - The session logs in with client credentials (refreshing the token before it expires), reads
-//!   its `Agent` and each channel's `Endpoint`, opens the channels, and keeps the WebSocket up:
-//!   heartbeats both ways every 10 s, reconnect with exponential backoff and jitter whatever
-//!   state it failed in (login, connect, mid-push).
-//! - Every push gets exactly one answer, within [`AgentConfig::ack_timeout`] at most: the
-//!   device's answer, or a 400 `text/plain` saying what failed.
+//! - The relay link logs in with client credentials (refreshing the token before it expires),
+//!   reads its `Agent` and each channel's `Endpoint`, opens the channels, and keeps the
+//!   WebSocket up: heartbeats both ways every 10 s, a relay silent for three periods is gone,
+//!   reconnect with exponential backoff and jitter whatever state it failed in.
+//! - Every push gets exactly one answer within its time — [`AgentConfig::ack_timeout`] from its
+//!   arrival, or the caller's shorter deadline when the relay sends one — the device's answer,
+//!   or a 400 `text/plain` saying what failed ([`PushError`]). A push that could not be sent
+//!   before its deadline is not sent.
 //! - Inbound messages are committed to the [`queue`] before the device is acknowledged, sent to
-//!   the relay in order per channel, and redelivered with the same callback until answered.
+//!   the relay in order per channel, and sent again with the same callback until the relay
+//!   answers for good (a 429 or 5xx answer is temporary). The last configuration seen is kept,
+//!   so an agent restarted while the relay is unreachable opens its channels and keeps queueing.
 //! - [`RelayClient`] is the HTTP side, with `push_to_agent` for callers.
+//!
+//! ```
+//! use agent_core::AgentConfig;
+//!
+//! let config = AgentConfig::from_properties(
+//!     "baseUrl=https://relay.example.org/\nclientId=c1\nclientSecret=s3cret\nagentId=a1\n",
+//! )?;
+//! assert_eq!(config.ws_url(), "wss://relay.example.org/ws/agent");
+//! assert_eq!(config.ack_timeout, std::time::Duration::from_secs(55));
+//! // Then: `let agent = agent_core::Agent::start(config, agent_core::LogBuffer::new()).await?;`
+//! // connects in the background and reconnects on its own; `agent.shutdown().await` stops it.
+//! # Ok::<(), agent_core::Error>(())
+//! ```
 //!
 //! ## Features
 //!
 //! None.
 
-mod channels;
+mod backoff;
 mod client;
 mod config;
-mod dispatch;
 mod error;
+mod event;
+mod inbound;
+mod link;
 mod logs;
-pub mod queue;
-mod session;
+mod outbound;
 mod tls;
+mod url;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use agent_protocol::AgentMessage;
-use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
+use agent_protocol::{AgentMessage, LogsResponse, StatsResponse, StatusResponse};
+use byte_stream::Budget;
+use tokio::sync::watch;
 
 pub use client::{PushAnswer, PushOptions, RelayClient};
 pub use config::AgentConfig;
-pub use error::Error;
+pub use error::{ChannelProblem, ConfigError, Error};
+pub use event::Event;
+pub use inbound::queue;
 pub use logs::{LogBuffer, LogLayer};
+pub use outbound::{Fault, PushError};
 pub use tls::client_config;
+pub use url::UrlError;
+
+use config::remote::RemoteConfig;
+use event::Events;
+use inbound::inbox::Inbox;
+use inbound::{ChannelContext, Inbound};
+use link::{RelayLink, Session};
+use outbound::Outbound;
 
 /// The agent's version, sent in heartbeat responses.
 pub const VERSION: &str = concat!("outpost-agent-", env!("CARGO_PKG_VERSION"));
 
-/// Something the agent did, for demos, tests and monitoring.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Event {
-    /// The relay accepted the connect request.
-    Connected,
-    /// The session ended; the agent reconnects.
-    Disconnected {
-        /// Why.
-        reason: String,
-    },
-    /// A push arrived from the relay.
-    PushReceived {
-        /// Where to.
-        remote: String,
-        /// What.
-        content_type: String,
-    },
-    /// A push was answered.
-    PushAnswered {
-        /// Where to.
-        remote: String,
-        /// 200, or 400 with the reason in the body.
-        status: u16,
-        /// The answer (the device's answer, or the error text).
-        body: String,
-    },
-    /// An inbound channel is listening.
-    ChannelStarted {
-        /// `Agent.channel.name`.
-        name: String,
-        /// The Endpoint address.
-        address: String,
-    },
-    /// An inbound channel could not start.
-    ChannelFailed {
-        /// `Agent.channel.name`.
-        name: String,
-        /// Why.
-        error: String,
-    },
-    /// A device message was committed to the queue.
-    InboundQueued {
-        /// The channel.
-        channel: String,
-        /// Queue sequence number.
-        id: i64,
-    },
-    /// The relay answered a queued message.
-    InboundAnswered {
-        /// The channel.
-        channel: String,
-        /// Queue sequence number.
-        id: i64,
-        /// The relay's status code.
-        status: u16,
-    },
-}
-
-/// What a running agent shares between its tasks.
-#[derive(Debug)]
-pub(crate) struct Inner {
-    pub(crate) config: AgentConfig,
-    pub(crate) client: RelayClient,
-    pub(crate) tls: Arc<rustls::ClientConfig>,
-    pub(crate) pool: mllp::Pool,
-    pub(crate) queue: queue::Queue,
-    /// The live session's outgoing frames, while there is one.
-    link: Mutex<Option<mpsc::Sender<String>>>,
-    live: watch::Sender<bool>,
-    /// Requests to the relay waiting for their answer, by callback.
-    pending: Mutex<HashMap<String, oneshot::Sender<AgentMessage>>>,
-    events: broadcast::Sender<Event>,
-    pub(crate) channels: tokio::sync::Mutex<channels::Channels>,
-    /// Device connections waiting for the relay's answer to a queued message, by queue id.
-    pub(crate) waiters: Mutex<HashMap<i64, oneshot::Sender<channels::Answer>>>,
-    /// Wakes a channel's queue worker.
-    pub(crate) notify: Mutex<HashMap<String, Arc<Notify>>>,
-    /// `Agent.status` is `off`: pushes are refused.
-    pub(crate) off: AtomicBool,
-    pub(crate) logs: LogBuffer,
-    pub(crate) stop: watch::Receiver<bool>,
-}
-
-impl Inner {
-    pub(crate) fn emit(&self, ev: Event) {
-        let _ = self.events.send(ev);
-    }
-
-    pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-        m.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Queues a message on the live session; `false` when there is none.
-    pub(crate) async fn send(&self, msg: &AgentMessage) -> bool {
-        let tx = Inner::lock(&self.link).clone();
-        match tx {
-            Some(tx) => tx.send(msg.to_json()).await.is_ok(),
-            None => false,
-        }
-    }
-
-    /// Sends a message carrying `callback`; the receiver gets the relay's answer, or an error
-    /// when the session ends first.
-    pub(crate) async fn request(
-        &self,
-        callback: &str,
-        msg: &AgentMessage,
-    ) -> Option<oneshot::Receiver<AgentMessage>> {
-        let (tx, rx) = oneshot::channel();
-        Inner::lock(&self.pending).insert(callback.to_owned(), tx);
-        if self.send(msg).await {
-            Some(rx)
-        } else {
-            Inner::lock(&self.pending).remove(callback);
-            None
-        }
-    }
-
-    /// Hands an answer to whoever waits on its callback.
-    pub(crate) fn resolve(&self, callback: &str, msg: AgentMessage) -> bool {
-        match Inner::lock(&self.pending).remove(callback) {
-            Some(tx) => tx.send(msg).is_ok(),
-            None => false,
-        }
-    }
-
-    pub(crate) fn set_link(&self, tx: Option<mpsc::Sender<String>>) {
-        let live = tx.is_some();
-        *Inner::lock(&self.link) = tx;
-        if !live {
-            // Dropping the senders wakes every waiter with an error.
-            Inner::lock(&self.pending).clear();
-        }
-        self.live.send_replace(live);
-    }
-
-    pub(crate) fn is_live(&self) -> bool {
-        *self.live.borrow()
-    }
-
-    /// Waits until a session is live (or the agent stops: `false`).
-    pub(crate) async fn wait_live(&self) -> bool {
-        let mut rx = self.live.subscribe();
-        let mut stop = self.stop.clone();
-        loop {
-            if *rx.borrow_and_update() {
-                return true;
-            }
-            if *stop.borrow() {
-                return false;
-            }
-            tokio::select! {
-                r = rx.changed() => if r.is_err() { return false },
-                _ = stop.changed() => {}
-            }
-        }
-    }
-
-    pub(crate) fn notifier(&self, channel: &str) -> Arc<Notify> {
-        Inner::lock(&self.notify)
-            .entry(channel.to_owned())
-            .or_default()
-            .clone()
-    }
-
-    pub(crate) fn stopping(&self) -> bool {
-        *self.stop.borrow()
-    }
-}
+/// File descriptors kept for the agent's own work (its queue, the relay, pushes to devices)
+/// and not given to device connections: at least this many, or a quarter of the limit.
+const RESERVED_FDS: u64 = 64;
 
 /// A running agent. Dropping it does not stop it; call [`Agent::shutdown`].
 #[derive(Debug)]
 pub struct Agent {
-    inner: Arc<Inner>,
+    relay: RelayLink,
+    inbound: Arc<Inbound>,
+    outbound: Arc<Outbound>,
+    events: Events,
     stop: watch::Sender<bool>,
-    session: tokio::task::JoinHandle<()>,
+    link: tokio::task::JoinHandle<()>,
 }
 
 impl Agent {
-    /// Validates the configuration, opens the queue and starts the session in the background
-    /// (it connects, and reconnects, on its own). `logs` receives the agent's own log lines for
-    /// `$fetch-logs` when the caller installed a [`LogLayer`] on it.
+    /// Validates the configuration, checks and opens the queue, opens the channels of the last
+    /// configuration seen, and starts the relay link in the background (it connects, and
+    /// reconnects, on its own). `logs` receives the agent's own log lines for `$fetch-logs`
+    /// when the caller installed a [`LogLayer`] on it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] or [`Error::CaFile`] for a configuration that cannot work,
+    /// [`Error::QueueDamaged`] when the queue file fails its integrity check (the message says
+    /// how to recover), [`Error::Queue`] when it cannot be opened.
     pub async fn start(config: AgentConfig, logs: LogBuffer) -> Result<Agent, Error> {
         config.validate()?;
         let tls = tls::client_config(config.ca_file.as_deref())?;
@@ -243,79 +126,215 @@ impl Agent {
             &config.client_secret,
             tls.clone(),
         )?;
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| Error::Config(format!("{}: {e}", config.data_dir.display())))?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ConfigError::File {
+            path: config.data_dir.clone(),
+            source,
+        })?;
         let queue = queue::Queue::open(Some(&config.data_dir.join("agent-queue.sqlite")))?;
-        let pool = mllp::Pool::new(mllp::PoolOptions {
-            client: mllp::ClientOptions {
-                ack_timeout: config.ack_timeout,
-                ..mllp::ClientOptions::default()
-            },
-            ..mllp::PoolOptions::default()
-        });
-        let (stop, stop_rx) = watch::channel(false);
-        let (live, _) = watch::channel(false);
-        let (events, _) = broadcast::channel(1024);
-        let inner = Arc::new(Inner {
+        let config = Arc::new(config);
+        let events = Events::new();
+        let (stop, stopping) = watch::channel(false);
+        let (relay, driver) = link::new(
+            config.clone(),
+            client.clone(),
+            tls,
+            events.clone(),
+            stopping.clone(),
+        );
+        let ctx = ChannelContext {
+            inbox: Arc::new(Inbox::new(queue, &config.agent_id, events.clone())),
+            config: config.clone(),
+            budget: connection_budget(),
+        };
+        let inbound = Arc::new(Inbound::new(
+            ctx,
+            relay.clone(),
+            client.clone(),
+            events.clone(),
+            stopping,
+        ));
+        let outbound = Arc::new(Outbound::new(config.clone(), events.clone()));
+        let wiring = Wiring {
             config,
             client,
-            tls,
-            pool,
-            queue,
-            link: Mutex::new(None),
-            live,
-            pending: Mutex::default(),
-            events,
-            channels: tokio::sync::Mutex::default(),
-            waiters: Mutex::default(),
-            notify: Mutex::default(),
-            off: AtomicBool::new(false),
+            relay: relay.clone(),
+            inbound: inbound.clone(),
+            outbound: outbound.clone(),
             logs,
-            stop: stop_rx,
-        });
+        };
+        wiring.open_saved().await;
         // Messages left in the queue by a previous run go out as soon as a session is live.
-        for channel in inner.queue.channels_with_backlog()? {
-            channels::ensure_worker(&inner, &channel).await;
-        }
-        let session = tokio::spawn(session::run(inner.clone()));
+        inbound.resume().await?;
+        let link = tokio::spawn(driver.run(Arc::new(wiring)));
         Ok(Agent {
-            inner,
+            relay,
+            inbound,
+            outbound,
+            events,
             stop,
-            session,
+            link,
         })
     }
 
     /// Subscribes to what the agent does.
-    pub fn events(&self) -> broadcast::Receiver<Event> {
-        self.inner.events.subscribe()
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.events.subscribe()
     }
 
     /// Whether a session with the relay is live.
     pub fn is_live(&self) -> bool {
-        self.inner.is_live()
+        self.relay.is_live()
     }
 
     /// Waits until a session is live, at most `timeout`.
     pub async fn wait_live(&self, timeout: Duration) -> bool {
-        tokio::time::timeout(timeout, self.inner.wait_live())
+        tokio::time::timeout(timeout, self.relay.wait_live())
             .await
             .unwrap_or(false)
     }
 
-    /// Unanswered messages in the inbound queue.
+    /// Unanswered messages in the inbound queue (-1 when the queue cannot be read).
     pub fn queue_depth(&self) -> i64 {
-        self.inner.queue.depth().unwrap_or(-1)
+        self.inbound.inbox().queue().depth().unwrap_or(-1)
     }
 
     /// Whether `Agent.status` is `off`.
     pub fn is_off(&self) -> bool {
-        self.inner.off.load(Ordering::Relaxed)
+        self.outbound.is_off()
     }
 
     /// Closes the session and the channels; queued messages stay for the next start.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.session).await;
-        channels::stop_all(&self.inner).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.link).await;
+        self.inbound.stop_all().await;
+    }
+}
+
+/// Raises the soft file-descriptor limit to the hard one where the system allows, and sizes
+/// the device connections all channels may hold together below it.
+fn connection_budget() -> Budget {
+    let soft = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the file-descriptor limit; assuming 1024");
+            1024
+        }
+    };
+    let reserved = RESERVED_FDS.max(soft / 4);
+    let budget = usize::try_from(soft.saturating_sub(reserved).max(8)).unwrap_or(usize::MAX);
+    tracing::info!(
+        fd_limit = soft,
+        device_connections = budget,
+        "device connections capped below the file-descriptor limit"
+    );
+    Budget::new(budget)
+}
+
+/// The one place the parts meet: what the relay asks, routed to the part that answers it.
+#[derive(Debug, Clone)]
+struct Wiring {
+    config: Arc<AgentConfig>,
+    client: RelayClient,
+    relay: RelayLink,
+    inbound: Arc<Inbound>,
+    outbound: Arc<Outbound>,
+    logs: LogBuffer,
+}
+
+impl Wiring {
+    /// Reads what the relay configures, keeps it for the next start, and applies it.
+    async fn reload(&self) -> Result<(), Error> {
+        let remote = RemoteConfig::read(&self.client, &self.config.agent_id).await?;
+        if let Err(e) = remote.save(&self.config.data_dir) {
+            tracing::warn!(error = %e, "cannot keep the configuration for a start without the relay");
+        }
+        self.apply(&remote).await;
+        Ok(())
+    }
+
+    async fn apply(&self, remote: &RemoteConfig) {
+        self.outbound.set_off(remote.off);
+        self.inbound.apply(&remote.channels).await;
+    }
+
+    /// Store and forward across restarts: the channels of the last configuration seen open at
+    /// once, whether or not the relay can be reached; the relay's configuration replaces it at
+    /// the first connection.
+    async fn open_saved(&self) {
+        if let Some(saved) = RemoteConfig::load(&self.config.data_dir) {
+            tracing::info!(
+                channels = saved.channels.len(),
+                "opening the channels of the last configuration seen"
+            );
+            self.apply(&saved).await;
+        }
+    }
+
+    /// Answers a relay request on its own task (answering waits for the link's queue).
+    fn answer(&self, session: Session, msg: AgentMessage) {
+        let relay = self.relay.clone();
+        tokio::spawn(async move { relay.answer(session, msg).await });
+    }
+}
+
+impl link::Handler for Wiring {
+    fn prepare(&self) -> impl std::future::Future<Output = Result<(), Error>> + Send {
+        self.reload()
+    }
+
+    fn request(&self, session: Session, msg: AgentMessage) {
+        match msg {
+            AgentMessage::TransmitRequest(req) => {
+                self.outbound.push(self.relay.clone(), session, req);
+            }
+            AgentMessage::ReloadConfigRequest(r) => {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let answer = match this.reload().await {
+                        Ok(()) => AgentMessage::ReloadConfigResponse(StatusResponse {
+                            status_code: 200,
+                            callback: r.callback,
+                        }),
+                        Err(e) => AgentMessage::error(e.to_string(), r.callback),
+                    };
+                    this.relay.answer(session, answer).await;
+                });
+            }
+            AgentMessage::LogsRequest(r) => {
+                let limit = r.limit.unwrap_or(20).min(1000) as usize;
+                self.answer(
+                    session,
+                    AgentMessage::LogsResponse(LogsResponse {
+                        status_code: 200,
+                        logs: self.logs.recent(limit),
+                        callback: r.callback,
+                    }),
+                );
+            }
+            AgentMessage::UpgradeRequest(r) => self.answer(
+                session,
+                AgentMessage::error(
+                    "Upgrading is not supported by the Outpost agent: install the new binary and restart the service",
+                    r.callback,
+                ),
+            ),
+            AgentMessage::StatsRequest(r) => {
+                let stats = serde_json::json!({
+                    "live": self.relay.is_live(),
+                    "queueDepth": self.inbound.inbox().queue().depth().unwrap_or(-1),
+                    "version": VERSION,
+                });
+                self.answer(
+                    session,
+                    AgentMessage::StatsResponse(StatsResponse {
+                        status_code: 200,
+                        stats,
+                        callback: r.callback,
+                    }),
+                );
+            }
+            other => tracing::debug!(kind = other.kind(), "ignored a message from the relay"),
+        }
     }
 }

@@ -8,8 +8,15 @@
 //!   the standard timers), driven by bytes and by `now: Instant`.
 //! - [`Message`], [`Record`], [`RecordBuilder`]: E1394 records with the delimiters the H record
 //!   declares, escapes, and a typed hierarchy of patients, orders and results.
+//! - [`records_from_text`]: records typed one a line (any line ending) as the wire wants them.
 //! - [`Connection`] (feature `tokio`): drives a link over any `AsyncRead + AsyncWrite`: TCP,
 //!   or a serial port.
+//!
+//! What it does not do: open sockets or serial ports (the caller hands [`Connection`] a
+//! stream), decode character sets (records are bytes; the caller decodes text with the
+//! encoding the instrument uses), interpret results (units, reference ranges, flags are fields
+//! like any other), validate records against a vendor's specification, or store and forward
+//! messages — a delivered message is the caller's to keep.
 //!
 //! ```
 //! use std::time::Instant;
@@ -47,6 +54,7 @@ mod link;
 mod records;
 #[cfg(feature = "tokio")]
 mod tcp;
+mod text;
 
 pub use error::Error;
 pub use link::{Link, LinkEvent, LinkOptions, LinkStats, Role};
@@ -56,3 +64,4 @@ pub use records::{
 };
 #[cfg(feature = "tokio")]
 pub use tcp::{Connection, connect};
+pub use text::records_from_text;

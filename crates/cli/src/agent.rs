@@ -161,7 +161,7 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(agent_core::Error::Relay(text)) => {
+        Err(agent_core::Error::Push { text, .. }) => {
             eprintln!("error: {text}");
             Ok(ExitCode::from(exit::NEGATIVE))
         }

@@ -16,6 +16,8 @@
 //!   [`to_json`] / [`from_json`] convert to and from the DICOM JSON model (PS3.18 §F.2).
 //! - [`part10`]: the meta group of a Part 10 file, read and written; the data set after it is
 //!   sent unparsed whenever the SCP accepts its transfer syntax and no value needs padding.
+//! - [`FindModel`] picks a C-FIND information model for an identifier; [`store_json`] and
+//!   [`matches_json`] report a C-STORE's or a C-FIND's outcome as JSON.
 //! - [`Association`] (feature `tokio`): connect, propose contexts, echo, store (streamed from the
 //!   file), find (matches streamed, C-CANCEL), release, abort, with ACSE and DIMSE timeouts.
 //! - [`acceptor`]: the SCP side, sans-IO: negotiation (Verification and every Storage SOP
@@ -83,6 +85,7 @@ mod object;
 pub mod part10;
 pub mod pdu;
 pub mod reader;
+mod report;
 #[cfg(feature = "tokio")]
 pub mod scp;
 mod transcode;
@@ -98,4 +101,7 @@ pub use json::{from_json, to_json};
 #[cfg(feature = "tokio")]
 pub use object::inspect_file;
 pub use object::{Inspection, Object, detect_encoding, inspect};
+#[cfg(feature = "tokio")]
+pub use report::store_json;
+pub use report::{FindModel, UnknownModel, matches_json, status_hex};
 pub use transcode::{Inflater, Transcoder, transcode_syntax};

@@ -31,8 +31,10 @@
 //! - the escape codec ([`escape`], [`unescape`], [`EscapeTokens`]) and character sets
 //!   ([`Charset`]);
 //! - building messages ([`MessageBuilder`]) and acknowledgements ([`build_ack`], [`AckMode`]
-//!   from MSH-15/MSH-16, [`Acknowledgment`] to read one), and the reject of input that does not
-//!   parse ([`build_reject`], with the HL7 table 0357 code from [`AckError::for_parse_error`]);
+//!   from MSH-15/MSH-16, [`Acknowledgment`] to read one), what a receiver owes a sender
+//!   ([`acks_for`] in original and enhanced mode, built at a time the caller passes), and the
+//!   reject of input that does not parse ([`build_reject`], with the HL7 table 0357 code from
+//!   [`AckError::for_parse_error`]);
 //! - DTM/TS timestamps that keep their precision and offset ([`Timestamp`]);
 //! - batch files ([`Batch`]);
 //! - example messages ([`example_adt_a01`], [`example_oru_r01`]).
@@ -88,6 +90,7 @@ mod escape;
 mod example;
 mod message;
 mod path;
+mod receiver;
 mod reject;
 mod segment;
 mod timestamp;
@@ -106,6 +109,7 @@ pub use escape::{DelimiterEscape, EscapeToken, EscapeTokens, escape, unescape};
 pub use example::{example_adt_a01, example_oru_r01, hl7_now};
 pub use message::{DEFAULT_MAX_SIZE, Message, ParseOptions};
 pub use path::Path;
+pub use receiver::{ack_options_at, acks_for};
 pub use reject::build_reject;
 pub use segment::Segment;
 pub use timestamp::{Precision, Timestamp};

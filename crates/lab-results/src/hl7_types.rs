@@ -60,7 +60,7 @@ impl Reader<'_> {
                 EscapeToken::Delimiter(k) => out.push(match k {
                     DelimiterEscape::Field => d.field,
                     DelimiterEscape::Component => d.component,
-                    DelimiterEscape::Subcomponent => d.subcomponent,
+                    DelimiterEscape::Subcomponent => d.subcomponent.unwrap_or(b'&'),
                     DelimiterEscape::Repetition => d.repetition,
                     DelimiterEscape::Escape => d.escape,
                     DelimiterEscape::Truncation => d.truncation.unwrap_or(b'#'),

@@ -53,6 +53,15 @@ pub enum Error {
         /// The limit.
         timeout: Duration,
     },
+    /// The send's deadline passed before the message could be written: no pooled connection
+    /// came free in time, or connecting took longer than the time left. Nothing was sent.
+    #[error("no connection to {addr} within {} ms; the message was not sent", .waited.as_millis())]
+    NotSent {
+        /// The destination.
+        addr: String,
+        /// How long the send waited.
+        waited: Duration,
+    },
     /// No acknowledgement for the message in time.
     #[error("no acknowledgement for message {control_id} within {} ms", .timeout.as_millis())]
     AckTimeout {

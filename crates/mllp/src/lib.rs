@@ -5,16 +5,16 @@
 //!   is split, bounded by a maximum frame size, resynchronising after junk or an over-long frame,
 //!   splitting pipelined frames.
 //! - [`MllpCodec`] is the tokio-util codec over it.
-//! - [`DelimitedFramer`] does the same for other `start … end` byte framings (the byte-stream
-//!   channels of the Medplum agent).
 //! - [`Connection`] sends a message and waits for the acknowledgement whose MSA-2 matches its
 //!   MSH-10; [`Pool`] keeps connections per destination, capped. Neither rewrites a message: a
 //!   message whose segments end with `\r` goes out byte for byte, and one with `\n` or `\r\n`
 //!   terminators gets `\r` in their place and no other change ([`hl7v2::Message::to_wire`]).
-//! - [`Server`] accepts connections and hands each message to a [`Handler`]; [`acks_for`] builds
-//!   the acknowledgements MSH-15/MSH-16 ask for, and a message that does not parse is answered
-//!   with AR ([`reject`]): its control ID in MSA-2 whenever the header can be read, the HL7
-//!   table 0357 code that fits the fault in ERR-3, and the fault in ERR-8 and MSA-3.
+//! - [`Server`] accepts connections (a bounded accept loop from the `byte-stream` crate: a cap,
+//!   excess connections closed at once, the file-descriptor limit handled without spinning) and
+//!   hands each message to a [`Handler`]; [`acks_for`] builds the acknowledgements MSH-15/MSH-16
+//!   ask for (`hl7v2`'s, stamped with the clock here), and a message that does not parse is
+//!   answered with AR ([`reject`]): its control ID in MSA-2 whenever the header can be read,
+//!   the HL7 table 0357 code that fits the fault in ERR-3, and the fault in ERR-8 and MSA-3.
 //!
 //! The crate moves bytes. Character sets are the caller's: encode text with
 //! [`hl7v2::Charset::encode`] before sending and decode what arrives with
@@ -50,7 +50,6 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-mod delimited;
 mod error;
 mod framer;
 
@@ -63,12 +62,14 @@ mod pool;
 #[cfg(feature = "tokio")]
 mod server;
 
-pub use delimited::DelimitedFramer;
 pub use error::Error;
 pub use framer::{
     CARRIAGE_RETURN, DEFAULT_MAX_FRAME, END_BLOCK, Framer, FramerStats, START_BLOCK, encode_frame,
 };
 
+/// The accept loop under [`Server`], re-exported for its options and counters.
+#[cfg(feature = "tokio")]
+pub use byte_stream::{Budget, ListenerStats};
 #[cfg(feature = "tokio")]
 pub use client::{Ack, ClientOptions, Connection, ReturnAck};
 #[cfg(feature = "tokio")]

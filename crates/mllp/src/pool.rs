@@ -87,24 +87,93 @@ impl Pool {
 
     /// Sends `message` to `addr` and waits for its acknowledgement.
     pub async fn send(&self, addr: &str, message: &[u8], opts: SendOptions) -> Result<Ack, Error> {
+        self.send_inner(addr, message, opts, None).await
+    }
+
+    /// [`Pool::send`] with a deadline that covers the whole send: waiting for a free
+    /// connection, connecting, and the acknowledgement (whichever of the deadline and the ACK
+    /// timeout comes first). A send that gets no connection before the deadline is not sent
+    /// ([`Error::NotSent`]); one that times out after that was on the wire.
+    pub async fn send_by(
+        &self,
+        addr: &str,
+        message: &[u8],
+        deadline: tokio::time::Instant,
+        opts: SendOptions,
+    ) -> Result<Ack, Error> {
+        self.send_inner(addr, message, opts, Some(deadline)).await
+    }
+
+    async fn send_inner(
+        &self,
+        addr: &str,
+        message: &[u8],
+        opts: SendOptions,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Ack, Error> {
         let dest = self.destination(addr);
+        let started = tokio::time::Instant::now();
+        let deadline_passed = || Error::NotSent {
+            addr: addr.to_owned(),
+            waited: started.elapsed(),
+        };
         // The semaphore is never closed, so acquiring cannot fail.
-        let _permit = dest.permits.acquire().await.ok();
+        let _permit = match deadline {
+            Some(d) => tokio::time::timeout_at(d, dest.permits.acquire())
+                .await
+                .map_err(|_| deadline_passed())?
+                .ok(),
+            None => dest.permits.acquire().await.ok(),
+        };
         let mut conn = match self.take_idle(&dest) {
             Some(conn) => conn,
-            None => Connection::connect(addr, self.opts.client.clone()).await?,
+            None => {
+                let mut client = self.opts.client.clone();
+                let mut cut_short = false;
+                if let Some(d) = deadline {
+                    let left = d.saturating_duration_since(tokio::time::Instant::now());
+                    if left.is_zero() {
+                        return Err(deadline_passed());
+                    }
+                    cut_short = left < client.connect_timeout;
+                    client.connect_timeout = client.connect_timeout.min(left);
+                }
+                match Connection::connect(addr, client).await {
+                    Ok(conn) => conn,
+                    // The deadline, not the device, ended the attempt.
+                    Err(Error::ConnectTimeout { .. }) if cut_short => {
+                        return Err(deadline_passed());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         };
-        let timeout = opts.ack_timeout.unwrap_or(self.opts.client.ack_timeout);
+        let mut timeout = opts.ack_timeout.unwrap_or(self.opts.client.ack_timeout);
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                // Not written yet: the connection goes back unused.
+                self.give_back(&dest, conn);
+                return Err(deadline_passed());
+            }
+            timeout = timeout.min(left);
+        }
         let return_ack = opts.return_ack.unwrap_or(self.opts.client.return_ack);
         let result = conn.send_with(message, timeout, return_ack).await;
         // Negative acknowledgements leave the connection in step; anything else may not.
-        if (result.is_ok() || matches!(result, Err(Error::Negative { .. }))) && conn.is_reusable() {
+        if result.is_ok() || matches!(result, Err(Error::Negative { .. })) {
+            self.give_back(&dest, conn);
+        }
+        result
+    }
+
+    fn give_back(&self, dest: &Destination, conn: Connection) {
+        if conn.is_reusable() {
             dest.idle
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push((conn, Instant::now()));
         }
-        result
     }
 
     fn take_idle(&self, dest: &Destination) -> Option<Connection> {

@@ -5,15 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use byte_stream::{Budget, Listener, ListenerOptions, ListenerStats, Shutdown};
 use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
-use hl7v2::{
-    AckCode, AckError, AckMode, AckOptions, Message, Outcome, Timestamp, build_ack, build_reject,
-};
+use hl7v2::{AckCode, AckError, AckOptions, Message, build_reject};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Mutex, Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tokio_util::codec::FramedWrite;
 
@@ -29,6 +27,8 @@ pub struct ServerOptions {
     pub max_frame: usize,
     /// Most connections served at once; more are closed on arrival.
     pub max_connections: usize,
+    /// A connection cap shared with other listeners of the process, if any.
+    pub budget: Option<Budget>,
     /// A frame that has started must be complete within this time, or the connection is
     /// closed (a sender stuck mid-frame, or a slow-loris). Idle connections between frames are
     /// kept: devices hold MLLP connections open for hours.
@@ -40,6 +40,7 @@ impl Default for ServerOptions {
         ServerOptions {
             max_frame: DEFAULT_MAX_FRAME,
             max_connections: 1024,
+            budget: None,
             frame_timeout: Duration::from_secs(60),
         }
     }
@@ -94,45 +95,15 @@ where
     }
 }
 
-/// The acknowledgements a receiver owes for a message it accepted: in original mode an AA; in
-/// enhanced mode (MSH-15/16 valued, or `enhanced` forced for senders that do not set them) a CA
-/// and then an AA, each only if MSH-15/MSH-16 ask for it.
+/// The acknowledgements a receiver owes for a message it accepted, stamped now:
+/// [`hl7v2::acks_for`] with the clock read here.
 pub fn acks_for(msg: &Message<'_>, enhanced: bool) -> Vec<Vec<u8>> {
-    let mode = match AckMode::of(msg) {
-        AckMode::Original if enhanced => AckMode::Enhanced {
-            accept: hl7v2::AckCondition::Always,
-            application: hl7v2::AckCondition::Never,
-        },
-        mode => mode,
-    };
-    [
-        mode.commit_ack(Outcome::Accepted),
-        mode.application_ack(Outcome::Accepted),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|code| build_ack(msg, code, &ack_options(None)))
-    .collect()
+    hl7v2::acks_for(msg, enhanced, &chrono::Utc::now())
 }
 
-/// Options for an acknowledgement sent now: timestamp in UTC to the millisecond and a fresh
-/// control ID.
+/// Options for an acknowledgement sent now: [`hl7v2::ack_options_at`] with the clock read here.
 pub fn ack_options(text: Option<String>) -> AckOptions {
-    let now = chrono::Utc::now();
-    let mut opts = AckOptions::new(
-        next_control_id(),
-        Timestamp::from_datetime(&now, hl7v2::Precision::Fraction(3)),
-    );
-    opts.text = text;
-    opts
-}
-
-/// Unique within the process: milliseconds since the epoch, then a counter.
-fn next_control_id() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{}{:04}", chrono::Utc::now().timestamp_millis(), n % 10_000)
+    hl7v2::ack_options_at(&chrono::Utc::now(), text)
 }
 
 /// The AR (application reject) for a frame that is not a readable message, with `error` in its
@@ -147,9 +118,7 @@ pub fn reject(frame: &[u8], error: AckError) -> Vec<u8> {
 /// An MLLP server. Dropping it does not stop it; call [`Server::shutdown`].
 #[derive(Debug)]
 pub struct Server {
-    local_addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    accept: tokio::task::JoinHandle<JoinSet<()>>,
+    listener: Listener,
 }
 
 impl Server {
@@ -160,70 +129,47 @@ impl Server {
         handler: H,
     ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
-        let local_addr = listener.local_addr()?;
-        let (stop, stopped) = watch::channel(false);
-        let accept = tokio::spawn(accept_loop(listener, opts, Arc::new(handler), stopped));
-        Ok(Server {
-            local_addr,
-            stop,
-            accept,
-        })
+        Server::serve(listener, opts, handler)
+    }
+
+    /// Serves connections from a listener the caller bound (no window in which another
+    /// process could take the port).
+    pub fn serve<H: Handler>(
+        listener: TcpListener,
+        opts: ServerOptions,
+        handler: H,
+    ) -> std::io::Result<Server> {
+        let limits = ListenerOptions {
+            max_connections: opts.max_connections,
+            budget: opts.budget.clone(),
+        };
+        let (handler, opts) = (Arc::new(handler), Arc::new(opts));
+        let listener = Listener::serve(listener, limits, move |stream, peer, shutdown| {
+            let (handler, opts) = (handler.clone(), opts.clone());
+            async move {
+                if let Err(e) = serve(stream, peer, &opts, &*handler, shutdown).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            }
+        })?;
+        Ok(Server { listener })
     }
 
     /// The address bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.listener.local_addr()
+    }
+
+    /// The accept loop's counters (connections accepted, closed at the cap or at the
+    /// file-descriptor limit).
+    pub fn stats(&self) -> &ListenerStats {
+        self.listener.stats()
     }
 
     /// Stops accepting, closes idle connections at once, lets connections that are handling a
     /// message finish for up to `drain`, then closes those too. Never waits on idle clients.
     pub async fn shutdown(self, drain: Duration) {
-        let _ = self.stop.send(true);
-        let Ok(mut conns) = self.accept.await else {
-            return;
-        };
-        let all_done = async { while conns.join_next().await.is_some() {} };
-        if tokio::time::timeout(drain, all_done).await.is_err() {
-            conns.abort_all();
-        }
-    }
-}
-
-async fn accept_loop<H: Handler>(
-    listener: TcpListener,
-    opts: ServerOptions,
-    handler: Arc<H>,
-    mut stopped: watch::Receiver<bool>,
-) -> JoinSet<()> {
-    let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
-    let mut conns = JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stopped.changed() => return conns,
-        };
-        // Reap finished connection tasks so the set does not grow.
-        while conns.try_join_next().is_some() {}
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, max = opts.max_connections, "refusing connection: too many open");
-            drop(stream);
-            continue;
-        };
-        let (handler, opts, stopped) = (handler.clone(), opts.clone(), stopped.clone());
-        conns.spawn(async move {
-            if let Err(e) = serve(stream, peer, &opts, &*handler, stopped).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-            drop(permit);
-        });
+        self.listener.shutdown(drain).await;
     }
 }
 
@@ -232,9 +178,8 @@ async fn serve<H: Handler>(
     peer: SocketAddr,
     opts: &ServerOptions,
     handler: &H,
-    mut stopped: watch::Receiver<bool>,
+    mut stopped: Shutdown,
 ) -> Result<(), Error> {
-    stream.set_nodelay(true)?;
     let (mut read, write) = stream.into_split();
     let writer: Writer = Arc::new(Mutex::new(FramedWrite::new(
         write,
@@ -275,7 +220,7 @@ async fn serve<H: Handler>(
                 })
                 .await;
         }
-        if *stopped.borrow() {
+        if stopped.is_shutdown() {
             break;
         }
         if framer.in_frame() {
@@ -288,7 +233,7 @@ async fn serve<H: Handler>(
         }
         let n = tokio::select! {
             n = read.read_buf(&mut buf) => n?,
-            _ = stopped.changed() => break,
+            () = stopped.recv() => break,
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                 tracing::warn!(%peer, "closing connection: frame not completed in time");
                 break;

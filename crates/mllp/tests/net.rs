@@ -601,3 +601,72 @@ async fn connections_over_the_cap_are_closed() {
     // the first one still works
     first.send(&msg("STILL")).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_send_deadline_covers_waiting_for_a_pooled_connection() {
+    // A device that takes 600 ms per message, one connection allowed.
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counted = seen.clone();
+    let server = Server::bind(
+        "127.0.0.1:0",
+        ServerOptions::default(),
+        move |req: Request| {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                for ack in acks_for(&req.message().unwrap(), false) {
+                    let _ = req.reply(&ack).await;
+                }
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let pool = Pool::new(PoolOptions {
+        client: quick(),
+        max_per_destination: 1,
+        ..PoolOptions::default()
+    });
+    let a = addr(&server);
+    let first = {
+        let (pool, a) = (pool.clone(), a.clone());
+        tokio::spawn(async move { pool.send(&a, &msg("FIRST"), SendOptions::default()).await })
+    };
+    while seen.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The second waits for the only connection and gives up at its deadline, unsent.
+    let t = Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+    let err = pool
+        .send_by(&a, &msg("SECOND"), deadline, SendOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotSent { .. }), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(first.await.unwrap().is_ok());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        1,
+        "the expired message was not sent"
+    );
+    // On the wire, the deadline bounds the wait for the ACK too.
+    let t = Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+    let err = pool
+        .send_by(&a, &msg("THIRD"), deadline, SendOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::AckTimeout { .. }), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+}

@@ -1,9 +1,13 @@
-//! The agent's configuration: Medplum's `agent.properties`, or the same values as flags.
+//! The agent's configuration: Medplum's `agent.properties`, or the same values as flags
+//! ([`AgentConfig`]); and what the relay configures — the Agent's channels and status — read
+//! from it and kept in the data directory for a start without it ([`remote`]).
+
+pub(crate) mod remote;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::Error;
+use crate::{ConfigError, Error};
 
 /// How an agent runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +28,7 @@ pub struct AgentConfig {
     /// Where the durable inbound queue lives (`dataDir`, an Outpost addition; default
     /// `./outpost-agent-data`).
     pub data_dir: PathBuf,
-    /// Heartbeat period (Medplum: 10 s). A relay silent for two periods means reconnect.
+    /// Heartbeat period (Medplum: 10 s). A relay silent for three periods means reconnect.
     pub heartbeat_interval: Duration,
     /// Longest wait for a device's answer to a push (`ackTimeoutMs`; default 55 s, the longest
     /// `waitTimeout` a caller can ask for, so the agent never gives up before the caller).
@@ -34,7 +38,7 @@ pub struct AgentConfig {
     /// Longest reconnect delay.
     pub max_backoff: Duration,
     /// How long a device waits (original mode) for the relay's answer before it is told the
-    /// message is queued at the agent (30 s).
+    /// message is queued at the agent (`inboundReplyWaitMs`, an Outpost addition; 30 s).
     pub inbound_reply_wait: Duration,
 }
 
@@ -57,10 +61,21 @@ impl Default for AgentConfig {
     }
 }
 
+/// A duration in milliseconds.
+fn millis(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    value
+        .parse()
+        .map(Duration::from_millis)
+        .map_err(|_| ConfigError::NotANumber {
+            key,
+            value: value.to_owned(),
+        })
+}
+
 impl AgentConfig {
     /// Reads `agent.properties`: `key=value` lines, `#` and `!` comments, blank lines ignored.
     /// Keys: `baseUrl`, `clientId`, `clientSecret`, `agentId`, `logLevel` (Medplum's), and
-    /// `caFile`, `dataDir`, `ackTimeoutMs` (Outpost's). Unknown keys (Medplum's `logger.*`) are
+    /// `caFile`, `dataDir`, `ackTimeoutMs`, `inboundReplyWaitMs` (Outpost's). Unknown keys (Medplum's `logger.*`) are
     /// ignored.
     pub fn from_properties(text: &str) -> Result<AgentConfig, Error> {
         let mut c = AgentConfig::default();
@@ -70,10 +85,7 @@ impl AgentConfig {
                 continue;
             }
             let Some((key, value)) = line.split_once('=').or_else(|| line.split_once(':')) else {
-                return Err(Error::Config(format!(
-                    "agent.properties line {}: expected key=value",
-                    n + 1
-                )));
+                return Err(ConfigError::Syntax(n + 1).into());
             };
             let value = value.trim().to_owned();
             match key.trim() {
@@ -84,11 +96,9 @@ impl AgentConfig {
                 "logLevel" => c.log_level = value,
                 "caFile" => c.ca_file = Some(PathBuf::from(value)),
                 "dataDir" => c.data_dir = PathBuf::from(value),
-                "ackTimeoutMs" => {
-                    let ms = value.parse().map_err(|_| {
-                        Error::Config(format!("ackTimeoutMs: not a number: {value}"))
-                    })?;
-                    c.ack_timeout = Duration::from_millis(ms);
+                "ackTimeoutMs" => c.ack_timeout = millis("ackTimeoutMs", &value)?,
+                "inboundReplyWaitMs" => {
+                    c.inbound_reply_wait = millis("inboundReplyWaitMs", &value)?;
                 }
                 _ => {}
             }
@@ -99,12 +109,18 @@ impl AgentConfig {
 
     /// Reads an `agent.properties` file.
     pub fn from_file(path: &Path) -> Result<AgentConfig, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+            path: path.to_owned(),
+            source,
+        })?;
         AgentConfig::from_properties(&text)
     }
 
     /// Checks that the four required values are there and the URL is usable.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] saying which.
     pub fn validate(&self) -> Result<(), Error> {
         for (name, v) in [
             ("baseUrl", &self.base_url),
@@ -113,14 +129,11 @@ impl AgentConfig {
             ("agentId", &self.agent_id),
         ] {
             if v.is_empty() {
-                return Err(Error::Config(format!("{name} is required")));
+                return Err(ConfigError::Missing(name).into());
             }
         }
         if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
-            return Err(Error::Config(format!(
-                "baseUrl must start with http:// or https://: {}",
-                self.base_url
-            )));
+            return Err(ConfigError::BaseUrl(self.base_url.clone()).into());
         }
         Ok(())
     }
@@ -168,6 +181,24 @@ mod tests {
         assert!(
             AgentConfig::from_properties("baseUrl=ftp://x\nclientId=a\nclientSecret=s\nagentId=b")
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn outpost_durations() {
+        let c = AgentConfig::from_properties(
+            "baseUrl=http://x\nclientId=a\nclientSecret=s\nagentId=b\nackTimeoutMs=1500\ninboundReplyWaitMs=2000\n",
+        )
+        .unwrap();
+        assert_eq!(c.ack_timeout, Duration::from_millis(1500));
+        assert_eq!(c.inbound_reply_wait, Duration::from_secs(2));
+        let e = AgentConfig::from_properties(
+            "baseUrl=http://x\nclientId=a\nclientSecret=s\nagentId=b\ninboundReplyWaitMs=soon\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "configuration: inboundReplyWaitMs: not a number: soon"
         );
     }
 

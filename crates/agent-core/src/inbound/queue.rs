@@ -5,6 +5,9 @@
 //! same id, and the relay answers a repeated id from its store instead of processing it twice.
 //! WAL with `synchronous = NORMAL`: a committed message survives the agent being killed; the last
 //! commits before a power cut may not.
+//!
+//! At open the file is checked (`PRAGMA quick_check`); a damaged file is refused
+//! ([`Error::QueueDamaged`], with the recovery step) rather than half used.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -38,10 +41,6 @@ pub struct Queue {
     db: Mutex<rusqlite::Connection>,
 }
 
-fn db(e: rusqlite::Error) -> Error {
-    Error::Queue(e.to_string())
-}
-
 const SELECT: &str =
     "SELECT id, channel, remote, content_type, body, callback, attempts FROM queue";
 
@@ -59,12 +58,19 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Queued> {
 
 impl Queue {
     /// Opens (creating) the queue file; `None` keeps it in memory (tests).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::QueueDamaged`] when the file fails its integrity check (or is not a database);
+    /// [`Error::Queue`] when it cannot be opened or created.
     pub fn open(path: Option<&Path>) -> Result<Queue, Error> {
         let conn = match path {
             Some(p) => rusqlite::Connection::open(p),
             None => rusqlite::Connection::open_in_memory(),
+        }?;
+        if let Some(p) = path {
+            check(&conn, p)?;
         }
-        .map_err(db)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
@@ -83,14 +89,12 @@ impl Queue {
                  done_at TEXT
              );
              CREATE INDEX IF NOT EXISTS queue_pending ON queue (state, channel, id);",
-        )
-        .map_err(db)?;
+        )?;
         // Answered messages are kept a week for inspection, then dropped.
         conn.execute(
             "DELETE FROM queue WHERE state != 'queued' AND done_at < ?1",
             params![(chrono::Utc::now() - chrono::Duration::days(7)).to_rfc3339()],
-        )
-        .map_err(db)?;
+        )?;
         Ok(Queue {
             db: Mutex::new(conn),
         })
@@ -122,8 +126,7 @@ impl Queue {
                 callback,
                 chrono::Utc::now().to_rfc3339()
             ],
-        )
-        .map_err(db)?;
+        )?;
         Ok(Queued {
             id: conn.last_insert_rowid(),
             channel: channel.to_owned(),
@@ -144,17 +147,15 @@ impl Queue {
                 row,
             )
             .optional()
-            .map_err(db)
+            .map_err(Error::from)
     }
 
     /// Counts one more attempt.
     pub fn attempted(&self, id: i64) -> Result<(), Error> {
-        self.conn()
-            .execute(
-                "UPDATE queue SET attempts = attempts + 1 WHERE id = ?1",
-                params![id],
-            )
-            .map_err(db)?;
+        self.conn().execute(
+            "UPDATE queue SET attempts = attempts + 1 WHERE id = ?1",
+            params![id],
+        )?;
         Ok(())
     }
 
@@ -170,19 +171,16 @@ impl Queue {
                     chrono::Utc::now().to_rfc3339(),
                     id
                 ],
-            )
-            .map_err(db)?;
+            )?;
         Ok(())
     }
 
     /// Channels that have unanswered messages.
     pub fn channels_with_backlog(&self) -> Result<Vec<String>, Error> {
         let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT DISTINCT channel FROM queue WHERE state = 'queued'")
-            .map_err(db)?;
-        let rows = stmt.query_map([], |r| r.get(0)).map_err(db)?;
-        rows.collect::<Result<Vec<String>, _>>().map_err(db)
+        let mut stmt = conn.prepare("SELECT DISTINCT channel FROM queue WHERE state = 'queued'")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<Vec<String>, _>>()?)
     }
 
     /// Unanswered messages.
@@ -193,7 +191,37 @@ impl Queue {
                 [],
                 |r| r.get(0),
             )
-            .map_err(db)
+            .map_err(Error::from)
+    }
+}
+
+/// `PRAGMA quick_check` on the file: `Err` unless it says `ok`.
+fn check(conn: &rusqlite::Connection, path: &Path) -> Result<(), Error> {
+    let damaged = |detail: String| Error::QueueDamaged {
+        path: path.to_owned(),
+        detail,
+    };
+    let mut problems = Vec::new();
+    let checked = conn.prepare("PRAGMA quick_check").and_then(|mut stmt| {
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        for row in rows.take(5) {
+            problems.push(row?);
+        }
+        Ok(())
+    });
+    match checked {
+        Ok(()) if problems == ["ok"] => Ok(()),
+        Ok(()) => Err(damaged(problems.join("; "))),
+        // Not a database at all, or one whose header cannot be read.
+        Err(e @ rusqlite::Error::SqliteFailure(f, _))
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
+            ) =>
+        {
+            Err(damaged(e.to_string()))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -223,6 +251,34 @@ mod tests {
         chans.sort();
         assert_eq!(chans, ["c1", "c2"]);
         assert_eq!(q.next("c1").unwrap().unwrap().body, "second");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_damaged_file_is_refused_with_the_recovery_step() {
+        let dir = std::env::temp_dir().join(format!("outpost-queue-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("q.sqlite");
+        {
+            let q = Queue::open(Some(&path)).unwrap();
+            for i in 0..200 {
+                q.push("ag", "c1", "r", "t", &"x".repeat(500 + i)).unwrap();
+            }
+        }
+        // Overwrite pages in the middle of the file (not the header): the rows cannot be read.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid..mid + 8192].fill(0xA5);
+        std::fs::write(&path, &bytes).unwrap();
+        let e = Queue::open(Some(&path)).unwrap_err();
+        assert!(matches!(e, Error::QueueDamaged { .. }), "{e}");
+        assert!(e.to_string().contains("move the file aside"), "{e}");
+        // Not a database at all.
+        std::fs::write(&path, b"this is not sqlite at all, but long enough to have a header....................................................").unwrap();
+        assert!(matches!(
+            Queue::open(Some(&path)).unwrap_err(),
+            Error::QueueDamaged { .. }
+        ));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

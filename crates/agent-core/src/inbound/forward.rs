@@ -1,0 +1,223 @@
+//! A channel's forwarder: sends the channel's queued messages to the relay one at a time,
+//! oldest first, and does not move past a message until the relay has answered it for good.
+//!
+//! Every wait is bounded and every retry backs off with jitter (0.5 s doubling to 30 s), so a
+//! forwarder never spins whatever fails:
+//!
+//! - no live session, no token, no answer within [`ATTEMPT_TIMEOUT`]: sent again later with
+//!   the same callback (the relay answers a repeated callback from its store);
+//! - a temporary answer (`statusCode` 429 or 500 and above: the relay could not take
+//!   responsibility for it): kept and sent again later, same callback;
+//! - a final answer (2xx, 4xx, `agent:error`): handed to the device connection that waits for
+//!   it, then recorded in the queue. When the record cannot be written (disk full), the answer
+//!   is kept in memory and only the local write is retried (0.5 s doubling to 5 s) — the relay
+//!   is not asked again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agent_protocol::{AgentMessage, CONTENT_TYPE_TEXT, ErrorKind, TransmitRequest};
+use tokio::sync::watch;
+
+use crate::RelayClient;
+use crate::backoff::Backoff;
+use crate::event::{Event, Events};
+use crate::inbound::inbox::{Answer, Inbox};
+use crate::inbound::queue::Queued;
+use crate::link::RelayLink;
+
+/// Limit on one attempt to hand a queued message to the relay.
+pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+/// First and longest retry delay.
+const MIN_RETRY: Duration = Duration::from_millis(500);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Longest pause between attempts to record an answer locally (the disk, not the relay).
+const MAX_RECORD_RETRY: Duration = Duration::from_secs(5);
+/// How long an idle forwarder sleeps before looking at the queue again, in case a wake-up was
+/// missed.
+const IDLE_LOOK: Duration = Duration::from_secs(5);
+
+/// What a forwarder needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Forwarder {
+    pub(crate) inbox: Arc<Inbox>,
+    pub(crate) relay: RelayLink,
+    pub(crate) client: RelayClient,
+    pub(crate) events: Events,
+    pub(crate) stop: watch::Receiver<bool>,
+}
+
+/// What the relay made of one attempt.
+enum Outcome {
+    /// Final: record it and move on. `failed` for a refusal (`agent:error`).
+    Final { failed: bool, answer: Answer },
+    /// Send it again after a pause.
+    Retry(String),
+}
+
+impl Forwarder {
+    /// Runs until the agent stops.
+    pub(crate) async fn run(self, channel: String) {
+        let waker = self.inbox.waker(&channel);
+        let mut retry = Backoff::new(MIN_RETRY, MAX_RETRY);
+        let mut stop = self.stop.clone();
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let next = match self.inbox.queue().next(&channel) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(channel, error = %e, "queue read failed");
+                    self.pause(&mut retry).await;
+                    continue;
+                }
+            };
+            let Some(m) = next else {
+                tokio::select! {
+                    () = waker.notified() => {}
+                    () = tokio::time::sleep(IDLE_LOOK) => {}
+                    _ = stop.changed() => return,
+                }
+                continue;
+            };
+            if !self.relay.wait_live().await {
+                return;
+            }
+            match self.attempt(&channel, &m).await {
+                Outcome::Retry(why) => {
+                    tracing::info!(
+                        channel,
+                        id = m.id,
+                        attempts = m.attempts + 1,
+                        why,
+                        "message not taken by the relay yet; will retry"
+                    );
+                    self.pause(&mut retry).await;
+                }
+                Outcome::Final { failed, answer } => {
+                    retry.reset();
+                    let status = answer.status;
+                    // The device connection that waits gets it first; the queue row after.
+                    self.inbox.deliver(m.id, answer.clone());
+                    if !self.record(&channel, &m, failed, &answer).await {
+                        return;
+                    }
+                    self.events.emit(Event::InboundAnswered {
+                        channel: channel.clone(),
+                        id: m.id,
+                        status,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Sends `m` once and classifies the relay's answer.
+    async fn attempt(&self, channel: &str, m: &Queued) -> Outcome {
+        // Counting attempts is for inspection only; a full disk must not stop delivery.
+        let _ = self.inbox.queue().attempted(m.id);
+        let token = match self.client.token().await {
+            Ok(t) => t,
+            Err(e) => return Outcome::Retry(format!("no token: {e}")),
+        };
+        let request = AgentMessage::TransmitRequest(TransmitRequest {
+            access_token: Some(token),
+            channel: Some(channel.to_owned()),
+            remote: m.remote.clone(),
+            content_type: m.content_type.clone(),
+            body: m.body.clone(),
+            callback: Some(m.callback.clone()),
+            ..TransmitRequest::default()
+        });
+        let deadline = Instant::now() + ATTEMPT_TIMEOUT;
+        match self.relay.request(request, deadline).await {
+            Ok(AgentMessage::TransmitResponse(r)) if r.is_retryable() => Outcome::Retry(format!(
+                "the relay answered {}: {}",
+                r.status_code.unwrap_or_default(),
+                first_line(&r.body)
+            )),
+            Ok(AgentMessage::TransmitResponse(r)) => Outcome::Final {
+                failed: false,
+                answer: Answer {
+                    status: r.status_code.unwrap_or(200),
+                    content_type: r.content_type,
+                    body: r.body,
+                },
+            },
+            Ok(AgentMessage::Error(e)) if e.kind() == ErrorKind::InvalidAccessToken => {
+                self.client.invalidate();
+                Outcome::Retry(e.body)
+            }
+            // The relay refused it for good (unknown channel, empty body): record, move on.
+            Ok(AgentMessage::Error(e)) => Outcome::Final {
+                failed: true,
+                answer: Answer {
+                    status: 400,
+                    content_type: CONTENT_TYPE_TEXT.to_owned(),
+                    body: e.body,
+                },
+            },
+            Ok(other) => Outcome::Retry(format!("unexpected answer {}", other.kind())),
+            Err(e) => Outcome::Retry(e.to_string()),
+        }
+    }
+
+    /// Records the relay's final answer, retrying the local write (never the relay) until it
+    /// succeeds; `false` if the agent stops first (the message is then sent again at the next
+    /// start, and the relay answers it from its store).
+    async fn record(&self, channel: &str, m: &Queued, failed: bool, answer: &Answer) -> bool {
+        let mut retry = Backoff::new(MIN_RETRY, MAX_RECORD_RETRY);
+        loop {
+            match self
+                .inbox
+                .queue()
+                .finish(m.id, failed, answer.status, &answer.body)
+            {
+                Ok(()) => {
+                    if retry.failures() > 0 {
+                        tracing::info!(
+                            channel,
+                            id = m.id,
+                            attempts = retry.failures() + 1,
+                            "the relay's answer is recorded"
+                        );
+                    }
+                    return true;
+                }
+                Err(e) => {
+                    if retry.failures() == 0 {
+                        tracing::error!(channel, id = m.id, error = %e,
+                            "cannot record the relay's answer; keeping it and retrying the write, not the relay");
+                    } else {
+                        tracing::debug!(channel, id = m.id, error = %e, "record still failing");
+                    }
+                    let delay = retry.next_delay();
+                    let mut stop = self.stop.clone();
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        _ = stop.changed() => return false,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn pause(&self, retry: &mut Backoff) {
+        let delay = retry.next_delay();
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+pub(crate) fn first_line(s: &str) -> String {
+    s.lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(200)
+        .collect()
+}

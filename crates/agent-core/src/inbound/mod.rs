@@ -1,0 +1,207 @@
+//! Inbound channels: listeners for devices that send to the cloud, one module per kind
+//! ([`mllp`], [`tcp`], [`astm`]), the durable [`queue`] every message is committed to before its
+//! device hears anything, and a [`forward`]er per channel that delivers the queue to the relay
+//! in order.
+//!
+//! [`Inbound`] keeps the running channels in step with the configuration: it stops removed or
+//! changed channels and starts new ones, and keeps a forwarder for every channel that has (or
+//! had) messages. All listeners share one connection [`Budget`] set below the process's
+//! file-descriptor limit.
+
+mod astm;
+mod forward;
+pub(crate) mod inbox;
+mod mllp;
+pub mod queue;
+mod tcp;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use byte_stream::Budget;
+use hl7v2::Charset;
+use tokio::sync::{Mutex, watch};
+
+use crate::config::remote::ChannelSpec;
+use crate::event::{Event, Events};
+use crate::link::RelayLink;
+use crate::url::DeviceUrl;
+use crate::{AgentConfig, ChannelProblem, RelayClient};
+pub(crate) use forward::Forwarder;
+use inbox::Inbox;
+
+/// What every channel kind needs.
+#[derive(Debug, Clone)]
+pub(crate) struct ChannelContext {
+    pub(crate) inbox: Arc<Inbox>,
+    pub(crate) config: Arc<AgentConfig>,
+    pub(crate) budget: Budget,
+}
+
+/// A channel's listener.
+#[derive(Debug)]
+pub(crate) enum Listener {
+    Mllp(::mllp::Server),
+    Stream(byte_stream::Server),
+    Accept(byte_stream::Listener),
+}
+
+impl Listener {
+    async fn shutdown(self) {
+        let drain = Duration::from_secs(2);
+        match self {
+            Listener::Mllp(s) => s.shutdown(drain).await,
+            Listener::Stream(s) => s.shutdown(drain).await,
+            Listener::Accept(l) => l.shutdown(drain).await,
+        }
+    }
+}
+
+/// `?encoding=` of a channel, or the kind's default.
+fn charset(url: &DeviceUrl, default: Charset) -> Result<Charset, ChannelProblem> {
+    match url.get("encoding") {
+        Some(label) => Charset::from_label(label).map_err(ChannelProblem::Encoding),
+        None => Ok(default),
+    }
+}
+
+#[derive(Debug, Default)]
+struct Running {
+    channels: HashMap<String, (String, Listener)>,
+    forwarders: HashMap<String, tokio::task::JoinHandle<()>>,
+}
+
+/// The running channels and their forwarders.
+#[derive(Debug)]
+pub(crate) struct Inbound {
+    ctx: ChannelContext,
+    forwarder: Forwarder,
+    events: Events,
+    running: Mutex<Running>,
+}
+
+impl Inbound {
+    pub(crate) fn new(
+        ctx: ChannelContext,
+        relay: RelayLink,
+        client: RelayClient,
+        events: Events,
+        stop: watch::Receiver<bool>,
+    ) -> Inbound {
+        let forwarder = Forwarder {
+            inbox: ctx.inbox.clone(),
+            relay,
+            client,
+            events: events.clone(),
+            stop,
+        };
+        Inbound {
+            ctx,
+            forwarder,
+            events,
+            running: Mutex::default(),
+        }
+    }
+
+    /// The inbox channels commit to.
+    pub(crate) fn inbox(&self) -> &Arc<Inbox> {
+        &self.ctx.inbox
+    }
+
+    /// Makes the running channels match `wanted`: stops removed or changed ones, starts new
+    /// ones (a channel that cannot start is reported, the others run).
+    pub(crate) async fn apply(&self, wanted: &[ChannelSpec]) {
+        let mut running = self.running.lock().await;
+        let keep: HashMap<&str, &str> = wanted
+            .iter()
+            .map(|c| (c.name.as_str(), c.address.as_str()))
+            .collect();
+        let stale: Vec<String> = running
+            .channels
+            .iter()
+            .filter(|(n, (address, _))| keep.get(n.as_str()) != Some(&address.as_str()))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in stale {
+            if let Some((_, listener)) = running.channels.remove(&name) {
+                listener.shutdown().await;
+                tracing::info!(channel = name, "channel stopped");
+            }
+        }
+        for spec in wanted {
+            if !running.channels.contains_key(&spec.name) {
+                match self.start(&spec.name, &spec.address).await {
+                    Ok(listener) => {
+                        tracing::info!(
+                            channel = spec.name,
+                            address = spec.address,
+                            "channel listening"
+                        );
+                        self.events.emit(Event::ChannelStarted {
+                            name: spec.name.clone(),
+                            address: spec.address.clone(),
+                        });
+                        running
+                            .channels
+                            .insert(spec.name.clone(), (spec.address.clone(), listener));
+                    }
+                    Err(problem) => {
+                        let error = crate::ConfigError::Channel {
+                            channel: spec.name.clone(),
+                            problem,
+                        };
+                        tracing::error!(channel = spec.name, address = spec.address, error = %error, "channel could not start");
+                        self.events.emit(Event::ChannelFailed {
+                            name: spec.name.clone(),
+                            error: error.to_string(),
+                        });
+                    }
+                }
+            }
+            self.ensure_forwarder(&mut running, &spec.name);
+        }
+    }
+
+    /// Forwarders for channels with messages left by a previous run.
+    pub(crate) async fn resume(&self) -> Result<(), crate::Error> {
+        let mut running = self.running.lock().await;
+        for channel in self.ctx.inbox.queue().channels_with_backlog()? {
+            self.ensure_forwarder(&mut running, &channel);
+        }
+        Ok(())
+    }
+
+    fn ensure_forwarder(&self, running: &mut Running, channel: &str) {
+        if running
+            .forwarders
+            .get(channel)
+            .is_some_and(|f| !f.is_finished())
+        {
+            return;
+        }
+        let task = tokio::spawn(self.forwarder.clone().run(channel.to_owned()));
+        running.forwarders.insert(channel.to_owned(), task);
+    }
+
+    /// Stops every channel and forwarder (the queue keeps what they received).
+    pub(crate) async fn stop_all(&self) {
+        let mut running = self.running.lock().await;
+        for (_, (_, listener)) in running.channels.drain() {
+            listener.shutdown().await;
+        }
+        for (_, f) in running.forwarders.drain() {
+            f.abort();
+        }
+    }
+
+    async fn start(&self, name: &str, address: &str) -> Result<Listener, ChannelProblem> {
+        let url = DeviceUrl::parse(address)?;
+        match url.scheme.as_str() {
+            "mllp" => mllp::start(&self.ctx, name, &url).await,
+            "astm" => astm::start(&self.ctx, name, &url).await,
+            "tcp" => tcp::start(&self.ctx, name, &url).await,
+            other => Err(ChannelProblem::Scheme(other.to_owned())),
+        }
+    }
+}

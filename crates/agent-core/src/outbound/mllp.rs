@@ -1,0 +1,67 @@
+//! `mllp://host:port[?encoding=LABEL&returnAck=first|application]`: send over a pooled MLLP
+//! connection and wait for the ACK, all within the push's time (waiting for a free connection
+//! included; a push that gets none in time is not sent).
+
+use agent_protocol::{CONTENT_TYPE_HL7_V2, TransmitRequest};
+use hl7v2::Charset;
+use mllp::{Pool, ReturnAck, SendOptions};
+
+use super::{Delivered, PushError, TimeBudget, charset};
+use crate::url::DeviceUrl;
+
+pub(crate) async fn push(
+    pool: &Pool,
+    url: &DeviceUrl,
+    req: &TransmitRequest,
+    budget: TimeBudget,
+) -> Result<Delivered, PushError> {
+    let charset = charset(url, &req.remote, Charset::Utf8)?;
+    // Per message, then per Device URL (Medplum's `defaultReturnAck`), then the first ACK.
+    let return_ack = req
+        .return_ack
+        .as_deref()
+        .or(url.get("returnAck"))
+        .or(url.get("defaultReturnAck"))
+        .map(|r| {
+            r.parse::<ReturnAck>()
+                .map_err(|_| PushError::ReturnAck(r.to_owned()))
+        })
+        .transpose()?;
+    let wire = charset.encode(&req.body);
+    let opts = SendOptions {
+        ack_timeout: None,
+        return_ack,
+    };
+    match pool.send_by(&url.addr, &wire, budget.deadline, opts).await {
+        Ok(ack) => Ok((
+            CONTENT_TYPE_HL7_V2.to_owned(),
+            hl7_text(charset, ack.bytes()),
+        )),
+        Err(mllp::Error::Negative {
+            description, ack, ..
+        }) => Err(PushError::Negative {
+            addr: url.addr.clone(),
+            description,
+            ack: hl7_text(charset, &ack),
+        }),
+        Err(mllp::Error::NotSent { addr, .. }) => Err(PushError::NotSent {
+            addr,
+            within: budget.total(),
+        }),
+        Err(mllp::Error::AckTimeout { control_id, .. }) => {
+            budget.log_late(&req.remote);
+            Err(PushError::NoAck {
+                control_id,
+                within: budget.total(),
+            })
+        }
+        Err(e) => Err(PushError::Mllp(e)),
+    }
+}
+
+/// An HL7 message as text for JSON: decoded with the channel's character set, segments ended by
+/// `\r` (the last one without).
+fn hl7_text(charset: Charset, bytes: &[u8]) -> String {
+    let text = charset.decode(bytes);
+    text.trim_end_matches(['\r', '\n']).to_owned()
+}

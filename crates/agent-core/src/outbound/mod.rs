@@ -1,0 +1,223 @@
+//! Pushes: a message from the relay delivered to a device by the scheme of its `remote` (the
+//! destination Device's `url`), one module per scheme.
+//!
+//! | `remote` | action | answer |
+//! |---|---|---|
+//! | `mllp://host:port[?encoding=&returnAck=]` | send over MLLP (pooled), wait for the ACK | the ACK, 200 |
+//! | `astm://host:port[?encoding=]` | E1381 over TCP as the LIS: ENQ, frames, EOT | `text/plain` summary, 200 |
+//! | `dicom://host:port?calledAet=&callingAet=` with `application/dicom` (base64 Part 10) | C-STORE | JSON result, 200 |
+//! | same, with `application/dicom+json` (a query identifier) | C-FIND | JSON array of matches, 200 |
+//! | a host or IP with `x-application/ping` | the system `ping` | its output, 200 |
+//! | anything else | none | 400 "unsupported destination scheme" |
+//!
+//! Failures are 400 `text/plain` saying what happened ([`PushError`]). Every push is answered
+//! exactly once, within its time: `ackTimeoutMs` from its arrival at the agent, or the caller's
+//! deadline when the relay sends a shorter one (`deadlineMs`). Waiting for a pooled connection
+//! counts; a push that cannot be sent before its deadline is not sent at all.
+
+mod astm;
+mod dicom;
+mod error;
+mod mllp;
+mod ping;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use agent_protocol::{
+    AgentMessage, CONTENT_TYPE_PING, CONTENT_TYPE_TEXT, TransmitRequest, TransmitResponse,
+};
+use tokio::time::Instant;
+
+pub use error::{Fault, PushError};
+
+use crate::AgentConfig;
+use crate::event::{Event, Events};
+use crate::link::{RelayLink, Session};
+use crate::url::DeviceUrl;
+
+/// What a delivered push answers: a content type and a body.
+pub(crate) type Delivered = (String, String);
+
+/// A push's time budget.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TimeBudget {
+    /// When the push arrived.
+    pub(crate) arrived: Instant,
+    /// When its answer is due.
+    pub(crate) deadline: Instant,
+    /// Whether the deadline is the caller's (shorter than `ackTimeoutMs`).
+    pub(crate) callers: bool,
+}
+
+impl TimeBudget {
+    /// The time from arrival to the deadline.
+    pub(crate) fn total(&self) -> Duration {
+        self.deadline - self.arrived
+    }
+
+    /// The time left.
+    pub(crate) fn left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Logs a push that was on the wire when its caller's deadline passed: the device may
+    /// still act on it, and its caller has been told "timeout".
+    pub(crate) fn log_late(&self, remote: &str) {
+        if self.callers {
+            tracing::warn!(
+                remote,
+                after_ms = self.total().as_millis() as u64,
+                "push was on the wire when its caller's deadline passed; the device may act on it late"
+            );
+        }
+    }
+}
+
+/// Push delivery.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    config: Arc<AgentConfig>,
+    pool: ::mllp::Pool,
+    /// `Agent.status` is `off`: pushes are refused.
+    off: AtomicBool,
+    events: Events,
+}
+
+impl Outbound {
+    pub(crate) fn new(config: Arc<AgentConfig>, events: Events) -> Outbound {
+        let pool = ::mllp::Pool::new(::mllp::PoolOptions {
+            client: ::mllp::ClientOptions {
+                ack_timeout: config.ack_timeout,
+                ..::mllp::ClientOptions::default()
+            },
+            ..::mllp::PoolOptions::default()
+        });
+        Outbound {
+            config,
+            pool,
+            off: AtomicBool::new(false),
+            events,
+        }
+    }
+
+    pub(crate) fn set_off(&self, off: bool) {
+        self.off.store(off, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_off(&self) -> bool {
+        self.off.load(Ordering::Relaxed)
+    }
+
+    /// A push from the relay on `session`: delivered on its own task, answered exactly once.
+    pub(crate) fn push(self: &Arc<Self>, relay: RelayLink, session: Session, req: TransmitRequest) {
+        let arrived = Instant::now();
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.events.emit(Event::PushReceived {
+                remote: req.remote.clone(),
+                content_type: req.content_type.clone(),
+            });
+            if this.is_off() {
+                let refusal =
+                    AgentMessage::error("Agent.status is currently set to off", req.callback);
+                relay.answer(session, refusal).await;
+                return;
+            }
+            let budget = this.budget(arrived, req.deadline_ms);
+            let resp = this.deliver(&req, budget).await;
+            let status = resp.status_code.unwrap_or(200);
+            tracing::info!(remote = req.remote, status, "push answered");
+            this.events.emit(Event::PushAnswered {
+                remote: req.remote.clone(),
+                status,
+                body: resp.body.clone(),
+            });
+            if !relay
+                .answer(session, AgentMessage::TransmitResponse(resp))
+                .await
+            {
+                tracing::warn!(
+                    remote = req.remote,
+                    "push answered after the session ended; the relay has failed it already"
+                );
+            }
+        });
+    }
+
+    /// `ackTimeoutMs` from arrival, or the caller's deadline when the relay sent a shorter one.
+    fn budget(&self, arrived: Instant, deadline_ms: Option<u64>) -> TimeBudget {
+        let own = self.config.ack_timeout;
+        match deadline_ms.map(Duration::from_millis) {
+            Some(callers) if callers < own => TimeBudget {
+                arrived,
+                deadline: arrived + callers,
+                callers: true,
+            },
+            _ => TimeBudget {
+                arrived,
+                deadline: arrived + own,
+                callers: false,
+            },
+        }
+    }
+
+    /// Delivers one push and builds its answer.
+    async fn deliver(&self, req: &TransmitRequest, budget: TimeBudget) -> TransmitResponse {
+        let result = if budget.left().is_zero() {
+            Err(PushError::ArrivedLate)
+        } else if req.content_type == CONTENT_TYPE_PING {
+            ping::ping(&req.remote, &req.body, budget).await
+        } else {
+            match DeviceUrl::parse(&req.remote) {
+                Ok(url) => match url.scheme.as_str() {
+                    "mllp" => mllp::push(&self.pool, &url, req, budget).await,
+                    "astm" => astm::push(&url, req, budget).await,
+                    "dicom" => dicom::push(&url, req, budget, self.config.ack_timeout).await,
+                    other => Err(PushError::UnsupportedScheme(other.to_owned())),
+                },
+                Err(crate::url::UrlError::NotAUrl(_)) => {
+                    Err(PushError::NotAUrl(req.remote.clone()))
+                }
+                Err(e) => match req.remote.split_once("://") {
+                    Some((scheme, _)) if !matches!(scheme, "mllp" | "astm" | "dicom") => {
+                        Err(PushError::UnsupportedScheme(scheme.to_owned()))
+                    }
+                    _ => Err(e.into()),
+                },
+            }
+        };
+        let (status, content_type, body) = match result {
+            Ok((ct, body)) => (200, ct, body),
+            Err(e) => {
+                tracing::debug!(remote = req.remote, fault = ?e.fault(), error = %e, "push not delivered");
+                (400, CONTENT_TYPE_TEXT.to_owned(), e.to_string())
+            }
+        };
+        TransmitResponse {
+            channel: req.channel.clone(),
+            remote: req.remote.clone(),
+            callback: req.callback.clone(),
+            content_type,
+            status_code: Some(status),
+            status: None,
+            body,
+        }
+    }
+}
+
+/// `?encoding=` of a destination, or the scheme's default.
+fn charset(
+    url: &DeviceUrl,
+    remote: &str,
+    default: hl7v2::Charset,
+) -> Result<hl7v2::Charset, PushError> {
+    match url.get("encoding") {
+        Some(label) => hl7v2::Charset::from_label(label).map_err(|source| PushError::Encoding {
+            remote: remote.to_owned(),
+            source,
+        }),
+        None => Ok(default),
+    }
+}
