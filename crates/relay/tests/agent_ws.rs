@@ -61,8 +61,7 @@ async fn connect_refusals_close_the_socket() {
     )
     .await;
     let expired = relay
-        .state()
-        .tokens
+        .tokens()
         .issue(AGENT_CLIENT, chrono::Utc::now().timestamp() - 7200);
     refused(
         connect_with(&relay, Some(expired), Some(AGENT)).await,
@@ -87,7 +86,7 @@ async fn connect_refusals_close_the_socket() {
         "ClientApplication/agent-client may not act as Agent/agent-off",
     )
     .await;
-    assert_eq!(relay.state().agents.connected_count(), 0);
+    assert_eq!(relay.connected_agents(), 0);
 }
 
 #[tokio::test]
@@ -208,7 +207,7 @@ async fn silent_agent_is_disconnected() {
     let mut agent = ScriptedAgent::connect(&relay).await;
     // never answers heartbeats
     assert!(agent.closed().await);
-    assert!(!relay.state().agents.is_connected(AGENT));
+    assert!(!relay.is_connected(AGENT));
 }
 
 #[tokio::test]
@@ -246,7 +245,7 @@ async fn a_second_connection_replaces_the_first() {
     let mut first = ScriptedAgent::connect(&relay).await;
     let _second = ScriptedAgent::connect(&relay).await;
     assert!(first.closed().await);
-    assert!(relay.state().agents.is_connected(AGENT));
+    assert!(relay.is_connected(AGENT));
 }
 
 fn inbound(callback: &str, token: &str, body: &str) -> AgentMessage {
@@ -291,9 +290,9 @@ async fn inbound_messages_are_stored_once_and_acknowledged() {
     };
     assert_eq!(again.body, r.body);
     let rows = relay
-        .state()
-        .store
+        .registry()
         .inbound(Some(AGENT), None, 0, 100)
+        .await
         .unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].body, ORU);

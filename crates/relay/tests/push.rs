@@ -244,7 +244,7 @@ async fn timeout_is_a_400_that_says_so() {
     );
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(
-        relay.state().agents.pending_count(),
+        relay.waiting_requests(),
         0,
         "a timed-out request is forgotten"
     );

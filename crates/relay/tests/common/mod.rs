@@ -23,8 +23,8 @@ pub fn bundle() -> Value {
     json!({"resourceType": "Bundle", "type": "collection", "entry": [
         {"resource": {"resourceType": "ClientApplication", "id": CALLER, "name": "caller", "secret": CALLER_SECRET}},
         {"resource": {"resourceType": "ClientApplication", "id": AGENT_CLIENT, "name": "agent", "secret": AGENT_SECRET,
-            "extension": [{"url": relay::auth::ALLOWED_AGENT_EXTENSION, "valueReference": {"reference": format!("Agent/{AGENT}")}},
-                {"url": relay::auth::ALLOWED_AGENT_EXTENSION, "valueReference": {"reference": format!("Agent/{AGENT2}")}}]}},
+            "extension": [{"url": relay::ALLOWED_AGENT_EXTENSION, "valueReference": {"reference": format!("Agent/{AGENT}")}},
+                {"url": relay::ALLOWED_AGENT_EXTENSION, "valueReference": {"reference": format!("Agent/{AGENT2}")}}]}},
         {"resource": {"resourceType": "Agent", "id": AGENT2, "name": "Second agent", "status": "active"}},
         {"resource": {"resourceType": "Agent", "id": AGENT, "name": "Lab agent", "status": "active",
             "identifier": [{"system": "urn:outpost", "value": "lab-1"}],
@@ -40,7 +40,7 @@ pub fn bundle() -> Value {
 pub async fn start_with(mut config: RelayConfig) -> Relay {
     config.listen = "127.0.0.1:0".into();
     let relay = Relay::start(config).await.expect("relay starts");
-    relay.state().store.bootstrap(&bundle()).unwrap();
+    relay.registry().bootstrap(&bundle()).await.unwrap();
     relay
 }
 
