@@ -2,7 +2,11 @@
 //! (Medplum 5.0.x): the WebSocket messages ([`AgentMessage`]), the `$push` operation's
 //! parameters ([`PushRequest`]) and FHIR `OperationOutcome`s.
 //!
-//! Types only: no sockets, no HTTP. Decoding is bounded ([`AgentMessage::decode`] takes a
+//! [`link::Link`] is the connection itself as a sans-IO state machine, the same on both ends:
+//! the connect handshake, heartbeats and the silence check, and the table of requests in flight
+//! with their deadlines. The agent and the relay drive it over their sockets.
+//!
+//! No sockets, no HTTP, no clock reads (time is passed in). Decoding is bounded ([`AgentMessage::decode`] takes a
 //! maximum size) and tolerant where Medplum is (deprecated type names, missing optional fields,
 //! unknown message types reported as [`Decoded::Unknown`] rather than failing the socket).
 //! Encoding writes what Medplum writes, byte for byte; the golden fixtures in `tests/golden/`
@@ -30,15 +34,16 @@
 //! None.
 
 mod error;
+pub mod link;
 mod message;
 mod push;
 
 pub use error::Error;
 pub use message::{
     AgentMessage, ConnectRequest, ConnectResponse, DEFAULT_MAX_MESSAGE, Decoded, Direction,
-    ErrorMessage, HeartbeatRequest, HeartbeatResponse, LogMessage, LogsRequest, LogsResponse,
-    ReloadConfigRequest, StatsRequest, StatsResponse, StatusResponse, TransmitRequest,
-    TransmitResponse, UpgradeRequest,
+    ErrorKind, ErrorMessage, HeartbeatRequest, HeartbeatResponse, LogMessage, LogsRequest,
+    LogsResponse, ReloadConfigRequest, StatsRequest, StatsResponse, StatusResponse,
+    TransmitRequest, TransmitResponse, UpgradeRequest,
 };
 pub use push::{
     CONTENT_TYPE_ASTM, CONTENT_TYPE_DICOM, CONTENT_TYPE_DICOM_JSON, CONTENT_TYPE_HL7_V2,

@@ -134,6 +134,12 @@ pub struct TransmitRequest {
     /// `first` or `application`: which HL7 acknowledgement ends the wait (after 5.0.10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub return_ack: Option<String>,
+    /// Server → agent, an Outpost extension that Medplum's agent ignores: milliseconds from
+    /// the moment the agent receives the push until its caller stops waiting (the `$push`
+    /// `waitTimeout` left when the relay sent it). The agent gives up on the push at that time,
+    /// waiting for a pooled connection included, and does not deliver it afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
 }
 
 /// `agent:transmit:response`.
@@ -167,6 +173,14 @@ impl TransmitResponse {
     /// Whether the response reports a failure (`statusCode >= 400`, or the old `status: error`).
     pub fn is_error(&self) -> bool {
         self.status_code.is_some_and(|c| c >= 400) || self.status.as_deref() == Some("error")
+    }
+
+    /// Whether the answer is temporary and the request is to be sent again later, with the same
+    /// callback: `statusCode` 429 or 500 and above (the relay could not take responsibility for
+    /// the message: its store or its target failed). Every other answer is final. Medplum's
+    /// server only sends 200 and 400 here.
+    pub fn is_retryable(&self) -> bool {
+        self.status_code.is_some_and(|c| c == 429 || c >= 500)
     }
 }
 
@@ -285,6 +299,55 @@ pub struct ErrorMessage {
     /// The request this answers, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<String>,
+}
+
+/// What an `agent:error` reports, for a receiver that acts on it. Medplum sends only text; these
+/// are its texts (`packages/server/src/agent/websockets.ts`, the agent's `app.ts`) and
+/// Outpost's, recognised here once so that callers match a variant, not a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// "Missing access token".
+    MissingAccessToken,
+    /// "Invalid access token" (expired, revoked or unknown): log in again.
+    InvalidAccessToken,
+    /// "Missing agent ID".
+    MissingAgentId,
+    /// "Not connected": a transmit request before the connect handshake finished.
+    NotConnected,
+    /// "Channel not found": the `channel` of an inbound message is not on the Agent.
+    ChannelNotFound,
+    /// "Agent.status is currently set to off".
+    AgentOff,
+    /// "Unknown message type: …" or "Unexpected message type: …".
+    UnknownMessageType,
+    /// Anything else (a Bot's error, a parse error, a missing resource).
+    Other,
+}
+
+impl ErrorMessage {
+    /// What the error reports.
+    pub fn kind(&self) -> ErrorKind {
+        let body = self.body.trim_start();
+        let starts = |prefix: &str| body.starts_with(prefix);
+        if starts("Invalid access token") {
+            ErrorKind::InvalidAccessToken
+        } else if starts("Missing access token") {
+            ErrorKind::MissingAccessToken
+        } else if starts("Missing agent ID") {
+            ErrorKind::MissingAgentId
+        } else if starts("Not connected") {
+            ErrorKind::NotConnected
+        } else if starts("Channel not found") {
+            ErrorKind::ChannelNotFound
+        } else if starts("Agent.status is currently set to off") {
+            ErrorKind::AgentOff
+        } else if starts("Unknown message type") || starts("Unexpected message type") {
+            ErrorKind::UnknownMessageType
+        } else {
+            ErrorKind::Other
+        }
+    }
 }
 
 /// Which way a message travels; decides what the deprecated type names mean.
