@@ -672,6 +672,7 @@ async fn worker(inner: Arc<Inner>, channel: String) {
             body: m.body.clone(),
             callback: Some(m.callback.clone()),
             return_ack: None,
+            deadline_ms: None,
         });
         let Some(rx) = inner.request(&m.callback, &request).await else {
             backoff(&mut failures).await;
