@@ -257,6 +257,7 @@ fn inbound(callback: &str, token: &str, body: &str) -> AgentMessage {
         body: body.into(),
         callback: Some(callback.into()),
         return_ack: None,
+        deadline_ms: None,
     })
 }
 

@@ -53,6 +53,8 @@ pub(crate) enum Reply {
     Message(AgentMessage),
     /// The agent's connection closed before it answered.
     Disconnected,
+    /// The session has too many requests in flight.
+    Busy,
 }
 
 /// What a caller asks of a session.
@@ -272,6 +274,7 @@ impl LocalAgents {
             Ok(Ok(Reply::Disconnected)) | Ok(Err(_)) => {
                 Err(AskError::Disconnected(agent.to_owned()))
             }
+            Ok(Ok(Reply::Busy)) => Err(AskError::Backlogged(agent.to_owned())),
             Err(_) => Err(AskError::Timeout {
                 agent: agent.to_owned(),
                 ms: ms(allowed),

@@ -6,6 +6,11 @@
 //! live). Then: heartbeats both ways, answers routed to waiting requests by `callback`, inbound
 //! messages stored and answered. A newer connection for the same agent replaces the older one.
 //!
+//! The protocol — the connect handshake and its deadline, heartbeats both ways, the silence
+//! check, and the one table of requests in flight with their deadlines — is the sans-IO
+//! [`Link`] from `agent-protocol`; this module drives it over the socket and applies the
+//! relay's decisions (who may connect, inbound messages, caps).
+//!
 //! Nothing in the session loop waits on the socket or on a queue: frames go to the
 //! [`Outbox`](super::outbox) (bounded in bytes, each write with a deadline), commands arrive
 //! through a bounded queue that callers fill with `try_send`. So the heartbeat, the silence
@@ -25,9 +30,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use agent_protocol::link::{CloseReason, Event, Link, LinkError, LinkOptions};
 use agent_protocol::{
-    AgentMessage, CONTENT_TYPE_TEXT, ConnectRequest, ConnectResponse, Decoded, Direction,
-    HeartbeatRequest, HeartbeatResponse, TransmitRequest, TransmitResponse,
+    AgentMessage, CONTENT_TYPE_TEXT, ConnectRequest, TransmitRequest, TransmitResponse,
 };
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::StreamExt;
@@ -81,23 +86,24 @@ pub(crate) struct Sessions {
     pub(crate) stopping: watch::Receiver<bool>,
 }
 
-/// A request sent to the agent, waiting for its answer.
-#[derive(Debug)]
-struct Pending {
-    deadline: Instant,
-    reply: oneshot::Sender<Reply>,
-}
-
 struct Session {
     ctx: Arc<Sessions>,
+    link: Link,
     outbox: Outbox,
     handle: SessionHandle,
     /// The agent id and connection number, once connected.
     live: Option<(String, u64)>,
     peer: SocketAddr,
-    pending: HashMap<String, Pending>,
+    /// Who waits for the answer to each request in flight on the link.
+    replies: HashMap<String, oneshot::Sender<Reply>>,
     /// Inbound messages of this socket being handled.
     inbound: Arc<Semaphore>,
+    /// Answers of inbound messages, from their tasks (as many as `inbound` allows).
+    answers: mpsc::UnboundedSender<AgentMessage>,
+    /// When the oldest unanswered heartbeat request went out.
+    heartbeat_sent: Option<Instant>,
+    /// The reason the socket closes, once the link has closed.
+    closing: Option<String>,
 }
 
 /// Serves one agent socket until it closes.
@@ -106,10 +112,20 @@ pub(crate) async fn serve(ctx: Arc<Sessions>, socket: WebSocket, peer: SocketAdd
     let (sink, mut stream) = socket.split();
     let (outbox, mut failure, writer) = outbox::start(sink, cfg.max_unsent, cfg.write_timeout);
     let (commands_tx, mut commands) = mpsc::channel(COMMAND_QUEUE);
+    let (answers, mut answered) = mpsc::unbounded_channel();
     let health = Arc::new(Health::default());
     let mut close_asked = health.close.subscribe();
+    let options = LinkOptions {
+        heartbeat_interval: cfg.heartbeat_interval,
+        silence_timeout: cfg.agent_timeout,
+        connect_timeout: cfg.connect_timeout,
+        max_in_flight: COMMAND_QUEUE * 4,
+        max_message: cfg.max_message,
+        version: VERSION.into(),
+    };
     let mut s = Session {
         ctx: ctx.clone(),
+        link: Link::relay(options, Instant::now().into_std()),
         outbox: outbox.clone(),
         handle: SessionHandle {
             commands: commands_tx,
@@ -117,67 +133,40 @@ pub(crate) async fn serve(ctx: Arc<Sessions>, socket: WebSocket, peer: SocketAdd
         },
         live: None,
         peer,
-        pending: HashMap::new(),
+        replies: HashMap::new(),
         inbound: Arc::new(Semaphore::new(cfg.max_inbound_per_socket)),
+        answers,
+        heartbeat_sent: None,
+        closing: None,
     };
     let mut stopping = ctx.stopping.clone();
-    let connect_by = Instant::now() + cfg.connect_timeout;
-    let mut last_heard = Instant::now();
-    // When the oldest unanswered heartbeat request was sent.
-    let mut heartbeat_sent: Option<Instant> = None;
-    let mut ticker = tokio::time::interval_at(
-        Instant::now() + cfg.heartbeat_interval,
-        cfg.heartbeat_interval,
-    );
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stalled = false;
-    loop {
-        let next_expiry = s.pending.values().map(|p| p.deadline).min();
-        let grace_end = heartbeat_sent
+    while s.closing.is_none() {
+        let timer = s.link.poll_timeout().map(Instant::from_std);
+        let grace_end = s
+            .heartbeat_sent
             .filter(|_| !health.unresponsive.load(Ordering::Relaxed))
             .map(|t| t + cfg.heartbeat_grace);
         tokio::select! {
             frame = stream.next() => {
-                let Some(Ok(frame)) = frame else {
+                let now = Instant::now().into_std();
+                match frame {
+                    Some(Ok(Message::Text(t))) => s.link.handle_bytes(t.as_bytes(), now),
+                    Some(Ok(Message::Binary(b))) => s.link.handle_bytes(&b, now),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     // Closed, broken, or a message over the limit: close our side too.
-                    s.outbox.close("");
-                    break;
-                };
-                let bytes = match frame {
-                    Message::Text(t) => t.as_bytes().to_vec(),
-                    Message::Binary(b) => b.to_vec(),
-                    Message::Close(_) => {
-                        s.outbox.close("");
-                        break;
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                        s.link.close(CloseReason::TransportClosed);
                     }
-                    Message::Ping(_) | Message::Pong(_) => continue,
-                };
-                last_heard = Instant::now();
-                match s.on_message(&bytes) {
-                    Heard::Continue => {}
-                    Heard::Heartbeat => {
-                        heartbeat_sent = None;
-                        health.unresponsive.store(false, Ordering::Release);
-                    }
-                    Heard::End => break,
                 }
             }
             Some(cmd) = commands.recv() => s.on_command(cmd),
-            _ = ticker.tick() => {
-                if s.live.is_none() {
-                    continue;
+            Some(answer) = answered.recv() => {
+                if s.link.send(answer).is_err() {
+                    tracing::debug!(agent = s.agent_id(), "inbound answer after the link closed");
                 }
-                if last_heard.elapsed() >= cfg.agent_timeout {
-                    tracing::warn!(agent = s.agent_id(), %peer, "agent silent too long; disconnecting");
-                    s.outbox.close("no heartbeat");
-                    break;
-                }
-                let hb = AgentMessage::HeartbeatRequest(HeartbeatRequest::default());
-                if s.outbox.push(hb.to_json(), None).is_err() {
-                    continue; // the failure branch closes the socket
-                }
-                heartbeat_sent.get_or_insert_with(Instant::now);
             }
+            () = sleep_until_some(timer) => s.link.handle_timeout(Instant::now().into_std()),
             () = sleep_until_some(grace_end) => {
                 health.silent_since_ms.store(
                     (now_ms() - cfg.heartbeat_grace.as_millis() as i64) as u64,
@@ -189,29 +178,25 @@ pub(crate) async fn serve(ctx: Arc<Sessions>, socket: WebSocket, peer: SocketAdd
                     "agent has not answered a heartbeat; refusing pushes until it does"
                 );
             }
-            () = sleep_until_some(next_expiry) => s.expire(Instant::now()),
-            () = tokio::time::sleep_until(connect_by), if s.live.is_none() => {
-                s.outbox.close("no agent:connect:request in time");
-                break;
-            }
             why = failure.wait() => {
                 tracing::warn!(agent = s.agent_id(), %peer, reason = %why, "closing the agent's socket");
                 stalled = true;
-                break;
+                s.link.close(CloseReason::Local);
             }
             Ok(()) = close_asked.changed() => {
                 let reason = close_asked.borrow().clone().unwrap_or_default();
                 if let Some((agent, _)) = &s.live {
                     tracing::info!(agent, %peer, reason, "closing the agent's socket");
                 }
-                s.outbox.close(&reason);
-                break;
+                s.link.close(CloseReason::Local);
+                s.closing = Some(reason);
             }
             _ = stopping.changed() => {
-                s.outbox.close("relay shutting down");
-                break;
+                s.link.close(CloseReason::Local);
+                s.closing = Some("relay shutting down".into());
             }
         }
+        s.drive();
     }
     if let Some((agent_id, conn)) = s.live.take() {
         ctx.local.unregister(&agent_id, conn);
@@ -222,19 +207,22 @@ pub(crate) async fn serve(ctx: Arc<Sessions>, socket: WebSocket, peer: SocketAdd
         }
         tracing::info!(agent = agent_id, %peer, "agent disconnected");
     }
-    for (_, p) in s.pending.drain() {
-        let _ = p.reply.send(Reply::Disconnected);
-    }
+    s.outbox.close(s.closing.as_deref().unwrap_or(""));
     drop(s);
     drop(outbox);
     if stalled {
         // The socket does not drain: drop it with whatever is queued.
         writer.abort();
-    } else if tokio::time::timeout(cfg.write_timeout, writer)
-        .await
-        .is_err()
-    {
-        tracing::debug!(%peer, "the agent's socket did not take the close in time");
+    } else {
+        // Inbound tasks still running hold the outbox; the close frame ends the writer first.
+        let abort = writer.abort_handle();
+        if tokio::time::timeout(cfg.write_timeout, writer)
+            .await
+            .is_err()
+        {
+            tracing::debug!(%peer, "the agent's socket did not take the close in time");
+            abort.abort();
+        }
     }
 }
 
@@ -246,25 +234,121 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
-/// What a message from the agent means for the loop.
-enum Heard {
-    Continue,
-    /// A heartbeat response: the agent reads its socket.
-    Heartbeat,
-    End,
-}
-
 impl Session {
     fn agent_id(&self) -> &str {
         self.live.as_ref().map_or("", |(a, _)| a.as_str())
     }
 
-    /// Queues a message; a full outbox closes the socket (through the failure branch).
+    /// Queues a message outside the link (an answer the link does not know to give); a full
+    /// outbox closes the socket (through the failure branch).
     fn send(&self, msg: &AgentMessage) {
         let _ = self.outbox.push(msg.to_json(), None);
     }
 
+    /// After anything happened: writes what the link has to send, and acts on its events.
+    fn drive(&mut self) {
+        loop {
+            while let Some(msg) = self.link.poll_send() {
+                if matches!(msg, AgentMessage::HeartbeatRequest(_)) {
+                    self.heartbeat_sent.get_or_insert_with(Instant::now);
+                }
+                self.send(&msg);
+            }
+            let Some(event) = self.link.poll_event() else {
+                return;
+            };
+            self.on_event(event);
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::ConnectRequested(req) => self.connect(req),
+            Event::Request(AgentMessage::TransmitRequest(req)) => {
+                let size = req.body.len();
+                self.inbound(req, size);
+            }
+            Event::Request(other) => {
+                tracing::debug!(
+                    agent = self.agent_id(),
+                    kind = other.kind(),
+                    "ignored request"
+                );
+            }
+            Event::Answer {
+                callback, message, ..
+            } => {
+                if let AgentMessage::Error(e) = &message {
+                    tracing::warn!(
+                        agent = self.agent_id(),
+                        error = e.body,
+                        "agent reported an error"
+                    );
+                }
+                if let Some(reply) = self.replies.remove(&callback) {
+                    let _ = reply.send(Reply::Message(message));
+                }
+            }
+            Event::Expired { callback } => {
+                // Its caller has timed out too (same deadline).
+                self.replies.remove(&callback);
+            }
+            Event::LateAnswer { callback, .. } => tracing::debug!(
+                agent = self.agent_id(),
+                callback,
+                "answer after its caller stopped waiting"
+            ),
+            Event::Unmatched(msg) => tracing::debug!(
+                agent = self.agent_id(),
+                kind = msg.kind(),
+                "answer for a request nobody waits on"
+            ),
+            Event::UncorrelatedError { error, .. } => {
+                tracing::warn!(
+                    agent = self.agent_id(),
+                    error = error.body,
+                    "agent reported an error"
+                );
+            }
+            Event::Heartbeat { version } => {
+                self.heartbeat_sent = None;
+                self.handle
+                    .health
+                    .unresponsive
+                    .store(false, Ordering::Release);
+                if let Some((agent, _)) = &self.live {
+                    self.ctx.local.heartbeat(agent, &version);
+                    if let Some(c) = &self.ctx.cluster {
+                        let (c, agent) = (c.clone(), agent.clone());
+                        tokio::spawn(async move { c.seen(&agent, &version).await });
+                    }
+                }
+            }
+            Event::Undecodable(e) => self.send(&AgentMessage::error(e.to_string(), None)),
+            Event::Failed { callback } => {
+                if let Some(reply) = self.replies.remove(&callback) {
+                    let _ = reply.send(Reply::Disconnected);
+                }
+            }
+            Event::Closed(reason) => {
+                let why = match &reason {
+                    CloseReason::ConnectTimeout => "no agent:connect:request in time",
+                    CloseReason::Refused(_) => "connect refused",
+                    CloseReason::Silent(_) => {
+                        tracing::warn!(agent = self.agent_id(), peer = %self.peer, "agent silent too long; disconnecting");
+                        "no heartbeat"
+                    }
+                    CloseReason::TransportClosed => "",
+                    _ => "closed by the relay",
+                };
+                self.closing.get_or_insert_with(|| why.to_owned());
+            }
+            _ => {}
+        }
+    }
+
     fn on_command(&mut self, cmd: Command) {
+        let now = Instant::now();
         match cmd {
             Command::Request {
                 msg,
@@ -272,106 +356,26 @@ impl Session {
                 deadline,
                 reply,
             } => {
-                if deadline <= Instant::now() || reply.is_closed() {
+                if deadline <= now || reply.is_closed() {
                     return;
                 }
-                if self.outbox.push(msg.to_json(), None).is_ok() {
-                    self.pending.insert(callback, Pending { deadline, reply });
-                } else {
-                    let _ = reply.send(Reply::Disconnected);
+                match self.link.request(msg, deadline.into_std(), now.into_std()) {
+                    Ok(()) => {
+                        self.replies.insert(callback, reply);
+                    }
+                    Err(LinkError::TooManyInFlight | LinkError::DuplicateCallback) => {
+                        let _ = reply.send(Reply::Busy);
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Reply::Disconnected);
+                    }
                 }
             }
             Command::Send { msg, written } => {
-                let _ = self.outbox.push(msg.to_json(), Some(written));
-            }
-        }
-    }
-
-    /// Forgets requests whose caller has stopped waiting.
-    fn expire(&mut self, now: Instant) {
-        self.pending.retain(|_, p| p.deadline > now);
-    }
-
-    /// Handles one message.
-    fn on_message(&mut self, bytes: &[u8]) -> Heard {
-        let decoded = AgentMessage::decode(bytes, Direction::ToServer, self.ctx.config.max_message);
-        let msg = match decoded {
-            Ok(Decoded::Message(m)) => m,
-            Ok(Decoded::Unknown { kind, callback }) => {
-                self.send(&AgentMessage::error(
-                    format!("Unknown message type: {kind}"),
-                    callback,
-                ));
-                return Heard::Continue;
-            }
-            Err(e) => {
-                self.send(&AgentMessage::error(e.to_string(), None));
-                return Heard::Continue;
-            }
-        };
-        match msg {
-            AgentMessage::ConnectRequest(req) => {
-                if self.connect(req) {
-                    Heard::Continue
-                } else {
-                    Heard::End
+                if self.link.is_live() {
+                    // Outside the link's queue, to hear when this frame is on the socket.
+                    let _ = self.outbox.push(msg.to_json(), Some(written));
                 }
-            }
-            AgentMessage::HeartbeatRequest(_) => {
-                self.send(&AgentMessage::HeartbeatResponse(HeartbeatResponse {
-                    version: VERSION.into(),
-                    callback: None,
-                }));
-                Heard::Continue
-            }
-            AgentMessage::HeartbeatResponse(r) => {
-                if let Some((agent, _)) = &self.live {
-                    self.ctx.local.heartbeat(agent, &r.version);
-                    if let Some(c) = &self.ctx.cluster {
-                        let (c, agent, version) = (c.clone(), agent.clone(), r.version.clone());
-                        tokio::spawn(async move { c.seen(&agent, &version).await });
-                    }
-                }
-                Heard::Heartbeat
-            }
-            AgentMessage::TransmitRequest(req) => {
-                self.inbound(req, bytes.len());
-                Heard::Continue
-            }
-            msg @ (AgentMessage::TransmitResponse(_)
-            | AgentMessage::ReloadConfigResponse(_)
-            | AgentMessage::UpgradeResponse(_)
-            | AgentMessage::LogsResponse(_)
-            | AgentMessage::StatsResponse(_)
-            | AgentMessage::Error(_)) => {
-                if let AgentMessage::Error(e) = &msg {
-                    tracing::warn!(
-                        agent = self.agent_id(),
-                        error = e.body,
-                        "agent reported an error"
-                    );
-                }
-                if let Some(cb) = msg.callback().map(str::to_owned) {
-                    match self.pending.remove(&cb) {
-                        Some(p) => {
-                            let _ = p.reply.send(Reply::Message(msg));
-                        }
-                        None => tracing::debug!(
-                            agent = self.agent_id(),
-                            callback = cb,
-                            "answer for a request nobody waits on (late, or unknown)"
-                        ),
-                    }
-                }
-                Heard::Continue
-            }
-            other => {
-                let callback = other.callback().map(str::to_owned);
-                self.send(&AgentMessage::error(
-                    format!("Unexpected message type: {}", other.kind()),
-                    callback,
-                ));
-                Heard::Continue
             }
         }
     }
@@ -380,29 +384,30 @@ impl Session {
     /// any, replies) within the socket's and the agent's caps; past them, a 429 at once.
     fn inbound(&mut self, req: TransmitRequest, size: usize) {
         let Some((agent, _)) = self.live.clone() else {
-            self.send(&AgentMessage::error("Not connected", req.callback));
-            return;
+            return; // the link answers "Not connected" before the handshake
         };
         let permits = match self.inbound_permits(&agent, size) {
             Ok(p) => p,
             Err(why) => {
                 tracing::warn!(agent, peer = %self.peer, "inbound message shed: {why}");
-                self.send(&AgentMessage::TransmitResponse(TransmitResponse {
-                    channel: req.channel.clone(),
-                    remote: req.remote.clone(),
-                    callback: req.callback.clone(),
-                    content_type: CONTENT_TYPE_TEXT.into(),
-                    status_code: Some(429),
-                    status: None,
-                    body: format!("relay is busy: {why}; retry"),
-                }));
+                let _ = self
+                    .link
+                    .send(AgentMessage::TransmitResponse(TransmitResponse {
+                        channel: req.channel.clone(),
+                        remote: req.remote.clone(),
+                        callback: req.callback.clone(),
+                        content_type: CONTENT_TYPE_TEXT.into(),
+                        status_code: Some(429),
+                        status: None,
+                        body: format!("relay is busy: {why}; retry"),
+                    }));
                 return;
             }
         };
-        let (inbound, outbox) = (self.ctx.inbound.clone(), self.outbox.clone());
+        let (inbound, answers) = (self.ctx.inbound.clone(), self.answers.clone());
         tokio::spawn(async move {
             let answer = inbound.handle(&agent, req).await;
-            let _ = outbox.push(answer.to_json(), None);
+            let _ = answers.send(answer);
             drop(permits);
         });
     }
@@ -433,16 +438,14 @@ impl Session {
         Ok([socket, count, bytes])
     }
 
-    /// Answers a refused connect with `agent:error`, then closes; returns `false`.
-    fn refuse(&self, text: String) -> bool {
+    /// Refuses the connect request: `agent:error`, then the socket closes.
+    fn refuse(&mut self, text: String) {
         tracing::warn!(peer = %self.peer, reason = text, "agent connection refused");
-        self.send(&AgentMessage::error(text, None));
-        self.outbox.close("connect refused");
-        false
+        let _ = self.link.refuse(text);
     }
 
-    /// `agent:connect:request`: check it, register the agent, answer. `false` closes.
-    fn connect(&mut self, req: ConnectRequest) -> bool {
+    /// `agent:connect:request`: check it, register the agent, accept.
+    fn connect(&mut self, req: ConnectRequest) {
         let Some(token) = req.access_token.filter(|t| !t.is_empty()) else {
             return self.refuse("Missing access token".into());
         };
@@ -488,7 +491,6 @@ impl Session {
         }
         tracing::info!(agent = agent_id, peer = %self.peer, client = claims.client_id, "agent connected");
         self.live = Some((agent_id, conn));
-        self.send(&AgentMessage::ConnectResponse(ConnectResponse::default()));
-        true
+        let _ = self.link.accept(Instant::now().into_std());
     }
 }

@@ -121,13 +121,14 @@ async fn push(
     let url = destination_url(state, &params)?;
     let allowed = Duration::from_millis(params.wait_timeout);
     let deadline = arrived + allowed;
-    // TODO(agent-protocol): send the caller's deadline with the push (`deadlineMs`, the
-    // milliseconds left) once the transmit request carries the field.
+    // The agent gives up on the push when its caller does (`deadlineMs`: what is left).
+    let left = deadline.saturating_duration_since(Instant::now());
     let mut request = TransmitRequest {
         remote: url,
         content_type: params.content_type.clone(),
         body: params.body,
         return_ack: params.return_ack,
+        deadline_ms: Some(u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
         ..TransmitRequest::default()
     };
     if !params.wait_for_response {
