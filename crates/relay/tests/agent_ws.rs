@@ -1,15 +1,13 @@
 //! The agent WebSocket: connect checks, heartbeats, status, replacement, inbound messages.
 
-mod common;
-
 use std::time::Duration;
 
 use agent_protocol::{
     AgentMessage, ConnectRequest, HeartbeatRequest, HeartbeatResponse, TransmitRequest,
 };
-use common::*;
 use relay::RelayConfig;
 use serde_json::json;
+use test_support::relay::*;
 
 async fn connect_with(
     relay: &relay::Relay,
@@ -184,7 +182,14 @@ async fn heartbeats_both_ways_and_status() {
         "{statuses:?}"
     );
     drop(agent);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    test_support::wait_until(
+        "the relay sees the socket close",
+        Duration::from_secs(5),
+        || async {
+            (status(&relay).await["parameter"][0]["valueCode"] != "connected").then_some(())
+        },
+    )
+    .await;
     assert_eq!(
         status(&relay).await["parameter"][0]["valueCode"],
         "disconnected"

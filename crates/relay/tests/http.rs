@@ -1,10 +1,8 @@
 //! Token endpoint, registry routes, authentication and bad input.
 
-mod common;
-
 use base64::Engine;
-use common::*;
 use serde_json::{Value, json};
+use test_support::relay::*;
 
 fn url(relay: &relay::Relay, path: &str) -> String {
     format!("{}{path}", relay.base_url())
