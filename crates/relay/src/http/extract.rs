@@ -35,6 +35,12 @@ pub(crate) enum AuthError {
     Scheme,
 }
 
+impl From<AuthError> for Response {
+    fn from(e: AuthError) -> Response {
+        e.into_response()
+    }
+}
+
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
         let mut r = outcome(StatusCode::UNAUTHORIZED, "login", self.to_string());
@@ -140,7 +146,7 @@ impl FromRequestParts<Arc<RelayState>> for NotAgent {
         parts: &mut Parts,
         state: &Arc<RelayState>,
     ) -> Result<Self, Self::Rejection> {
-        let caller = Caller::authenticate(state, parts).map_err(IntoResponse::into_response)?;
+        let caller = Caller::authenticate(state, parts)?;
         if !caller.agents.is_empty() {
             return Err(caller.forbidden());
         }
@@ -175,7 +181,7 @@ impl FromRequestParts<Arc<RelayState>> for FhirRoute {
         parts: &mut Parts,
         state: &Arc<RelayState>,
     ) -> Result<Self, Self::Rejection> {
-        let caller = Caller::authenticate(state, parts).map_err(IntoResponse::into_response)?;
+        let caller = Caller::authenticate(state, parts)?;
         let Path(mut path) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
             .await
             .map_err(IntoResponse::into_response)?;

@@ -3,6 +3,9 @@
 
 use super::{Registry, StoreError};
 
+/// The columns of an [`InboundRow`], in its field order (both backends map rows by position).
+pub(super) const INBOUND_SELECT: &str = "SELECT id, agent_id, channel, remote, content_type, body, callback, received_at, status_code, response FROM inbound";
+
 /// A stored inbound message (device → agent → relay).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -26,6 +26,7 @@ use super::{
     Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, NewInbound, Recorded, Store,
     StoreError,
 };
+use super::inbound::INBOUND_SELECT;
 use crate::fhir::now_rfc3339;
 
 const SCHEMA: &str = "
@@ -70,8 +71,6 @@ CREATE TABLE IF NOT EXISTS setting (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );";
-
-const INBOUND_SELECT: &str = "SELECT id, agent_id, channel, remote, content_type, body, callback, received_at, status_code, response FROM inbound";
 
 /// Connections in the pool: enough for the statements one process issues at once.
 const POOL_SIZE: usize = 16;

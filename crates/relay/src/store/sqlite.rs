@@ -15,6 +15,7 @@ use super::{
     Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, NewInbound, Recorded, Store,
     StoreError,
 };
+use super::inbound::INBOUND_SELECT;
 use crate::fhir::now_rfc3339;
 
 const SCHEMA: &str = "
@@ -55,8 +56,6 @@ CREATE TABLE IF NOT EXISTS order_delivery (
     created_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS order_delivery_due ON order_delivery (state, next_at);";
-
-const INBOUND_SELECT: &str = "SELECT id, agent_id, channel, remote, content_type, body, callback, received_at, status_code, response FROM inbound";
 
 /// The SQLite backend.
 #[derive(Debug, Clone)]
