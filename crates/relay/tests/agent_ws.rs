@@ -404,8 +404,11 @@ async fn webhook_reply_is_the_answer() {
     );
 }
 
+/// The agent-link contract (a temporary failure is never a final answer): a webhook that is
+/// down is a retryable 503 for the agent, not recorded; a webhook that refuses the message
+/// (4xx) gives the device an AE.
 #[tokio::test]
-async fn failing_webhook_gives_the_device_an_ae() {
+async fn failing_webhook_is_a_503_for_the_agent_and_a_refusing_one_an_ae() {
     let (url, _seen) = webhook(503, "down").await;
     let relay = start_with(RelayConfig {
         inbound_webhook: Some(url),
@@ -418,9 +421,39 @@ async fn failing_webhook_gives_the_device_an_ae() {
     let AgentMessage::TransmitResponse(r) = agent.recv_kind("agent:transmit:response").await else {
         unreachable!()
     };
+    assert_eq!(r.status_code, Some(503), "{}", r.body);
+    assert_eq!(r.content_type, "text/plain");
+    assert!(
+        r.body.contains("webhook answered HTTP 503") && r.body.ends_with("; retry"),
+        "{}",
+        r.body
+    );
+    let rows = relay
+        .registry()
+        .inbound(Some(AGENT), None, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "stored once");
+    assert_eq!(
+        rows[0].status_code, None,
+        "a 503 is not recorded as the answer"
+    );
+
+    let (url, _seen) = webhook(422, "no").await;
+    let relay = start_with(RelayConfig {
+        inbound_webhook: Some(url),
+        ..RelayConfig::default()
+    })
+    .await;
+    let mut agent = ScriptedAgent::connect(&relay).await;
+    let t = token(&relay, AGENT_CLIENT, AGENT_SECRET).await;
+    agent.send(&inbound("Agent/x-w3", &t, ORU)).await;
+    let AgentMessage::TransmitResponse(r) = agent.recv_kind("agent:transmit:response").await else {
+        unreachable!()
+    };
     assert!(
         r.body
-            .contains("\rMSA|AE|MSG-77|upstream error: webhook answered HTTP 503"),
+            .contains("\rMSA|AE|MSG-77|upstream error: webhook answered HTTP 422"),
         "{}",
         r.body
     );

@@ -6,6 +6,13 @@
 //! (HL7) an AA built by `hl7v2`. Byte-stream messages (`application/octet-stream`, hex on the
 //! agent's socket) reach the webhook as the raw bytes, and its reply's bytes go back hex-encoded.
 //!
+//! A temporary failure is never a final answer. When the relay cannot take responsibility for
+//! a message — its store failed (disk full, database locked or down), or the webhook is
+//! unreachable, timed out, or answered 5xx or 429 — the answer is `statusCode: 503`,
+//! `text/plain`, saying what failed, and it is not recorded as the message's answer: the agent
+//! keeps the message and sends it again with the same callback, and that redelivery is
+//! processed afresh (stored once: the callback is unique per agent).
+//!
 
 mod webhook;
 
@@ -127,26 +134,43 @@ impl Inbound {
                 );
                 return response(
                     &req,
-                    400,
+                    503,
                     None,
-                    format!("relay could not store the message: {e}"),
+                    format!("relay could not store the message: {e}; retry"),
                 );
             }
         };
         let answer = match self.answer(agent_id, &channel, &req).await {
             Ok(a) => a,
-            Err(e) => {
-                let text = format!("upstream error: {}", chain(&e));
+            Err(e) if e.is_temporary() => {
+                // Stored, not answered: not final; a redelivery is processed again.
+                let text = chain(&e);
                 tracing::warn!(
                     agent = agent_id,
                     channel,
                     error = text,
                     "inbound webhook failed"
                 );
+                return response(
+                    &req,
+                    503,
+                    None,
+                    format!("relay could not deliver the message: {text}; retry"),
+                );
+            }
+            Err(e) => {
+                // The webhook refused it for good (4xx), or the agent's body is unusable.
+                let text = format!("upstream error: {}", chain(&e));
+                tracing::warn!(
+                    agent = agent_id,
+                    channel,
+                    error = text,
+                    "inbound webhook refused the message"
+                );
                 match (req.content_type == CONTENT_TYPE_HL7_V2)
                     .then(|| ack(&req.body, AckCode::AE, Some(text.clone())))
                 {
-                    // The device gets an explicit error and will send again.
+                    // The device gets an explicit error.
                     Some(Ok(a)) => Answer {
                         status: 200,
                         content_type: CONTENT_TYPE_HL7_V2.into(),

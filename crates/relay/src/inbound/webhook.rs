@@ -21,6 +21,18 @@ pub(crate) enum WebhookError {
     Status(u16),
 }
 
+impl WebhookError {
+    /// Whether the webhook may take the message later (unreachable, timed out, 5xx, 429):
+    /// the relay answers 503 and the agent sends it again.
+    pub(crate) fn is_temporary(&self) -> bool {
+        match self {
+            WebhookError::Unreachable(_) => true,
+            WebhookError::Status(s) => *s >= 500 || *s == 429,
+            WebhookError::NotHex(_) => false,
+        }
+    }
+}
+
 /// Where and how inbound messages are posted.
 #[derive(Debug)]
 pub(crate) struct Webhook {

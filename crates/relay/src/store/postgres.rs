@@ -22,11 +22,11 @@ use tokio_postgres::{AsyncMessage, NoTls, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::cache::{CACHED_TYPES, RegistryCache, is_cached};
+use super::inbound::INBOUND_SELECT;
 use super::{
     Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, NewInbound, Recorded, Store,
     StoreError,
 };
-use super::inbound::INBOUND_SELECT;
 use crate::fhir::now_rfc3339;
 
 const SCHEMA: &str = "

@@ -11,11 +11,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use super::cache::CACHED_TYPES;
+use super::inbound::INBOUND_SELECT;
 use super::{
     Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, NewInbound, Recorded, Store,
     StoreError,
 };
-use super::inbound::INBOUND_SELECT;
 use crate::fhir::now_rfc3339;
 
 const SCHEMA: &str = "
