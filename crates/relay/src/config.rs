@@ -38,6 +38,10 @@ pub struct RelayConfig {
     pub max_inbound_per_agent: usize,
     /// Bytes of inbound messages one agent may have the relay handle at once.
     pub max_inbound_bytes: usize,
+    /// Connections served at once (HTTP and agent sockets); more are closed as soon as they
+    /// are accepted. `None`: the soft file-descriptor limit less 64, so the relay runs out of
+    /// connection slots before it runs out of descriptors.
+    pub max_connections: Option<usize>,
     /// Largest HTTP request body.
     pub max_body: usize,
     /// Largest WebSocket message.
@@ -86,6 +90,7 @@ impl Default for RelayConfig {
             max_inbound_per_socket: 32,
             max_inbound_per_agent: 64,
             max_inbound_bytes: 4 * max_ws_message,
+            max_connections: None,
             max_body: 16 * 1024 * 1024,
             max_ws_message,
             handshake_timeout: Duration::from_secs(10),

@@ -247,7 +247,9 @@ impl Relay {
         let limits = server::ConnLimits {
             handshake: config.handshake_timeout,
             header: config.header_timeout,
+            max_connections: server::max_connections(config.max_connections),
         };
+        tracing::info!(max_connections = limits.max_connections, "connection limit");
         let state = Arc::new(RelayState {
             config,
             registry,

@@ -110,9 +110,34 @@ pub struct ScriptedAgent {
 
 impl ScriptedAgent {
     pub async fn open(relay: &Relay) -> ScriptedAgent {
-        let url = format!("ws://127.0.0.1:{}/ws/agent", relay.local_addr().port());
+        ScriptedAgent::open_base(&relay.base_url()).await
+    }
+
+    /// Opens a socket to the relay at `base` (`http://host:port/`).
+    pub async fn open_base(base: &str) -> ScriptedAgent {
+        let url = format!("{}ws/agent", base.replacen("http", "ws", 1));
         let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         ScriptedAgent { ws }
+    }
+
+    /// Opens a socket to the relay at `base` and connects as `agent` with an access token for
+    /// `client`/`secret`; asserts the connect response.
+    pub async fn connect_base(
+        base: &str,
+        agent: &str,
+        client: &str,
+        secret: &str,
+    ) -> ScriptedAgent {
+        let mut a = ScriptedAgent::open_base(base).await;
+        let t = crate::token(base, client, secret).await;
+        a.send(&AgentMessage::ConnectRequest(ConnectRequest {
+            access_token: Some(t),
+            agent_id: Some(agent.into()),
+            callback: None,
+        }))
+        .await;
+        a.recv_kind("agent:connect:response").await;
+        a
     }
 
     /// Opens a socket and connects as the test agent; asserts the connect response.
