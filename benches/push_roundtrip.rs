@@ -48,15 +48,14 @@ async fn setup() -> Setup {
     .await
     .unwrap();
     relay
-        .state()
-        .store
+        .registry()
         .bootstrap(&json!({"resourceType": "Bundle", "type": "collection", "entry": [
             {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "s1"}},
             {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "s2",
-                "extension": [{"url": relay::auth::ALLOWED_AGENT_EXTENSION, "valueReference": {"reference": format!("Agent/{AGENT}")}}]}},
+                "extension": [{"url": relay::ALLOWED_AGENT_EXTENSION, "valueReference": {"reference": format!("Agent/{AGENT}")}}]}},
             {"resource": {"resourceType": "Agent", "id": AGENT, "status": "active"}},
             {"resource": {"resourceType": "Device", "id": "dev", "url": format!("mllp://{}", device.local_addr())}},
-        ]}))
+        ]})).await
         .unwrap();
     let data = std::env::temp_dir().join(format!("outpost-bench-{}", std::process::id()));
     let agent = Agent::start(

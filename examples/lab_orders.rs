@@ -36,21 +36,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     })
     .await?;
     let base = relay.base_url();
-    relay.state().store.bootstrap(&json!({"resourceType": "Bundle", "type": "collection", "entry": [
+    relay.registry().bootstrap(&json!({"resourceType": "Bundle", "type": "collection", "entry": [
         {"resource": {"resourceType": "ClientApplication", "id": "ehr", "secret": "ehr-secret"}},
         {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret",
-            "extension": [{"url": relay::auth::ALLOWED_AGENT_EXTENSION, "valueReference": {"reference": "Agent/lab-agent"}}]}},
+            "extension": [{"url": relay::ALLOWED_AGENT_EXTENSION, "valueReference": {"reference": "Agent/lab-agent"}}]}},
         {"resource": {"resourceType": "Agent", "id": "lab-agent", "name": "Lab agent", "status": "active"}},
         {"resource": {"resourceType": "Device", "id": "lis", "url": format!("mllp://{}", lis.local_addr())}},
         {"resource": {"resourceType": "Patient", "id": "pat-1", "identifier": [{"value": "MRN-555"}],
             "name": [{"family": "Doe", "given": ["Jane"]}], "birthDate": "1980-02-03", "gender": "female"}},
         {"resource": {"resourceType": "Subscription", "id": "orders-to-lis", "status": "active",
             "reason": "lab orders to the LIS", "criteria": "ServiceRequest?status=active", "channel": {"type": "rest-hook"},
-            "extension": [{"url": relay::orders::ORDER_PUSH_EXTENSION, "extension": [
+            "extension": [{"url": relay::ORDER_PUSH_EXTENSION, "extension": [
                 {"url": "agent", "valueReference": {"reference": "Agent/lab-agent"}},
                 {"url": "device", "valueReference": {"reference": "Device/lis"}},
                 {"url": "format", "valueCode": "hl7-orm"}]}]}},
-    ]}))?;
+    ]})).await?;
 
     let data =
         std::env::temp_dir().join(format!("outpost-lab-orders-example-{}", std::process::id()));

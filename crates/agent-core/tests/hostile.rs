@@ -147,9 +147,9 @@ async fn astm_garbage_and_endless_frames_are_refused() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let rows = relay
-            .state()
-            .store
+            .registry()
             .inbound(Some(AGENT), Some("astm-in"), 0, 10)
+            .await
             .unwrap();
         if rows.iter().any(|r| r.body.contains("PID9")) {
             break;
@@ -184,9 +184,9 @@ async fn an_endless_byte_stream_frame_is_dropped_and_the_next_one_delivered() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let rows = loop {
         let rows = relay
-            .state()
-            .store
+            .registry()
             .inbound(Some(AGENT), None, 0, 10)
+            .await
             .unwrap();
         if !rows.is_empty() || Instant::now() > deadline {
             break rows;

@@ -19,9 +19,9 @@ async fn send(port: u16, msg: &str) -> mllp::Ack {
 async fn wait_for_rows(relay: &relay::Relay, n: usize) -> Vec<relay::InboundRow> {
     for _ in 0..200 {
         let rows = relay
-            .state()
-            .store
+            .registry()
             .inbound(Some(AGENT), None, 0, 1000)
+            .await
             .unwrap();
         if rows.len() >= n {
             return rows;
@@ -29,23 +29,24 @@ async fn wait_for_rows(relay: &relay::Relay, n: usize) -> Vec<relay::InboundRow>
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     relay
-        .state()
-        .store
+        .registry()
         .inbound(Some(AGENT), None, 0, 1000)
+        .await
         .unwrap()
 }
 
 /// Adds a channel `name` (its Endpoint has the same id) to the agent and asks it to reload.
 async fn add_channel(w: &World, name: &str, address: &str) {
-    let store = &w.relay.state().store;
+    let store = w.relay.registry();
     store
         .put(serde_json::json!({"resourceType": "Endpoint", "id": name, "status": "active", "address": address}))
+        .await
         .unwrap();
-    let mut agent = (*store.get("Agent", AGENT).unwrap()).clone();
+    let mut agent = (*store.get("Agent", AGENT).await.unwrap().unwrap()).clone();
     agent["channel"].as_array_mut().unwrap().push(
         serde_json::json!({"name": name, "endpoint": {"reference": format!("Endpoint/{name}")}}),
     );
-    store.put(agent).unwrap();
+    store.put(agent).await.unwrap();
     let token = caller(&w.relay.base_url()).token().await.unwrap();
     let r = reqwest::Client::new()
         .get(format!(
@@ -115,7 +116,7 @@ async fn relay_down_nothing_lost_and_delivered_once_when_it_returns() {
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        relay.state().store.inbound_count().unwrap(),
+        relay.registry().inbound_count().await.unwrap(),
         3,
         "no duplicates"
     );
@@ -276,7 +277,7 @@ async fn byte_stream_frames_reach_the_relay_and_its_answers_come_back_in_order()
     })
     .await
     .unwrap();
-    relay.state().store.bootstrap(&bundle).unwrap();
+    relay.registry().bootstrap(&bundle).await.unwrap();
     let agent = start_agent(agent_config(&relay.base_url(), tmp("agent"))).await;
 
     let mut device = tokio::net::TcpStream::connect(("127.0.0.1", channel_port))

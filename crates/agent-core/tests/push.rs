@@ -242,9 +242,9 @@ async fn agent_keeps_working_after_its_token_expires() {
     let ack = conn.send(oru("AFTER-EXPIRY").as_bytes()).await.unwrap();
     assert_eq!(msa(ack.bytes()).0, "AA");
     let rows = relay
-        .state()
-        .store
+        .registry()
         .inbound(Some(AGENT), None, 0, 10)
+        .await
         .unwrap();
     assert_eq!(
         rows.len(),
@@ -268,7 +268,7 @@ async fn agent_keeps_working_after_its_token_expires() {
 #[tokio::test]
 async fn schemes_without_a_client_say_so() {
     let w = world().await;
-    w.relay.state().store.put(serde_json::json!({"resourceType": "Device", "id": "gopher", "url": "gopher://127.0.0.1:70"})).unwrap();
+    w.relay.registry().put(serde_json::json!({"resourceType": "Device", "id": "gopher", "url": "gopher://127.0.0.1:70"})).await.unwrap();
     let err = caller(&w.relay.base_url())
         .push_to_agent(AGENT, "Device/gopher", "x", "text/plain", &wait(5_000))
         .await
@@ -298,10 +298,9 @@ async fn astm_push_reaches_the_analyzer() {
         conn.next_message().await.unwrap().unwrap()
     });
     w.relay
-        .state()
-        .store
+        .registry()
         .put(serde_json::json!({"resourceType": "Device", "id": "analyzer", "url": format!("astm://127.0.0.1:{port}")}))
-        .unwrap();
+        .await.unwrap();
     // records separated by \n in the JSON body, as a caller writes them
     let body = "H|\\^&|||LIS\nP|1||PID7||Müller^Jörg\nO|1|S7||^^^GLU|R\nL|1|N";
     let PushAnswer::Answer {
@@ -338,10 +337,9 @@ async fn astm_push_to_nobody_is_a_400() {
     let w = world().await;
     let port = free_port();
     w.relay
-        .state()
-        .store
+        .registry()
         .put(serde_json::json!({"resourceType": "Device", "id": "analyzer", "url": format!("astm://127.0.0.1:{port}")}))
-        .unwrap();
+        .await.unwrap();
     let err = caller(&w.relay.base_url())
         .push_to_agent(
             AGENT,
@@ -364,7 +362,7 @@ async fn agent_status_off_refuses_pushes() {
     let w = world().await;
     let mut agent = w.bundle["entry"][2]["resource"].clone();
     agent["status"] = "off".into();
-    w.relay.state().store.put(agent).unwrap();
+    w.relay.registry().put(agent).await.unwrap();
     // the agent re-reads its configuration when told to
     let tls = agent_core::client_config(None).unwrap();
     let c =
@@ -389,11 +387,11 @@ async fn agent_status_off_refuses_pushes() {
 #[path = "../../dicom-net/tests/dcmtk/mod.rs"]
 mod dcmtk;
 
-fn put_device(w: &World, id: &str, url: &str) {
+async fn put_device(w: &World, id: &str, url: &str) {
     w.relay
-        .state()
-        .store
+        .registry()
         .put(serde_json::json!({"resourceType": "Device", "id": id, "url": url}))
+        .await
         .unwrap();
 }
 
@@ -420,7 +418,8 @@ async fn dicom_push_stores_a_file_with_storescp() {
             "dicom://127.0.0.1:{}?calledAet=STORESCP&callingAet=OUTPOST",
             scp.port
         ),
-    );
+    )
+    .await;
     let body = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&file).unwrap());
     let PushAnswer::Answer { content_type, body } = caller(&w.relay.base_url())
         .push_to_agent(
@@ -467,7 +466,8 @@ async fn dicom_push_queries_a_worklist_with_wlmscpfs() {
         &w,
         "ris",
         &format!("dicom://127.0.0.1:{}?calledAet=WLSCP", wl.port),
-    );
+    )
+    .await;
     let query = serde_json::json!({
         "00100010": {"vr": "PN"},
         "00080050": {"vr": "SH"},
@@ -511,7 +511,8 @@ async fn dicom_push_rejected_association_is_a_400_with_the_reason() {
         &w,
         "qr",
         &format!("dicom://127.0.0.1:{}?calledAet=WRONG", qr.port),
-    );
+    )
+    .await;
     let query =
         serde_json::json!({"00080052": {"vr": "CS", "Value": ["STUDY"]}, "0020000D": {"vr": "UI"}});
     let err = caller(&w.relay.base_url())

@@ -46,7 +46,7 @@ async fn tls_relay(
     })
     .await
     .unwrap();
-    relay.state().store.bootstrap(bundle).unwrap();
+    relay.registry().bootstrap(bundle).await.unwrap();
     relay
 }
 

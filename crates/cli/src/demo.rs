@@ -97,13 +97,13 @@ async fn demo(out: &Out) -> anyhow::Result<ExitCode> {
     })
     .await
     .context("cannot start the relay")?;
-    relay.state().store.bootstrap(&json!({"resourceType": "Bundle", "type": "collection", "entry": [
+    relay.registry().bootstrap(&json!({"resourceType": "Bundle", "type": "collection", "entry": [
         {"resource": {"resourceType": "ClientApplication", "id": "demo-caller", "secret": "demo-caller-secret"}},
         {"resource": {"resourceType": "ClientApplication", "id": "demo-agent", "secret": "demo-agent-secret",
-            "extension": [{"url": relay::auth::ALLOWED_AGENT_EXTENSION, "valueReference": {"reference": format!("Agent/{AGENT}")}}]}},
+            "extension": [{"url": relay::ALLOWED_AGENT_EXTENSION, "valueReference": {"reference": format!("Agent/{AGENT}")}}]}},
         {"resource": {"resourceType": "Agent", "id": AGENT, "name": "Demo agent", "status": "active"}},
         {"resource": {"resourceType": "Device", "id": DEVICE, "url": device_url}},
-    ]}))?;
+    ]})).await?;
     let base = relay.base_url();
     say(out, "relay", format!("listening on {base}"));
     say(

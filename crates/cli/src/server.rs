@@ -54,6 +54,11 @@ pub struct ServerArgs {
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    // As many descriptors as the hard limit allows: the relay caps connections below it.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(nofile = n, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+    }
     let heartbeat = Duration::from_secs(args.heartbeat_secs.max(1));
     let config = RelayConfig {
         listen: args.listen,
@@ -62,6 +67,8 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         tls: args.tls_cert.zip(args.tls_key),
         inbound_webhook: args.inbound_webhook,
         heartbeat_interval: heartbeat,
+        // A heartbeat unanswered for half a period marks the agent unresponsive.
+        heartbeat_grace: heartbeat / 2,
         agent_timeout: heartbeat * 3 + Duration::from_secs(5),
         order_attempts: args.order_attempts.max(1),
         redis_url: args.redis_url,

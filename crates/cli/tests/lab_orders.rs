@@ -53,7 +53,8 @@ fn response(audit: &Value) -> String {
 
 #[test]
 fn service_request_to_medplum_hl7_listener_and_back() {
-    let (port, lis_port) = (free_port(), free_port());
+    // `medplum hl7 listen` binds the port it is given: one picked free.
+    let lis_port = free_port();
     let dir = std::env::temp_dir().join(format!("outpost-lab-orders-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -74,13 +75,12 @@ fn service_request_to_medplum_hl7_listener_and_back() {
                 {"url": "format", "valueCode": "hl7-orm"}]}]}},
     ]});
     std::fs::write(dir.join("bundle.json"), bundle.to_string()).unwrap();
-    let base = format!("http://127.0.0.1:{port}/");
 
     let mut cmd = outpost();
     cmd.args([
         "server",
         "--listen",
-        &format!("127.0.0.1:{port}"),
+        "127.0.0.1:0",
         "--order-attempts",
         "3",
         "--order-backoff-ms",
@@ -91,7 +91,7 @@ fn service_request_to_medplum_hl7_listener_and_back() {
     .arg("--bootstrap")
     .arg(dir.join("bundle.json"));
     let mut relay = Proc::spawn("outpost server", cmd);
-    relay.wait_for("Relay listening on ", WAIT);
+    let base = relay.listening_url(WAIT);
     let mut cmd = outpost();
     cmd.env("RUST_LOG", "info")
         .args([

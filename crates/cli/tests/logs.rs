@@ -53,7 +53,8 @@ fn no_secrets_tokens_or_bodies_in_logs_at_info() {
         .await
         .unwrap()
     });
-    let (port, channel) = (free_port(), free_port());
+    // The agent binds its channel by number: one picked free.
+    let channel = free_port();
     let dir = std::env::temp_dir().join(format!("outpost-logs-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -67,15 +68,14 @@ fn no_secrets_tokens_or_bodies_in_logs_at_info() {
         {"resource": {"resourceType": "Device", "id": "lis", "url": format!("mllp://{}", device.local_addr())}},
     ]});
     std::fs::write(dir.join("bundle.json"), bundle.to_string()).unwrap();
-    let base = format!("http://127.0.0.1:{port}/");
     let mut cmd = outpost();
     cmd.env_remove("RUST_LOG")
-        .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .args(["server", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir.join("relay"))
         .arg("--bootstrap")
         .arg(dir.join("bundle.json"));
     let mut relay = Proc::spawn("outpost server", cmd);
-    relay.wait_for("Relay listening on ", WAIT);
+    let base = relay.listening_url(WAIT);
     let mut cmd = outpost();
     cmd.env_remove("RUST_LOG")
         .args([

@@ -12,27 +12,22 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::services::{Postgres, Redis};
-use support::{Proc, ack_device, free_port, outpost, token};
+use support::{Proc, ack_device, outpost, token, wait_until};
 
 const WAIT: Duration = Duration::from_secs(60);
 const AGENTS: usize = 6;
 
+/// A relay process on a port it binds itself; the process and that port.
 fn relay(
-    port: u16,
+    name: &str,
     dir: &std::path::Path,
     redis: &Redis,
     pg: &Postgres,
     bootstrap: Option<&std::path::Path>,
-) -> Proc {
+) -> (Proc, u16) {
     let mut cmd = outpost();
     cmd.env("RUST_LOG", "info")
-        .args([
-            "server",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--heartbeat-secs",
-            "1",
-        ])
+        .args(["server", "--listen", "127.0.0.1:0", "--heartbeat-secs", "1"])
         .args([
             "--redis-url",
             &redis.url(),
@@ -40,13 +35,19 @@ fn relay(
             &pg.url(),
             "--data",
         ])
-        .arg(dir.join(format!("relay-{port}")));
+        .arg(dir.join(format!("relay-{name}")));
     if let Some(b) = bootstrap {
         cmd.arg("--bootstrap").arg(b);
     }
     let mut p = Proc::spawn("outpost server", cmd);
-    p.wait_for("Relay listening on ", WAIT);
-    p
+    let url = p.listening_url(WAIT);
+    let port = url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {url}"));
+    (p, port)
 }
 
 /// A TCP balancer: each connection goes to the next backend that accepts it.
@@ -156,11 +157,13 @@ fn three_relays_one_fleet() {
     )
     .unwrap();
 
-    let ports = [free_port(), free_port(), free_port()];
-    let mut relays: Vec<Option<Proc>> =
-        vec![Some(relay(ports[0], &dir, &redis, &pg, Some(&bundle)))];
-    for p in &ports[1..] {
-        relays.push(Some(relay(*p, &dir, &redis, &pg, None)));
+    let (first, p0) = relay("0", &dir, &redis, &pg, Some(&bundle));
+    let mut relays: Vec<Option<Proc>> = vec![Some(first)];
+    let mut ports = vec![p0];
+    for name in ["1", "2"] {
+        let (r, p) = relay(name, &dir, &redis, &pg, None);
+        relays.push(Some(r));
+        ports.push(p);
     }
     let base = |i: usize| format!("http://127.0.0.1:{}/", ports[i]);
 
@@ -222,7 +225,13 @@ fn three_relays_one_fleet() {
                 {"url": "agent", "valueReference": {"reference": "Agent/agent-5"}},
                 {"url": "device", "valueReference": {"reference": "Device/dev-5"}},
                 {"url": "format", "valueCode": "hl7-orm"}]}]})).await, 201);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Relay 2 hears of the Subscription through PostgreSQL's NOTIFY.
+        let sub_url = format!("{}fhir/R4/Subscription/orders", base(2));
+        wait_until("relay 2 has the Subscription", Duration::from_secs(10), || async {
+            let r = client.get(&sub_url).bearer_auth(&tokens[2]).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await;
         assert_eq!(put(2, json!({"resourceType": "ServiceRequest", "id": "sr-1", "status": "active", "intent": "order",
             "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]}, "subject": {"reference": "Patient/p1"}})).await, 201);
         let mut audit = Value::Null;

@@ -6,41 +6,15 @@ mod support;
 
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use serde_json::json;
 use support::services::{Postgres, Redis};
-use support::{Proc, ack_device, free_port, outpost, run, token};
-
-/// A CA and a certificate for 127.0.0.1 signed by it: (ca, cert, key) paths.
-fn pki(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "Outpost backend test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    let paths = [
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    ];
-    std::fs::write(&paths[0], ca.pem()).unwrap();
-    std::fs::write(&paths[1], cert.pem()).unwrap();
-    std::fs::write(&paths[2], key.serialize_pem()).unwrap();
-    paths
-}
+use support::{Proc, ack_device, outpost, run, scratch, token};
+use test_support::Pki;
 
 #[test]
 fn relay_uses_postgres_and_redis_over_tls_only() {
-    let dir = std::env::temp_dir().join(format!("outpost-backend-tls-{}", free_port()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let [ca, cert, key] = pki(&dir);
+    let dir = scratch("backend-tls");
+    let Pki { ca, cert, key, .. } = Pki::new(&dir, "Outpost backend test CA");
     let redis = Redis::start_tls((&ca, &cert, &key));
     let pg = Postgres::start_tls((&ca, &cert, &key));
     let database_url = format!("{}?sslmode=require", pg.url());
@@ -68,9 +42,8 @@ fn relay_uses_postgres_and_redis_over_tls_only() {
         ]});
         let bundle_path = dir.join("bundle.json");
         std::fs::write(&bundle_path, bundle.to_string()).unwrap();
-        let port = free_port();
         let mut cmd = outpost();
-        cmd.args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        cmd.args(["server", "--listen", "127.0.0.1:0", "--data"])
             .arg(dir.join("relay"))
             .args(["--database-url", &database_url, "--redis-url", &redis.url()])
             .arg("--backend-ca-file")
@@ -78,8 +51,7 @@ fn relay_uses_postgres_and_redis_over_tls_only() {
             .arg("--bootstrap")
             .arg(&bundle_path);
         let mut relay = Proc::spawn("outpost server", cmd);
-        relay.wait_for("Relay listening on ", Duration::from_secs(60));
-        let base = format!("http://127.0.0.1:{port}/");
+        let base = relay.listening_url(Duration::from_secs(60));
         let agent = agent_core::Agent::start(
             agent_core::AgentConfig {
                 base_url: base.clone(),

@@ -9,61 +9,105 @@
 //!
 //! - `POST /oauth2/token`: client credentials (form or HTTP Basic) against `ClientApplication`
 //!   resources → an HS256 JWT with `client_id`, `exp` one hour ahead, no `login_id`.
-//! - `GET /ws/agent`: agent sessions (see the `ws` module docs).
+//! - `GET /ws/agent`: agent sessions: heartbeats both ways, a silent agent disconnected, every
+//!   write with a deadline and unsent data bounded.
 //! - `POST /fhir/R4/Agent/{id}/$push` (also `%24push`, `Agent/$push?identifier=`),
 //!   `GET Agent/{id}/$status`, `GET Agent/$bulk-status`, `$reload-config`, `$fetch-logs`,
 //!   `$upgrade`.
 //! - Create, read, update, delete and search for `Agent`, `Device`, `Endpoint`,
-//!   `ClientApplication` (and the lab-order resources) under `/fhir/R4/`, in SQLite.
+//!   `ClientApplication` (and the lab-order resources) under `/fhir/R4/`, in SQLite (one
+//!   process) or PostgreSQL (several processes, routing through Redis).
 //! - Inbound device messages are stored, de-duplicated by callback, optionally POSTed to a
 //!   webhook, and answered (an HL7 AA by default).
 //! - Lab orders: a `ServiceRequest` created or updated here, or notified by another FHIR
 //!   server (`POST /outpost/notify/{subscription}`), is converted to ORM/OML/ASTM and pushed as a
-//!   matching `Subscription` says (see [`orders`]).
+//!   matching order-push `Subscription` says.
 //!
 //! Where Medplum loses a message silently, the relay says so: a push to an agent that is not
-//! connected is a 400 ("not connected") rather than "All OK"; an agent that disconnects while a
-//! push waits fails the push at once; failures are 400s, never 5xx (the Medplum client retries
-//! 5xx, which would deliver twice).
+//! connected, or has stopped answering heartbeats, is a 400 rather than "All OK"; an agent that
+//! disconnects while a push waits fails the push at once; failures are 400s, never 5xx (the
+//! Medplum client retries 5xx, which would deliver twice).
 //!
 //! It does not run Medplum Bots; inbound messages go to a webhook instead.
+//!
+//! ## Inside
+//!
+//! Imports run one way, top to bottom; nothing calls back up.
+//!
+//! ```text
+//!   lib.rs (Relay: wiring)   server.rs (accept loop, TLS, connection limits)
+//!        │
+//!   http/        routes, extractors (Caller, FhirRoute), bodies, FHIR responses
+//!        │
+//!   orders/      lab orders: Subscriptions, conversion, the delivery loop
+//!   agents/      sessions (one per socket), LocalAgents, Cluster (Redis), AgentRouter
+//!   inbound/     device messages: store, webhook, answer
+//!        │
+//!   auth/        tokens, client secrets, the agent binding      store/   Store trait,
+//!   fhir.rs      ids, instants, query strings                            sqlite, postgres
+//! ```
+//!
+//! ## Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use relay::{Relay, RelayConfig};
+//!
+//! let relay = Relay::start(RelayConfig {
+//!     listen: "127.0.0.1:0".into(), // any free port; `local_addr()` says which
+//!     ..RelayConfig::default()      // registry in memory
+//! })
+//! .await?;
+//! relay
+//!     .registry()
+//!     .bootstrap(&serde_json::json!({"resourceType": "Bundle", "entry": [
+//!         {"resource": {"resourceType": "Agent", "id": "lab", "status": "active"}}]}))
+//!     .await?;
+//! assert_eq!(relay.registry().cached_resources(), 1);
+//! assert!(!relay.is_connected("lab"));
+//! relay.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! ## Features
 //!
 //! None.
 
-// Route helpers return `Result<_, Response>`: the error *is* the HTTP answer, built once per
-// failed request. Boxing it would only add an allocation.
-#![allow(clippy::result_large_err)]
+#![warn(unreachable_pub)]
 
 mod agents;
-pub mod auth;
-pub mod cluster;
+mod auth;
+mod config;
 mod error;
+mod fhir;
 mod http;
 mod inbound;
-mod ops;
-pub mod orders;
-mod pg;
-mod routes;
-mod state;
+mod orders;
+mod server;
 mod store;
-mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower::ServiceExt;
 
-pub use agents::{Agents, Presence};
+pub use agents::{AskError, ClusterError, VERSION};
+pub use auth::{ALLOWED_AGENT_EXTENSION, Claims, KeyError, TOKEN_TTL_SECS, TokenError, Tokens};
+pub use config::RelayConfig;
 pub use error::Error;
-pub use state::{RelayConfig, RelayState, VERSION};
-pub use store::{Delivery, InboundRow, Recorded, Store};
+pub use orders::{ORDER_PUSH_EXTENSION, SubscriptionError};
+pub use store::{
+    InboundQuery, InboundRow, InvalidResource, NewInbound, PutError, Recorded, Registry, StoreError,
+};
+
+use agents::{AgentRouter, Cluster, LocalAgents, SessionConfig, Sessions};
+use http::RelayState;
+use inbound::Inbound;
+use orders::{OrderConfig, Orders};
 
 /// A running relay.
 #[derive(Debug)]
@@ -76,80 +120,147 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Opens the registry, loads the bootstrap bundle, binds and starts serving.
+    /// Opens the registry, loads the bootstrap bundle, binds `config.listen` and starts
+    /// serving.
+    ///
+    /// # Errors
+    ///
+    /// [`Error`]: the data directory, the registry (a damaged SQLite file is refused), the
+    /// bootstrap file, the token key, Redis, TLS files, or the listening address.
     pub async fn start(config: RelayConfig) -> Result<Relay, Error> {
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| Error::Listen {
+                addr: config.listen.clone(),
+                source,
+            })?;
+        Relay::start_on(listener, config).await
+    }
+
+    /// The same, on a listener the caller has bound (`config.listen` is not used).
+    ///
+    /// # Errors
+    ///
+    /// As [`Relay::start`].
+    pub async fn start_on(listener: TcpListener, config: RelayConfig) -> Result<Relay, Error> {
         if let Some(dir) = &config.data_dir {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|source| Error::DataDir {
+                path: dir.clone(),
+                source,
+            })?;
         }
         let backend_ca = match &config.backend_ca_file {
-            Some(f) => Some(
-                std::fs::read(f).map_err(|e| Error::Invalid(format!("{}: {e}", f.display())))?,
-            ),
+            Some(f) => Some(std::fs::read(f).map_err(|source| Error::ReadFile {
+                path: f.clone(),
+                source,
+            })?),
             None => None,
         };
-        let store = match &config.database_url {
-            Some(url) => Store::open_postgres(url, backend_ca.as_deref())?,
-            None => Store::open(
-                config
-                    .data_dir
-                    .as_deref()
-                    .map(|d| d.join("relay.sqlite"))
-                    .as_deref(),
-            )?,
+        let registry = match &config.database_url {
+            Some(url) => Registry::open_postgres(url, backend_ca.as_deref()).await?,
+            None => {
+                let file = config.data_dir.as_deref().map(|d| d.join("relay.sqlite"));
+                Registry::open_sqlite(file.as_deref()).await?
+            }
         };
         if let Some(path) = &config.bootstrap {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-            let bundle: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-            let n = store.bootstrap(&bundle)?;
+            let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
+                path: path.clone(),
+                source,
+            })?;
+            let bundle: serde_json::Value =
+                serde_json::from_str(&text).map_err(|source| Error::BootstrapJson {
+                    path: path.clone(),
+                    source,
+                })?;
+            let n = registry
+                .bootstrap(&bundle)
+                .await
+                .map_err(|source| Error::Bootstrap {
+                    path: path.clone(),
+                    source,
+                })?;
             tracing::info!(resources = n, file = %path.display(), "bootstrap loaded");
         }
-        let key = auth::signing_key(config.data_dir.as_deref(), &store)?;
+        let key = signing_key(&config, &registry).await?;
         let cluster = match &config.redis_url {
-            Some(url) => Some(
-                cluster::Cluster::connect(url, backend_ca.as_deref(), config.agent_timeout).await?,
-            ),
+            Some(url) => {
+                Some(Cluster::connect(url, backend_ca.as_deref(), config.agent_timeout).await?)
+            }
             None => None,
         };
         let tls = match &config.tls {
-            Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+            Some((cert, key)) => Some(server::tls_acceptor(cert, key)?),
             None => None,
         };
-        let listener = TcpListener::bind(&config.listen)
-            .await
-            .map_err(|e| Error::Io(format!("cannot listen on {}: {e}", config.listen)))?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| Error::Io(e.to_string()))?;
-        let config_ttl = config.token_ttl.as_secs() as i64;
+        let local_addr = listener.local_addr().map_err(|source| Error::Listen {
+            addr: config.listen.clone(),
+            source,
+        })?;
         let (stop, stopping) = watch::channel(false);
+        let tokens = Tokens::new(&key).with_ttl(config.token_ttl.as_secs() as i64);
         let http = reqwest::Client::builder()
             .build()
-            .map_err(|e| Error::Io(format!("http client: {e}")))?;
-        let state = Arc::new(RelayState {
-            config,
-            store,
-            tokens: auth::Tokens::new(&key).with_ttl(config_ttl),
-            agents: Agents::default(),
-            http,
-            stopping: stopping.clone(),
-            orders_wakeup: tokio::sync::Notify::new(),
+            .map_err(Error::HttpClient)?;
+        let local = Arc::new(LocalAgents::new(
+            config.max_inbound_per_agent,
+            config.max_inbound_bytes,
+        ));
+        let router = Arc::new(AgentRouter::new(local.clone(), cluster.clone()));
+        let orders = Arc::new(Orders::new(
+            registry.clone(),
+            router.clone(),
+            OrderConfig {
+                attempts: config.order_attempts,
+                backoff: config.order_backoff,
+                timeout: config.order_timeout,
+            },
+        ));
+        let inbound = Arc::new(Inbound::new(
+            registry.clone(),
+            tokens.clone(),
+            config.inbound_webhook.clone().map(|url| (url, http)),
+        ));
+        let sessions = Arc::new(Sessions {
+            config: SessionConfig {
+                heartbeat_interval: config.heartbeat_interval,
+                heartbeat_grace: config.heartbeat_grace,
+                agent_timeout: config.agent_timeout,
+                connect_timeout: config.connect_timeout,
+                max_message: config.max_ws_message,
+                max_unsent: config.max_unsent,
+                write_timeout: config.write_timeout,
+                max_inbound_per_socket: config.max_inbound_per_socket,
+            },
+            tokens: tokens.clone(),
+            registry: registry.clone(),
+            inbound,
+            local: local.clone(),
             cluster: cluster.clone(),
+            stopping: stopping.clone(),
         });
-        tokio::spawn(orders::run(state.clone()));
+        tokio::spawn(orders.clone().run(stopping.clone()));
         if let Some(c) = cluster {
             tracing::info!(process = c.id(), "relay joins the cluster (Redis)");
-            tokio::spawn(cluster::run(state.clone(), c));
+            tokio::spawn(agents::run_cluster(local, c, stopping.clone()));
         }
-        let app = routes::router(state.clone());
-        let is_tls = tls.is_some();
-        let limits = ConnLimits {
-            handshake: state.config.handshake_timeout,
-            header: state.config.header_timeout,
+        let limits = server::ConnLimits {
+            handshake: config.handshake_timeout,
+            header: config.header_timeout,
+            max_connections: server::max_connections(config.max_connections),
         };
-        let task = tokio::spawn(serve(listener, tls, app, stopping, limits));
+        tracing::info!(max_connections = limits.max_connections, "connection limit");
+        let state = Arc::new(RelayState {
+            config,
+            registry,
+            tokens,
+            router,
+            orders,
+            sessions,
+        });
+        let app = http::router(state.clone());
+        let is_tls = tls.is_some();
+        let task = tokio::spawn(server::serve(listener, tls, app, stopping, limits));
         tracing::info!(addr = %local_addr, tls = is_tls, "relay listening");
         Ok(Relay {
             state,
@@ -171,9 +282,29 @@ impl Relay {
         format!("{scheme}://127.0.0.1:{}/", self.local_addr.port())
     }
 
-    /// The shared state (registry, live agents).
-    pub fn state(&self) -> &Arc<RelayState> {
-        &self.state
+    /// The registry: resources, inbound messages, queued orders.
+    pub fn registry(&self) -> &Registry {
+        &self.state.registry
+    }
+
+    /// The token issuer and verifier (its key).
+    pub fn tokens(&self) -> &Tokens {
+        &self.state.tokens
+    }
+
+    /// Whether the agent has a live socket on this process.
+    pub fn is_connected(&self, agent_id: &str) -> bool {
+        self.state.router.local().is_connected(agent_id)
+    }
+
+    /// Agents with a live socket on this process.
+    pub fn connected_agents(&self) -> usize {
+        self.state.router.local().connected_count()
+    }
+
+    /// Callers waiting for an agent's answer now.
+    pub fn waiting_requests(&self) -> usize {
+        self.state.router.waiting()
     }
 
     /// Stops accepting, closes every agent socket, and waits for the server to finish.
@@ -183,133 +314,16 @@ impl Relay {
     }
 }
 
-/// Resolves once the stop flag is set (without holding the watch lock across awaits).
-async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
-}
-
-fn tls_acceptor(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<tokio_rustls::TlsAcceptor, Error> {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| Error::Tls(format!("{}: {e}", cert.display())))?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| Error::Tls(format!("{}: {e}", key.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| Error::Tls(e.to_string()))?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
-/// Time limits on each connection.
-#[derive(Debug, Clone, Copy)]
-struct ConnLimits {
-    /// TLS handshake.
-    handshake: Duration,
-    /// The head of each request (the first, and each next one on a kept-alive connection).
-    header: Duration,
-}
-
-/// Accepts connections (TLS when an acceptor is given) and serves each with HTTP/1.1 and
-/// WebSocket upgrades. A client that is slow to finish a TLS handshake or a request head (a
-/// slow-loris), or that keeps a connection idle between requests, is disconnected after the
-/// limits; request bodies have their own limit in the routes.
-async fn serve(
-    listener: TcpListener,
-    acceptor: Option<tokio_rustls::TlsAcceptor>,
-    app: axum::Router,
-    mut stopping: watch::Receiver<bool>,
-    limits: ConnLimits,
-) {
-    // HTTP/1.1 only: the clients (the Medplum CLI and client, agents) speak it, and TLS offers
-    // no ALPN for h2. (hyper-util's auto builder sniffs for h2 before any timer runs, so a silent
-    // client would hold its connection forever.)
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header);
-    let builder = Arc::new(builder);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    // Out of file descriptors, most likely: give them a moment to come back.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stopped(&mut stopping) => return,
-        };
-        let _ = tcp.set_nodelay(true);
-        let (acceptor, app, stop, builder) = (
-            acceptor.clone(),
-            app.clone(),
-            stopping.clone(),
-            builder.clone(),
-        );
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    app.clone().oneshot(req.map(axum::body::Body::new))
-                },
-            );
-            match acceptor {
-                None => serve_conn(&builder, TokioIo::new(tcp), service, peer, stop).await,
-                Some(acceptor) => {
-                    // A client that never finishes the handshake holds nothing for long.
-                    match tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => {
-                            serve_conn(&builder, TokioIo::new(tls), service, peer, stop).await
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                }
-            }
-        });
-    }
-}
-
-async fn serve_conn<I, S, B>(
-    builder: &hyper::server::conn::http1::Builder,
-    io: I,
-    service: S,
-    peer: SocketAddr,
-    mut stop: watch::Receiver<bool>,
-) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::Service<
-            hyper::Request<hyper::body::Incoming>,
-            Response = hyper::Response<B>,
-        > + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let conn = builder.serve_connection(io, service).with_upgrades();
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "connection error");
-            }
-        }
-        _ = stopped(&mut stop) => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+/// The token signing key: `OUTPOST_TOKEN_KEY` (base64) if set; with a shared (PostgreSQL)
+/// registry, the key stored there, so that every relay process accepts every other's tokens;
+/// else `<data>/token.key`.
+async fn signing_key(config: &RelayConfig, registry: &Registry) -> Result<Vec<u8>, Error> {
+    if std::env::var_os("OUTPOST_TOKEN_KEY").is_none() && registry.is_shared() {
+        use base64::Engine;
+        let fresh = base64::engine::general_purpose::STANDARD.encode(auth::random_key()?);
+        if let Some(b64) = registry.shared_setting("token_key", fresh).await? {
+            return Ok(auth::decode_key(&b64, "the stored token key")?);
         }
     }
+    Ok(auth::load_or_create_key(config.data_dir.as_deref())?)
 }

@@ -1,15 +1,13 @@
 //! The agent WebSocket: connect checks, heartbeats, status, replacement, inbound messages.
 
-mod common;
-
 use std::time::Duration;
 
 use agent_protocol::{
     AgentMessage, ConnectRequest, HeartbeatRequest, HeartbeatResponse, TransmitRequest,
 };
-use common::*;
 use relay::RelayConfig;
 use serde_json::json;
+use test_support::relay::*;
 
 async fn connect_with(
     relay: &relay::Relay,
@@ -61,8 +59,7 @@ async fn connect_refusals_close_the_socket() {
     )
     .await;
     let expired = relay
-        .state()
-        .tokens
+        .tokens()
         .issue(AGENT_CLIENT, chrono::Utc::now().timestamp() - 7200);
     refused(
         connect_with(&relay, Some(expired), Some(AGENT)).await,
@@ -87,7 +84,7 @@ async fn connect_refusals_close_the_socket() {
         "ClientApplication/agent-client may not act as Agent/agent-off",
     )
     .await;
-    assert_eq!(relay.state().agents.connected_count(), 0);
+    assert_eq!(relay.connected_agents(), 0);
 }
 
 #[tokio::test]
@@ -185,7 +182,14 @@ async fn heartbeats_both_ways_and_status() {
         "{statuses:?}"
     );
     drop(agent);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    test_support::wait_until(
+        "the relay sees the socket close",
+        Duration::from_secs(5),
+        || async {
+            (status(&relay).await["parameter"][0]["valueCode"] != "connected").then_some(())
+        },
+    )
+    .await;
     assert_eq!(
         status(&relay).await["parameter"][0]["valueCode"],
         "disconnected"
@@ -208,7 +212,7 @@ async fn silent_agent_is_disconnected() {
     let mut agent = ScriptedAgent::connect(&relay).await;
     // never answers heartbeats
     assert!(agent.closed().await);
-    assert!(!relay.state().agents.is_connected(AGENT));
+    assert!(!relay.is_connected(AGENT));
 }
 
 #[tokio::test]
@@ -246,7 +250,7 @@ async fn a_second_connection_replaces_the_first() {
     let mut first = ScriptedAgent::connect(&relay).await;
     let _second = ScriptedAgent::connect(&relay).await;
     assert!(first.closed().await);
-    assert!(relay.state().agents.is_connected(AGENT));
+    assert!(relay.is_connected(AGENT));
 }
 
 fn inbound(callback: &str, token: &str, body: &str) -> AgentMessage {
@@ -258,6 +262,7 @@ fn inbound(callback: &str, token: &str, body: &str) -> AgentMessage {
         body: body.into(),
         callback: Some(callback.into()),
         return_ack: None,
+        deadline_ms: None,
     })
 }
 
@@ -291,9 +296,9 @@ async fn inbound_messages_are_stored_once_and_acknowledged() {
     };
     assert_eq!(again.body, r.body);
     let rows = relay
-        .state()
-        .store
+        .registry()
         .inbound(Some(AGENT), None, 0, 100)
+        .await
         .unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].body, ORU);
@@ -399,8 +404,11 @@ async fn webhook_reply_is_the_answer() {
     );
 }
 
+/// The agent-link contract (a temporary failure is never a final answer): a webhook that is
+/// down is a retryable 503 for the agent, not recorded; a webhook that refuses the message
+/// (4xx) gives the device an AE.
 #[tokio::test]
-async fn failing_webhook_gives_the_device_an_ae() {
+async fn failing_webhook_is_a_503_for_the_agent_and_a_refusing_one_an_ae() {
     let (url, _seen) = webhook(503, "down").await;
     let relay = start_with(RelayConfig {
         inbound_webhook: Some(url),
@@ -413,9 +421,39 @@ async fn failing_webhook_gives_the_device_an_ae() {
     let AgentMessage::TransmitResponse(r) = agent.recv_kind("agent:transmit:response").await else {
         unreachable!()
     };
+    assert_eq!(r.status_code, Some(503), "{}", r.body);
+    assert_eq!(r.content_type, "text/plain");
+    assert!(
+        r.body.contains("webhook answered HTTP 503") && r.body.ends_with("; retry"),
+        "{}",
+        r.body
+    );
+    let rows = relay
+        .registry()
+        .inbound(Some(AGENT), None, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "stored once");
+    assert_eq!(
+        rows[0].status_code, None,
+        "a 503 is not recorded as the answer"
+    );
+
+    let (url, _seen) = webhook(422, "no").await;
+    let relay = start_with(RelayConfig {
+        inbound_webhook: Some(url),
+        ..RelayConfig::default()
+    })
+    .await;
+    let mut agent = ScriptedAgent::connect(&relay).await;
+    let t = token(&relay, AGENT_CLIENT, AGENT_SECRET).await;
+    agent.send(&inbound("Agent/x-w3", &t, ORU)).await;
+    let AgentMessage::TransmitResponse(r) = agent.recv_kind("agent:transmit:response").await else {
+        unreachable!()
+    };
     assert!(
         r.body
-            .contains("\rMSA|AE|MSG-77|upstream error: webhook answered HTTP 503"),
+            .contains("\rMSA|AE|MSG-77|upstream error: webhook answered HTTP 422"),
         "{}",
         r.body
     );

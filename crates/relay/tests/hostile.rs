@@ -2,13 +2,11 @@
 //! WebSocket messages. Each is cut off within its limit, with bounded memory, and the relay keeps
 //! serving everyone else meanwhile.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use futures_util::{SinkExt, StreamExt};
 use relay::RelayConfig;
+use test_support::relay::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;

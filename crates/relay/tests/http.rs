@@ -1,10 +1,8 @@
 //! Token endpoint, registry routes, authentication and bad input.
 
-mod common;
-
 use base64::Engine;
-use common::*;
 use serde_json::{Value, json};
+use test_support::relay::*;
 
 fn url(relay: &relay::Relay, path: &str) -> String {
     format!("{}{path}", relay.base_url())
@@ -195,12 +193,11 @@ async fn client_secrets_are_never_returned() {
 async fn every_fhir_route_requires_a_valid_token() {
     let relay = start().await;
     let good = token(&relay, CALLER, CALLER_SECRET).await;
-    let other_key = relay::auth::Tokens::new(b"not the relay's key, not the relay's key")
+    let other_key = relay::Tokens::new(b"not the relay's key, not the relay's key")
         .issue(CALLER, chrono::Utc::now().timestamp());
     // signed with the relay's own key, but two hours old
     let expired = relay
-        .state()
-        .tokens
+        .tokens()
         .issue(CALLER, chrono::Utc::now().timestamp() - 7200);
     let mut tampered: Vec<String> = good.split('.').map(str::to_owned).collect();
     tampered[1].push('A');

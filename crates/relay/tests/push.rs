@@ -1,13 +1,11 @@
 //! `$push` end to end through the relay to a scripted agent, and every failure row of the
 //! Medplum contract (§3.1).
 
-mod common;
-
 use std::time::Duration;
 
 use agent_protocol::{AgentMessage, TransmitResponse};
-use common::*;
 use serde_json::{Value, json};
+use test_support::relay::*;
 
 const ADT: &str = "MSH|^~\\&|ADTSYS|HOSPITAL|RECEIVER|DEST|20231023235305.516||ADT^A01|1698105185516|P|2.5|\nPID|1|12345";
 
@@ -244,7 +242,7 @@ async fn timeout_is_a_400_that_says_so() {
     );
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(
-        relay.state().agents.pending_count(),
+        relay.waiting_requests(),
         0,
         "a timed-out request is forgotten"
     );

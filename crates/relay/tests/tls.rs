@@ -1,40 +1,14 @@
 //! `--tls-cert/--tls-key`: HTTPS and WSS with a certificate from a CA made in the test.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use relay::RelayConfig;
-
-struct Pki {
-    ca_pem: String,
-    cert: std::path::PathBuf,
-    key: std::path::PathBuf,
-}
+use test_support::Pki;
+use test_support::relay::*;
 
 fn pki() -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "Outpost test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
     let dir = std::env::temp_dir().join(format!("outpost-tls-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-    Pki {
-        ca_pem: ca.pem(),
-        cert: dir.join("cert.pem"),
-        key: dir.join("key.pem"),
-    }
+    Pki::new(&dir, "Outpost test CA")
 }
 
 #[tokio::test]

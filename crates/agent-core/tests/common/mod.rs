@@ -91,7 +91,7 @@ pub fn bundle(device_port: u16, channel_port: u16) -> Value {
     json!({"resourceType": "Bundle", "type": "collection", "entry": [
         {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret"}},
         {"resource": {"resourceType": "ClientApplication", "id": "agent-client", "secret": "agent-secret",
-            "extension": [{"url": relay::auth::ALLOWED_AGENT_EXTENSION, "valueReference": {"reference": format!("Agent/{AGENT}")}}]}},
+            "extension": [{"url": relay::ALLOWED_AGENT_EXTENSION, "valueReference": {"reference": format!("Agent/{AGENT}")}}]}},
         {"resource": {"resourceType": "Agent", "id": AGENT, "name": "Test agent", "status": "active",
             "channel": [{"name": "adt-in", "endpoint": {"reference": "Endpoint/adt-in"}}]}},
         {"resource": {"resourceType": "Endpoint", "id": "adt-in", "status": "active", "address": format!("mllp://127.0.0.1:{channel_port}")}},
@@ -114,7 +114,7 @@ pub async fn start_relay(
     })
     .await
     .unwrap();
-    relay.state().store.bootstrap(bundle).unwrap();
+    relay.registry().bootstrap(bundle).await.unwrap();
     relay
 }
 

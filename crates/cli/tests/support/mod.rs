@@ -1,210 +1,22 @@
-//! Helpers for tests that run the `outpost` binary and third-party peers as processes.
-#![allow(dead_code)] // each test file uses a different subset
+//! The CLI tests' helpers: the `test-support` crate, plus what only this crate's tests can
+//! name (the path of the `outpost` binary under test).
+#![allow(dead_code, unused_imports)] // each test file uses a different subset
 
-pub mod services;
-
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
-
-/// The repository root.
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+pub use test_support::process::scratch;
+pub use test_support::{Proc, ack_device, medplum, repo, run, services, token, wait_until};
 
 /// The `outpost` binary under test.
-pub fn outpost() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_outpost"));
+pub fn outpost() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_outpost"));
     c.env("RUST_LOG", "warn");
     c
 }
 
-/// The real `medplum` CLI from npm, as installed by `scripts/test`.
-pub fn medplum() -> Command {
-    let path = std::env::var_os("MEDPLUM_CLI")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".tools/node/node_modules/.bin/medplum"));
-    assert!(
-        path.exists(),
-        "the medplum CLI is not installed at {}: run scripts/test, which installs it",
-        path.display()
-    );
-    let mut c = Command::new(path);
-    // The CLI keeps its login in ~/.medplum: give every invocation its own, out of the user's.
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let home =
-        std::env::temp_dir().join(format!("outpost-medplum-home-{}-{n}", std::process::id()));
-    let _ = std::fs::create_dir_all(&home);
-    c.env("HOME", home);
-    c
-}
-
-/// A free TCP port on loopback (bound and released; a small race, acceptable in tests).
+/// A port that was free a moment ago, for a listener a child process binds by number (an
+/// agent's channel, a peer that cannot bind port 0 and report it). Servers in the test's own
+/// process are handed a bound listener instead, and `outpost server` binds port 0 itself
+/// ([`Proc::listening_url`]).
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
-}
-
-/// A running process whose stdout lines are collected; killed when dropped.
-pub struct Proc {
-    pub child: Child,
-    lines: mpsc::Receiver<String>,
-    pub seen: Vec<String>,
-    name: String,
-}
-
-impl Proc {
-    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(Stdio::null());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        let err = child.stderr.take().unwrap();
-        let tx2 = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let label = name.to_owned();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx2.send(format!("[{label} stderr] {line}"));
-            }
-        });
-        Proc {
-            child,
-            lines: rx,
-            seen: Vec::new(),
-            name: name.to_owned(),
-        }
-    }
-
-    /// Waits for a stdout line containing `needle`; returns it.
-    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
-            return l.clone();
-        }
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "{}: no line containing {needle:?} within {timeout:?}; output so far:\n{}",
-                    self.name,
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Everything printed so far (waits `settle` for stragglers).
-    pub fn output(&mut self, settle: Duration) -> String {
-        let deadline = Instant::now() + settle;
-        while let Ok(line) = self
-            .lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            self.seen.push(line);
-        }
-        self.seen.join("\n")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs a command to completion with a time limit; returns (exit code, stdout, stderr).
-pub fn run(name: &str, mut cmd: Command, timeout: Duration) -> (i32, String, String) {
-    cmd.stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(Stdio::null());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            return (
-                status.code().unwrap_or(-1),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            );
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "{name} did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// An access token from the relay at `base` (ending in `/`) for client credentials.
-pub async fn token(base: &str, client_id: &str, secret: &str) -> String {
-    let r: serde_json::Value = reqwest::Client::new()
-        .post(format!("{base}oauth2/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", client_id),
-            ("client_secret", secret),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    r["access_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no token for {client_id}: {r}"))
-        .to_owned()
-}
-
-/// An MLLP device on `addr` that records each message's control id (MSH-10) in `seen` and
-/// answers with the acknowledgements the message asks for (AA).
-pub async fn ack_device(
-    addr: &str,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-) -> mllp::Server {
-    mllp::Server::bind(
-        addr,
-        mllp::ServerOptions::default(),
-        move |req: mllp::Request| {
-            let seen = seen.clone();
-            async move {
-                let msg = req.message().unwrap();
-                seen.lock()
-                    .unwrap()
-                    .push(msg.control_id().text().into_owned());
-                for ack in mllp::acks_for(&msg, false) {
-                    let _ = req.reply(&ack).await;
-                }
-            }
-        },
-    )
-    .await
-    .unwrap()
 }

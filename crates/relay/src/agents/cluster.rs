@@ -4,28 +4,30 @@
 //! id and a channel `outpost:to:<id>`, and says it is alive by refreshing `outpost:proc:<id>`
 //! (2 s expiry) every half second. An agent's presence is the hash `outpost:agent:<id>` (owning
 //! process, status, version, last heartbeat). A request for an agent whose socket is elsewhere
-//! is published to the owner's channel; the owner hands it to the agent and publishes the answer
-//! back to the asking process's channel, which completes the waiting request. If the owner dies
-//! meanwhile, the asker notices within a second and fails the request (a 400, never a hang).
+//! is published to the owner's channel; the owner hands it to the agent's session and publishes
+//! the outcome back to the asking process's channel, which completes the waiting caller. If
+//! the owner dies meanwhile, the asker notices within a second and fails the request (a 400,
+//! never a hang).
 //!
 //! ```text
 //!  caller ─$push─▶ process B ──PUBLISH outpost:to:A {req}──▶ process A ──WS──▶ agent
 //!  caller ◀─────── process B ◀─PUBLISH outpost:to:B {rep}─── process A ◀─WS── agent
 //! ```
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agent_protocol::{AgentMessage, Decoded, Direction};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
 
-use crate::Error;
-use crate::agents::{Agents, NotConnected, Presence, Reply};
-use crate::state::RelayState;
-use crate::store::now_rfc3339;
+use super::AskError;
+use super::local::{LocalAgents, Presence};
+use crate::fhir::{now_ms, now_rfc3339};
 
 /// How long a process counts as alive after its last refresh.
 const PROC_TTL: Duration = Duration::from_secs(2);
@@ -41,18 +43,32 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 return 1
 ";
 
+/// What the owning process reports back.
+#[derive(Debug)]
+enum Outcome {
+    /// The agent's answer to a request.
+    Answer(AgentMessage),
+    /// A message without an answer is on the agent's socket.
+    Written,
+    /// It did not get there, or got no answer.
+    Failed(AskError),
+}
+
+/// Why the cluster could not be joined.
+#[derive(Debug, thiserror::Error)]
+#[error("Redis")]
+pub struct ClusterError(#[from] redis::RedisError);
+
 /// This process's handle on the cluster.
 #[derive(Debug, Clone)]
-pub struct Cluster {
+pub(crate) struct Cluster {
     id: String,
     client: redis::Client,
     conn: redis::aio::MultiplexedConnection,
     /// An agent silent this long counts as gone (the relay's agent timeout).
     agent_timeout: Duration,
-}
-
-fn redis_err(e: redis::RedisError) -> Error {
-    Error::Io(format!("Redis: {e}"))
+    /// Callers here waiting on another process's outcome, by callback.
+    waiting: Arc<Mutex<HashMap<String, oneshot::Sender<Outcome>>>>,
 }
 
 fn agent_key(agent_id: &str) -> String {
@@ -67,19 +83,18 @@ fn channel(id: &str) -> String {
     format!("outpost:to:{id}")
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Cluster {
-    /// Connects to Redis.
-    /// With a `rediss://` URL the connection is TLS, the server's certificate checked against
-    /// `ca_pem` (PEM), or the system's roots without it.
-    pub async fn connect(
+    /// Connects to Redis. With a `rediss://` URL the connection is TLS, the server's
+    /// certificate checked against `ca_pem` (PEM), or the system's roots without it.
+    pub(crate) async fn connect(
         url: &str,
         ca_pem: Option<&[u8]>,
         agent_timeout: Duration,
-    ) -> Result<Cluster, Error> {
+    ) -> Result<Cluster, ClusterError> {
         let tls = url.starts_with("rediss://");
         if tls {
             // The redis client builds its TLS settings with the process's default provider.
@@ -94,43 +109,37 @@ impl Cluster {
                 },
             ),
             _ => redis::Client::open(url),
-        }
-        .map_err(redis_err)?;
-        let conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(redis_err)?;
+        }?;
+        let conn = client.get_multiplexed_async_connection().await?;
         Ok(Cluster {
             id: uuid::Uuid::new_v4().simple().to_string(),
             client,
             conn,
             agent_timeout,
+            waiting: Arc::default(),
         })
     }
 
     /// This process's id.
-    pub fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         &self.id
     }
 
-    async fn publish(&self, to: &str, msg: &Value) -> Result<(), Error> {
+    async fn publish(&self, to: &str, msg: &Value) -> Result<(), redis::RedisError> {
         let mut c = self.conn.clone();
-        let _: i64 = c
-            .publish(channel(to), msg.to_string())
-            .await
-            .map_err(redis_err)?;
+        let _: i64 = c.publish(channel(to), msg.to_string()).await?;
         Ok(())
     }
 
     /// Whether a relay process is alive.
-    pub async fn alive(&self, proc: &str) -> bool {
+    pub(crate) async fn alive(&self, proc: &str) -> bool {
         let mut c = self.conn.clone();
         c.exists::<_, bool>(proc_key(proc)).await.unwrap_or(false)
     }
 
     /// The agent is connected here: record it, and tell a previous owner to let go of its
     /// socket (the newer connection wins, across processes too).
-    pub async fn announce(&self, agent_id: &str, version: &str) {
+    pub(crate) async fn announce(&self, agent_id: &str, version: &str) {
         let mut c = self.conn.clone();
         let key = agent_key(agent_id);
         let previous: Option<String> = c.hget(&key, "proc").await.unwrap_or(None);
@@ -154,7 +163,7 @@ impl Cluster {
     /// A heartbeat from an agent connected here. Also restores the record if Redis lost it
     /// (restarted without persistence); leaves it alone if another process has taken the agent
     /// (this socket is about to be evicted).
-    pub async fn seen(&self, agent_id: &str, version: &str) {
+    pub(crate) async fn seen(&self, agent_id: &str, version: &str) {
         let mut fields = vec![
             ("proc", self.id.clone()),
             ("status", "connected".to_owned()),
@@ -168,7 +177,7 @@ impl Cluster {
     }
 
     /// The agent's socket here closed: it is disconnected, unless another process has it now.
-    pub async fn withdraw(&self, agent_id: &str) {
+    pub(crate) async fn withdraw(&self, agent_id: &str) {
         let fields = [
             ("status", "disconnected".to_owned()),
             ("last_updated", now_rfc3339()),
@@ -196,8 +205,7 @@ impl Cluster {
     /// was heard from within the agent timeout.
     async fn owner(&self, agent_id: &str) -> Option<String> {
         let mut c = self.conn.clone();
-        let h: std::collections::HashMap<String, String> =
-            c.hgetall(agent_key(agent_id)).await.ok()?;
+        let h: HashMap<String, String> = c.hgetall(agent_key(agent_id)).await.ok()?;
         let fresh = h
             .get("seen_ms")
             .and_then(|s| s.parse::<i64>().ok())
@@ -210,10 +218,9 @@ impl Cluster {
     }
 
     /// The agent's presence as every process sees it.
-    pub async fn presence(&self, agent_id: &str) -> Option<Presence> {
+    pub(crate) async fn presence(&self, agent_id: &str) -> Option<Presence> {
         let mut c = self.conn.clone();
-        let h: std::collections::HashMap<String, String> =
-            c.hgetall(agent_key(agent_id)).await.ok()?;
+        let h: HashMap<String, String> = c.hgetall(agent_key(agent_id)).await.ok()?;
         if h.is_empty() {
             return None;
         }
@@ -233,43 +240,107 @@ impl Cluster {
         })
     }
 
-    /// Sends a request carrying `callback` to an agent connected to another process; its answer
-    /// arrives on the receiver. Returns the owning process too: the caller checks
-    /// [`Cluster::alive`] while it waits, and fails the request if the owner went away.
-    pub async fn request(
+    /// Publishes `what` (`req` or `send`) for the agent's owner and waits for its outcome until
+    /// `deadline`, looking every second whether the owner is still alive.
+    async fn remote(
         &self,
-        agents: &Agents,
-        agent_id: &str,
+        what: &str,
+        agent: &str,
         callback: &str,
         msg: &AgentMessage,
-        timeout: Duration,
-    ) -> Result<(oneshot::Receiver<Reply>, String), NotConnected> {
-        let owner = self.owner(agent_id).await.ok_or(NotConnected)?;
-        let rx = agents.await_remote(callback);
-        let req = json!({"t": "req", "agent": agent_id, "cb": callback, "from": self.id,
-            "timeout_ms": timeout.as_millis() as u64, "msg": msg.to_json()});
+        deadline: Instant,
+    ) -> Result<Outcome, AskError> {
+        let owner = self
+            .owner(agent)
+            .await
+            .ok_or_else(|| AskError::NotConnected(agent.to_owned()))?;
+        let (tx, mut rx) = oneshot::channel();
+        self.lock_waiting().insert(callback.to_owned(), tx);
+        let forget = || {
+            self.lock_waiting().remove(callback);
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let req = json!({"t": what, "agent": agent, "cb": callback, "from": self.id,
+            "timeout_ms": ms(left), "msg": msg.to_json()});
         if self.publish(&owner, &req).await.is_err() {
-            agents.cancel(callback);
-            return Err(NotConnected);
+            forget();
+            return Err(AskError::NotConnected(agent.to_owned()));
         }
-        Ok((rx, owner))
+        loop {
+            // Look at the owner every second, so that its death fails the request at once
+            // rather than at the deadline.
+            let until = (Instant::now() + Duration::from_secs(1)).min(deadline);
+            match tokio::time::timeout_at(until, &mut rx).await {
+                Ok(Ok(outcome)) => return Ok(outcome),
+                Ok(Err(_)) => return Err(AskError::Disconnected(agent.to_owned())),
+                Err(_) if until >= deadline => {
+                    forget();
+                    return Ok(Outcome::Failed(AskError::Timeout {
+                        agent: agent.to_owned(),
+                        ms: 0,
+                    }));
+                }
+                Err(_) => {
+                    if !self.alive(&owner).await {
+                        forget();
+                        return Err(AskError::OwnerGone(agent.to_owned()));
+                    }
+                }
+            }
+        }
     }
 
-    /// Sends a message to an agent connected to another process, without waiting.
-    pub async fn send(&self, agent_id: &str, msg: &AgentMessage) -> Result<(), NotConnected> {
-        let owner = self.owner(agent_id).await.ok_or(NotConnected)?;
-        self.publish(
-            &owner,
-            &json!({"t": "send", "agent": agent_id, "msg": msg.to_json()}),
-        )
-        .await
-        .map_err(|_| NotConnected)
+    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Outcome>>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A request to an agent connected to another process; its answer.
+    pub(crate) async fn ask(
+        &self,
+        agent: &str,
+        callback: &str,
+        msg: &AgentMessage,
+        deadline: Instant,
+        allowed: Duration,
+    ) -> Result<AgentMessage, AskError> {
+        match self.remote("req", agent, callback, msg, deadline).await? {
+            Outcome::Answer(m) => Ok(m),
+            Outcome::Written => Err(AskError::Disconnected(agent.to_owned())),
+            Outcome::Failed(AskError::Timeout { agent, .. }) => Err(AskError::Timeout {
+                agent,
+                ms: ms(allowed),
+            }),
+            Outcome::Failed(e) => Err(e),
+        }
+    }
+
+    /// A message without an answer to an agent connected to another process; `Ok` once the
+    /// owner has written it to the agent's socket.
+    pub(crate) async fn send(
+        &self,
+        agent: &str,
+        msg: &AgentMessage,
+        deadline: Instant,
+        allowed: Duration,
+    ) -> Result<(), AskError> {
+        let cb = format!("send-{}", uuid::Uuid::new_v4());
+        match self.remote("send", agent, &cb, msg, deadline).await? {
+            Outcome::Written | Outcome::Answer(_) => Ok(()),
+            Outcome::Failed(AskError::Timeout { agent, .. }) => Err(AskError::NotHandedOver {
+                agent,
+                ms: ms(allowed),
+            }),
+            Outcome::Failed(e) => Err(e),
+        }
     }
 }
 
-/// Keeps this process alive in Redis and serves its channel, until the relay stops.
-pub async fn run(state: Arc<RelayState>, cluster: Cluster) {
-    let mut stopping = state.stopping.clone();
+/// Keeps this process alive in Redis and serves its channel, until `stopping`.
+pub(crate) async fn run(
+    local: Arc<LocalAgents>,
+    cluster: Cluster,
+    mut stopping: watch::Receiver<bool>,
+) {
     let beat = {
         let cluster = cluster.clone();
         async move {
@@ -283,11 +354,11 @@ pub async fn run(state: Arc<RelayState>, cluster: Cluster) {
         }
     };
     let serve = {
-        let (state, cluster) = (state.clone(), cluster.clone());
+        let (local, cluster) = (local.clone(), cluster.clone());
         async move {
             let mut backoff = Duration::from_millis(100);
             loop {
-                match subscribe(&state, &cluster).await {
+                match subscribe(&local, &cluster).await {
                     Ok(()) => backoff = Duration::from_millis(100),
                     Err(e) => {
                         tracing::warn!(error = %e, "Redis subscription lost; retrying");
@@ -318,12 +389,43 @@ fn decode(text: &str) -> Option<AgentMessage> {
     }
 }
 
-async fn subscribe(state: &Arc<RelayState>, cluster: &Cluster) -> Result<(), Error> {
-    let mut pubsub = cluster.client.get_async_pubsub().await.map_err(redis_err)?;
-    pubsub
-        .subscribe(channel(&cluster.id))
-        .await
-        .map_err(redis_err)?;
+/// Serves a request published by another process for an agent connected here.
+async fn serve_remote(local: &LocalAgents, cluster: &Cluster, v: &Value) {
+    let agent = v["agent"].as_str().unwrap_or("");
+    let (Some(msg), Some(cb), Some(from)) = (
+        v["msg"].as_str().and_then(decode),
+        v["cb"].as_str(),
+        v["from"].as_str(),
+    ) else {
+        return;
+    };
+    let allowed = Duration::from_millis(v["timeout_ms"].as_u64().unwrap_or(60_000));
+    let deadline = Instant::now() + allowed;
+    let outcome = match local.session(agent) {
+        None => Err(AskError::NotConnected(agent.to_owned())),
+        Some(session) if v["t"] == "send" => local
+            .send(agent, &session, msg, deadline, allowed)
+            .await
+            .map(|()| json!({"written": true})),
+        Some(session) => local
+            .ask(agent, &session, cb, msg, deadline, allowed)
+            .await
+            .map(|m| json!({"msg": m.to_json()})),
+    };
+    let mut rep = match outcome {
+        Ok(v) => v,
+        // The asker times out on its own.
+        Err(AskError::Timeout { .. } | AskError::NotHandedOver { .. }) => return,
+        Err(e) => json!({"err": e}),
+    };
+    rep["t"] = json!("rep");
+    rep["cb"] = json!(cb);
+    let _ = cluster.publish(from, &rep).await;
+}
+
+async fn subscribe(local: &Arc<LocalAgents>, cluster: &Cluster) -> Result<(), ClusterError> {
+    let mut pubsub = cluster.client.get_async_pubsub().await?;
+    pubsub.subscribe(channel(&cluster.id)).await?;
     let mut messages = pubsub.on_message();
     while let Some(m) = messages.next().await {
         let Ok(text) = m.get_payload::<String>() else {
@@ -332,54 +434,37 @@ async fn subscribe(state: &Arc<RelayState>, cluster: &Cluster) -> Result<(), Err
         let Ok(v) = serde_json::from_str::<Value>(&text) else {
             continue;
         };
-        let agent = v["agent"].as_str().unwrap_or("").to_owned();
         match v["t"].as_str() {
-            Some("req") => {
-                let (Some(msg), Some(cb), Some(from)) = (
-                    v["msg"].as_str().and_then(decode),
-                    v["cb"].as_str().map(str::to_owned),
-                    v["from"].as_str().map(str::to_owned),
-                ) else {
-                    continue;
-                };
-                let timeout = Duration::from_millis(v["timeout_ms"].as_u64().unwrap_or(60_000));
-                let (state, cluster) = (state.clone(), cluster.clone());
-                tokio::spawn(async move {
-                    let answer = match state.agents.request(&agent, &cb, &msg).await {
-                        Ok(rx) => match tokio::time::timeout(timeout, rx).await {
-                            Ok(Ok(Reply::Message(m))) => Some(m.to_json()),
-                            Ok(_) => None,
-                            Err(_) => {
-                                state.agents.cancel(&cb);
-                                return;
-                            }
-                        },
-                        Err(NotConnected) => None,
-                    };
-                    let _ = cluster
-                        .publish(&from, &json!({"t": "rep", "cb": cb, "msg": answer}))
-                        .await;
-                });
-            }
-            Some("send") => {
-                if let Some(msg) = v["msg"].as_str().and_then(decode) {
-                    let _ = state.agents.send(&agent, &msg).await;
-                }
+            Some("req" | "send") => {
+                let (local, cluster) = (local.clone(), cluster.clone());
+                tokio::spawn(async move { serve_remote(&local, &cluster, &v).await });
             }
             Some("rep") => {
                 let Some(cb) = v["cb"].as_str() else { continue };
-                match v["msg"].as_str().and_then(decode) {
-                    Some(msg) => {
-                        state.agents.resolve(cb, msg);
-                    }
-                    None => state.agents.fail(cb),
+                let outcome = if let Some(m) = v["msg"].as_str().and_then(decode) {
+                    Outcome::Answer(m)
+                } else if v["written"] == true {
+                    Outcome::Written
+                } else {
+                    let e =
+                        serde_json::from_value::<AskError>(v["err"].clone()).unwrap_or_else(|_| {
+                            AskError::Disconnected(v["agent"].as_str().unwrap_or("").to_owned())
+                        });
+                    Outcome::Failed(e)
+                };
+                if let Some(tx) = cluster.lock_waiting().remove(cb) {
+                    let _ = tx.send(outcome);
                 }
             }
-            Some("evict") => state
-                .agents
-                .evict(&agent, "connected to another relay process"),
+            Some("evict") => local.evict(
+                v["agent"].as_str().unwrap_or(""),
+                "connected to another relay process",
+            ),
             _ => {}
         }
     }
-    Err(Error::Io("Redis subscription ended".into()))
+    Err(ClusterError(redis::RedisError::from((
+        redis::ErrorKind::Io,
+        "Redis subscription ended",
+    ))))
 }

@@ -1,5 +1,13 @@
 //! Agent operations: `$push`, `$status`, `$bulk-status`, `$reload-config`, `$fetch-logs`,
 //! `$upgrade`.
+//!
+//! A push's `waitTimeout` counts from the request's arrival. With `waitForResponse` the caller
+//! gets the device's answer, or a 400 saying why there is none. Without it, "All OK" means the
+//! message was written to the agent's live WebSocket (the agent had answered its last heartbeat
+//! in time and was draining its socket) within `waitTimeout`: it is not an acknowledgement
+//! from the agent or the device. If the agent stops after that, what the operating system's
+//! socket buffers still held is lost; the relay itself holds at most the socket's unsent-data
+//! bound (see `RelayConfig::max_unsent`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,227 +16,184 @@ use agent_protocol::{
     AgentMessage, CONTENT_TYPE_PING, LogsRequest, PushRequest, ReloadConfigRequest,
     TransmitRequest, UpgradeRequest,
 };
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::body::Body;
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
-use crate::agents::{NotConnected, Reply};
-use crate::http::{all_ok, bad_request, fhir, not_found, outcome, raw};
-use crate::state::RelayState;
-use crate::store::id_of;
+use super::RelayState;
+use super::body::body_bytes;
+use super::extract::Caller;
+use super::response::{all_ok, bad_request, fhir, not_found, outcome, raw, store_failed};
+use crate::agents::AskError;
+use crate::fhir::{id_of, url_params};
 
 /// Default wait for `$reload-config`, `$fetch-logs` (Medplum: 5 s) and `$upgrade` (45 s).
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(45);
 
+/// Why a push got no answer from the device. Every case is a 400 OperationOutcome saying what
+/// happened (never a 5xx: Medplum's client retries those, and would push twice).
+#[derive(Debug, thiserror::Error)]
+enum PushError {
+    /// The `$push` parameters are not acceptable (the caller's mistake).
+    #[error(transparent)]
+    Parameters(#[from] agent_protocol::Error),
+    /// `Agent.status` is `off`.
+    #[error("Agent is currently disabled. Agent.status is 'off'")]
+    Disabled,
+    /// No such Device.
+    #[error("Destination device not found")]
+    NoDevice,
+    /// The Device has no `url`.
+    #[error("Destination device missing url")]
+    NoUrl,
+    /// The message did not reach the agent, or no answer came back (the agent's side).
+    #[error(transparent)]
+    Agent(#[from] AskError),
+    /// The agent, or the device through it, answered with an error.
+    #[error("{0}")]
+    Answered(AnsweredError),
+}
+
+/// An error answer from the agent: its text, as it sent it.
+#[derive(Debug)]
+struct AnsweredError(String);
+
+impl std::fmt::Display for AnsweredError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl IntoResponse for PushError {
+    fn into_response(self) -> Response {
+        let code = match &self {
+            PushError::Agent(AskError::Timeout { .. }) => "timeout",
+            PushError::Agent(
+                AskError::Unresponsive { .. }
+                | AskError::Backlogged(_)
+                | AskError::NotHandedOver { .. },
+            ) => "transient",
+            _ => "invalid",
+        };
+        outcome(StatusCode::BAD_REQUEST, code, self.to_string())
+    }
+}
+
 /// Finds the agent a request is about: by path id, or by `?identifier=`.
-pub fn find_agent(
+fn find_agent(
     state: &RelayState,
     id: Option<&str>,
     query: &[(String, String)],
 ) -> Result<Arc<Value>, Response> {
     if let Some(id) = id {
         return state
-            .store
-            .get("Agent", id)
+            .registry
+            .cached("Agent", id)
             .ok_or_else(|| not_found(format!("Agent/{id} not found")));
     }
-    let identifier = query.iter().find(|(k, _)| k == "identifier");
-    match identifier {
+    match query.iter().find(|(k, _)| k == "identifier") {
         Some((k, v)) => state
-            .store
-            .search("Agent", &[(k.clone(), v.clone())], usize::MAX)
+            .registry
+            .all_cached("Agent")
             .into_iter()
-            .next()
+            .find(|a| crate::store::matches(a, k, v))
             .ok_or_else(|| not_found(format!("no Agent with identifier {v}"))),
         None => Err(bad_request("Must specify agent ID or identifier")),
     }
 }
 
-/// `POST /Agent/{id}/$push` and `POST /Agent/$push?identifier=`.
-pub async fn push(state: &RelayState, agent: &Value, body: &[u8]) -> Response {
+/// `POST /Agent/{id}/$push` and `POST /Agent/$push?identifier=`; `arrived` is when the request
+/// came in, from which `waitTimeout` counts.
+async fn push(
+    state: &RelayState,
+    agent: &Value,
+    body: &[u8],
+    arrived: Instant,
+) -> Result<Response, PushError> {
     let agent_id = id_of(agent).to_owned();
-    let params = match PushRequest::from_json(body, state.config.max_body) {
-        Ok(p) => p,
-        Err(e) => return bad_request(e.to_string()),
-    };
+    let params = PushRequest::from_json(body, state.config.max_body)?;
     if agent["status"].as_str() == Some("off") && params.content_type != CONTENT_TYPE_PING {
-        return bad_request("Agent is currently disabled. Agent.status is 'off'");
+        return Err(PushError::Disabled);
     }
-    let url = match destination_url(state, &params) {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
+    let url = destination_url(state, &params)?;
+    let allowed = Duration::from_millis(params.wait_timeout);
+    let deadline = arrived + allowed;
+    // The agent gives up on the push when its caller does (`deadlineMs`: what is left).
+    let left = deadline.saturating_duration_since(Instant::now());
     let mut request = TransmitRequest {
         remote: url,
         content_type: params.content_type.clone(),
         body: params.body,
         return_ack: params.return_ack,
+        deadline_ms: Some(u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
         ..TransmitRequest::default()
     };
     if !params.wait_for_response {
         // Medplum answers "All OK" even when nobody is listening; we say so instead.
-        let msg = AgentMessage::TransmitRequest(request);
-        let mut sent = state.agents.send(&agent_id, &msg).await;
-        if sent.is_err()
-            && let Some(cluster) = &state.cluster
-        {
-            sent = cluster.send(&agent_id, &msg).await;
-        }
-        return match sent {
-            Ok(()) => all_ok(),
-            Err(NotConnected) => not_connected(&agent_id),
-        };
+        state
+            .router
+            .send(
+                &agent_id,
+                AgentMessage::TransmitRequest(request),
+                deadline,
+                allowed,
+            )
+            .await?;
+        return Ok(all_ok());
     }
     let callback = format!("Agent/{agent_id}-{}", uuid::Uuid::new_v4());
     request.callback = Some(callback.clone());
-    let timeout = Duration::from_millis(params.wait_timeout);
-    match ask(
-        state,
-        &agent_id,
-        &callback,
-        AgentMessage::TransmitRequest(request),
-        timeout,
-    )
-    .await
-    {
-        Ok(AgentMessage::TransmitResponse(r)) if !r.is_error() => {
+    let answer = state
+        .router
+        .ask(
+            &agent_id,
+            &callback,
+            AgentMessage::TransmitRequest(request),
+            deadline,
+            allowed,
+        )
+        .await?;
+    match answer {
+        AgentMessage::TransmitResponse(r) if !r.is_error() => {
             let status = r
                 .status_code
                 .and_then(|c| StatusCode::from_u16(c).ok())
                 .unwrap_or(StatusCode::OK);
-            raw(status, &r.content_type, r.body)
+            Ok(raw(status, &r.content_type, r.body))
         }
-        Ok(AgentMessage::TransmitResponse(r)) => bad_request(r.body),
-        Ok(AgentMessage::Error(e)) => bad_request(e.body),
-        Ok(other) => bad_request(format!("unexpected answer from agent: {}", other.kind())),
-        Err(r) => r,
+        AgentMessage::TransmitResponse(r) => Err(PushError::Answered(AnsweredError(r.body))),
+        AgentMessage::Error(e) => Err(PushError::Answered(AnsweredError(e.body))),
+        other => Err(PushError::Answered(AnsweredError(format!(
+            "unexpected answer from agent: {}",
+            other.kind()
+        )))),
     }
-}
-
-fn not_connected(agent_id: &str) -> Response {
-    bad_request(format!(
-        "Agent/{agent_id} is not connected: the message was not delivered"
-    ))
-}
-
-/// Why an agent request got no answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum AskError {
-    /// No live socket for the agent.
-    NotConnected,
-    /// The socket closed before the answer.
-    Disconnected,
-    /// No answer in time.
-    Timeout(Duration),
-    /// The relay process holding the agent's socket went away before it answered.
-    OwnerGone,
-}
-
-impl AskError {
-    /// What happened, in the words callers see.
-    pub(crate) fn text(&self, agent_id: &str) -> String {
-        match self {
-            AskError::NotConnected => {
-                format!("Agent/{agent_id} is not connected: the message was not delivered")
-            }
-            AskError::Disconnected => format!("Agent/{agent_id} disconnected before answering"),
-            AskError::OwnerGone => format!(
-                "the relay process holding Agent/{agent_id}'s connection went away before it answered"
-            ),
-            AskError::Timeout(t) => format!(
-                "Timeout: no answer from Agent/{agent_id} within {} ms",
-                t.as_millis()
-            ),
-        }
-    }
-}
-
-/// Sends a request carrying `callback` and waits for the answer.
-pub(crate) async fn ask_agent(
-    state: &RelayState,
-    agent_id: &str,
-    callback: &str,
-    msg: AgentMessage,
-    timeout: Duration,
-) -> Result<AgentMessage, AskError> {
-    let (mut rx, remote_owner) = match state.agents.request(agent_id, callback, &msg).await {
-        Ok(rx) => (rx, None),
-        // Not here: maybe on another relay process.
-        Err(NotConnected) => match &state.cluster {
-            Some(cluster) => {
-                let (rx, owner) = cluster
-                    .request(&state.agents, agent_id, callback, &msg, timeout)
-                    .await
-                    .map_err(|NotConnected| AskError::NotConnected)?;
-                (rx, Some(owner))
-            }
-            None => return Err(AskError::NotConnected),
-        },
-    };
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        // Waiting on another process: look at it every second, so that its death fails the
-        // request at once rather than at the timeout.
-        let slice = if remote_owner.is_some() {
-            Duration::from_secs(1)
-        } else {
-            timeout
-        };
-        let until = (tokio::time::Instant::now() + slice).min(deadline);
-        match tokio::time::timeout_at(until, &mut rx).await {
-            Ok(Ok(Reply::Message(m))) => return Ok(m),
-            Ok(Ok(Reply::Disconnected)) | Ok(Err(_)) => return Err(AskError::Disconnected),
-            Err(_) if until >= deadline => {
-                state.agents.cancel(callback);
-                return Err(AskError::Timeout(timeout));
-            }
-            Err(_) => {
-                if let (Some(cluster), Some(owner)) = (&state.cluster, &remote_owner)
-                    && !cluster.alive(owner).await
-                {
-                    state.agents.cancel(callback);
-                    return Err(AskError::OwnerGone);
-                }
-            }
-        }
-    }
-}
-
-/// [`ask_agent`] for an HTTP caller: every failure is a 400 OperationOutcome saying what
-/// happened (never a 5xx: Medplum's client retries those, and would push twice).
-async fn ask(
-    state: &RelayState,
-    agent_id: &str,
-    callback: &str,
-    msg: AgentMessage,
-    timeout: Duration,
-) -> Result<AgentMessage, Response> {
-    ask_agent(state, agent_id, callback, msg, timeout)
-        .await
-        .map_err(|e| match e {
-            AskError::Timeout(_) => outcome(StatusCode::BAD_REQUEST, "timeout", e.text(agent_id)),
-            _ => bad_request(e.text(agent_id)),
-        })
 }
 
 /// The `remote` for a push: the destination Device's `url` (or, for a ping, the host itself).
-fn destination_url(state: &RelayState, p: &PushRequest) -> Result<String, Response> {
+fn destination_url(state: &RelayState, p: &PushRequest) -> Result<String, PushError> {
     let dest = p.destination.as_str();
     let device = if let Some(id) = dest.strip_prefix("Device/") {
-        state.store.get("Device", id)
+        state.registry.cached("Device", id)
     } else if let Some(query) = dest.strip_prefix("Device?") {
-        let params: Vec<(String, String)> = url_params(query);
-        state.store.search("Device", &params, 1).into_iter().next()
+        let params = url_params(query);
+        state
+            .registry
+            .all_cached("Device")
+            .into_iter()
+            .find(|d| params.iter().all(|(k, v)| crate::store::matches(d, k, v)))
     } else if p.content_type == CONTENT_TYPE_PING && is_host(dest) {
         return Ok(dest.to_owned());
     } else {
         None
     };
-    let device = device.ok_or_else(|| bad_request("Destination device not found"))?;
+    let device = device.ok_or(PushError::NoDevice)?;
     match device["url"].as_str() {
         Some(u) if !u.is_empty() => Ok(u.to_owned()),
-        _ => Err(bad_request("Destination device missing url")),
+        _ => Err(PushError::NoUrl),
     }
 }
 
@@ -246,23 +211,9 @@ fn is_host(s: &str) -> bool {
             }))
 }
 
-/// `a=1&b=2` → pairs, percent-decoded.
-pub fn url_params(query: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
 /// `$status` for one agent: `Parameters` with `status`, `version`, `lastUpdated`.
-pub async fn status_parameters(state: &RelayState, agent_id: &str) -> Value {
-    let mut p = state.agents.presence(agent_id);
-    // Connected to another relay process, or gone from this one: the cluster knows.
-    if p.status != "connected"
-        && let Some(c) = &state.cluster
-        && let Some(shared) = c.presence(agent_id).await
-    {
-        p = shared;
-    }
+async fn status_parameters(state: &RelayState, agent_id: &str) -> Value {
+    let p = state.router.presence(agent_id).await;
     let mut parameter = vec![
         json!({"name": "status", "valueCode": p.status}),
         json!({"name": "version", "valueString": p.version}),
@@ -274,7 +225,7 @@ pub async fn status_parameters(state: &RelayState, agent_id: &str) -> Value {
 }
 
 /// Agents for a bulk operation: every Agent matching the query (`_id=a,b`, `name=`, ...).
-fn bulk_agents(
+async fn bulk_agents(
     state: &RelayState,
     query: &[(String, String)],
 ) -> Result<Vec<Arc<Value>>, Response> {
@@ -283,7 +234,11 @@ fn bulk_agents(
     {
         return Err(bad_request("'_count' must be at most 100"));
     }
-    let agents = state.store.search("Agent", query, usize::MAX);
+    let agents = state
+        .registry
+        .search("Agent", query, usize::MAX)
+        .await
+        .map_err(|e| store_failed(&e))?;
     if agents.is_empty() {
         return Err(bad_request("No agent(s) for given query"));
     }
@@ -307,8 +262,8 @@ fn bulk_bundle(entries: Vec<(Arc<Value>, Value)>) -> Response {
 }
 
 /// `$bulk-status`.
-pub async fn bulk_status(state: &RelayState, query: &[(String, String)]) -> Response {
-    match bulk_agents(state, query) {
+async fn bulk_status(state: &RelayState, query: &[(String, String)]) -> Response {
+    match bulk_agents(state, query).await {
         Ok(agents) => {
             let mut entries = Vec::with_capacity(agents.len());
             for a in agents {
@@ -323,7 +278,7 @@ pub async fn bulk_status(state: &RelayState, query: &[(String, String)]) -> Resp
 
 /// Which agent-side operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AgentOp {
+enum AgentOp {
     /// `$reload-config`
     ReloadConfig,
     /// `$fetch-logs`
@@ -338,10 +293,11 @@ async fn agent_op(
     agent_id: &str,
     op: AgentOp,
     query: &[(String, String)],
+    arrived: Instant,
 ) -> Result<Value, Response> {
     let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    let callback = Some(format!("Agent/{agent_id}-{}", uuid::Uuid::new_v4()));
-    let cb = callback.clone().unwrap_or_default();
+    let cb = format!("Agent/{agent_id}-{}", uuid::Uuid::new_v4());
+    let callback = Some(cb.clone());
     let timeout = match (q("timeout").and_then(|t| t.parse::<u64>().ok()), op) {
         (Some(t), _) => Duration::from_millis(t.min(56_000)),
         (None, AgentOp::Upgrade) => UPGRADE_TIMEOUT,
@@ -363,7 +319,12 @@ async fn agent_op(
             callback,
         }),
     };
-    match (ask(state, agent_id, &cb, msg, timeout).await?, op) {
+    let answer = state
+        .router
+        .ask(agent_id, &cb, msg, arrived + timeout, timeout)
+        .await
+        .map_err(|e| PushError::Agent(e).into_response())?;
+    match (answer, op) {
         (AgentMessage::Error(e), _) => Err(bad_request(e.body)),
         (AgentMessage::ReloadConfigResponse(r), AgentOp::ReloadConfig)
         | (AgentMessage::UpgradeResponse(r), AgentOp::Upgrade)
@@ -392,17 +353,18 @@ async fn agent_op(
 }
 
 /// An agent-side operation on one agent (path id) or on every agent a query matches.
-pub async fn agent_op_route(
+async fn agent_op_route(
     state: &RelayState,
     id: Option<&str>,
     op: AgentOp,
     query: &[(String, String)],
+    arrived: Instant,
 ) -> Response {
     if let Some(id) = id {
-        if state.store.get("Agent", id).is_none() {
+        if state.registry.cached("Agent", id).is_none() {
             return not_found(format!("Agent/{id} not found"));
         }
-        return match agent_op(state, id, op, query).await {
+        return match agent_op(state, id, op, query, arrived).await {
             Ok(v) => fhir(StatusCode::OK, &v),
             Err(r) => r,
         };
@@ -413,12 +375,12 @@ pub async fn agent_op_route(
         .filter(|(k, _)| !matches!(k.as_str(), "version" | "force" | "timeout" | "limit"))
         .cloned()
         .collect();
-    let agents = match bulk_agents(state, &filters) {
+    let agents = match bulk_agents(state, &filters).await {
         Ok(a) => a,
         Err(r) => return r,
     };
     let results = futures_util::future::join_all(agents.iter().map(|a| async {
-        let result = match agent_op(state, id_of(a), op, query).await {
+        let result = match agent_op(state, id_of(a), op, query, arrived).await {
             Ok(v) => v,
             Err(resp) => outcome_of(resp).await,
         };
@@ -434,4 +396,53 @@ async fn outcome_of(resp: Response) -> Value {
         .await
         .unwrap_or_default();
     serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+}
+
+/// One dispatch point for every operation route.
+#[allow(clippy::too_many_arguments)] // the parts of one FHIR operation request
+pub(crate) async fn operation(
+    state: &RelayState,
+    caller: &Caller,
+    ty: &str,
+    id: Option<&str>,
+    op: &str,
+    query: &[(String, String)],
+    method: Method,
+    body: Body,
+) -> Response {
+    let arrived = Instant::now();
+    match (ty, op, &method) {
+        ("Agent", "push", &Method::POST) => {
+            let agent = match find_agent(state, id, query) {
+                Ok(a) => a,
+                Err(r) => return r,
+            };
+            let bytes = match body_bytes(state, body).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            tracing::debug!(client = caller.client_id, agent = id_of(&agent), "push");
+            push(state, &agent, &bytes, arrived)
+                .await
+                .unwrap_or_else(IntoResponse::into_response)
+        }
+        ("Agent", "status", &Method::GET) => match find_agent(state, id, query) {
+            Ok(agent) => fhir(
+                StatusCode::OK,
+                &status_parameters(state, id_of(&agent)).await,
+            ),
+            Err(r) => r,
+        },
+        ("Agent", "bulk-status", &Method::GET) if id.is_none() => bulk_status(state, query).await,
+        ("Agent", "reload-config", &(Method::GET | Method::POST)) => {
+            agent_op_route(state, id, AgentOp::ReloadConfig, query, arrived).await
+        }
+        ("Agent", "fetch-logs", &(Method::GET | Method::POST)) => {
+            agent_op_route(state, id, AgentOp::FetchLogs, query, arrived).await
+        }
+        ("Agent", "upgrade", &(Method::GET | Method::POST)) => {
+            agent_op_route(state, id, AgentOp::Upgrade, query, arrived).await
+        }
+        _ => not_found(format!("Unsupported operation {method} {ty}/${op}")),
+    }
 }

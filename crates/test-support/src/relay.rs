@@ -1,11 +1,11 @@
-//! A relay on a loopback port, an HTTP client, and a scripted agent over a real WebSocket.
-#![allow(dead_code)] // each test file uses a different subset
+//! A relay in the test's process on a listener bound to `127.0.0.1:0`, with the standard test
+//! registry; an HTTP helper; and a scripted agent over a real WebSocket.
 
 use std::time::Duration;
 
+use ::relay::{Relay, RelayConfig};
 use agent_protocol::{AgentMessage, ConnectRequest, Decoded, Direction};
 use futures_util::{SinkExt, StreamExt};
-use relay::{Relay, RelayConfig};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -23,8 +23,8 @@ pub fn bundle() -> Value {
     json!({"resourceType": "Bundle", "type": "collection", "entry": [
         {"resource": {"resourceType": "ClientApplication", "id": CALLER, "name": "caller", "secret": CALLER_SECRET}},
         {"resource": {"resourceType": "ClientApplication", "id": AGENT_CLIENT, "name": "agent", "secret": AGENT_SECRET,
-            "extension": [{"url": relay::auth::ALLOWED_AGENT_EXTENSION, "valueReference": {"reference": format!("Agent/{AGENT}")}},
-                {"url": relay::auth::ALLOWED_AGENT_EXTENSION, "valueReference": {"reference": format!("Agent/{AGENT2}")}}]}},
+            "extension": [{"url": ::relay::ALLOWED_AGENT_EXTENSION, "valueReference": {"reference": format!("Agent/{AGENT}")}},
+                {"url": ::relay::ALLOWED_AGENT_EXTENSION, "valueReference": {"reference": format!("Agent/{AGENT2}")}}]}},
         {"resource": {"resourceType": "Agent", "id": AGENT2, "name": "Second agent", "status": "active"}},
         {"resource": {"resourceType": "Agent", "id": AGENT, "name": "Lab agent", "status": "active",
             "identifier": [{"system": "urn:outpost", "value": "lab-1"}],
@@ -37,13 +37,17 @@ pub fn bundle() -> Value {
     ]})
 }
 
-pub async fn start_with(mut config: RelayConfig) -> Relay {
-    config.listen = "127.0.0.1:0".into();
-    let relay = Relay::start(config).await.expect("relay starts");
-    relay.state().store.bootstrap(&bundle()).unwrap();
+/// A relay with `config`, on a listener bound here and handed over, loaded with [`bundle`].
+pub async fn start_with(config: RelayConfig) -> Relay {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay = Relay::start_on(listener, config)
+        .await
+        .expect("relay starts");
+    relay.registry().bootstrap(&bundle()).await.unwrap();
     relay
 }
 
+/// A relay with fast heartbeats (200 ms) and a 5 s agent timeout.
 pub async fn start() -> Relay {
     start_with(RelayConfig {
         heartbeat_interval: Duration::from_millis(200),
@@ -57,20 +61,9 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// An access token from `relay`.
 pub async fn token(relay: &Relay, id: &str, secret: &str) -> String {
-    let resp = client()
-        .post(format!("{}oauth2/token", relay.base_url()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", id),
-            ("client_secret", secret),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let v: Value = resp.json().await.unwrap();
-    v["access_token"].as_str().unwrap().to_owned()
+    crate::token(&relay.base_url(), id, secret).await
 }
 
 /// A response, read whole.
@@ -117,9 +110,34 @@ pub struct ScriptedAgent {
 
 impl ScriptedAgent {
     pub async fn open(relay: &Relay) -> ScriptedAgent {
-        let url = format!("ws://127.0.0.1:{}/ws/agent", relay.local_addr().port());
+        ScriptedAgent::open_base(&relay.base_url()).await
+    }
+
+    /// Opens a socket to the relay at `base` (`http://host:port/`).
+    pub async fn open_base(base: &str) -> ScriptedAgent {
+        let url = format!("{}ws/agent", base.replacen("http", "ws", 1));
         let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         ScriptedAgent { ws }
+    }
+
+    /// Opens a socket to the relay at `base` and connects as `agent` with an access token for
+    /// `client`/`secret`; asserts the connect response.
+    pub async fn connect_base(
+        base: &str,
+        agent: &str,
+        client: &str,
+        secret: &str,
+    ) -> ScriptedAgent {
+        let mut a = ScriptedAgent::open_base(base).await;
+        let t = crate::token(base, client, secret).await;
+        a.send(&AgentMessage::ConnectRequest(ConnectRequest {
+            access_token: Some(t),
+            agent_id: Some(agent.into()),
+            callback: None,
+        }))
+        .await;
+        a.recv_kind("agent:connect:response").await;
+        a
     }
 
     /// Opens a socket and connects as the test agent; asserts the connect response.

@@ -1,12 +1,18 @@
 //! Private Redis and PostgreSQL servers on loopback for the scale-out tests and benchmark,
-//! started from the distribution's packages (`scripts/test` installs them) and gone when dropped.
-#![allow(dead_code)]
+//! started from the distribution's packages (`scripts/peers.sh` installs them) and gone when
+//! dropped.
+//!
+//! Neither server can bind port 0 and say which port it got, so a port is picked (bound and
+//! released) and the server started on it; if another process took the port meanwhile, the
+//! server fails to listen and is started again on another port (up to five times): the race
+//! costs a retry, never a flaky test.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
+/// A port that was free a moment ago.
+fn pick_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -14,30 +20,26 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn wait_port(port: u16, what: &str, log: &std::path::Path) {
+/// Waits until `port` accepts connections; `false` if `child` exited first (the port was
+/// taken) or 30 s passed.
+fn wait_port(port: u16, child: Option<&mut Child>) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut child = child;
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+            return true;
+        }
+        if let Some(c) = child.as_deref_mut()
+            && c.try_wait().ok().flatten().is_some()
+        {
+            return false;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!(
-        "{what} did not listen on {port} within 30 s:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
+    false
 }
 
-fn scratch(label: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "outpost-{label}-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use crate::process::scratch;
 
 /// `redis-server` with no persistence.
 pub struct Redis {
@@ -72,9 +74,35 @@ impl Redis {
             "redis-server is not at {}: run scripts/test, which installs it",
             bin.display()
         );
-        let port = free_port();
         let dir = scratch("redis");
         let log = dir.join("redis.log");
+        for _ in 0..5 {
+            let port = pick_port();
+            let mut child = Redis::command(&bin, port, tls, &dir, &log);
+            if wait_port(port, Some(&mut child)) {
+                return Redis {
+                    child,
+                    port,
+                    dir,
+                    tls: tls.is_some(),
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!(
+            "redis-server did not listen:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    fn command(
+        bin: &std::path::Path,
+        port: u16,
+        tls: Option<TlsFiles<'_>>,
+        dir: &std::path::Path,
+        log: &std::path::Path,
+    ) -> Child {
         let mut cmd = Command::new(bin);
         match tls {
             None => cmd.args(["--port", &port.to_string()]),
@@ -88,21 +116,13 @@ impl Redis {
                 .arg(key)
                 .args(["--tls-auth-clients", "no"]),
         };
-        let child = cmd
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
-            .arg(&dir)
-            .stdout(std::fs::File::create(&log).unwrap())
+            .arg(dir)
+            .stdout(std::fs::File::create(log).unwrap())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap();
-        wait_port(port, "redis-server", &log);
-        Redis {
-            child,
-            port,
-            dir,
-            tls: tls.is_some(),
-        }
+            .unwrap()
     }
 
     pub fn url(&self) -> String {
@@ -174,7 +194,6 @@ impl Postgres {
     }
 
     fn start_with(tls: Option<TlsFiles<'_>>) -> Postgres {
-        let port = free_port();
         let dir = scratch("pg");
         if let Some((_, cert, key)) = tls {
             // The server reads them as its own user; the key must be private to it.
@@ -205,38 +224,44 @@ impl Postgres {
             .status()
             .unwrap();
         assert!(st.success(), "initdb failed");
-        let mut opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
-            dir.display()
-        );
         if tls.is_some() {
             std::fs::write(
                 data.join("pg_hba.conf"),
                 "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
             )
             .unwrap();
-            opts.push_str(&format!(
-                " -c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
-                dir.display()
-            ));
         }
-        let st = pg_command("pg_ctl")
-            .args(["-D"])
-            .arg(&data)
-            .args(["-l"])
-            .arg(&log)
-            .args(["-o", &opts, "-w", "start"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(
-            st.success(),
+        for _ in 0..5 {
+            let port = pick_port();
+            let mut opts = format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+                dir.display()
+            );
+            if tls.is_some() {
+                opts.push_str(&format!(
+                    " -c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
+                    dir.display()
+                ));
+            }
+            let st = pg_command("pg_ctl")
+                .args(["-D"])
+                .arg(&data)
+                .args(["-l"])
+                .arg(&log)
+                .args(["-o", &opts, "-w", "start"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap();
+            // `-w` waits until the server accepts connections, or fails (port taken).
+            if st.success() && wait_port(port, None) {
+                return Postgres { port, dir };
+            }
+        }
+        panic!(
             "pg_ctl start failed:\n{}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        wait_port(port, "postgres", &log);
-        Postgres { port, dir }
     }
 
     pub fn url(&self) -> String {

@@ -1,18 +1,13 @@
-//! The relay's configuration and shared state.
+//! How a relay runs: [`RelayConfig`].
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
-use crate::agents::Agents;
-use crate::auth::Tokens;
-use crate::store::Store;
-
-/// How a relay runs.
+/// How a relay runs. Every limit here is a bound the relay keeps against a slow or hostile
+/// peer (see SECURITY.md, "Limits against hostile peers").
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    /// Address to listen on.
+    /// Address to listen on (when [`Relay::start`](crate::Relay::start) binds it).
     pub listen: String,
     /// Directory for the SQLite registry and the token key; `None` keeps everything in memory.
     pub data_dir: Option<PathBuf>,
@@ -24,10 +19,29 @@ pub struct RelayConfig {
     pub inbound_webhook: Option<String>,
     /// How often each agent gets a heartbeat request.
     pub heartbeat_interval: Duration,
+    /// A heartbeat request unanswered this long marks the agent unresponsive: pushes to it are
+    /// refused (not queued) until it answers again.
+    pub heartbeat_grace: Duration,
     /// An agent silent for this long is disconnected (Medplum keeps such sockets forever).
     pub agent_timeout: Duration,
     /// A new socket must send `agent:connect:request` within this time.
     pub connect_timeout: Duration,
+    /// Every write to an agent's socket must complete within this time, or the socket is
+    /// closed and the agent disconnected.
+    pub write_timeout: Duration,
+    /// Most bytes waiting to be written to one agent's socket; more closes it.
+    pub max_unsent: usize,
+    /// Inbound messages one agent socket may have the relay handle at once (more are answered
+    /// 429 at once).
+    pub max_inbound_per_socket: usize,
+    /// Inbound messages one agent may have the relay handle at once, across its connections.
+    pub max_inbound_per_agent: usize,
+    /// Bytes of inbound messages one agent may have the relay handle at once.
+    pub max_inbound_bytes: usize,
+    /// Connections served at once (HTTP and agent sockets); more are closed as soon as they
+    /// are accepted. `None`: the soft file-descriptor limit less 64, so the relay runs out of
+    /// connection slots before it runs out of descriptors.
+    pub max_connections: Option<usize>,
     /// Largest HTTP request body.
     pub max_body: usize,
     /// Largest WebSocket message.
@@ -49,7 +63,7 @@ pub struct RelayConfig {
     pub redis_url: Option<String>,
     /// PEM file of the CAs that PostgreSQL's and Redis's certificates must chain to (instead of
     /// the system's roots), for TLS to them (`sslmode=require`, `rediss://`).
-    pub backend_ca_file: Option<std::path::PathBuf>,
+    pub backend_ca_file: Option<PathBuf>,
     /// Lab orders: attempts before a push is recorded as failed.
     pub order_attempts: u32,
     /// Lab orders: the wait after the first failed attempt, doubling after each (at most 5 min).
@@ -60,6 +74,7 @@ pub struct RelayConfig {
 
 impl Default for RelayConfig {
     fn default() -> Self {
+        let max_ws_message = agent_protocol::DEFAULT_MAX_MESSAGE;
         RelayConfig {
             listen: "127.0.0.1:8103".into(),
             data_dir: None,
@@ -67,10 +82,17 @@ impl Default for RelayConfig {
             tls: None,
             inbound_webhook: None,
             heartbeat_interval: Duration::from_secs(10),
+            heartbeat_grace: Duration::from_secs(5),
             agent_timeout: Duration::from_secs(35),
             connect_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(10),
+            max_unsent: max_ws_message + 64 * 1024,
+            max_inbound_per_socket: 32,
+            max_inbound_per_agent: 64,
+            max_inbound_bytes: 4 * max_ws_message,
+            max_connections: None,
             max_body: 16 * 1024 * 1024,
-            max_ws_message: agent_protocol::DEFAULT_MAX_MESSAGE,
+            max_ws_message,
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
@@ -84,27 +106,3 @@ impl Default for RelayConfig {
         }
     }
 }
-
-/// Everything the routes share.
-#[derive(Debug)]
-pub struct RelayState {
-    /// The configuration.
-    pub config: RelayConfig,
-    /// The registry.
-    pub store: Store,
-    /// Token signing.
-    pub tokens: Tokens,
-    /// Live agents.
-    pub agents: Agents,
-    /// HTTP client for the inbound webhook.
-    pub http: reqwest::Client,
-    /// Flips to `true` when the relay stops; WebSocket tasks close their sockets.
-    pub stopping: watch::Receiver<bool>,
-    /// Wakes the order delivery loop when a message is queued.
-    pub orders_wakeup: tokio::sync::Notify,
-    /// Presence and routing across relay processes, when Redis is configured.
-    pub cluster: Option<crate::cluster::Cluster>,
-}
-
-/// The relay's version, sent in heartbeat responses.
-pub const VERSION: &str = concat!("outpost-", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,17 @@
+//! Who may do what: access tokens, client secrets, and the rules that bind an agent's
+//! credentials to its own Agents.
+//!
+//! Everything here works on values handed in (a token, a `ClientApplication` resource); nothing
+//! reads the store, so the store can use the secret hashing without a circle.
+
+mod access;
+mod key;
+mod secrets;
+mod tokens;
+
+pub use access::ALLOWED_AGENT_EXTENSION;
+pub(crate) use access::{agent_may, bound_agents, may_act_as};
+pub use key::KeyError;
+pub(crate) use key::{decode_key, load_or_create_key, random_key};
+pub(crate) use secrets::{HASHED_PREFIX, check_secret, hash_secret};
+pub use tokens::{Claims, TOKEN_TTL_SECS, TokenError, Tokens};

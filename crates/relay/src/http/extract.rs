@@ -1,0 +1,246 @@
+//! Who is calling, and may they: the preamble of every authenticated route as axum
+//! extractors. [`Caller`] authenticates; [`NotAgent`] also refuses an agent's credentials;
+//! [`FhirRoute`] is `/fhir/R4/{type}[/{id}[/{operation}]]` with the type checked and the
+//! agent binding applied.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use super::RelayState;
+use super::response::{not_found, outcome};
+use crate::auth::{TokenError, agent_may, bound_agents, check_secret};
+use crate::fhir::{RESOURCE_TYPES, now_secs};
+
+/// Why a request is not authenticated (401).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum AuthError {
+    /// No `Authorization` header.
+    #[error("Unauthorized: missing Authorization header")]
+    Missing,
+    /// A Bearer token we did not issue, tampered with, or expired.
+    #[error("Unauthorized: {0}")]
+    Token(#[from] TokenError),
+    /// Basic credentials that do not log in.
+    #[error("Unauthorized: invalid client credentials")]
+    Credentials,
+    /// Neither Bearer nor Basic.
+    #[error("Unauthorized: unsupported Authorization scheme")]
+    Scheme,
+}
+
+impl From<AuthError> for Response {
+    fn from(e: AuthError) -> Response {
+        e.into_response()
+    }
+}
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        let mut r = outcome(StatusCode::UNAUTHORIZED, "login", self.to_string());
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        r
+    }
+}
+
+/// `Authorization: Basic base64(id:secret)` → `(id, secret)`.
+pub(crate) fn parse_basic(header: &str) -> Option<(String, String)> {
+    let b64 = header
+        .strip_prefix("Basic ")
+        .or_else(|| header.strip_prefix("basic "))?;
+    let decoded = STANDARD.decode(b64.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    Some((id.to_owned(), secret.to_owned()))
+}
+
+/// Whether `secret` logs in as client `id`.
+pub(crate) fn check_client(state: &RelayState, id: &str, secret: &str) -> bool {
+    let app = state.registry.cached("ClientApplication", id);
+    check_secret(&state.tokens, app.as_deref(), secret)
+}
+
+/// Who made a request: a Bearer token we issued and that has not expired, or Basic client
+/// credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Caller {
+    /// The ClientApplication id.
+    pub(crate) client_id: String,
+    /// The Agents its credentials are bound to (empty for a caller).
+    pub(crate) agents: Vec<String>,
+}
+
+impl Caller {
+    fn authenticate(state: &RelayState, parts: &Parts) -> Result<Caller, AuthError> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(AuthError::Missing)?;
+        let client_id = if let Some(token) = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+        {
+            state.tokens.verify(token.trim(), now_secs())?.client_id
+        } else if let Some((id, secret)) = parse_basic(value) {
+            if !check_client(state, &id, &secret) {
+                return Err(AuthError::Credentials);
+            }
+            id
+        } else {
+            return Err(AuthError::Scheme);
+        };
+        let app = state.registry.cached("ClientApplication", &client_id);
+        Ok(Caller {
+            agents: bound_agents(app.as_deref()),
+            client_id,
+        })
+    }
+
+    /// Whether these credentials may make this REST request (see `auth::agent_may`).
+    pub(crate) fn may(&self, state: &RelayState, read: bool, ty: &str, id: Option<&str>) -> bool {
+        agent_may(&self.agents, read, ty, id, |a| {
+            state.registry.cached("Agent", a)
+        })
+    }
+
+    /// The 403 for an agent's credentials used beyond what an agent needs.
+    pub(crate) fn forbidden(&self) -> Response {
+        outcome(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "Forbidden: {} is an agent's client; it may only read its own Agent and that Agent's Endpoints",
+                self.client_id
+            ),
+        )
+    }
+}
+
+impl FromRequestParts<Arc<RelayState>> for Caller {
+    type Rejection = AuthError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<RelayState>,
+    ) -> Result<Self, Self::Rejection> {
+        Caller::authenticate(state, parts)
+    }
+}
+
+/// An authenticated caller whose credentials are not bound to an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NotAgent(pub(crate) Caller);
+
+impl FromRequestParts<Arc<RelayState>> for NotAgent {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<RelayState>,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = Caller::authenticate(state, parts)?;
+        if !caller.agents.is_empty() {
+            return Err(caller.forbidden());
+        }
+        Ok(NotAgent(caller))
+    }
+}
+
+/// `$push`, `%24push` → `push`.
+pub(crate) fn op_name(s: &str) -> Option<&str> {
+    s.strip_prefix('$').or_else(|| s.strip_prefix("%24"))
+}
+
+/// `/fhir/R4/{ty}`, `/fhir/R4/{ty}/{id}` or `/fhir/R4/{ty}/{id}/{op}`, authenticated, with a
+/// stored type, allowed for the caller. A type-level operation (`Agent/$push`) has no id and
+/// an `op`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FhirRoute {
+    /// Who.
+    pub(crate) caller: Caller,
+    /// The resource type.
+    pub(crate) ty: String,
+    /// The resource id.
+    pub(crate) id: Option<String>,
+    /// The operation, without its `$`.
+    pub(crate) op: Option<String>,
+}
+
+impl FromRequestParts<Arc<RelayState>> for FhirRoute {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<RelayState>,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = Caller::authenticate(state, parts)?;
+        let Path(mut path) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let ty = path.remove("ty").unwrap_or_default();
+        let check_type = || {
+            if RESOURCE_TYPES.contains(&ty.as_str()) {
+                Ok(())
+            } else {
+                Err(not_found(format!("Unsupported resource type {ty}")))
+            }
+        };
+        let (id, op) = match (path.remove("id"), path.remove("op")) {
+            (None, _) => {
+                // `/fhir/R4/{ty}`: an agent's credentials never search or create.
+                if !caller.may(state, false, &ty, None) {
+                    return Err(caller.forbidden());
+                }
+                if let Some(op) = op_name(&ty) {
+                    // `/fhir/R4/$op` has no type; nothing supports that.
+                    return Err(not_found(format!("Unsupported operation ${op}")));
+                }
+                check_type()?;
+                (None, None)
+            }
+            (Some(id), None) => {
+                check_type()?;
+                let op = op_name(&id).map(str::to_owned);
+                let read = parts.method == Method::GET && op.is_none();
+                if !caller.may(state, read, &ty, Some(&id)) {
+                    return Err(caller.forbidden());
+                }
+                match op {
+                    Some(op) => (None, Some(op)),
+                    None => (Some(id), None),
+                }
+            }
+            (Some(id), Some(op)) => {
+                check_type()?;
+                if !caller.may(state, false, &ty, Some(&id)) {
+                    return Err(caller.forbidden());
+                }
+                let Some(op) = op_name(&op) else {
+                    return Err(not_found("Not found: no such route"));
+                };
+                (Some(id), Some(op.to_owned()))
+            }
+        };
+        Ok(FhirRoute { caller, ty, id, op })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_header() {
+        let h = format!("Basic {}", STANDARD.encode("id:se:cret"));
+        assert_eq!(parse_basic(&h), Some(("id".into(), "se:cret".into())));
+        assert_eq!(parse_basic("Bearer x"), None);
+    }
+}

@@ -1,0 +1,268 @@
+//! Inbound messages: a device sent something to an agent, which forwards it here.
+//!
+//! Each message is stored before it is answered. The agent's `callback` makes redelivery
+//! idempotent: a message the relay has already answered gets the stored answer again and is not
+//! stored twice. The answer comes from the `--inbound-webhook` when one is set and replies, else
+//! (HL7) an AA built by `hl7v2`. Byte-stream messages (`application/octet-stream`, hex on the
+//! agent's socket) reach the webhook as the raw bytes, and its reply's bytes go back hex-encoded.
+//!
+//! A temporary failure is never a final answer. When the relay cannot take responsibility for
+//! a message — its store failed (disk full, database locked or down), or the webhook is
+//! unreachable, timed out, or answered 5xx or 429 — the answer is `statusCode: 503`,
+//! `text/plain`, saying what failed, and it is not recorded as the message's answer: the agent
+//! keeps the message and sends it again with the same callback, and that redelivery is
+//! processed afresh (stored once: the callback is unique per agent).
+//!
+
+mod webhook;
+
+use std::time::Duration;
+
+use agent_protocol::{
+    AgentMessage, CONTENT_TYPE_HL7_V2, CONTENT_TYPE_TEXT, TransmitRequest, TransmitResponse,
+};
+use hl7v2::{AckCode, AckOptions, Message, Precision, Timestamp, build_ack};
+
+use crate::auth::{Tokens, may_act_as};
+use crate::fhir::now_secs;
+use crate::store::{NewInbound, Recorded, Registry, chain};
+use webhook::{Webhook, WebhookError};
+
+/// Time allowed for the webhook to answer.
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Handles the inbound messages of every agent.
+#[derive(Debug)]
+pub(crate) struct Inbound {
+    registry: Registry,
+    tokens: Tokens,
+    webhook: Option<Webhook>,
+}
+
+/// The answer to a message, before it is sent.
+struct Answer {
+    status: u16,
+    content_type: String,
+    body: String,
+}
+
+impl Inbound {
+    /// Stores in `registry`, checks tokens with `tokens`, and POSTs to `webhook` when given.
+    pub(crate) fn new(
+        registry: Registry,
+        tokens: Tokens,
+        webhook: Option<(String, reqwest::Client)>,
+    ) -> Inbound {
+        Inbound {
+            registry,
+            tokens,
+            webhook: webhook.map(|(url, http)| Webhook::new(url, http, WEBHOOK_TIMEOUT)),
+        }
+    }
+
+    /// What to answer an inbound message, after checking it the way Medplum does. Some checks
+    /// answer with `agent:error` (Medplum's texts), the rest with a transmit response.
+    pub(crate) async fn handle(&self, agent_id: &str, req: TransmitRequest) -> AgentMessage {
+        let callback = req.callback.clone();
+        let error = |text: &str| AgentMessage::error(text, callback.clone());
+        let Some(token) = req.access_token.as_deref() else {
+            return error("Missing access token");
+        };
+        let Some(channel) = req.channel.clone().filter(|c| !c.is_empty()) else {
+            return error("Missing channel");
+        };
+        if req.body.is_empty() {
+            return error("Missing body");
+        }
+        match self.tokens.verify(token, now_secs()) {
+            Ok(c)
+                if may_act_as(
+                    self.registry
+                        .cached("ClientApplication", &c.client_id)
+                        .as_deref(),
+                    agent_id,
+                ) => {}
+            _ => return error("Invalid access token"),
+        }
+        let known_channel = self.registry.cached("Agent", agent_id).is_some_and(|a| {
+            a["channel"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["name"].as_str() == Some(channel.as_str()))
+        });
+        if !known_channel {
+            return error("Channel not found");
+        }
+        // Without a callback there is nothing to de-duplicate on; make one up.
+        let key = req
+            .callback
+            .clone()
+            .unwrap_or_else(|| format!("Agent/{agent_id}-{}", uuid::Uuid::new_v4()));
+        let recorded = self
+            .registry
+            .record_inbound(NewInbound {
+                agent_id: agent_id.to_owned(),
+                channel: channel.clone(),
+                remote: req.remote.clone(),
+                content_type: req.content_type.clone(),
+                body: req.body.clone(),
+                callback: key.clone(),
+            })
+            .await;
+        let row_id = match recorded {
+            Ok(Recorded::New(id)) => id,
+            Ok(Recorded::Duplicate(row)) => {
+                if let (Some(status), Some(body)) = (row.status_code, row.response) {
+                    tracing::info!(
+                        agent = agent_id,
+                        channel,
+                        callback = key,
+                        "redelivered message answered from store"
+                    );
+                    return response(&req, u16::try_from(status).unwrap_or(200), None, body);
+                }
+                row.id
+            }
+            Err(e) => {
+                let e = chain(&e);
+                tracing::error!(
+                    agent = agent_id,
+                    channel,
+                    error = e,
+                    "cannot store inbound message"
+                );
+                return response(
+                    &req,
+                    503,
+                    None,
+                    format!("relay could not store the message: {e}; retry"),
+                );
+            }
+        };
+        let answer = match self.answer(agent_id, &channel, &req).await {
+            Ok(a) => a,
+            Err(e) if e.is_temporary() => {
+                // Stored, not answered: not final; a redelivery is processed again.
+                let text = chain(&e);
+                tracing::warn!(
+                    agent = agent_id,
+                    channel,
+                    error = text,
+                    "inbound webhook failed"
+                );
+                return response(
+                    &req,
+                    503,
+                    None,
+                    format!("relay could not deliver the message: {text}; retry"),
+                );
+            }
+            Err(e) => {
+                // The webhook refused it for good (4xx), or the agent's body is unusable.
+                let text = format!("upstream error: {}", chain(&e));
+                tracing::warn!(
+                    agent = agent_id,
+                    channel,
+                    error = text,
+                    "inbound webhook refused the message"
+                );
+                match (req.content_type == CONTENT_TYPE_HL7_V2)
+                    .then(|| ack(&req.body, AckCode::AE, Some(text.clone())))
+                {
+                    // The device gets an explicit error.
+                    Some(Ok(a)) => Answer {
+                        status: 200,
+                        content_type: CONTENT_TYPE_HL7_V2.into(),
+                        body: a,
+                    },
+                    Some(Err(invalid)) => Answer {
+                        status: 400,
+                        content_type: CONTENT_TYPE_TEXT.into(),
+                        body: invalid,
+                    },
+                    None => Answer {
+                        status: 400,
+                        content_type: CONTENT_TYPE_TEXT.into(),
+                        body: text,
+                    },
+                }
+            }
+        };
+        if let Err(e) = self
+            .registry
+            .set_inbound_response(row_id, answer.status, &answer.body)
+            .await
+        {
+            // The message is stored: the answer stands. A redelivery gets it computed again.
+            tracing::error!(error = %chain(&e), "cannot record the answer to an inbound message");
+        }
+        response(&req, answer.status, Some(answer.content_type), answer.body)
+    }
+
+    /// The answer for a stored message, or why the webhook could not give one.
+    async fn answer(
+        &self,
+        agent_id: &str,
+        channel: &str,
+        req: &TransmitRequest,
+    ) -> Result<Answer, WebhookError> {
+        if let Some(hook) = &self.webhook
+            && let Some((content_type, body)) = hook.post(agent_id, channel, req).await?
+        {
+            return Ok(Answer {
+                status: 200,
+                content_type,
+                body,
+            });
+        }
+        let answer = if req.content_type == CONTENT_TYPE_HL7_V2 {
+            match ack(&req.body, AckCode::AA, None) {
+                Ok(a) => (200, CONTENT_TYPE_HL7_V2, a),
+                Err(text) => (400, CONTENT_TYPE_TEXT, text),
+            }
+        } else {
+            (200, CONTENT_TYPE_TEXT, "OK".to_owned())
+        };
+        Ok(Answer {
+            status: answer.0,
+            content_type: answer.1.to_owned(),
+            body: answer.2,
+        })
+    }
+}
+
+/// A transmit response to `req`; errors (status 400 and up) are `text/plain`.
+fn response(
+    req: &TransmitRequest,
+    status: u16,
+    content_type: Option<String>,
+    body: String,
+) -> AgentMessage {
+    let content_type = match content_type {
+        Some(ct) => ct,
+        None if status < 400 => req.content_type.clone(),
+        None => CONTENT_TYPE_TEXT.into(),
+    };
+    AgentMessage::TransmitResponse(TransmitResponse {
+        channel: req.channel.clone(),
+        remote: req.remote.clone(),
+        callback: req.callback.clone(),
+        content_type,
+        status_code: Some(status),
+        status: None,
+        body,
+    })
+}
+
+/// An acknowledgement of an HL7 body, segments ended by `\r`.
+fn ack(body: &str, code: AckCode, text: Option<String>) -> Result<String, String> {
+    let msg = Message::parse(body.as_bytes()).map_err(|e| format!("invalid HL7 message: {e}"))?;
+    let now = chrono::Utc::now();
+    let mut opts = AckOptions::new(
+        format!("{}", now.timestamp_millis()),
+        Timestamp::from_datetime(&now, Precision::Fraction(3)),
+    );
+    opts.text = text;
+    Ok(String::from_utf8_lossy(&build_ack(&msg, code, &opts)).into_owned())
+}

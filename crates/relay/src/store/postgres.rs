@@ -1,0 +1,550 @@
+//! The shared backend: PostgreSQL, for several relay processes on one database.
+//!
+//! The schema is the SQLite one. Statements run on `tokio-postgres` connections from a
+//! `deadpool` pool, concurrently, without blocking a worker thread. Each process keeps its
+//! in-memory registry cache; every write to a cached type commits to PostgreSQL and sends
+//! `NOTIFY outpost_resource, 'Type/id'` in the same transaction, and a listening connection in
+//! every process reloads what changed, so the caches converge within milliseconds. A listener
+//! that lost its connection reloads everything when it is back.
+//!
+//! With `sslmode=require` in the URL, connections are TLS (rustls) and the server's certificate
+//! is verified against the configured CA file or the system's roots — as libpq's `verify-full`
+//! does; other modes connect without TLS.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::{StreamExt, TryStreamExt};
+use serde_json::Value;
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{AsyncMessage, NoTls, Socket};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::cache::{CACHED_TYPES, RegistryCache, is_cached};
+use super::inbound::INBOUND_SELECT;
+use super::{
+    Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, NewInbound, Recorded, Store,
+    StoreError,
+};
+use crate::fhir::now_rfc3339;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS resource (
+    resource_type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    content TEXT NOT NULL,
+    PRIMARY KEY (resource_type, id)
+);
+CREATE TABLE IF NOT EXISTS inbound (
+    id BIGSERIAL PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    remote TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    body TEXT NOT NULL,
+    callback TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    status_code BIGINT,
+    response TEXT,
+    UNIQUE (agent_id, callback)
+);
+CREATE TABLE IF NOT EXISTS order_delivery (
+    id BIGSERIAL PRIMARY KEY,
+    subscription TEXT NOT NULL,
+    request TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    device TEXT NOT NULL,
+    format TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    body TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts BIGINT NOT NULL DEFAULT 0,
+    next_at BIGINT NOT NULL,
+    last_error TEXT,
+    response TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS order_delivery_due ON order_delivery (state, next_at);
+CREATE TABLE IF NOT EXISTS setting (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);";
+
+/// Connections in the pool: enough for the statements one process issues at once.
+const POOL_SIZE: usize = 16;
+/// Longest wait for a pooled connection (or a new one).
+const POOL_WAIT: Duration = Duration::from_secs(10);
+
+/// The PostgreSQL backend.
+#[derive(Debug, Clone)]
+pub(crate) struct Postgres {
+    pool: Pool,
+}
+
+/// How connections are made: plaintext or TLS.
+#[derive(Clone)]
+enum Tls {
+    None,
+    Rustls(MakeRustlsConnect),
+}
+
+fn pool<T>(config: tokio_postgres::Config, tls: T) -> Result<Pool, StoreError>
+where
+    T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
+    T::Stream: Sync + Send,
+    T::TlsConnect: Sync + Send,
+    <T::TlsConnect as tokio_postgres::tls::TlsConnect<Socket>>::Future: Send,
+{
+    let manager = Manager::from_config(
+        config,
+        tls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Ok(Pool::builder(manager)
+        .max_size(POOL_SIZE)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(POOL_WAIT))
+        .build()?)
+}
+
+impl Postgres {
+    /// Connects (creating the schema) and starts the change listener, which keeps `cache` in
+    /// step with the other processes' writes.
+    pub(crate) async fn open(
+        url: &str,
+        ca_pem: Option<&[u8]>,
+        cache: Arc<RegistryCache>,
+    ) -> Result<Postgres, StoreError> {
+        let config: tokio_postgres::Config = url.parse()?;
+        let tls = match config.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Require => {
+                Tls::Rustls(MakeRustlsConnect::new(tls_client_config(ca_pem)?))
+            }
+            _ => Tls::None,
+        };
+        let pool = match &tls {
+            Tls::None => pool(config.clone(), NoTls)?,
+            Tls::Rustls(t) => pool(config.clone(), t.clone())?,
+        };
+        {
+            let mut client = pool.get().await?;
+            // Schema creation races between processes starting together; a lock makes it one
+            // at a time.
+            let tx = client.transaction().await?;
+            tx.execute("SELECT pg_advisory_xact_lock(727001)", &[])
+                .await?;
+            tx.batch_execute(SCHEMA).await?;
+            tx.commit().await?;
+        }
+        tokio::spawn(listen(config, tls, cache));
+        Ok(Postgres { pool })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+fn inbound_row(r: &tokio_postgres::Row) -> InboundRow {
+    InboundRow {
+        id: r.get(0),
+        agent_id: r.get(1),
+        channel: r.get(2),
+        remote: r.get(3),
+        content_type: r.get(4),
+        body: r.get(5),
+        callback: r.get(6),
+        received_at: r.get(7),
+        status_code: r.get(8),
+        response: r.get(9),
+    }
+}
+
+fn delivery_row(r: &tokio_postgres::Row) -> Delivery {
+    Delivery {
+        id: r.get(0),
+        subscription: r.get(1),
+        request: r.get(2),
+        agent_id: r.get(3),
+        device: r.get(4),
+        format: r.get(5),
+        content_type: r.get(6),
+        body: r.get(7),
+        attempts: r.get(8),
+    }
+}
+
+/// Every cached resource, read through `client`.
+async fn registry_rows(
+    client: &tokio_postgres::Client,
+) -> Result<Vec<(String, String, String)>, StoreError> {
+    let cached: Vec<&str> = CACHED_TYPES.to_vec();
+    Ok(client
+        .query(
+            "SELECT resource_type, id, content FROM resource WHERE resource_type = ANY($1)",
+            &[&cached],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
+
+#[async_trait::async_trait]
+impl Store for Postgres {
+    async fn registry_rows(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let c = self.client().await?;
+        registry_rows(&c).await
+    }
+
+    async fn get(&self, ty: &str, id: &str) -> Result<Option<String>, StoreError> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached("SELECT content FROM resource WHERE resource_type = $1 AND id = $2")
+            .await?;
+        Ok(c.query_opt(&stmt, &[&ty, &id]).await?.map(|r| r.get(0)))
+    }
+
+    async fn upsert(
+        &self,
+        ty: &str,
+        id: &str,
+        version: i64,
+        content: String,
+    ) -> Result<(), StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute(
+            "INSERT INTO resource (resource_type, id, version, content) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (resource_type, id) DO UPDATE SET version = $3, content = $4",
+            &[&ty, &id, &version, &content],
+        )
+        .await?;
+        if is_cached(ty) {
+            tx.execute(
+                "SELECT pg_notify('outpost_resource', $1)",
+                &[&format!("{ty}/{id}")],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete(&self, ty: &str, id: &str) -> Result<bool, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let n = tx
+            .execute(
+                "DELETE FROM resource WHERE resource_type = $1 AND id = $2",
+                &[&ty, &id],
+            )
+            .await?;
+        tx.execute(
+            "SELECT pg_notify('outpost_resource', $1)",
+            &[&format!("{ty}/{id}")],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    async fn scan(
+        &self,
+        ty: &str,
+        limit: usize,
+        keep: Filter,
+    ) -> Result<Vec<Arc<Value>>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query_raw(
+                "SELECT content FROM resource WHERE resource_type = $1 ORDER BY id",
+                [ty],
+            )
+            .await?;
+        futures_util::pin_mut!(rows);
+        let mut found = Vec::new();
+        while found.len() < limit
+            && let Some(row) = rows.try_next().await?
+        {
+            let content: String = row.get(0);
+            if let Ok(v) = serde_json::from_str::<Value>(&content)
+                && keep(&v)
+            {
+                found.push(Arc::new(v));
+            }
+        }
+        Ok(found)
+    }
+
+    async fn record_inbound(&self, m: NewInbound) -> Result<Recorded, StoreError> {
+        let c = self.client().await?;
+        let inserted = c
+            .query_opt(
+                "INSERT INTO inbound (agent_id, channel, remote, content_type, body, callback, received_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (agent_id, callback) DO NOTHING RETURNING id",
+                &[&m.agent_id, &m.channel, &m.remote, &m.content_type, &m.body, &m.callback, &now_rfc3339()],
+            )
+            .await?;
+        if let Some(r) = inserted {
+            return Ok(Recorded::New(r.get(0)));
+        }
+        let r = c
+            .query_one(
+                &format!("{INBOUND_SELECT} WHERE agent_id = $1 AND callback = $2"),
+                &[&m.agent_id, &m.callback],
+            )
+            .await?;
+        Ok(Recorded::Duplicate(Box::new(inbound_row(&r))))
+    }
+
+    async fn set_inbound_response(
+        &self,
+        id: i64,
+        status: u16,
+        body: String,
+    ) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE inbound SET status_code = $1, response = $2 WHERE id = $3",
+                &[&i64::from(status), &body, &id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn inbound(&self, q: InboundQuery) -> Result<Vec<InboundRow>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "{INBOUND_SELECT} WHERE id > $1 AND ($2::TEXT IS NULL OR agent_id = $2)
+                     AND ($3::TEXT IS NULL OR channel = $3) ORDER BY id LIMIT $4"
+                ),
+                &[&q.after, &q.agent_id, &q.channel, &(q.limit as i64)],
+            )
+            .await?;
+        Ok(rows.iter().map(inbound_row).collect())
+    }
+
+    async fn inbound_count(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .query_one("SELECT COUNT(*) FROM inbound", &[])
+            .await?
+            .get(0))
+    }
+
+    async fn enqueue_delivery(&self, d: Delivery, now_ms: i64) -> Result<i64, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .query_one(
+                "INSERT INTO order_delivery (subscription, request, agent_id, device, format, content_type, body, next_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                &[&d.subscription, &d.request, &d.agent_id, &d.device, &d.format, &d.content_type, &d.body, &now_ms, &now_rfc3339()],
+            )
+            .await?
+            .get(0))
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<(Vec<Delivery>, Option<i64>), StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let rows = tx
+            .query(
+                "UPDATE order_delivery SET state = 'sending', next_at = $2
+                 WHERE id IN (SELECT id FROM order_delivery
+                              WHERE state IN ('pending', 'sending') AND next_at <= $1
+                              ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
+                 RETURNING id, subscription, request, agent_id, device, format, content_type, body, attempts",
+                &[&now_ms, &(now_ms + lease_ms), &(limit as i64)],
+            )
+            .await?;
+        let next: Option<i64> = tx
+            .query_one(
+                "SELECT MIN(next_at) FROM order_delivery WHERE state IN ('pending', 'sending')",
+                &[],
+            )
+            .await?
+            .get(0);
+        tx.commit().await?;
+        let mut due: Vec<Delivery> = rows.iter().map(delivery_row).collect();
+        due.sort_by_key(|d| d.id);
+        Ok((due, next))
+    }
+
+    async fn update_delivery(&self, id: i64, o: DeliveryOutcome) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE order_delivery SET state = $2, attempts = $3, next_at = $4, last_error = $5, response = $6 WHERE id = $1",
+                &[&id, &o.state, &o.attempts, &o.next_at_ms, &o.error, &o.response],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn delivery_count(&self, state: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .query_one(
+                "SELECT COUNT(*) FROM order_delivery WHERE state = $1",
+                &[&state],
+            )
+            .await?
+            .get(0))
+    }
+
+    async fn shared_setting(&self, name: &str, init: String) -> Result<Option<String>, StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO setting (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            &[&name, &init],
+        )
+        .await?;
+        Ok(Some(
+            c.query_one("SELECT value FROM setting WHERE name = $1", &[&name])
+                .await?
+                .get(0),
+        ))
+    }
+}
+
+/// Follows `NOTIFY outpost_resource` and keeps `cache` in step, reconnecting forever (with
+/// backoff) until the runtime stops.
+async fn listen(config: tokio_postgres::Config, tls: Tls, cache: Arc<RegistryCache>) {
+    let mut backoff = Duration::from_millis(200);
+    let mut first = true;
+    loop {
+        let result = match &tls {
+            Tls::None => listen_once(&config, NoTls, &cache, &mut first, &mut backoff).await,
+            Tls::Rustls(t) => {
+                listen_once(&config, t.clone(), &cache, &mut first, &mut backoff).await
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %super::chain(&e), "PostgreSQL change listener lost its connection; retrying");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One listening connection, until it fails.
+async fn listen_once<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+    cache: &RegistryCache,
+    first: &mut bool,
+    backoff: &mut Duration,
+) -> Result<(), StoreError>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, mut connection) = config.connect(tls).await?;
+    let (notes, mut notified) = tokio::sync::mpsc::channel::<String>(1024);
+    // The connection does its I/O when polled; this task polls it and passes notifications on.
+    let driver = tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(m) = messages.next().await {
+            match m? {
+                AsyncMessage::Notification(n) => {
+                    if notes.send(n.payload().to_owned()).await.is_err() {
+                        break;
+                    }
+                }
+                _ => continue,
+            }
+        }
+        Ok::<(), tokio_postgres::Error>(())
+    });
+    let result = async {
+        client.batch_execute("LISTEN outpost_resource").await?;
+        if !*first {
+            // Changes made while we were away: start from the database again.
+            cache.replace(registry_rows(&client).await?)?;
+        }
+        *first = false;
+        *backoff = Duration::from_millis(200);
+        loop {
+            let key = tokio::select! {
+                key = notified.recv() => match key {
+                    Some(k) => k,
+                    None => return Ok(()),
+                },
+                () = tokio::time::sleep(Duration::from_secs(30)) => {
+                    // Quiet for a while: make sure the connection is still there.
+                    client.simple_query("SELECT 1").await?;
+                    continue;
+                }
+            };
+            let Some((ty, id)) = key.split_once('/').filter(|(ty, _)| is_cached(ty)) else {
+                continue;
+            };
+            let row = client
+                .query_opt(
+                    "SELECT content FROM resource WHERE resource_type = $1 AND id = $2",
+                    &[&ty, &id],
+                )
+                .await?;
+            match row.map(|r| r.get::<_, String>(0)) {
+                Some(content) => {
+                    if let Ok(v) = serde_json::from_str::<Value>(&content) {
+                        cache.insert(ty, id, Arc::new(v));
+                    }
+                }
+                None => {
+                    cache.remove(ty, id);
+                }
+            }
+        }
+    }
+    .await;
+    driver.abort();
+    result
+}
+
+/// TLS settings for the connections to PostgreSQL: the CAs in `ca_pem`, or the system's roots.
+fn tls_client_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, StoreError> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_pem {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                roots
+                    .add(cert.map_err(StoreError::CaFile)?)
+                    .map_err(StoreError::CaCert)?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    if roots.is_empty() {
+        return Err(StoreError::NoRoots);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(StoreError::CaCert)?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}

@@ -1,0 +1,366 @@
+//! The embedded backend: one SQLite file (or memory), for a relay that runs alone.
+//!
+//! rusqlite is synchronous; every statement runs on tokio's blocking pool
+//! (`spawn_blocking`), so a slow disk never stalls the tasks serving sockets. One connection,
+//! behind a mutex: SQLite serialises writers anyway, and WAL keeps readers cheap.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+use super::cache::CACHED_TYPES;
+use super::inbound::INBOUND_SELECT;
+use super::{
+    Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, NewInbound, Recorded, Store,
+    StoreError,
+};
+use crate::fhir::now_rfc3339;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS resource (
+    resource_type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    content TEXT NOT NULL,
+    PRIMARY KEY (resource_type, id)
+);
+CREATE TABLE IF NOT EXISTS inbound (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    agent_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    remote TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    body TEXT NOT NULL,
+    callback TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    status_code INTEGER,
+    response TEXT,
+    UNIQUE (agent_id, callback)
+);
+CREATE TABLE IF NOT EXISTS order_delivery (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    subscription TEXT NOT NULL,
+    request TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    device TEXT NOT NULL,
+    format TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    body TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at INTEGER NOT NULL,
+    last_error TEXT,
+    response TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS order_delivery_due ON order_delivery (state, next_at);";
+
+/// The SQLite backend.
+#[derive(Debug, Clone)]
+pub(crate) struct Sqlite {
+    conn: Arc<Mutex<Connection>>,
+}
+
+/// The first lines of `PRAGMA quick_check`, or `None` when it says `ok`.
+fn quick_check(conn: &Connection) -> Result<Option<String>, rusqlite::Error> {
+    let mut stmt = conn.prepare("PRAGMA quick_check(20)")?;
+    let lines: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<_, _>>()?;
+    Ok((lines != ["ok"]).then(|| lines.join("; ")))
+}
+
+fn open_checked(path: Option<PathBuf>) -> Result<Connection, StoreError> {
+    let conn = match &path {
+        Some(p) => Connection::open(p),
+        None => Connection::open_in_memory(),
+    }?;
+    if let Some(p) = &path {
+        // A file that is not a database at all fails here too (SQLITE_NOTADB).
+        let damaged = |report: String| StoreError::Damaged {
+            path: p.clone(),
+            report,
+        };
+        match quick_check(&conn) {
+            Ok(None) => {}
+            Ok(Some(report)) => return Err(damaged(report)),
+            Err(e) => return Err(damaged(e.to_string())),
+        }
+    }
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+impl Sqlite {
+    /// Opens (creating) the file, checks it, creates the tables.
+    pub(crate) async fn open(path: Option<&Path>) -> Result<Sqlite, StoreError> {
+        let path = path.map(Path::to_path_buf);
+        let conn = tokio::task::spawn_blocking(move || open_checked(path)).await??;
+        Ok(Sqlite {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` on the connection, on the blocking pool.
+    async fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<R, rusqlite::Error> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let conn = self.conn.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut c)
+        })
+        .await?;
+        Ok(result?)
+    }
+}
+
+fn inbound_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InboundRow> {
+    Ok(InboundRow {
+        id: r.get(0)?,
+        agent_id: r.get(1)?,
+        channel: r.get(2)?,
+        remote: r.get(3)?,
+        content_type: r.get(4)?,
+        body: r.get(5)?,
+        callback: r.get(6)?,
+        received_at: r.get(7)?,
+        status_code: r.get(8)?,
+        response: r.get(9)?,
+    })
+}
+
+fn delivery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
+    Ok(Delivery {
+        id: r.get(0)?,
+        subscription: r.get(1)?,
+        request: r.get(2)?,
+        agent_id: r.get(3)?,
+        device: r.get(4)?,
+        format: r.get(5)?,
+        content_type: r.get(6)?,
+        body: r.get(7)?,
+        attempts: r.get(8)?,
+    })
+}
+
+#[async_trait::async_trait]
+impl Store for Sqlite {
+    async fn registry_rows(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        self.run(|c| {
+            let types = CACHED_TYPES
+                .iter()
+                .map(|t| format!("'{t}'"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut stmt = c.prepare(&format!(
+                "SELECT resource_type, id, content FROM resource WHERE resource_type IN ({types})"
+            ))?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
+        .await
+    }
+
+    async fn get(&self, ty: &str, id: &str) -> Result<Option<String>, StoreError> {
+        let (ty, id) = (ty.to_owned(), id.to_owned());
+        self.run(move |c| {
+            c.query_row(
+                "SELECT content FROM resource WHERE resource_type = ?1 AND id = ?2",
+                params![ty, id],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn upsert(
+        &self,
+        ty: &str,
+        id: &str,
+        version: i64,
+        content: String,
+    ) -> Result<(), StoreError> {
+        let (ty, id) = (ty.to_owned(), id.to_owned());
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO resource (resource_type, id, version, content) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (resource_type, id) DO UPDATE SET version = ?3, content = ?4",
+                params![ty, id, version, content],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn delete(&self, ty: &str, id: &str) -> Result<bool, StoreError> {
+        let (ty, id) = (ty.to_owned(), id.to_owned());
+        self.run(move |c| {
+            c.execute(
+                "DELETE FROM resource WHERE resource_type = ?1 AND id = ?2",
+                params![ty, id],
+            )
+            .map(|n| n > 0)
+        })
+        .await
+    }
+
+    async fn scan(
+        &self,
+        ty: &str,
+        limit: usize,
+        keep: Filter,
+    ) -> Result<Vec<Arc<Value>>, StoreError> {
+        let ty = ty.to_owned();
+        self.run(move |c| {
+            let mut stmt =
+                c.prepare("SELECT content FROM resource WHERE resource_type = ?1 ORDER BY id")?;
+            let mut rows = stmt.query(params![ty])?;
+            let mut found = Vec::new();
+            while found.len() < limit
+                && let Some(row) = rows.next()?
+            {
+                let content: String = row.get(0)?;
+                if let Ok(v) = serde_json::from_str::<Value>(&content)
+                    && keep(&v)
+                {
+                    found.push(Arc::new(v));
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn record_inbound(&self, m: NewInbound) -> Result<Recorded, StoreError> {
+        self.run(move |c| {
+            let inserted = c.execute(
+                "INSERT INTO inbound (agent_id, channel, remote, content_type, body, callback, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (agent_id, callback) DO NOTHING",
+                params![m.agent_id, m.channel, m.remote, m.content_type, m.body, m.callback, now_rfc3339()],
+            )?;
+            if inserted == 1 {
+                return Ok(Recorded::New(c.last_insert_rowid()));
+            }
+            let row = c.query_row(
+                &format!("{INBOUND_SELECT} WHERE agent_id = ?1 AND callback = ?2"),
+                params![m.agent_id, m.callback],
+                inbound_row,
+            )?;
+            Ok(Recorded::Duplicate(Box::new(row)))
+        })
+        .await
+    }
+
+    async fn set_inbound_response(
+        &self,
+        id: i64,
+        status: u16,
+        body: String,
+    ) -> Result<(), StoreError> {
+        self.run(move |c| {
+            c.execute(
+                "UPDATE inbound SET status_code = ?1, response = ?2 WHERE id = ?3",
+                params![status, body, id],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn inbound(&self, q: InboundQuery) -> Result<Vec<InboundRow>, StoreError> {
+        self.run(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "{INBOUND_SELECT} WHERE id > ?1 AND (?2 IS NULL OR agent_id = ?2)
+                 AND (?3 IS NULL OR channel = ?3) ORDER BY id LIMIT ?4"
+            ))?;
+            stmt.query_map(
+                params![q.after, q.agent_id, q.channel, q.limit as i64],
+                inbound_row,
+            )?
+            .collect()
+        })
+        .await
+    }
+
+    async fn inbound_count(&self) -> Result<i64, StoreError> {
+        self.run(|c| c.query_row("SELECT COUNT(*) FROM inbound", [], |r| r.get(0)))
+            .await
+    }
+
+    async fn enqueue_delivery(&self, d: Delivery, now_ms: i64) -> Result<i64, StoreError> {
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO order_delivery (subscription, request, agent_id, device, format, content_type, body, next_at, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![d.subscription, d.request, d.agent_id, d.device, d.format, d.content_type, d.body, now_ms, now_rfc3339()],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+        .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<(Vec<Delivery>, Option<i64>), StoreError> {
+        self.run(move |c| {
+            let mut due = c
+                .prepare(
+                    "UPDATE order_delivery SET state = 'sending', next_at = ?2
+                     WHERE id IN (SELECT id FROM order_delivery
+                                  WHERE state IN ('pending', 'sending') AND next_at <= ?1
+                                  ORDER BY id LIMIT ?3)
+                     RETURNING id, subscription, request, agent_id, device, format, content_type, body, attempts",
+                )?
+                .query_map(params![now_ms, now_ms + lease_ms, limit as i64], delivery_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            due.sort_by_key(|d| d.id);
+            let next: Option<i64> = c.query_row(
+                "SELECT MIN(next_at) FROM order_delivery WHERE state IN ('pending', 'sending')",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok((due, next))
+        })
+        .await
+    }
+
+    async fn update_delivery(&self, id: i64, o: DeliveryOutcome) -> Result<(), StoreError> {
+        self.run(move |c| {
+            c.execute(
+                "UPDATE order_delivery SET state = ?2, attempts = ?3, next_at = ?4, last_error = ?5, response = ?6 WHERE id = ?1",
+                params![id, o.state, o.attempts, o.next_at_ms, o.error, o.response],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn delivery_count(&self, state: &str) -> Result<i64, StoreError> {
+        let state = state.to_owned();
+        self.run(move |c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM order_delivery WHERE state = ?1",
+                params![state],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
+    async fn shared_setting(
+        &self,
+        _name: &str,
+        _init: String,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+}
