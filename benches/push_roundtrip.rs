@@ -1,168 +1,51 @@
 //! `push_roundtrip`: `POST /Agent/{id}/$push` with `waitForResponse`, through the relay, over
 //! the agent's WebSocket, to an MLLP device and back, on loopback; 1 and 64 concurrent callers;
-//! pushes/s and p50/p99.
+//! pushes/s, p50/p99, and CPU time per push. Two shapes, medians of several runs with their
+//! range:
 //!
-//! Relay, agent, device and callers share one process and the machine's two cores (a tokio
-//! multi-thread runtime), so the callers' HTTP client is counted against us.
+//! - four processes, as deployed: `outpost server`, `outpost agent`, an acknowledging MLLP device
+//!   and a load generator on HTTP/1.1 keep-alive (`push/four_process.rs`), with each process's
+//!   CPU time per push;
+//! - one process: relay, agent, device and reqwest callers on one tokio runtime, with two worker
+//!   threads and with one (`push/one_process.rs`).
 //!
-//! `cargo bench -p outpost-benches --bench push_roundtrip`; `cargo test --benches` runs a short
-//! smoke pass.
+//! `cargo build --release -p outpost && cargo bench -p outpost-benches --bench push_roundtrip`
+//! (`scripts/bench-report push_roundtrip` does both). `OUTPOST_PUSH_RUNS` (5) and
+//! `OUTPOST_PUSH_SECS` (5) set the runs and each measured window. `cargo test --benches` runs a
+//! short smoke pass of both shapes (it needs `target/debug/outpost`: `cargo build -p outpost`).
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod push;
 
-use agent_core::{Agent, AgentConfig, LogBuffer};
-use mllp::{Request, Server, ServerOptions, acks_for};
-use relay::{Relay, RelayConfig};
-use serde_json::json;
+use std::time::Duration;
+
+use push::{four_process, loadgen, one_process};
 
 // The allocator the `outpost` binary uses.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const AGENT: &str = "bench-agent";
+const CALLERS: [usize; 2] = [1, 64];
 
-struct Setup {
-    relay: Relay,
-    _agent: Agent,
-    _device: Server,
-    token: String,
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
-async fn setup() -> Setup {
-    let device = Server::bind(
-        "127.0.0.1:0",
-        ServerOptions::default(),
-        |req: Request| async move {
-            for ack in acks_for(&req.message().unwrap(), false) {
-                let _ = req.reply(&ack).await;
-            }
-        },
-    )
-    .await
-    .unwrap();
-    let relay = Relay::start(RelayConfig {
-        listen: "127.0.0.1:0".into(),
-        ..RelayConfig::default()
-    })
-    .await
-    .unwrap();
-    relay
-        .registry()
-        .bootstrap(&json!({"resourceType": "Bundle", "type": "collection", "entry": [
-            {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "s1"}},
-            {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "s2",
-                "extension": [{"url": relay::ALLOWED_AGENT_EXTENSION, "valueReference": {"reference": format!("Agent/{AGENT}")}}]}},
-            {"resource": {"resourceType": "Agent", "id": AGENT, "status": "active"}},
-            {"resource": {"resourceType": "Device", "id": "dev", "url": format!("mllp://{}", device.local_addr())}},
-        ]})).await
-        .unwrap();
-    let data = std::env::temp_dir().join(format!("outpost-bench-{}", std::process::id()));
-    let agent = Agent::start(
-        AgentConfig {
-            base_url: relay.base_url(),
-            client_id: "agent".into(),
-            client_secret: "s2".into(),
-            agent_id: AGENT.into(),
-            data_dir: data,
-            ..AgentConfig::default()
-        },
-        LogBuffer::new(),
-    )
-    .await
-    .unwrap();
-    assert!(agent.wait_live(Duration::from_secs(10)).await);
-    let token: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}oauth2/token", relay.base_url()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "caller"),
-            ("client_secret", "s1"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    Setup {
-        relay,
-        _agent: agent,
-        _device: device,
-        token: token["access_token"].as_str().unwrap().to_owned(),
-    }
-}
-
-/// `callers` tasks push back to back for `duration` (after a warm-up); every answer is checked.
-async fn run(s: &Setup, callers: usize, duration: Duration) -> (f64, Duration, Duration, usize) {
-    let url = format!("{}fhir/R4/Agent/{AGENT}/$push", s.relay.base_url());
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(callers)
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
         .build()
-        .unwrap();
-    let template = outpost_benches::adt_a01();
-    let start = Arc::new(tokio::sync::Barrier::new(callers));
-    let mut tasks = Vec::new();
-    for c in 0..callers {
-        let (client, url, token, template, start) = (
-            client.clone(),
-            url.clone(),
-            s.token.clone(),
-            template.clone(),
-            start.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let push = |i: usize| {
-                let body = json!({
-                    "destination": "Device/dev",
-                    "contentType": "x-application/hl7-v2+er7",
-                    "body": template.replace("|1698105185516|", &format!("|C{c}N{i}|")),
-                    "waitForResponse": true,
-                })
-                .to_string();
-                let req = client
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .header("content-type", "application/fhir+json")
-                    .body(body);
-                async move {
-                    let resp = req.send().await.unwrap();
-                    assert_eq!(resp.status(), 200);
-                    let text = resp.text().await.unwrap();
-                    assert!(text.contains(&format!("MSA|AA|C{c}N{i}")), "{text}");
-                }
-            };
-            for i in 0..20 {
-                push(i).await;
-            }
-            start.wait().await;
-            let t0 = Instant::now();
-            let mut lat = Vec::new();
-            let mut i = 1000;
-            while t0.elapsed() < duration {
-                let t = Instant::now();
-                push(i).await;
-                lat.push(t.elapsed());
-                i += 1;
-            }
-            (lat, t0.elapsed())
-        }));
-    }
-    let mut all = Vec::new();
-    let mut wall = Duration::ZERO;
-    for t in tasks {
-        let (lat, elapsed) = t.await.unwrap();
-        wall = wall.max(elapsed);
-        all.extend(lat);
-    }
-    all.sort();
-    let n = all.len();
-    (
-        n as f64 / wall.as_secs_f64(),
-        all[n / 2],
-        all[(n * 99) / 100],
-        n,
-    )
+        .unwrap()
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Medplum's MLLP hop alone (Hl7Client → Hl7Server, sequential): p50 in µs, from the script the
@@ -196,54 +79,106 @@ fn medplum_mllp_p50() -> Result<f64, String> {
         .map_err(|e| format!("{e}"))
 }
 
+/// `cargo test --benches`: both shapes once, briefly, with every answer and count checked.
+fn smoke() {
+    let window = Duration::from_millis(300);
+    let f = multi_thread().block_on(async {
+        let s = one_process::Setup::start("smoke").await;
+        let f = one_process::run(&s, 2, window).await;
+        s.stop().await;
+        f
+    });
+    println!(
+        "push_roundtrip smoke, one process: {} pushes, {:.0}/s, p50 {:.0} µs",
+        f.pushes, f.per_second, f.p50_us
+    );
+    let (figures, sent) = four_process::run(0, &[1, 2], window);
+    for f in figures {
+        println!(
+            "push_roundtrip smoke, four processes, {} callers: {} pushes, {:.0}/s, p50 {:.0} µs, CPU/push {:?} µs",
+            f.callers, f.pushes, f.per_second, f.p50_us, f.cpu_us
+        );
+    }
+    println!("push_roundtrip smoke: the device counted all {sent} pushes");
+}
+
 fn main() {
-    let bench = std::env::args().any(|a| a == "--bench");
-    let multi = || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    let single = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    if !bench {
-        multi().block_on(async {
-            let s = setup().await;
-            let (rate, p50, _, n) = run(&s, 2, Duration::from_millis(300)).await;
-            println!("push_roundtrip smoke: {n} pushes, {rate:.0}/s, p50 {p50:?}");
-        });
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--role") {
+        match args.get(i + 1).map(String::as_str) {
+            Some("device") => push::device::main(),
+            Some("loadgen") => loadgen::main(loadgen::Options::from_args(&args)),
+            other => panic!("unknown --role {other:?}"),
+        }
         return;
     }
-    println!(
-        "push_roundtrip: $push with waitForResponse, relay → agent (WebSocket) → MLLP device → back, one process"
-    );
-    println!("| runtime | callers | pushes | pushes/s | p50 | p99 |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for (label, rt) in [
-        ("tokio, 2 worker threads", multi()),
-        ("tokio, 1 thread", single()),
-    ] {
-        rt.block_on(async {
-            let s = setup().await;
-            for callers in [1, 64] {
-                let (rate, p50, p99, n) = run(&s, callers, Duration::from_secs(10)).await;
-                println!(
-                    "| {label} | {callers} | {n} | {rate:.0} | {:.0} µs | {:.0} µs |",
-                    p50.as_secs_f64() * 1e6,
-                    p99.as_secs_f64() * 1e6
-                );
-            }
-        });
+    if !args.iter().any(|a| a == "--bench") {
+        smoke();
+        return;
     }
+    let runs = env_or("OUTPOST_PUSH_RUNS", 5).max(1) as usize;
+    let window = Duration::from_secs(env_or("OUTPOST_PUSH_SECS", 5).max(1));
+    println!(
+        "push_roundtrip: $push with waitForResponse (the example ADT^A01) through the relay, the \
+         agent's WebSocket and MLLP to a device answering AA, and back; {WARMUP} warm-up pushes \
+         per caller, then {} s measured; medians of {runs} runs (range in brackets).",
+        window.as_secs(),
+        WARMUP = push::WARMUP
+    );
+    println!();
+    println!(
+        "Four processes: `outpost server`, `outpost agent`, the MLLP device, the load generator \
+         (one HTTP/1.1 keep-alive connection per caller, one thread); each process's CPU time \
+         (user + system) per push:"
+    );
+    println!();
+    let mut four = Vec::new();
+    let mut sent_total = 0;
+    for r in 0..runs {
+        let (figures, sent) = four_process::run(r, &CALLERS, window);
+        for f in &figures {
+            eprintln!("push_roundtrip: four processes, run {}: {f:?}", r + 1);
+        }
+        four.push(figures);
+        sent_total += sent;
+    }
+    four_process::report(&four, sent_total);
+    println!();
+    println!(
+        "One process: relay, agent, device and reqwest callers on one tokio runtime; CPU time of \
+         the whole process per push:"
+    );
+    println!();
+    let mut rows = Vec::new();
+    for (label, rt) in [
+        ("tokio, 2 worker threads", multi_thread()),
+        ("tokio, 1 thread", current_thread()),
+    ] {
+        let mut per_callers: Vec<Vec<one_process::Figures>> = vec![Vec::new(); CALLERS.len()];
+        for r in 0..runs {
+            rt.block_on(async {
+                let s = one_process::Setup::start(&format!("one-{r}")).await;
+                for (i, &callers) in CALLERS.iter().enumerate() {
+                    let f = one_process::run(&s, callers, window).await;
+                    eprintln!(
+                        "push_roundtrip: one process, {label}, run {}: {callers} callers {f:?}",
+                        r + 1
+                    );
+                    per_callers[i].push(f);
+                }
+                s.stop().await;
+            });
+        }
+        for (i, runs) in per_callers.into_iter().enumerate() {
+            rows.push((label.to_owned(), CALLERS[i], runs));
+        }
+    }
+    one_process::report(&rows);
+    println!();
     match medplum_mllp_p50() {
         Ok(p50) => println!(
-            "reference, same run: Medplum's MLLP hop alone (@medplum/hl7 Hl7Client → Hl7Server) p50 {p50:.0} µs"
+            "Reference, same run: Medplum's MLLP hop alone (@medplum/hl7 5.0.10 Hl7Client → Hl7Server, Node, one process, sequential): p50 {p50:.0} µs."
         ),
-        Err(e) => println!("reference not run: {e}"),
+        Err(e) => println!("Reference (Medplum's MLLP hop alone) not run: {e}"),
     }
 }

@@ -147,14 +147,14 @@ fn agent_idle_memory_beside_medplums_mllp_server() {
     std::thread::sleep(Duration::from_secs(3));
     let theirs = rss_kib(node.child.id());
     figure(format!(
-        "agent idle RSS, 3 channels open: {:.1} MB; Medplum Hl7Server (Node) idle RSS: {:.1} MB ({:.1}x)",
+        "agent idle RSS, 3 channels open: {:.1} MiB; Medplum Hl7Server (Node) idle RSS: {:.1} MiB ({:.1}x)",
         ours as f64 / 1024.0,
         theirs as f64 / 1024.0,
         theirs as f64 / ours as f64
     ));
     assert!(
         ours <= 15 * 1024,
-        "the idle agent uses {ours} KiB, over the 15 MB target"
+        "the idle agent uses {ours} KiB, over the 15 MiB target"
     );
 }
 
@@ -281,7 +281,7 @@ fn a_thousand_agents_stay_live_on_one_relay() {
         let per_agent = (connected.saturating_sub(before)) as f64 / n as f64;
         figure(format!(
             "{n} agents on one relay for {secs} s (heartbeat every {heartbeat} s): all live, connected in {:.1} s, \
-             relay RSS {:.1} MB idle -> {:.1} MB connected ({per_agent:.1} KiB per agent), peak {:.1} MB, end {:.1} MB, \
+             relay RSS {:.1} MiB idle -> {:.1} MiB connected ({per_agent:.1} KiB per agent), peak {:.1} MiB, end {:.1} MiB, \
              fewest heartbeats answered by one agent: {min_beats}",
             connect_time.as_secs_f64(),
             before as f64 / 1024.0,
