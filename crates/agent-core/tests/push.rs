@@ -145,7 +145,11 @@ async fn hanging_device_times_out_for_the_caller_and_the_agent_answers_anyway() 
         .and_then(|rest| rest.split(" ms").next())
         .and_then(|ms| ms.parse().ok())
         .unwrap_or_else(|| panic!("no wait in {}", answered.1));
-    assert!(waited <= 500, "the agent waited past the caller: {}", answered.1);
+    assert!(
+        waited <= 500,
+        "the agent waited past the caller: {}",
+        answered.1
+    );
 }
 
 #[tokio::test]

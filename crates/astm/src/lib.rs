@@ -41,7 +41,8 @@
 //!
 //! ## Features
 //!
-//! - `tokio` (default): [`Connection`]. Without it the crate is sans-IO only.
+//! - `tokio` (off by default: `astm = { features = ["tokio"] }`): [`Connection`]. Without it the
+//!   crate is sans-IO only and pulls in no runtime.
 
 #![cfg_attr(
     not(test),

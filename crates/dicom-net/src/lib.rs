@@ -66,7 +66,8 @@
 //!
 //! ## Features
 //!
-//! - `tokio` (default): [`Association`] and [`scp`]. Without it the crate is sans-IO only.
+//! - `tokio` (off by default: `dicom-net = { features = ["tokio"] }`): [`Association`] and
+//!   [`scp`]. Without it the crate is sans-IO only and pulls in no runtime.
 
 #![cfg_attr(
     not(test),

@@ -1,7 +1,7 @@
 //! What an SCU reports to whoever asked: the C-FIND information model for a query, and the
 //! outcome of a C-STORE or a C-FIND as JSON (the shapes the Outpost agent answers a push with).
 
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 
 use crate::{DataSet, Status, to_json, uids};
 
@@ -61,7 +61,7 @@ impl FindModel {
 /// transferSyntaxUid, transcoded, bytes}`.
 #[cfg(feature = "tokio")]
 pub fn store_json(r: &crate::StoreResult) -> Json {
-    json!({
+    serde_json::json!({
         "status": status_hex(r.status),
         "statusText": r.status.name(),
         "sopClassUid": r.sop_class,
@@ -106,6 +106,6 @@ mod tests {
             "model=series: expected patient, study or worklist"
         );
         assert_eq!(status_hex(Status(0xA700)), "0xA700");
-        assert_eq!(matches_json(&[]), json!([]));
+        assert_eq!(matches_json(&[]), serde_json::json!([]));
     }
 }
