@@ -193,6 +193,34 @@ impl Agent {
             .unwrap_or(false)
     }
 
+    /// The inbound channels listening now: `(Agent.channel.name, bound socket address)`, sorted
+    /// by name. An Endpoint with port 0 listens on a port the system chose; this says which.
+    pub async fn channels(&self) -> Vec<(String, std::net::SocketAddr)> {
+        self.inbound.listening().await
+    }
+
+    /// Waits until the channel `name` listens, at most `timeout`, and returns its address.
+    pub async fn wait_channel(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Option<std::net::SocketAddr> {
+        let mut events = self.events.subscribe();
+        let find = async {
+            loop {
+                if let Some((_, addr)) = self.channels().await.into_iter().find(|(n, _)| n == name)
+                {
+                    return Some(addr);
+                }
+                match events.recv().await {
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        };
+        tokio::time::timeout(timeout, find).await.ok().flatten()
+    }
+
     /// Unanswered messages in the inbound queue (-1 when the queue cannot be read).
     pub fn queue_depth(&self) -> i64 {
         self.inbound.inbox().queue().depth().unwrap_or(-1)

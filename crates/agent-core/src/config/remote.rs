@@ -79,7 +79,8 @@ impl RemoteConfig {
         }
     }
 
-    /// Addresses that do not parse, and ports used twice.
+    /// Addresses that do not parse, and ports used twice (port 0, "any free port", is never
+    /// shared: each such channel gets its own).
     fn problems(&self) -> Vec<ConfigError> {
         let mut problems = Vec::new();
         let mut ports: HashMap<String, &str> = HashMap::new();
@@ -87,6 +88,9 @@ impl RemoteConfig {
             match DeviceUrl::parse(&ch.address) {
                 Ok(u) => {
                     let port = u.port().to_owned();
+                    if port == "0" {
+                        continue;
+                    }
                     if let Some(other) = ports.insert(port.clone(), &ch.name) {
                         problems.push(ConfigError::SharedPort {
                             first: other.to_owned(),
@@ -165,6 +169,10 @@ mod tests {
             clash.problems()[0].to_string(),
             "channels adt and lab share port 2575"
         );
+        let mut any = clash.clone();
+        any.channels[0].address = "mllp://127.0.0.1:0".into();
+        any.channels[1].address = "astm://127.0.0.1:0".into();
+        assert!(any.problems().is_empty(), "port 0 is any free port");
         std::fs::write(dir.join(FILE), b"{not json").unwrap();
         assert_eq!(RemoteConfig::load(&dir), None);
         let _ = std::fs::remove_dir_all(dir);
