@@ -36,23 +36,44 @@ pub struct AgentArgs {
 }
 
 pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
+    let implicit = std::path::Path::new("agent.properties");
+    let settings = match &args.config {
+        Some(path) => format!("settings from {}", path.display()),
+        None if implicit.exists() => "settings from ./agent.properties".to_owned(),
+        None => "settings from the flags".to_owned(),
+    };
     let mut config = match &args.config {
         Some(path) => AgentConfig::from_file(path)?,
-        None if args.base_url.is_none() && std::path::Path::new("agent.properties").exists() => {
-            AgentConfig::from_file(std::path::Path::new("agent.properties"))?
+        None if implicit.exists() => {
+            // A file found in the current directory and flags must not disagree silently:
+            // refuse, naming both values. Flags the file leaves empty fill it in.
+            let mut config = AgentConfig::from_file(implicit)?;
+            match merge_flags(&mut config, &args) {
+                Ok(()) => config,
+                Err(conflict) => {
+                    eprintln!(
+                        "error: {conflict} in {} (read because --config was not given); \
+                         remove the flag, pass --config to say which file to use, or run from another directory",
+                        std::env::current_dir()
+                            .map(|d| d.join(implicit).display().to_string())
+                            .unwrap_or_else(|_| "./agent.properties".to_owned())
+                    );
+                    return Ok(ExitCode::from(exit::USAGE));
+                }
+            }
         }
         None => AgentConfig {
-            base_url: args.base_url.unwrap_or_default(),
-            client_id: args.client_id.unwrap_or_default(),
-            client_secret: args.client_secret.unwrap_or_default(),
-            agent_id: args.agent_id.unwrap_or_default(),
+            base_url: args.base_url.clone().unwrap_or_default(),
+            client_id: args.client_id.clone().unwrap_or_default(),
+            client_secret: args.client_secret.clone().unwrap_or_default(),
+            agent_id: args.agent_id.clone().unwrap_or_default(),
             ..AgentConfig::default()
         },
     };
     if args.ca_file.is_some() {
-        config.ca_file = args.ca_file;
+        config.ca_file = args.ca_file.clone();
     }
-    if let Some(d) = args.data_dir {
+    if let Some(d) = args.data_dir.clone() {
         config.data_dir = d;
     }
     if let Err(e) = config.validate() {
@@ -66,7 +87,7 @@ pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
             .await
             .context("cannot start the agent")?;
         println!(
-            "Agent {} starting; relay {}",
+            "Agent {} starting; relay {} ({settings})",
             config.agent_id,
             config.base()
         );
@@ -74,6 +95,57 @@ pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
         agent.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Fills the settings `config` (read from an implicit `agent.properties`) lacks from the flags;
+/// a flag that disagrees with the file is an error naming both values (never the secret).
+fn merge_flags(config: &mut AgentConfig, args: &AgentArgs) -> Result<(), String> {
+    let fields: [(&str, &str, &Option<String>, &mut String, bool); 4] = [
+        (
+            "--base-url",
+            "baseUrl",
+            &args.base_url,
+            &mut config.base_url,
+            false,
+        ),
+        (
+            "--client-id",
+            "clientId",
+            &args.client_id,
+            &mut config.client_id,
+            false,
+        ),
+        (
+            "--client-secret",
+            "clientSecret",
+            &args.client_secret,
+            &mut config.client_secret,
+            true,
+        ),
+        (
+            "--agent-id",
+            "agentId",
+            &args.agent_id,
+            &mut config.agent_id,
+            false,
+        ),
+    ];
+    for (flag, key, given, value, secret) in fields {
+        let Some(given) = given else { continue };
+        if value.is_empty() {
+            *value = given.clone();
+        } else if flag == "--base-url" && value.trim_end_matches('/') == given.trim_end_matches('/')
+        {
+            continue;
+        } else if value != given {
+            return Err(if secret {
+                format!("{flag} differs from {key}")
+            } else {
+                format!("{flag} {given} disagrees with {key}={value}")
+            });
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Args)]
