@@ -150,7 +150,7 @@ fn merge_flags(config: &mut AgentConfig, args: &AgentArgs) -> Result<(), String>
 
 #[derive(Debug, Args)]
 pub struct PushArgs {
-    /// The Agent id (or `Agent/<id>`).
+    /// The Agent: its id, `Agent/<id>`, or `Agent?identifier=[system|]value`.
     agent: String,
     /// `Device/<id>`, `Device?identifier=...`, or a host for `x-application/ping`.
     #[arg(long)]
@@ -197,15 +197,42 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
                 // A DICOM file travels base64-encoded in the JSON body.
                 use base64::Engine;
                 base64::engine::general_purpose::STANDARD.encode(&bytes)
+            } else if bytes.get(128..132) == Some(b"DICM") {
+                // Part 10: a 128-byte preamble, then "DICM".
+                eprintln!(
+                    "error: {} is a DICOM file (\"DICM\" after its 128-byte preamble), sent as {}: add --content-type {} to send it with C-STORE",
+                    f.display(),
+                    args.content_type,
+                    agent_protocol::CONTENT_TYPE_DICOM
+                );
+                return Ok(ExitCode::from(exit::USAGE));
             } else {
-                String::from_utf8(bytes)
-                    .with_context(|| format!("{} is not UTF-8 text", f.display()))?
+                match String::from_utf8(bytes) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        eprintln!(
+                            "error: {} is not UTF-8 text (invalid byte at offset {}), which {} needs; binary files go as {}",
+                            f.display(),
+                            e.utf8_error().valid_up_to(),
+                            args.content_type,
+                            agent_protocol::CONTENT_TYPE_DICOM
+                        );
+                        return Ok(ExitCode::from(exit::USAGE));
+                    }
+                }
             }
         }
         _ => unreachable!("clap requires one of --body and --file"),
     };
     let tls = agent_core::client_config(args.ca_file.as_deref())?;
-    let client = RelayClient::new(&args.base_url, &args.client_id, &args.client_secret, tls)?;
+    let client = match RelayClient::new(&args.base_url, &args.client_id, &args.client_secret, tls) {
+        Ok(c) => c,
+        Err(agent_core::Error::Config(e)) => {
+            eprintln!("error: --base-url: {e}");
+            return Ok(ExitCode::from(exit::USAGE));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let opts = PushOptions {
         wait_for_response: args.wait,
         wait_timeout: args.wait_timeout_ms.map(Duration::from_millis),
@@ -220,7 +247,13 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     ));
     match result {
         Ok(PushAnswer::Delivered) => {
-            println!("Delivered to the agent.");
+            // "All OK" without waiting confirms the relay's side only: say so.
+            let agent = args.agent.strip_prefix("Agent/").unwrap_or(&args.agent);
+            println!("Sent: the relay wrote the message to Agent/{agent}'s connection.");
+            println!(
+                "Not confirmed: delivery to {}; the agent logs why when it cannot deliver. Add --wait for the device's answer.",
+                args.destination
+            );
             Ok(ExitCode::SUCCESS)
         }
         Ok(PushAnswer::Answer { content_type, body }) => {
@@ -232,6 +265,10 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
                 println!("{body}");
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ agent_core::Error::AgentName(_)) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(exit::USAGE))
         }
         Err(agent_core::Error::Push { text, .. }) => {
             eprintln!("error: {text}");

@@ -4,9 +4,11 @@
 
 mod support;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::{outpost, run, scratch};
+use serde_json::json;
+use support::{Proc, ack_device, free_port, outpost, run, scratch};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -67,4 +69,195 @@ fn a_bootstrap_device_with_an_unknown_scheme_stops_the_relay_naming_it() {
         "{err}"
     );
     assert!(!out.contains("Relay listening"), "{out}");
+}
+
+const ADT: &str =
+    "MSH|^~\\&|EHR|HOSP|LIS|LAB|20240101120000||ADT^A01|FH-1|P|2.5\rPID|1||PID-1||Doe^Jane\r";
+
+/// A relay and an agent `site-a` (identifier `urn:site|lab-1`) with two devices: `lis`, an
+/// acknowledging MLLP device, and `down`, a closed port.
+struct Site {
+    _rt: tokio::runtime::Runtime,
+    _device: mllp::Server,
+    relay: Proc,
+    agent: Proc,
+    base: String,
+}
+
+fn site(label: &str) -> Site {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let device = rt.block_on(ack_device("127.0.0.1:0", Arc::new(Mutex::new(Vec::new()))));
+    let dir = scratch(label);
+    let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret"}},
+        {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret",
+            "extension": [{"url": "https://outpost.health/fhir/StructureDefinition/allowed-agent", "valueReference": {"reference": "Agent/site-a"}}]}},
+        {"resource": {"resourceType": "Agent", "id": "site-a", "name": "Site A", "status": "active",
+            "identifier": [{"system": "urn:site", "value": "lab-1"}]}},
+        {"resource": {"resourceType": "Device", "id": "lis", "url": format!("mllp://{}", device.local_addr())}},
+        {"resource": {"resourceType": "Device", "id": "down", "url": format!("mllp://127.0.0.1:{}", free_port())}},
+    ]});
+    std::fs::write(dir.join("bundle.json"), bundle.to_string()).unwrap();
+    let mut cmd = outpost();
+    cmd.args(["server", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.join("relay"))
+        .arg("--bootstrap")
+        .arg(dir.join("bundle.json"));
+    let mut relay = Proc::spawn("outpost server", cmd);
+    let base = relay.listening_url(WAIT);
+    let mut cmd = outpost();
+    cmd.env_remove("RUST_LOG")
+        .current_dir(&dir)
+        .args(["agent", "--base-url", &base, "--client-id", "agent"])
+        .args([
+            "--client-secret",
+            "agent-secret",
+            "--agent-id",
+            "site-a",
+            "--data-dir",
+        ])
+        .arg(dir.join("agent"));
+    let mut agent = Proc::spawn("outpost agent", cmd);
+    agent.wait_for("connected to the relay", WAIT);
+    Site {
+        _rt: rt,
+        _device: device,
+        relay,
+        agent,
+        base,
+    }
+}
+
+fn push(base: &str, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = outpost();
+    cmd.arg("push").args(args).args([
+        "--base-url",
+        base,
+        "--client-id",
+        "caller",
+        "--client-secret",
+        "caller-secret",
+    ]);
+    run("outpost push", cmd, WAIT)
+}
+
+#[test]
+fn push_without_wait_says_what_was_confirmed_and_the_agent_logs_why_it_was_not_delivered() {
+    let mut site = site("push-nowait");
+    let (code, out, err) = push(
+        &site.base,
+        &["site-a", "--destination", "Device/down", "--body", ADT],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out,
+        "Sent: the relay wrote the message to Agent/site-a's connection.\n\
+         Not confirmed: delivery to Device/down; the agent logs why when it cannot deliver. Add --wait for the device's answer.\n"
+    );
+    // The agent says why, at the default level, without the message.
+    let line = site.agent.wait_for("push not delivered", WAIT);
+    assert!(
+        line.contains("cannot connect to 127.0.0.1:") && line.contains("refused"),
+        "{line}"
+    );
+    let logs = site.agent.output(Duration::from_millis(200));
+    assert!(!logs.contains("Doe^Jane"), "{logs}");
+    let _ = &site.relay;
+}
+
+#[test]
+fn push_names_the_agent_by_identifier_and_explains_what_it_cannot_use() {
+    let site = site("push-names");
+    // Agent?identifier= goes to the relay's Agent/$push?identifier=.
+    let (code, out, err) = push(
+        &site.base,
+        &[
+            "Agent?identifier=urn:site|lab-1",
+            "--destination",
+            "Device/lis",
+            "--wait",
+            "--body",
+            ADT,
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("MSA|AA|FH-1"), "{out}");
+    let (code, out, err) = push(
+        &site.base,
+        &[
+            "Agent?identifier=urn:site|nowhere",
+            "--destination",
+            "Device/lis",
+            "--body",
+            ADT,
+        ],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("no Agent with identifier urn:site|nowhere"),
+        "{err}"
+    );
+    // Anything else that is not an agent is a usage error saying how to name one.
+    let (code, out, err) = push(
+        &site.base,
+        &[
+            "Agent?name=Site A",
+            "--destination",
+            "Device/lis",
+            "--body",
+            ADT,
+        ],
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("names no agent: give its id, Agent/<id> or Agent?identifier=[system|]value"),
+        "{err}"
+    );
+
+    // A base URL with the FHIR path: said so, with the root to use.
+    let doubled = format!("{}fhir/R4/", site.base);
+    let (code, out, err) = push(
+        &doubled,
+        &["site-a", "--destination", "Device/lis", "--body", ADT],
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "ends with fhir/R4/: give the server's root ({})",
+            site.base
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("401"), "{err}");
+}
+
+#[test]
+fn pushing_a_dicom_file_as_text_gets_the_content_type_hint() {
+    let dir = scratch("push-dcm");
+    let mut file = vec![0u8; 128];
+    file.extend_from_slice(b"DICM\x02\x00\x00\x00UL\x04\x00\xc8\x00\x00\x00");
+    std::fs::write(dir.join("a.dcm"), &file).unwrap();
+    let f = dir.join("a.dcm").display().to_string();
+    // Refused before any connection: the relay's address does not matter.
+    let (code, out, err) = push(
+        "http://127.0.0.1:9/",
+        &["site-a", "--destination", "Device/pacs", "--file", &f],
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("is a DICOM file") && err.contains("add --content-type application/dicom"),
+        "{err}"
+    );
+    // Other binary files are told what the content type needs.
+    std::fs::write(dir.join("b.bin"), [0xffu8, 0xfe, 0x00]).unwrap();
+    let f = dir.join("b.bin").display().to_string();
+    let (code, out, err) = push(
+        "http://127.0.0.1:9/",
+        &["site-a", "--destination", "Device/pacs", "--file", &f],
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("is not UTF-8 text (invalid byte at offset 0)"),
+        "{err}"
+    );
 }
