@@ -261,3 +261,76 @@ fn pushing_a_dicom_file_as_text_gets_the_content_type_hint() {
         "{err}"
     );
 }
+
+#[test]
+fn astm_send_to_a_peer_that_never_answers_enq_stops_at_the_timeout_and_says_so() {
+    // A peer that reads and never answers, as a web server waiting for a request line does.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().map_while(Result::ok) {
+            held.push(s);
+        }
+    });
+    let started = std::time::Instant::now();
+    let mut cmd = outpost();
+    cmd.args(["astm", "send", "127.0.0.1", &port, "--generate-example"])
+        .args(["--timeout-ms", "400", "-v"]);
+    let (code, out, err) = run("outpost astm send", cmd, WAIT);
+    let took = started.elapsed();
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains(&format!("connecting to 127.0.0.1:{port}"))
+            && err.contains("-> ENQ; waiting up to 400 ms for ACK (go) or NAK (busy)")
+            && err.contains("-> EOT")
+            && err.contains(&format!(
+                "error: 127.0.0.1:{port} did not answer ENQ within 400 ms: is it an ASTM E1381 receiver?"
+            )),
+        "{err}"
+    );
+    // One ENQ, not six: no retry after silence.
+    assert_eq!(err.matches("-> ENQ").count(), 1, "{err}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
+
+#[test]
+fn astm_send_verbose_shows_each_step_against_a_receiver() {
+    let mut cmd = outpost();
+    cmd.args(["astm", "listen", "0", "--bind", "127.0.0.1"]);
+    let mut listener = Proc::spawn("outpost astm listen", cmd);
+    let line = listener.wait_for("Listening on ", WAIT);
+    let port = line.rsplit(':').next().unwrap().trim().to_owned();
+    let mut cmd = outpost();
+    cmd.args([
+        "astm",
+        "send",
+        "127.0.0.1",
+        &port,
+        "--generate-example",
+        "-v",
+    ]);
+    let (code, out, err) = run("outpost astm send", cmd, WAIT);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("Sent 4 records in 4 frames"), "{out}");
+    // ENQ answered, then each frame and its ACK (a record a frame), then EOT.
+    let steps: Vec<&str> = err.lines().skip(1).collect();
+    assert_eq!(steps.len(), 2 + 2 * 4 + 1, "{err}");
+    assert_eq!(
+        steps[0], "-> ENQ; waiting up to 15000 ms for ACK (go) or NAK (busy)",
+        "{err}"
+    );
+    assert_eq!(steps[1], "<- ACK", "{err}");
+    for (i, pair) in steps[2..10].chunks(2).enumerate() {
+        let fn_digit = (i + 1) % 8;
+        assert!(
+            pair[0].starts_with(&format!("-> frame {fn_digit} ("))
+                && pair[0].ends_with("bytes); waiting up to 15000 ms for ACK"),
+            "{err}"
+        );
+        assert_eq!(pair[1], "<- ACK", "{err}");
+    }
+    assert_eq!(steps[10], "-> EOT", "{err}");
+    listener.wait_for("L|1", WAIT);
+}
