@@ -1,5 +1,6 @@
 //! `outpost agent` and `outpost push`.
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -238,18 +239,40 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
         wait_timeout: args.wait_timeout_ms.map(Duration::from_millis),
         return_ack: args.return_ack.clone(),
     };
-    let result = crate::runtime()?.block_on(client.push_to_agent(
-        &args.agent,
-        &args.destination,
-        &body,
-        &args.content_type,
-        &opts,
-    ));
+    let agent = if args.agent.starts_with("Agent?") || args.agent.starts_with("Agent/") {
+        args.agent.clone()
+    } else {
+        format!("Agent/{}", args.agent)
+    };
+    let result = crate::runtime()?.block_on(async {
+        let push = client.push_to_agent(
+            &args.agent,
+            &args.destination,
+            &body,
+            &args.content_type,
+            &opts,
+        );
+        // A wait of up to 55 s says what it waits for, on a terminal only (logs and pipes stay
+        // clean).
+        if !(args.wait && std::io::stderr().is_terminal()) {
+            return push.await;
+        }
+        let within = opts.wait_timeout.unwrap_or(Duration::from_secs(10));
+        let progress = WaitProgress::start(
+            format!(
+                "waiting for the answer of {} through {agent}",
+                args.destination
+            ),
+            within,
+        );
+        let result = push.await;
+        progress.stop().await;
+        result
+    });
     match result {
         Ok(PushAnswer::Delivered) => {
             // "All OK" without waiting confirms the relay's side only: say so.
-            let agent = args.agent.strip_prefix("Agent/").unwrap_or(&args.agent);
-            println!("Sent: the relay wrote the message to Agent/{agent}'s connection.");
+            println!("Sent: the relay wrote the message to {agent}'s connection.");
             println!(
                 "Not confirmed: delivery to {}; the agent logs why when it cannot deliver. Add --wait for the device's answer.",
                 args.destination
@@ -278,5 +301,37 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
             eprintln!("error: {e}");
             Ok(ExitCode::from(exit::NO_ANSWER))
         }
+    }
+}
+
+/// A line on stderr, redrawn each second while a push waits: what for, for how long so far.
+struct WaitProgress {
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl WaitProgress {
+    fn start(what: String, within: Duration) -> WaitProgress {
+        let ticker = tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                eprint!(
+                    "\r{what}: {} s (the relay waits up to {} s) ",
+                    started.elapsed().as_secs(),
+                    within.as_secs()
+                );
+                let _ = std::io::stderr().flush();
+            }
+        });
+        WaitProgress { ticker }
+    }
+
+    async fn stop(self) {
+        self.ticker.abort();
+        // Once the task is gone, nothing can draw after the line is cleared.
+        let _ = self.ticker.await;
+        eprint!("\r\x1b[2K");
+        let _ = std::io::stderr().flush();
     }
 }

@@ -74,8 +74,9 @@ fn a_bootstrap_device_with_an_unknown_scheme_stops_the_relay_naming_it() {
 const ADT: &str =
     "MSH|^~\\&|EHR|HOSP|LIS|LAB|20240101120000||ADT^A01|FH-1|P|2.5\rPID|1||PID-1||Doe^Jane\r";
 
-/// A relay and an agent `site-a` (identifier `urn:site|lab-1`) with two devices: `lis`, an
-/// acknowledging MLLP device, and `down`, a closed port.
+/// A relay and an agent `site-a` (identifier `urn:site|lab-1`) with three devices: `lis`, an
+/// acknowledging MLLP device, `down`, a closed port, and `silent`, which accepts connections and
+/// never answers.
 struct Site {
     _rt: tokio::runtime::Runtime,
     _device: mllp::Server,
@@ -88,6 +89,14 @@ fn site(label: &str) -> Site {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let device = rt.block_on(ack_device("127.0.0.1:0", Arc::new(Mutex::new(Vec::new()))));
     let dir = scratch(label);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming().map_while(Result::ok) {
+            held.push(s);
+        }
+    });
     let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": [
         {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret"}},
         {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret",
@@ -96,6 +105,7 @@ fn site(label: &str) -> Site {
             "identifier": [{"system": "urn:site", "value": "lab-1"}]}},
         {"resource": {"resourceType": "Device", "id": "lis", "url": format!("mllp://{}", device.local_addr())}},
         {"resource": {"resourceType": "Device", "id": "down", "url": format!("mllp://127.0.0.1:{}", free_port())}},
+        {"resource": {"resourceType": "Device", "id": "silent", "url": format!("mllp://{silent_addr}")}},
     ]});
     std::fs::write(dir.join("bundle.json"), bundle.to_string()).unwrap();
     let mut cmd = outpost();
@@ -333,4 +343,51 @@ fn astm_send_verbose_shows_each_step_against_a_receiver() {
     }
     assert_eq!(steps[10], "-> EOT", "{err}");
     listener.wait_for("L|1", WAIT);
+}
+
+#[test]
+fn a_push_waiting_on_a_terminal_says_what_it_waits_for() {
+    let site = site("push-progress");
+    // `script` gives the command a terminal; its output (stdout and stderr) is what the user sees.
+    let line = format!(
+        "{} push site-a --destination Device/silent --wait --wait-timeout-ms 2500 --body '{}' \
+         --base-url {} --client-id caller --client-secret caller-secret",
+        env!("CARGO_BIN_EXE_outpost"),
+        ADT.replace('\r', "\n"),
+        site.base
+    );
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &line, "/dev/null"]);
+    let (code, out, err) = run("script outpost push", cmd, WAIT);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("waiting for the answer of Device/silent through Agent/site-a: 1 s (the relay waits up to 2 s)"),
+        "{out:?}"
+    );
+    // The line is cleared before the answer is printed.
+    let tail = out.rsplit("\x1b[2K").next().unwrap_or_default();
+    assert!(
+        tail.contains("error:") && !tail.contains("waiting for"),
+        "{out:?}"
+    );
+
+    // Not a terminal: nothing but the answer.
+    let (code, out, err) = push(
+        &site.base,
+        &[
+            "site-a",
+            "--destination",
+            "Device/silent",
+            "--wait",
+            "--wait-timeout-ms",
+            "1500",
+            "--body",
+            ADT,
+        ],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        !err.contains("waiting for") && !out.contains("waiting for"),
+        "{out}{err}"
+    );
 }
