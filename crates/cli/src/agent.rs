@@ -92,7 +92,26 @@ pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
             config.agent_id,
             config.base()
         );
-        crate::shutdown_signal().await;
+        // Say when the relay is reached, and when it has not been after a few seconds (the
+        // log lines on stderr say why each attempt failed).
+        let announce = async {
+            if !agent.wait_live(Duration::from_secs(5)).await {
+                println!(
+                    "Not connected to {} yet; still trying, with backoff (the log on stderr says why). Device messages are queued meanwhile.",
+                    config.base()
+                );
+                // wait_live is also false at once if the link stopped: do not spin on it.
+                while !agent.wait_live(Duration::from_secs(3600)).await {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            println!("Connected to the relay.");
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            () = crate::shutdown_signal() => {}
+            () = announce => {}
+        }
         agent.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })

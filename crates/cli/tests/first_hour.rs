@@ -391,3 +391,37 @@ fn a_push_waiting_on_a_terminal_says_what_it_waits_for() {
         "{out}{err}"
     );
 }
+
+#[test]
+fn the_agent_says_when_it_cannot_reach_the_relay_yet_and_when_it_does() {
+    // A relay address nobody listens on yet; the relay starts there later.
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}/");
+    let dir = scratch("agent-waits");
+    let mut cmd = outpost();
+    cmd.current_dir(&dir)
+        .args(["agent", "--base-url", &base, "--client-id", "agent"])
+        .args(["--client-secret", "agent-secret", "--agent-id", "site-a"]);
+    let mut agent = Proc::spawn("outpost agent", cmd);
+    let line = agent.wait_for("Not connected to", WAIT);
+    assert_eq!(
+        line,
+        format!(
+            "Not connected to {base} yet; still trying, with backoff (the log on stderr says why). Device messages are queued meanwhile."
+        )
+    );
+    let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret",
+            "extension": [{"url": "https://outpost.health/fhir/StructureDefinition/allowed-agent", "valueReference": {"reference": "Agent/site-a"}}]}},
+        {"resource": {"resourceType": "Agent", "id": "site-a", "name": "Site A", "status": "active"}},
+    ]});
+    std::fs::write(dir.join("bundle.json"), bundle.to_string()).unwrap();
+    let mut cmd = outpost();
+    cmd.args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(dir.join("relay"))
+        .arg("--bootstrap")
+        .arg(dir.join("bundle.json"));
+    let mut relay = Proc::spawn("outpost server", cmd);
+    relay.wait_for("Relay listening on ", WAIT);
+    agent.wait_for("Connected to the relay.", WAIT);
+}
