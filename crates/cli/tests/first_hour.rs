@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use support::{Proc, ack_device, free_port, outpost, run, scratch};
+use support::{Proc, ack_device, free_port, medplum, outpost, run, scratch};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -78,6 +78,8 @@ const ADT: &str =
 /// acknowledging MLLP device, `down`, a closed port, and `silent`, which accepts connections and
 /// never answers.
 struct Site {
+    /// The agent's PATH: empty unless a test puts a program there.
+    bin: std::path::PathBuf,
     _rt: tokio::runtime::Runtime,
     _device: mllp::Server,
     relay: Proc,
@@ -115,8 +117,11 @@ fn site(label: &str) -> Site {
         .arg(dir.join("bundle.json"));
     let mut relay = Proc::spawn("outpost server", cmd);
     let base = relay.listening_url(WAIT);
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
     let mut cmd = outpost();
     cmd.env_remove("RUST_LOG")
+        .env("PATH", &bin)
         .current_dir(&dir)
         .args(["agent", "--base-url", &base, "--client-id", "agent"])
         .args([
@@ -130,6 +135,7 @@ fn site(label: &str) -> Site {
     let mut agent = Proc::spawn("outpost agent", cmd);
     agent.wait_for("connected to the relay", WAIT);
     Site {
+        bin,
         _rt: rt,
         _device: device,
         relay,
@@ -424,4 +430,42 @@ fn the_agent_says_when_it_cannot_reach_the_relay_yet_and_when_it_does() {
     let mut relay = Proc::spawn("outpost server", cmd);
     relay.wait_for("Relay listening on ", WAIT);
     agent.wait_for("Connected to the relay.", WAIT);
+}
+
+#[test]
+fn medplum_agent_ping_prints_why_when_ping_is_missing_on_the_agent_host() {
+    let mut site = site("ping");
+    let ping = |count: &str| {
+        let mut cmd = medplum();
+        cmd.args(["--base-url", &site.base, "--client-id", "caller"])
+            .args([
+                "--client-secret",
+                "caller-secret",
+                "agent",
+                "ping",
+                "127.0.0.1",
+                "site-a",
+            ])
+            .args(["--count", count]);
+        run("medplum agent ping", cmd, WAIT)
+    };
+    // No ping on the agent's PATH: Medplum's CLI prints the reason, in ping's shape.
+    let (code, out, err) = ping("1");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("PING 127.0.0.1: not sent: ping is not installed on the agent's host")
+            && out.contains("0 packets transmitted, 0 received, 100% packet loss"),
+        "{out}{err}"
+    );
+    let line = site.agent.wait_for("ping not run", WAIT);
+    assert!(line.contains("ping is not installed"), "{line}");
+
+    // With a ping, the platform's flags go to it and its output comes back as it is.
+    let fake = site.bin.join("ping");
+    std::fs::write(&fake, "#!/bin/sh\necho \"fake ping $*\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, out, err) = ping("2");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("fake ping -c 2 -W 2 127.0.0.1"), "{out}{err}");
 }
