@@ -1,5 +1,6 @@
 //! `outpost agent` and `outpost push`.
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -36,23 +37,44 @@ pub struct AgentArgs {
 }
 
 pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
+    let implicit = std::path::Path::new("agent.properties");
+    let settings = match &args.config {
+        Some(path) => format!("settings from {}", path.display()),
+        None if implicit.exists() => "settings from ./agent.properties".to_owned(),
+        None => "settings from the flags".to_owned(),
+    };
     let mut config = match &args.config {
         Some(path) => AgentConfig::from_file(path)?,
-        None if args.base_url.is_none() && std::path::Path::new("agent.properties").exists() => {
-            AgentConfig::from_file(std::path::Path::new("agent.properties"))?
+        None if implicit.exists() => {
+            // A file found in the current directory and flags must not disagree silently:
+            // refuse, naming both values. Flags the file leaves empty fill it in.
+            let mut config = AgentConfig::from_file(implicit)?;
+            match merge_flags(&mut config, &args) {
+                Ok(()) => config,
+                Err(conflict) => {
+                    eprintln!(
+                        "error: {conflict} in {} (read because --config was not given); \
+                         remove the flag, pass --config to say which file to use, or run from another directory",
+                        std::env::current_dir()
+                            .map(|d| d.join(implicit).display().to_string())
+                            .unwrap_or_else(|_| "./agent.properties".to_owned())
+                    );
+                    return Ok(ExitCode::from(exit::USAGE));
+                }
+            }
         }
         None => AgentConfig {
-            base_url: args.base_url.unwrap_or_default(),
-            client_id: args.client_id.unwrap_or_default(),
-            client_secret: args.client_secret.unwrap_or_default(),
-            agent_id: args.agent_id.unwrap_or_default(),
+            base_url: args.base_url.clone().unwrap_or_default(),
+            client_id: args.client_id.clone().unwrap_or_default(),
+            client_secret: args.client_secret.clone().unwrap_or_default(),
+            agent_id: args.agent_id.clone().unwrap_or_default(),
             ..AgentConfig::default()
         },
     };
     if args.ca_file.is_some() {
-        config.ca_file = args.ca_file;
+        config.ca_file = args.ca_file.clone();
     }
-    if let Some(d) = args.data_dir {
+    if let Some(d) = args.data_dir.clone() {
         config.data_dir = d;
     }
     if let Err(e) = config.validate() {
@@ -66,19 +88,89 @@ pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
             .await
             .context("cannot start the agent")?;
         println!(
-            "Agent {} starting; relay {}",
+            "Agent {} starting; relay {} ({settings})",
             config.agent_id,
             config.base()
         );
-        crate::shutdown_signal().await;
+        // Say when the relay is reached, and when it has not been after a few seconds (the
+        // log lines on stderr say why each attempt failed).
+        let announce = async {
+            if !agent.wait_live(Duration::from_secs(5)).await {
+                println!(
+                    "Not connected to {} yet; still trying, with backoff (the log on stderr says why). Device messages are queued meanwhile.",
+                    config.base()
+                );
+                // wait_live is also false at once if the link stopped: do not spin on it.
+                while !agent.wait_live(Duration::from_secs(3600)).await {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            println!("Connected to the relay.");
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            () = crate::shutdown_signal() => {}
+            () = announce => {}
+        }
         agent.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
 }
 
+/// Fills the settings `config` (read from an implicit `agent.properties`) lacks from the flags;
+/// a flag that disagrees with the file is an error naming both values (never the secret).
+fn merge_flags(config: &mut AgentConfig, args: &AgentArgs) -> Result<(), String> {
+    let fields: [(&str, &str, &Option<String>, &mut String, bool); 4] = [
+        (
+            "--base-url",
+            "baseUrl",
+            &args.base_url,
+            &mut config.base_url,
+            false,
+        ),
+        (
+            "--client-id",
+            "clientId",
+            &args.client_id,
+            &mut config.client_id,
+            false,
+        ),
+        (
+            "--client-secret",
+            "clientSecret",
+            &args.client_secret,
+            &mut config.client_secret,
+            true,
+        ),
+        (
+            "--agent-id",
+            "agentId",
+            &args.agent_id,
+            &mut config.agent_id,
+            false,
+        ),
+    ];
+    for (flag, key, given, value, secret) in fields {
+        let Some(given) = given else { continue };
+        if value.is_empty() {
+            *value = given.clone();
+        } else if flag == "--base-url" && value.trim_end_matches('/') == given.trim_end_matches('/')
+        {
+            continue;
+        } else if value != given {
+            return Err(if secret {
+                format!("{flag} differs from {key}")
+            } else {
+                format!("{flag} {given} disagrees with {key}={value}")
+            });
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, Args)]
 pub struct PushArgs {
-    /// The Agent id (or `Agent/<id>`).
+    /// The Agent: its id, `Agent/<id>`, or `Agent?identifier=[system|]value`.
     agent: String,
     /// `Device/<id>`, `Device?identifier=...`, or a host for `x-application/ping`.
     #[arg(long)]
@@ -125,30 +217,85 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
                 // A DICOM file travels base64-encoded in the JSON body.
                 use base64::Engine;
                 base64::engine::general_purpose::STANDARD.encode(&bytes)
+            } else if bytes.get(128..132) == Some(b"DICM") {
+                // Part 10: a 128-byte preamble, then "DICM".
+                eprintln!(
+                    "error: {} is a DICOM file (\"DICM\" after its 128-byte preamble), sent as {}: add --content-type {} to send it with C-STORE",
+                    f.display(),
+                    args.content_type,
+                    agent_protocol::CONTENT_TYPE_DICOM
+                );
+                return Ok(ExitCode::from(exit::USAGE));
             } else {
-                String::from_utf8(bytes)
-                    .with_context(|| format!("{} is not UTF-8 text", f.display()))?
+                match String::from_utf8(bytes) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        eprintln!(
+                            "error: {} is not UTF-8 text (invalid byte at offset {}), which {} needs; binary files go as {}",
+                            f.display(),
+                            e.utf8_error().valid_up_to(),
+                            args.content_type,
+                            agent_protocol::CONTENT_TYPE_DICOM
+                        );
+                        return Ok(ExitCode::from(exit::USAGE));
+                    }
+                }
             }
         }
         _ => unreachable!("clap requires one of --body and --file"),
     };
     let tls = agent_core::client_config(args.ca_file.as_deref())?;
-    let client = RelayClient::new(&args.base_url, &args.client_id, &args.client_secret, tls)?;
+    let client = match RelayClient::new(&args.base_url, &args.client_id, &args.client_secret, tls) {
+        Ok(c) => c,
+        Err(agent_core::Error::Config(e)) => {
+            eprintln!("error: --base-url: {e}");
+            return Ok(ExitCode::from(exit::USAGE));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let opts = PushOptions {
         wait_for_response: args.wait,
         wait_timeout: args.wait_timeout_ms.map(Duration::from_millis),
         return_ack: args.return_ack.clone(),
     };
-    let result = crate::runtime()?.block_on(client.push_to_agent(
-        &args.agent,
-        &args.destination,
-        &body,
-        &args.content_type,
-        &opts,
-    ));
+    let agent = if args.agent.starts_with("Agent?") || args.agent.starts_with("Agent/") {
+        args.agent.clone()
+    } else {
+        format!("Agent/{}", args.agent)
+    };
+    let result = crate::runtime()?.block_on(async {
+        let push = client.push_to_agent(
+            &args.agent,
+            &args.destination,
+            &body,
+            &args.content_type,
+            &opts,
+        );
+        // A wait of up to 55 s says what it waits for, on a terminal only (logs and pipes stay
+        // clean).
+        if !(args.wait && std::io::stderr().is_terminal()) {
+            return push.await;
+        }
+        let within = opts.wait_timeout.unwrap_or(Duration::from_secs(10));
+        let progress = WaitProgress::start(
+            format!(
+                "waiting for the answer of {} through {agent}",
+                args.destination
+            ),
+            within,
+        );
+        let result = push.await;
+        progress.stop().await;
+        result
+    });
     match result {
         Ok(PushAnswer::Delivered) => {
-            println!("Delivered to the agent.");
+            // "All OK" without waiting confirms the relay's side only: say so.
+            println!("Sent: the relay wrote the message to {agent}'s connection.");
+            println!(
+                "Not confirmed: delivery to {}; the agent logs why when it cannot deliver. Add --wait for the device's answer.",
+                args.destination
+            );
             Ok(ExitCode::SUCCESS)
         }
         Ok(PushAnswer::Answer { content_type, body }) => {
@@ -161,6 +308,10 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Err(e @ agent_core::Error::AgentName(_)) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(exit::USAGE))
+        }
         Err(agent_core::Error::Push { text, .. }) => {
             eprintln!("error: {text}");
             Ok(ExitCode::from(exit::NEGATIVE))
@@ -169,5 +320,37 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
             eprintln!("error: {e}");
             Ok(ExitCode::from(exit::NO_ANSWER))
         }
+    }
+}
+
+/// A line on stderr, redrawn each second while a push waits: what for, for how long so far.
+struct WaitProgress {
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl WaitProgress {
+    fn start(what: String, within: Duration) -> WaitProgress {
+        let ticker = tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                eprint!(
+                    "\r{what}: {} s (the relay waits up to {} s) ",
+                    started.elapsed().as_secs(),
+                    within.as_secs()
+                );
+                let _ = std::io::stderr().flush();
+            }
+        });
+        WaitProgress { ticker }
+    }
+
+    async fn stop(self) {
+        self.ticker.abort();
+        // Once the task is gone, nothing can draw after the line is cleared.
+        let _ = self.ticker.await;
+        eprint!("\r\x1b[2K");
+        let _ = std::io::stderr().flush();
     }
 }

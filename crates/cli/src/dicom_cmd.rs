@@ -315,23 +315,34 @@ async fn store(args: &AssocArgs, paths: &[PathBuf], verbose: bool) -> anyhow::Re
     };
     let (mut stored, mut bytes, mut done) = (0usize, 0u64, failed);
     for (proposals, members) in &groups {
-        let mut assoc = match Association::connect(args.addr(), &args.options(), proposals).await {
-            Ok(a) => Some(a),
-            Err(e) => {
-                progress.clear();
-                eprintln!(
-                    "error: association with {} ({}): {e}",
-                    args.called_aet,
-                    args.addr()
-                );
-                worst = worst.max(code_for(&e));
-                None
-            }
-        };
+        // Why the association failed goes on every file's line: that is where one looks.
+        let (mut assoc, no_assoc) =
+            match Association::connect(args.addr(), &args.options(), proposals).await {
+                Ok(a) => (Some(a), String::new()),
+                Err(e) => {
+                    progress.clear();
+                    let why = format!(
+                        "no association with {} ({}): {e}",
+                        args.called_aet,
+                        args.addr()
+                    );
+                    eprintln!("error: {why}");
+                    worst = worst.max(code_for(&e));
+                    (None, why)
+                }
+            };
         for f in members {
             let result = match assoc.as_mut() {
                 Some(a) => a.store_file(f).await,
-                None => Err(Error::Protocol("no association".into())),
+                None => {
+                    done += 1;
+                    failed += 1;
+                    progress.clear();
+                    writeln!(out, "FAILED   {}: not sent: {no_assoc}", f.display())?;
+                    out.flush()?;
+                    progress.draw(done, bytes);
+                    continue;
+                }
             };
             done += 1;
             progress.clear();
@@ -509,6 +520,9 @@ async fn find(
         };
         loop {
             match f.next().await {
+                // Matches the SCP sent before it saw the C-CANCEL are read and dropped:
+                // `--limit N` prints at most N.
+                Ok(Some(_)) if limit.is_some_and(|l| n >= l) => continue,
                 Ok(Some(m)) => {
                     n += 1;
                     if json {

@@ -132,9 +132,7 @@ impl AgentConfig {
                 return Err(ConfigError::Missing(name).into());
             }
         }
-        if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
-            return Err(ConfigError::BaseUrl(self.base_url.clone()).into());
-        }
+        check_base_url(&self.base_url)?;
         Ok(())
     }
 
@@ -156,9 +154,45 @@ impl AgentConfig {
     }
 }
 
+/// A relay base URL: `http(s)://`, and the server's root rather than its FHIR path (Medplum's
+/// `baseUrl` convention; `.../fhir/R4/` would be doubled in every request).
+///
+/// # Errors
+///
+/// [`ConfigError::BaseUrl`] or [`ConfigError::FhirPath`].
+pub(crate) fn check_base_url(url: &str) -> Result<(), ConfigError> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(ConfigError::BaseUrl(url.to_owned()));
+    }
+    let path = url.trim_end_matches('/').to_ascii_lowercase();
+    if path.ends_with("/fhir/r4") {
+        return Err(ConfigError::FhirPath(url.to_owned()));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base_url_with_the_fhir_path_is_refused_with_the_root() {
+        assert!(check_base_url("http://127.0.0.1:8103/").is_ok());
+        assert!(check_base_url("https://relay.example/outpost/").is_ok());
+        let e = check_base_url("http://127.0.0.1:8103/fhir/R4/").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "base URL http://127.0.0.1:8103/fhir/R4/ ends with fhir/R4/: give the server's root (http://127.0.0.1:8103/); fhir/R4/ is added to each request"
+        );
+        assert!(matches!(
+            check_base_url("http://h/FHIR/r4"),
+            Err(ConfigError::FhirPath(_))
+        ));
+        assert!(matches!(
+            check_base_url("127.0.0.1:8103"),
+            Err(ConfigError::BaseUrl(_))
+        ));
+    }
 
     #[test]
     fn medplum_properties_file() {

@@ -73,7 +73,7 @@ pub(crate) async fn route(
             if let Some(obj) = resource.as_object_mut() {
                 obj.remove("id");
             }
-            if let Err(r) = check_subscription(&ty, &resource) {
+            if let Err(r) = check_written(&ty, &resource) {
                 return r;
             }
             match state.registry.create(resource).await {
@@ -112,7 +112,7 @@ pub(crate) async fn route(
                 return bad_request("id in the body differs from the id in the URL");
             }
             resource["id"] = Value::String(id.clone());
-            if let Err(r) = check_subscription(&ty, &resource) {
+            if let Err(r) = check_written(&ty, &resource) {
                 return r;
             }
             match state.registry.put(resource).await {
@@ -168,7 +168,9 @@ async fn search(state: &RelayState, ty: &str, query: &[(String, String)]) -> Res
 }
 
 /// An order-push Subscription must be usable: its criteria, agent, device and format.
-fn check_subscription(ty: &str, resource: &Value) -> Result<(), Response> {
+/// A Device's `url` and an Endpoint's `address` must be one the agent can use.
+fn check_written(ty: &str, resource: &Value) -> Result<(), Response> {
+    crate::fhir::check_address(resource).map_err(bad_request)?;
     if ty != "Subscription" {
         return Ok(());
     }
