@@ -92,6 +92,27 @@ pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
             config.agent_id,
             config.base()
         );
+        // One line per channel that starts listening, with the address it bound (an Endpoint
+        // on port 0 gets a free port: this says which).
+        let mut events = agent.events();
+        let mut announced = std::collections::HashSet::new();
+        for (name, bound) in agent.channels().await {
+            println!("Channel {name} listening on {bound}");
+            announced.insert((name, bound));
+        }
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(agent_core::Event::ChannelStarted { name, bound, .. }) => {
+                        if announced.insert((name.clone(), bound)) {
+                            println!("Channel {name} listening on {bound}");
+                        }
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
         // Say when the relay is reached, and when it has not been after a few seconds (the
         // log lines on stderr say why each attempt failed).
         let announce = async {
