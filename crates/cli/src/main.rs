@@ -78,6 +78,15 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr as text or as one JSON object each (for log collectors).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,13 +159,27 @@ fn main() -> std::process::ExitCode {
                 dcmtk_level.unwrap_or_else(|| default_log_level(&cli)),
             )
         });
+        let (text, json) = match cli.log_format {
+            LogFormat::Text => (
+                Some(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::stderr)
+                        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+                ),
+                None,
+            ),
+            LogFormat::Json => (
+                None,
+                Some(
+                    tracing_subscriber::fmt::layer()
+                        .json()
+                        .with_writer(std::io::stderr),
+                ),
+            ),
+        };
         tracing_subscriber::registry()
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                    .with_filter(filter),
-            )
+            .with(text.with_filter(filter.clone()))
+            .with(json.with_filter(filter))
             .with(agent_core::LogLayer::new(logs.clone()))
             .init();
     }

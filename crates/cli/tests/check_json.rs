@@ -406,3 +406,77 @@ fn dicom_echo_and_store_in_json_with_dcmtk_spellings() {
     assert_eq!(failed["outcome"], "failed", "{v}");
     assert!(failed["error"].as_str().is_some(), "{v}");
 }
+
+#[test]
+fn the_relay_logs_each_push_as_json_and_counts_it_in_metrics() {
+    let dir = scratch("log-json");
+    std::fs::write(
+        dir.join("bundle.json"),
+        bundle("127.0.0.1:2575", &[]).to_string(),
+    )
+    .unwrap();
+    let mut cmd = outpost();
+    cmd.env("RUST_LOG", "info")
+        .args([
+            "--log-format",
+            "json",
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
+        .arg(dir.join("relay"))
+        .arg("--bootstrap")
+        .arg(dir.join("bundle.json"));
+    let mut relay = Proc::spawn("outpost server", cmd);
+    let base = relay.listening_url(WAIT);
+    // No agent is connected: the relay refuses the push at once (a 400 saying so).
+    let mut cmd = outpost();
+    cmd.args([
+        "push",
+        "site",
+        "--destination",
+        "Device/lis",
+        "--body",
+        ADT,
+        "--wait",
+    ])
+    .args([
+        "--base-url",
+        &base,
+        "--client-id",
+        "caller",
+        "--client-secret",
+        "caller-secret",
+    ]);
+    let (code, out, err) = run("outpost push", cmd, WAIT);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("Agent/site is not connected"), "{err}");
+    let line = relay.wait_for("\"outcome\":\"unavailable\"", WAIT);
+    let json_text = line.split_once("] ").map_or(line.as_str(), |(_, j)| j);
+    let v: Value = serde_json::from_str(json_text).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["level"], "INFO", "{v}");
+    assert_eq!(v["fields"]["message"], "push", "{v}");
+    assert_eq!(v["fields"]["agent"], "site", "{v}");
+    assert_eq!(v["fields"]["client"], "caller", "{v}");
+    assert!(
+        v["fields"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not connected"),
+        "{v}"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let text = rt.block_on(async {
+        reqwest::get(format!("{base}metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(
+        text.contains("outpost_pushes_total{outcome=\"unavailable\"} 1"),
+        "{text}"
+    );
+}

@@ -85,6 +85,7 @@ mod error;
 mod fhir;
 mod http;
 mod inbound;
+mod metrics;
 mod orders;
 mod server;
 mod store;
@@ -238,6 +239,7 @@ impl Relay {
             registry: registry.clone(),
             inbound,
             local: local.clone(),
+            metrics: Arc::new(metrics::Metrics::default()),
             cluster: cluster.clone(),
             stopping: stopping.clone(),
         });
