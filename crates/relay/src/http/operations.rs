@@ -447,8 +447,18 @@ pub(crate) async fn operation(
             let outcome = push_outcome(&result);
             let took = arrived.elapsed();
             state.sessions.metrics.push(outcome, took);
-            // One line per push: who, to whom, what came of it, how long it took.
-            let failure = result.as_ref().err().map(ToString::to_string);
+            // One line per push: who, to whom, what came of it, how long it took. The reason is
+            // the relay's own (not connected, timed out, no such device); what an agent or a
+            // device answered may hold patient data and stays out of the log.
+            let failure = match &result {
+                Err(
+                    e @ (PushError::Agent(_)
+                    | PushError::Disabled
+                    | PushError::NoDevice
+                    | PushError::NoUrl),
+                ) => Some(e.to_string()),
+                _ => None,
+            };
             tracing::info!(
                 client = caller.client_id,
                 agent = id_of(&agent),
