@@ -14,6 +14,8 @@
 //! - `POST /fhir/R4/Agent/{id}/$push` (also `%24push`, `Agent/$push?identifier=`),
 //!   `GET Agent/{id}/$status`, `GET Agent/$bulk-status`, `$reload-config`, `$fetch-logs`,
 //!   `$upgrade`.
+//! - `POST /fhir/R4/Binary` (raw, or FHIR JSON with `data`) and `GET /fhir/R4/Binary/{id}`:
+//!   contents streamed to files under `--data`, at most [`RelayConfig::max_binary`] bytes.
 //! - Create, read, update, delete and search for `Agent`, `Device`, `Endpoint`,
 //!   `ClientApplication` (and the lab-order resources) under `/fhir/R4/`, in SQLite (one
 //!   process) or PostgreSQL (several processes, routing through Redis).
@@ -79,6 +81,7 @@
 
 mod agents;
 mod auth;
+mod blob;
 mod config;
 mod error;
 mod fhir;
@@ -250,7 +253,9 @@ impl Relay {
             max_connections: server::max_connections(config.max_connections),
         };
         tracing::info!(max_connections = limits.max_connections, "connection limit");
+        let blobs = open_blobs(&config)?;
         let state = Arc::new(RelayState {
+            blobs,
             config,
             registry,
             tokens,
@@ -312,6 +317,18 @@ impl Relay {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
     }
+}
+
+/// `Binary` contents: files under `<data>/binary`, or (a relay in memory) under a fresh
+/// directory in the system's temporary directory.
+fn open_blobs(config: &RelayConfig) -> Result<Arc<dyn blob::BlobStore>, Error> {
+    let dir = match &config.data_dir {
+        Some(d) => d.join("binary"),
+        None => std::env::temp_dir().join(format!("outpost-relay-{}", uuid::Uuid::new_v4())),
+    };
+    let blobs = blob::DiskBlobs::open(dir.clone())
+        .map_err(|source| Error::DataDir { path: dir, source })?;
+    Ok(Arc::new(blobs))
 }
 
 /// The token signing key: `OUTPOST_TOKEN_KEY` (base64) if set; with a shared (PostgreSQL)
