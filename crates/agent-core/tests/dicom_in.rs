@@ -52,6 +52,10 @@ struct DicomWorld {
 }
 
 async fn dicom_world(webhook: Option<String>) -> DicomWorld {
+    dicom_world_with(webhook, RelayConfig::default().max_binary).await
+}
+
+async fn dicom_world_with(webhook: Option<String>, max_binary: u64) -> DicomWorld {
     let relay_dir = tmp("dicom-relay");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let relay = Relay::start_on(
@@ -59,6 +63,7 @@ async fn dicom_world(webhook: Option<String>) -> DicomWorld {
         RelayConfig {
             data_dir: Some(relay_dir.clone()),
             inbound_webhook: webhook,
+            max_binary,
             ..RelayConfig::default()
         },
     )
@@ -393,6 +398,41 @@ async fn a_retried_transmit_does_not_upload_the_instance_again() {
     let (body, binary) = instance(&w.relay, &rows[0], dir.path()).await;
     assert_eq!(body["binary"]["reference"], format!("Binary/{}", blobs[0]));
     assert!(data_set_of(&binary) == data_set_of(&ex));
+    w.relay.shutdown().await;
+    let _ = std::fs::remove_dir_all(&w.relay_dir);
+}
+
+#[tokio::test]
+async fn an_instance_the_relay_refuses_for_good_is_recorded_and_the_channel_moves_on() {
+    // The relay takes Binaries of at most 1000 bytes: the upload is a 413.
+    let w = dicom_world_with(None, 1000).await;
+    let dir = TempDir::new("dicom-in-413");
+    let (ex, im) = files(dir.path());
+    let (ok, text) = run(storescu(w.port, &[], &[&ex, &im])).await;
+    assert!(ok, "{text}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while w.agent.queue_depth() != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the channel is stuck"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The large one (32 KiB) was refused and recorded; the small one after it went through.
+    let rows = rows(&w.relay, "dicom-in", 1).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (body, binary) = instance(&w.relay, &rows[0], dir.path()).await;
+    assert_eq!(uid(&body["dataset"], "00080018"), "2.25.9002");
+    assert!(data_set_of(&binary) == data_set_of(&im));
+    let blobs = std::fs::read_dir(w.relay_dir.join("binary"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        blobs, 2,
+        "one Binary and its type, nothing of the refused one"
+    );
+    // The refused instance's file stays with the agent, for an operator.
+    assert_eq!(waiting_files(&w.agent_dir, "dicom-in"), 1);
     w.relay.shutdown().await;
     let _ = std::fs::remove_dir_all(&w.relay_dir);
 }

@@ -20,8 +20,11 @@
 //! row already names its Binary.
 //!
 //! Bounds: 16 associations at once (more are rejected, transient), 256 KiB PDUs, 60 s of
-//! silence, 4 GiB per instance (the relay's `Binary` limit, 512 MiB by default, applies on
-//! upload), 30 s for the commit.
+//! silence (then A-ABORT), 512 MiB per instance (the relay's default `Binary` limit; more
+//! aborts the association), 30 s for the commit (then 0xA700). An instance the relay refuses
+//! for good (a 4xx other than 401, 408 and 429 to the upload) is recorded as failed with the
+//! reason and the channel moves on (its file stays in `<data>/dicom/<channel>/queued/` for an
+//! operator); any other upload failure is retried with backoff.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,6 +47,9 @@ pub(crate) const CONTENT_TYPE_PENDING: &str = "application/x-outpost-dicom-file"
 const CONTENT_TYPE_JSON: &str = "application/json";
 /// The Binary's media type.
 const CONTENT_TYPE_DICOM: &str = "application/dicom";
+/// Largest instance accepted: the relay's default `Binary` limit, so that what the sender is
+/// told Success for can be uploaded (a larger one aborts the association).
+const MAX_INSTANCE: u64 = 512 << 20;
 /// Success and Out of Resources (PS3.7 Annex C).
 const SUCCESS: Status = Status(0x0000);
 const OUT_OF_RESOURCES: Status = Status(0xA700);
@@ -89,6 +95,7 @@ pub(crate) async fn start(
             .filter(|t| !t.is_empty())
             .map(str::to_owned),
         output_dir: dir.join("incoming"),
+        max_object: MAX_INSTANCE,
         ..ScpOptions::default()
     };
     let (tx, rx) = mpsc::channel(opts.max_associations);
@@ -216,7 +223,15 @@ pub(crate) async fn ready(
     let id = client
         .upload_binary(&file, CONTENT_TYPE_DICOM)
         .await
-        .map_err(|e| NotReady::Retry(format!("Binary upload: {e}")))?;
+        .map_err(|e| match e {
+            // Refused for good (too large, forbidden): retrying would block the channel.
+            crate::Error::Status { status, .. }
+                if (400..500).contains(&status) && ![401, 408, 429].contains(&status) =>
+            {
+                NotReady::Lost(format!("the relay refused the instance's Binary: {e}"))
+            }
+            e => NotReady::Retry(format!("Binary upload: {e}")),
+        })?;
     let body = json!({
         "association": pending["association"],
         "dataset": pending["dataset"],
