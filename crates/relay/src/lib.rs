@@ -253,7 +253,14 @@ impl Relay {
             max_connections: server::max_connections(config.max_connections),
         };
         tracing::info!(max_connections = limits.max_connections, "connection limit");
-        let blobs = open_blobs(&config)?;
+        let blobs: Arc<dyn blob::BlobStore> = match &config.database_url {
+            Some(url) => Arc::new(
+                blob::PgBlobs::open(url, backend_ca.as_deref())
+                    .await
+                    .map_err(Error::from)?,
+            ),
+            None => open_blobs(&config)?,
+        };
         let state = Arc::new(RelayState {
             blobs,
             config,
@@ -319,7 +326,7 @@ impl Relay {
     }
 }
 
-/// `Binary` contents: files under `<data>/binary`, or (a relay in memory) under a fresh
+/// `Binary` contents of a relay without a shared database: files under `<data>/binary`, or (a relay in memory) under a fresh
 /// directory in the system's temporary directory.
 fn open_blobs(config: &RelayConfig) -> Result<Arc<dyn blob::BlobStore>, Error> {
     let dir = match &config.data_dir {

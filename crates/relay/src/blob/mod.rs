@@ -6,11 +6,11 @@
 //! on disk (`fsync`, then a rename), so a reader never sees half of one and a failed upload
 //! leaves nothing behind.
 //!
-//! The PostgreSQL relay uses the same [`DiskBlobs`] under its `--data` directory for now (one
-//! process, or a directory the processes share); a table of chunks is the planned scale-out
-//! backend behind the same trait.
+//! A PostgreSQL relay (several processes on one database) keeps them in [`PgBlobs`], rows of
+//! chunks in that database, so that every process reads what any of them stored.
 
 mod disk;
+mod postgres;
 
 use std::pin::Pin;
 
@@ -18,6 +18,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 pub(crate) use disk::DiskBlobs;
+pub(crate) use postgres::PgBlobs;
 
 /// A stream of chunks, read or written.
 pub(crate) type Chunks = Pin<Box<dyn Stream<Item = Result<Bytes, BlobError>> + Send>>;
@@ -47,6 +48,9 @@ pub(crate) enum BlobError {
     /// The relay's storage failed.
     #[error("binary storage: {0}")]
     Io(#[from] std::io::Error),
+    /// The relay's database failed.
+    #[error("binary storage: {0}")]
+    Database(String),
 }
 
 /// A backend for `Binary` contents.

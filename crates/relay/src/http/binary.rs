@@ -180,7 +180,7 @@ fn failed(e: &BlobError) -> Response {
     match e {
         BlobError::TooLarge { max } => too_large(*max),
         BlobError::Body(why) => bad_request(why.clone()),
-        BlobError::Io(_) => {
+        BlobError::Io(_) | BlobError::Database(_) => {
             tracing::error!(error = %e, "binary storage failure");
             outcome(
                 StatusCode::INTERNAL_SERVER_ERROR,
