@@ -326,8 +326,9 @@ impl Relay {
     }
 }
 
-/// `Binary` contents of a relay without a shared database: files under `<data>/binary`, or (a relay in memory) under a fresh
-/// directory in the system's temporary directory.
+/// `Binary` contents of a relay without a shared database: files under `<data>/binary`, or
+/// (a relay in memory) under a fresh directory in the system's temporary directory, made when
+/// the first Binary is stored.
 fn open_blobs(config: &RelayConfig) -> Result<Arc<dyn blob::BlobStore>, Error> {
     let dir = match &config.data_dir {
         Some(d) => d.join("binary"),

@@ -20,9 +20,9 @@ pub(crate) struct DiskBlobs {
 }
 
 impl DiskBlobs {
-    /// Blobs in `dir` (created if missing).
+    /// Blobs in `dir` (created with the first blob, so a relay that stores none leaves
+    /// nothing behind).
     pub(crate) fn open(dir: PathBuf) -> std::io::Result<DiskBlobs> {
-        std::fs::create_dir_all(&dir)?;
         Ok(DiskBlobs {
             dir,
             next: AtomicU64::new(0),
@@ -55,6 +55,7 @@ impl BlobStore for DiskBlobs {
             self.next.fetch_add(1, Ordering::Relaxed)
         ));
         let written = async {
+            tokio::fs::create_dir_all(&self.dir).await?;
             let mut file = tokio::fs::File::create(&part).await?;
             let mut size = 0u64;
             while let Some(chunk) = body.next().await {
