@@ -436,3 +436,40 @@ async fn an_instance_the_relay_refuses_for_good_is_recorded_and_the_channel_move
     w.relay.shutdown().await;
     let _ = std::fs::remove_dir_all(&w.relay_dir);
 }
+
+#[tokio::test]
+async fn instances_acknowledged_while_the_relay_is_down_survive_an_agent_restart() {
+    let w = dicom_world(None).await;
+    let dir = TempDir::new("dicom-in-restart");
+    let (ex, im) = files(dir.path());
+    // Restarted below at the same address with the same data, as a relay comes back.
+    let listen = w.relay.local_addr().to_string();
+    w.relay.shutdown().await;
+    let (ok, text) = run(storescu(w.port, &["-v"], &[&ex, &im])).await;
+    assert!(ok, "{text}");
+    assert_eq!(text.matches("(Success)").count(), 2, "{text}");
+    // Success meant: on the agent's disk and in its queue.
+    assert_eq!(w.agent.queue_depth(), 2);
+    assert_eq!(waiting_files(&w.agent_dir, "dicom-in"), 2);
+    w.agent.shutdown().await;
+
+    let relay = Relay::start(RelayConfig {
+        listen,
+        data_dir: Some(w.relay_dir.clone()),
+        ..RelayConfig::default()
+    })
+    .await
+    .unwrap();
+    let agent = start_agent(agent_config(&relay.base_url(), w.agent_dir.clone())).await;
+    let rows = rows(&relay, "dicom-in", 2).await;
+    assert_eq!(rows.len(), 2, "each once");
+    for (row, original, sop) in [(&rows[0], &ex, "2.25.9001"), (&rows[1], &im, "2.25.9002")] {
+        let (body, binary) = instance(&relay, row, dir.path()).await;
+        assert_eq!(uid(&body["dataset"], "00080018"), sop);
+        assert!(data_set_of(&binary) == data_set_of(original), "{sop}");
+    }
+    assert_eq!(waiting_files(&w.agent_dir, "dicom-in"), 0);
+    agent.shutdown().await;
+    relay.shutdown().await;
+    let _ = std::fs::remove_dir_all(&w.relay_dir);
+}
