@@ -87,6 +87,14 @@ pub(crate) async fn start(
     let dir = ctx.config.data_dir.join("dicom").join(dir_name(name));
     let queued = dir.join("queued");
     std::fs::create_dir_all(&queued).map_err(listen_failed)?;
+    // Partial files of associations cut off by a stop or a crash.
+    if let Ok(entries) = std::fs::read_dir(dir.join("incoming")) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".incoming-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     let listener = TcpListener::bind(&addr).await.map_err(listen_failed)?;
     let local = listener.local_addr().map_err(listen_failed)?;
     let opts = ScpOptions {
