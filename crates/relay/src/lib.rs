@@ -44,6 +44,7 @@
 //!   orders/      lab orders: Subscriptions, conversion, the delivery loop
 //!   agents/      sessions (one per socket), LocalAgents, Cluster (Redis), AgentRouter
 //!   inbound/     device messages: store, webhook, answer
+//!   blob/        Binary contents: BlobStore; files, or rows of chunks (PostgreSQL)
 //!        │
 //!   auth/        tokens, client secrets, the agent binding      store/   Store trait,
 //!   fhir.rs      ids, instants, query strings                            sqlite, postgres
