@@ -175,7 +175,9 @@ async fn commit(
     let o = &received.object;
     let file = queued.join(format!("{}.dcm", uuid::Uuid::new_v4()));
     tokio::fs::rename(&o.path, &file).await?;
-    // The rename must survive a crash as well as the row.
+    // The rename must survive a crash as well as the row: sync the directory (POSIX; on
+    // Windows a directory cannot be opened as a file, and NTFS journals the rename).
+    #[cfg(unix)]
     tokio::fs::File::open(queued).await?.sync_all().await?;
     let body = json!({
         "file": file,
