@@ -473,3 +473,24 @@ async fn instances_acknowledged_while_the_relay_is_down_survive_an_agent_restart
     relay.shutdown().await;
     let _ = std::fs::remove_dir_all(&w.relay_dir);
 }
+
+#[tokio::test]
+async fn a_deflated_instance_is_kept_deflated_and_its_json_read_through_the_deflate() {
+    let w = dicom_world(None).await;
+    let dir = TempDir::new("dicom-in-deflate");
+    let (ex, _) = files(dir.path());
+    let (ok, text) = run(storescu(w.port, &["-xd"], &[&ex])).await;
+    assert!(ok, "{text}");
+    let rows = rows(&w.relay, "dicom-in", 1).await;
+    let (body, binary) = instance(&w.relay, &rows[0], dir.path()).await;
+    assert_eq!(
+        data_set_of(&binary).0,
+        dicom_net::uids::DEFLATED_EXPLICIT_VR_LE
+    );
+    assert_eq!(uid(&body["dataset"], "00080018"), "2.25.9001");
+    assert_eq!(uid(&body["dataset"], "0020000D"), "2.25.9000");
+    let diffs = dcmtk::pydicom_differences(&[(ex.clone(), binary.clone())]);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    w.relay.shutdown().await;
+    let _ = std::fs::remove_dir_all(&w.relay_dir);
+}
