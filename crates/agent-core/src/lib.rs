@@ -74,7 +74,7 @@ use byte_stream::Budget;
 use tokio::sync::watch;
 
 pub use client::{PushAnswer, PushOptions, RelayClient};
-pub use config::AgentConfig;
+pub use config::{AgentConfig, PROPERTY_KEYS, unknown_property_keys};
 pub use error::{ChannelProblem, ConfigError, Error};
 pub use event::Event;
 pub use inbound::queue;
@@ -106,6 +106,36 @@ pub struct Agent {
     events: Events,
     stop: watch::Sender<bool>,
     link: tokio::task::JoinHandle<()>,
+}
+
+/// What `outpost agent --check` found: the relay's configuration of the agent, read without
+/// starting anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckReport {
+    /// `Agent.channel[]` as `(name, Endpoint.address)`.
+    pub channels: Vec<(String, String)>,
+    /// Every problem that would stop a channel, one sentence each.
+    pub problems: Vec<String>,
+}
+
+/// Checks `config` and what the relay configures for it, without opening the queue or a
+/// channel: the settings, the login, the Agent and each channel's Endpoint.
+///
+/// # Errors
+///
+/// [`Error::Config`] for the settings; the relay's errors ([`Error::Login`],
+/// [`Error::Connect`], [`Error::Status`], ...) when it cannot be asked.
+pub async fn check(config: &AgentConfig) -> Result<CheckReport, Error> {
+    config.validate()?;
+    let tls = tls::client_config(config.ca_file.as_deref())?;
+    let client = RelayClient::new(
+        &config.base_url,
+        &config.client_id,
+        &config.client_secret,
+        tls,
+    )?;
+    let (channels, problems) = RemoteConfig::check(&client, &config.agent_id).await?;
+    Ok(CheckReport { channels, problems })
 }
 
 impl Agent {

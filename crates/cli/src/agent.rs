@@ -34,6 +34,12 @@ pub struct AgentArgs {
     /// Directory for the durable inbound queue.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Check the settings and what the relay configures for this agent (log in, read the
+    /// Agent and its channels' Endpoints), print each problem on its own line, and exit: 0
+    /// when it would start cleanly, 2 with problems, 3 relay unreachable, 4 credentials
+    /// refused. Opens nothing.
+    #[arg(long)]
+    check: bool,
 }
 
 pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
@@ -83,6 +89,26 @@ pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(exit::USAGE));
     }
+    if args.check {
+        let file = args
+            .config
+            .clone()
+            .or_else(|| implicit.exists().then(|| implicit.to_owned()));
+        let unknown = match &file {
+            Some(path) => agent_core::unknown_property_keys(&std::fs::read_to_string(path)?)
+                .into_iter()
+                .map(|(line, key)| {
+                    format!(
+                        "{} line {line}: {key} is not a key Outpost reads ({})",
+                        path.display(),
+                        agent_core::PROPERTY_KEYS.join(", ")
+                    )
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        return crate::runtime()?.block_on(check(&config, &settings, &unknown));
+    }
     crate::runtime()?.block_on(async {
         let agent = Agent::start(config.clone(), logs)
             .await
@@ -92,6 +118,27 @@ pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
             config.agent_id,
             config.base()
         );
+        // One line per channel that starts listening, with the address it bound (an Endpoint
+        // on port 0 gets a free port: this says which).
+        let mut events = agent.events();
+        let mut announced = std::collections::HashSet::new();
+        for (name, bound) in agent.channels().await {
+            println!("Channel {name} listening on {bound}");
+            announced.insert((name, bound));
+        }
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(agent_core::Event::ChannelStarted { name, bound, .. }) => {
+                        if announced.insert((name.clone(), bound)) {
+                            println!("Channel {name} listening on {bound}");
+                        }
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
         // Say when the relay is reached, and when it has not been after a few seconds (the
         // log lines on stderr say why each attempt failed).
         let announce = async {
@@ -115,6 +162,50 @@ pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
         agent.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `outpost agent --check`.
+async fn check(
+    config: &AgentConfig,
+    settings: &str,
+    unknown_keys: &[String],
+) -> anyhow::Result<ExitCode> {
+    println!(
+        "Agent {}; relay {} ({settings})",
+        config.agent_id,
+        config.base()
+    );
+    for p in unknown_keys {
+        println!("problem: {p}");
+    }
+    match agent_core::check(config).await {
+        Ok(report) => {
+            for (name, address) in &report.channels {
+                println!("channel {name}: {address}");
+            }
+            for p in &report.problems {
+                println!("problem: {p}");
+            }
+            if report.problems.is_empty() && unknown_keys.is_empty() {
+                println!(
+                    "OK: logged in, {} channel(s) would start",
+                    report.channels.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Ok(ExitCode::from(exit::USAGE))
+            }
+        }
+        Err(e @ agent_core::Error::Config(_)) => {
+            println!("problem: {e}");
+            Ok(ExitCode::from(exit::USAGE))
+        }
+        Err(e) => {
+            let (_, code) = push_failure(&e);
+            println!("problem: {e}");
+            Ok(ExitCode::from(code))
+        }
+    }
 }
 
 /// Fills the settings `config` (read from an implicit `agent.properties`) lacks from the flags;
@@ -206,6 +297,28 @@ pub struct PushArgs {
     /// A PEM CA certificate to trust for the relay, besides the system roots.
     #[arg(long)]
     ca_file: Option<PathBuf>,
+    /// Print the outcome as one JSON object (for scripts): `outcome` (`answered`, `sent`,
+    /// `negative`, `unauthorized`, `no-answer`, `usage`), `agent`, `destination`, and
+    /// `contentType` and `body` of the answer, or `error`.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `push --json`.
+fn push_json(args: &PushArgs, outcome: &str, answer: Option<(&str, &str)>, error: Option<&str>) {
+    let mut o = serde_json::json!({
+        "outcome": outcome,
+        "agent": args.agent,
+        "destination": args.destination,
+    });
+    if let Some((content_type, body)) = answer {
+        o["contentType"] = content_type.into();
+        o["body"] = body.into();
+    }
+    if let Some(e) = error {
+        o["error"] = e.into();
+    }
+    println!("{o}");
 }
 
 pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
@@ -288,6 +401,27 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
         progress.stop().await;
         result
     });
+    if args.json {
+        let (outcome, answer, error, code) = match &result {
+            Ok(PushAnswer::Delivered) => ("sent", None, None, exit::OK),
+            Ok(PushAnswer::Answer { content_type, body }) => (
+                "answered",
+                Some((content_type.as_str(), body.as_str())),
+                None,
+                exit::OK,
+            ),
+            Err(e) => {
+                let (outcome, code) = push_failure(e);
+                let text = match e {
+                    agent_core::Error::Push { text, .. } => text.clone(),
+                    other => other.to_string(),
+                };
+                (outcome, None, Some(text), code)
+            }
+        };
+        push_json(&args, outcome, answer, error.as_deref());
+        return Ok(ExitCode::from(code));
+    }
     match result {
         Ok(PushAnswer::Delivered) => {
             // "All OK" without waiting confirms the relay's side only: say so.
@@ -308,18 +442,38 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(e @ agent_core::Error::AgentName(_)) => {
-            eprintln!("error: {e}");
-            Ok(ExitCode::from(exit::USAGE))
-        }
         Err(agent_core::Error::Push { text, .. }) => {
             eprintln!("error: {text}");
             Ok(ExitCode::from(exit::NEGATIVE))
         }
         Err(e) => {
+            let (outcome, code) = push_failure(&e);
             eprintln!("error: {e}");
-            Ok(ExitCode::from(exit::NO_ANSWER))
+            if outcome == "unauthorized" {
+                eprintln!(
+                    "hint: check --client-id and --client-secret (or MEDPLUM_CLIENT_ID and MEDPLUM_CLIENT_SECRET)"
+                );
+            }
+            Ok(ExitCode::from(code))
         }
+    }
+}
+
+/// What kind of failure a push error is, and its exit code.
+fn push_failure(e: &agent_core::Error) -> (&'static str, u8) {
+    match e {
+        agent_core::Error::AgentName(_) => ("usage", exit::USAGE),
+        agent_core::Error::Push { .. } => ("negative", exit::NEGATIVE),
+        agent_core::Error::Unauthorized => ("unauthorized", exit::AUTH),
+        // OAuth's token endpoint answers 400 invalid_client or 401 to wrong credentials.
+        agent_core::Error::Login {
+            status: 400 | 401 | 403,
+            ..
+        }
+        | agent_core::Error::Status {
+            status: 401 | 403, ..
+        } => ("unauthorized", exit::AUTH),
+        _ => ("no-answer", exit::NO_ANSWER),
     }
 }
 

@@ -29,7 +29,8 @@ fn echo_ok_and_refused() {
         "{out}"
     );
 
-    let closed = dcmtk::free_port().to_string();
+    let nobody = support::ClosedPort::new();
+    let closed = nobody.port().to_string();
     let (code, _, err) = dicom(&["echo", "127.0.0.1", &closed]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("refused"), "{err}");
@@ -269,7 +270,8 @@ fn store_then_find_through_dcmqrscp() {
         "{out}"
     );
     // A refused connection, likewise.
-    let closed = dcmtk::free_port().to_string();
+    let nobody = support::ClosedPort::new();
+    let closed = nobody.port().to_string();
     let (code, out, err) = dicom(&["store", "127.0.0.1", &closed, &a_s]);
     assert_eq!(code, 3, "{out}{err}");
     let line = out

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use support::{Proc, ack_device, free_port, medplum, outpost, run, scratch};
+use support::{ClosedPort, Proc, ack_device, medplum, outpost, run, scratch};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -82,6 +82,7 @@ struct Site {
     bin: std::path::PathBuf,
     _rt: tokio::runtime::Runtime,
     _device: mllp::Server,
+    _down: ClosedPort,
     relay: Proc,
     agent: Proc,
     base: String,
@@ -99,6 +100,8 @@ fn site(label: &str) -> Site {
             held.push(s);
         }
     });
+    // A device that is down: its port refuses connections for as long as the site lives.
+    let down = ClosedPort::new();
     let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": [
         {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret"}},
         {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret",
@@ -106,7 +109,7 @@ fn site(label: &str) -> Site {
         {"resource": {"resourceType": "Agent", "id": "site-a", "name": "Site A", "status": "active",
             "identifier": [{"system": "urn:site", "value": "lab-1"}]}},
         {"resource": {"resourceType": "Device", "id": "lis", "url": format!("mllp://{}", device.local_addr())}},
-        {"resource": {"resourceType": "Device", "id": "down", "url": format!("mllp://127.0.0.1:{}", free_port())}},
+        {"resource": {"resourceType": "Device", "id": "down", "url": format!("mllp://{}", down.addr())}},
         {"resource": {"resourceType": "Device", "id": "silent", "url": format!("mllp://{silent_addr}")}},
     ]});
     std::fs::write(dir.join("bundle.json"), bundle.to_string()).unwrap();
@@ -138,6 +141,7 @@ fn site(label: &str) -> Site {
         bin,
         _rt: rt,
         _device: device,
+        _down: down,
         relay,
         agent,
         base,
@@ -400,8 +404,9 @@ fn a_push_waiting_on_a_terminal_says_what_it_waits_for() {
 
 #[test]
 fn the_agent_says_when_it_cannot_reach_the_relay_yet_and_when_it_does() {
-    // A relay address nobody listens on yet; the relay starts there later.
-    let port = free_port();
+    // A relay address nobody listens on yet (held, refusing); the relay starts there later.
+    let nobody = ClosedPort::new();
+    let port = nobody.port();
     let base = format!("http://127.0.0.1:{port}/");
     let dir = scratch("agent-waits");
     let mut cmd = outpost();
@@ -422,6 +427,7 @@ fn the_agent_says_when_it_cannot_reach_the_relay_yet_and_when_it_does() {
         {"resource": {"resourceType": "Agent", "id": "site-a", "name": "Site A", "status": "active"}},
     ]});
     std::fs::write(dir.join("bundle.json"), bundle.to_string()).unwrap();
+    drop(nobody);
     let mut cmd = outpost();
     cmd.args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data"])
         .arg(dir.join("relay"))

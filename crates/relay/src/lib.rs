@@ -83,6 +83,7 @@
 mod agents;
 mod auth;
 mod blob;
+mod check;
 mod config;
 mod error;
 mod fhir;
@@ -101,6 +102,7 @@ use tokio::sync::watch;
 
 pub use agents::{AskError, ClusterError, VERSION};
 pub use auth::{ALLOWED_AGENT_EXTENSION, Claims, KeyError, TOKEN_TTL_SECS, TokenError, Tokens};
+pub use check::check_bundle;
 pub use config::RelayConfig;
 pub use error::Error;
 pub use orders::{ORDER_PUSH_EXTENSION, SubscriptionError};

@@ -72,6 +72,36 @@ fn millis(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
         })
 }
 
+/// The `agent.properties` keys Outpost reads.
+pub const PROPERTY_KEYS: &[&str] = &[
+    "baseUrl",
+    "clientId",
+    "clientSecret",
+    "agentId",
+    "logLevel",
+    "caFile",
+    "dataDir",
+    "ackTimeoutMs",
+    "inboundReplyWaitMs",
+];
+
+/// Keys of an `agent.properties` text that Outpost does not read, with their line numbers
+/// (1-based); Medplum's `logger.*` keys are listed too (Outpost logs to stderr).
+pub fn unknown_property_keys(text: &str) -> Vec<(usize, String)> {
+    text.lines()
+        .enumerate()
+        .filter_map(|(n, line)| {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                return None;
+            }
+            let (key, _) = line.split_once('=').or_else(|| line.split_once(':'))?;
+            let key = key.trim();
+            (!PROPERTY_KEYS.contains(&key)).then(|| (n + 1, key.to_owned()))
+        })
+        .collect()
+}
+
 impl AgentConfig {
     /// Reads `agent.properties`: `key=value` lines, `#` and `!` comments, blank lines ignored.
     /// Keys: `baseUrl`, `clientId`, `clientSecret`, `agentId`, `logLevel` (Medplum's), and

@@ -41,6 +41,20 @@ impl RemoteConfig {
     /// The relay's errors; [`ConfigError`] (every problem found, not just the first) when a
     /// channel has no usable address or two share a port. Nothing is applied then.
     pub(crate) async fn read(client: &RelayClient, agent_id: &str) -> Result<RemoteConfig, Error> {
+        let (config, mut problems) = RemoteConfig::fetch(client, agent_id).await?;
+        match problems.len() {
+            0 => Ok(config),
+            1 => Err(problems.remove(0).into()),
+            _ => Err(ConfigError::Several(problems).into()),
+        }
+    }
+
+    /// Reads the Agent and its Endpoints: the channels that have an address, and every
+    /// problem found.
+    async fn fetch(
+        client: &RelayClient,
+        agent_id: &str,
+    ) -> Result<(RemoteConfig, Vec<ConfigError>), Error> {
         let agent = client.read("Agent", agent_id).await?;
         let off = agent["status"].as_str() == Some("off");
         let mut channels = Vec::new();
@@ -72,11 +86,41 @@ impl RemoteConfig {
         }
         let config = RemoteConfig { off, channels };
         problems.extend(config.problems());
-        match problems.len() {
-            0 => Ok(config),
-            1 => Err(problems.remove(0).into()),
-            _ => Err(ConfigError::Several(problems).into()),
+        Ok((config, problems))
+    }
+
+    /// Checks what the relay configures for `agent_id` without starting anything: each
+    /// channel as `(name, address)`, and every problem that would stop one (an address that
+    /// does not parse or whose scheme has no listener, no Endpoint, two channels on one port).
+    ///
+    /// # Errors
+    ///
+    /// The relay's errors (login, reading the Agent or an Endpoint).
+    pub(crate) async fn check(
+        client: &RelayClient,
+        agent_id: &str,
+    ) -> Result<(Vec<(String, String)>, Vec<String>), Error> {
+        let (config, problems) = RemoteConfig::fetch(client, agent_id).await?;
+        let mut problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        for ch in &config.channels {
+            if let Ok(u) = DeviceUrl::parse(&ch.address)
+                && !crate::inbound::CHANNEL_SCHEMES.contains(&u.scheme.as_str())
+            {
+                problems.push(
+                    ConfigError::Channel {
+                        channel: ch.name.clone(),
+                        problem: ChannelProblem::Scheme(u.scheme.clone()),
+                    }
+                    .to_string(),
+                );
+            }
         }
+        let channels = config
+            .channels
+            .into_iter()
+            .map(|c| (c.name, c.address))
+            .collect();
+        Ok((channels, problems))
     }
 
     /// Addresses that do not parse, and ports used twice (port 0, "any free port", is never

@@ -40,6 +40,9 @@ pub(crate) struct ChannelContext {
     pub(crate) budget: Budget,
 }
 
+/// The schemes an inbound channel's `Endpoint.address` may have.
+pub(crate) const CHANNEL_SCHEMES: &[&str] = &["mllp", "astm", "tcp", "dicom"];
+
 /// A channel's listener.
 #[derive(Debug)]
 pub(crate) enum Listener {
