@@ -3,7 +3,9 @@
 //! - A POST with any `Content-Type` but FHIR JSON stores the body as it is, with that type
 //!   (how the Medplum agent uploads a DICOM instance, `application/dicom`). The body is
 //!   streamed to the [`BlobStore`](crate::blob::BlobStore) chunk by chunk, never held whole;
-//!   over [`RelayConfig::max_binary`](crate::RelayConfig::max_binary) it is a 413, and each
+//!   over [`RelayConfig::max_binary`](crate::RelayConfig::max_binary) it is a 413 (a body
+//!   announced over the limit is refused before it is stored; one of at most 16 MiB is read
+//!   and dropped first so that the client, still sending, reads its answer), and each
 //!   chunk must come within the body timeout (else 400).
 //! - A POST of `application/fhir+json` is a Binary resource: its `data` (base64) is stored with
 //!   its `contentType` (bounded by the JSON body limit).
@@ -30,6 +32,18 @@ use super::extract::Caller;
 use super::response::{bad_request, fhir, not_found, outcome};
 use crate::blob::{BlobError, BlobMeta, Chunks};
 use crate::fhir::now_rfc3339;
+
+/// Largest refused body read (and dropped) before its 413 is sent.
+const DRAIN_MAX: u64 = 16 << 20;
+
+/// Reads `body` to its end, dropping it, for at most `limit`.
+async fn drain(body: Body, limit: Duration) {
+    let mut stream = body.into_data_stream();
+    let _ = tokio::time::timeout(limit, async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
+}
 
 /// `POST /fhir/R4/Binary`.
 pub(crate) async fn create(
@@ -77,6 +91,12 @@ pub(crate) async fn create(
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             && len > max
         {
+            // A client that is still sending when the connection closes may never read the
+            // answer (the unread bytes reset the connection); a body small enough is read and
+            // dropped first, so that it gets its 413.
+            if len <= DRAIN_MAX {
+                drain(body, state.config.body_timeout).await;
+            }
             return too_large(max);
         }
         let chunks = timed(body, state.config.body_timeout);
