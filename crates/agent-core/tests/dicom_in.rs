@@ -18,8 +18,9 @@ use dcmtk::{Spec, TempDir, data_set_of, make_file};
 use relay::{Relay, RelayConfig};
 use serde_json::{Value, json};
 
-/// Channels: `dicom-in` (any called AE title) and `dicom-ae` (`?aeTitle=OUTPOST`), both on
-/// port 0 (any free port; the SCP listens on every interface, as Medplum's does).
+/// Channels: `dicom-in` (any called AE title) and `dicom-ae` (`?aeTitle=OUTPOST`, its host
+/// 127.0.0.1), both on port 0 (any free port; the SCP listens on every interface whatever the
+/// host, as Medplum's does).
 fn dicom_bundle() -> Value {
     let mut b = bundle(0, 0);
     let entries = b["entry"].as_array_mut().unwrap();
@@ -37,7 +38,7 @@ fn dicom_bundle() -> Value {
     );
     entries.push(
         json!({"resource": {"resourceType": "Endpoint", "id": "dicom-ae", "status": "active",
-        "address": "dicom://0.0.0.0:0?aeTitle=OUTPOST"}}),
+        "address": "dicom://127.0.0.1:0?aeTitle=OUTPOST"}}),
     );
     b
 }
@@ -315,6 +316,13 @@ async fn implicit_only_and_pynetdicom_senders() {
 #[tokio::test]
 async fn ae_title_restricts_the_called_title() {
     let w = dicom_world(None).await;
+    // Only the port of `dicom://127.0.0.1:0` is used: the SCP listens on every interface.
+    let bound = w
+        .agent
+        .wait_channel("dicom-ae", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(bound.ip().is_unspecified(), "{bound}");
     let mut echo = Command::new(dcmtk::bin("echoscu"));
     echo.args(["-aec", "SOMEONE", "127.0.0.1", &w.ae_port.to_string()]);
     let (ok, text) = run(echo).await;
