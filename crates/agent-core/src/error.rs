@@ -175,7 +175,7 @@ pub enum ChannelProblem {
     #[error("{0}")]
     Address(#[from] crate::url::UrlError),
     /// The scheme has no channel kind.
-    #[error("unsupported endpoint scheme {0:?} (supported: mllp, astm, tcp)")]
+    #[error("unsupported endpoint scheme {0:?} (supported: mllp, astm, tcp, dicom)")]
     Scheme(String),
     /// `?encoding=` names no known character set.
     #[error("{0}")]

@@ -12,8 +12,10 @@
 //!                       │            dicom (dicom_net::Association) ────► PACS, RIS   │
 //!                       │            ping ──────────────────────────────► any host    │
 //!                       │ inbound/   mllp, tcp, astm listeners ◄──────── devices      │
+//!                       │            dicom SCP ◄──────────────────── modalities, PACS │
 //!                       │            │ commit first (queue, SQLite), then ACK         │
 //!                       │            └► forwarder per channel, in order, with backoff │
+//!                       │               (a DICOM instance: a Binary upload first)     │
 //!                       │ config/    agent.properties; Agent + Endpoints from the     │
 //!                       │            relay, kept in the data directory                │
 //!                       └──────────────────────────────────────────────────────────────┘

@@ -45,6 +45,9 @@ pub struct ServerArgs {
     /// the system's roots). TLS is used with `?sslmode=require` and `rediss://` URLs.
     #[arg(long, env = "OUTPOST_BACKEND_CA_FILE")]
     backend_ca_file: Option<PathBuf>,
+    /// Largest `Binary` accepted (`POST /fhir/R4/Binary`), in MiB; more is answered 413.
+    #[arg(long, default_value_t = 512)]
+    max_binary_mib: u64,
     /// Lab orders: attempts before a push is recorded as failed.
     #[arg(long, default_value_t = 5)]
     order_attempts: u32,
@@ -152,6 +155,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         heartbeat_grace: heartbeat / 2,
         agent_timeout: heartbeat * 3 + Duration::from_secs(5),
         order_attempts: args.order_attempts.max(1),
+        max_binary: args.max_binary_mib.saturating_mul(1 << 20),
         redis_url: args.redis_url,
         database_url: args.database_url,
         backend_ca_file: args.backend_ca_file,

@@ -104,7 +104,9 @@ impl Received {
     }
 }
 
-/// Serves `listener` until it fails; each stored object comes out of `objects`.
+/// Serves `listener` until it fails; each stored object comes out of `objects`. Dropping the
+/// returned future stops the server and aborts its associations (a partial file of an
+/// aborted association is left as `.incoming-*` in the output directory).
 ///
 /// # Errors
 /// [`Error::Io`] when the listener fails or the output directory cannot be created.
@@ -116,8 +118,15 @@ pub async fn serve(
     tokio::fs::create_dir_all(&opts.output_dir).await?;
     let opts = Arc::new(opts);
     let slots = Arc::new(Semaphore::new(opts.max_associations));
+    // Associations are owned here: when this future is dropped (the server stopped), every
+    // association it started is aborted with it.
+    let mut associations = tokio::task::JoinSet::new();
     loop {
-        let (mut stream, peer) = listener.accept().await?;
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            Some(_) = associations.join_next(), if !associations.is_empty() => continue,
+        };
+        let (mut stream, peer) = accepted?;
         let _ = stream.set_nodelay(true);
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "association refused: limit reached");
@@ -138,7 +147,7 @@ pub async fn serve(
             continue;
         };
         let (opts, objects) = (opts.clone(), objects.clone());
-        tokio::spawn(async move {
+        associations.spawn(async move {
             if let Err(e) = association(stream, &opts, &objects).await {
                 tracing::warn!(%peer, "association ended: {e}");
             }

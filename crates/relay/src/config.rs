@@ -44,6 +44,8 @@ pub struct RelayConfig {
     pub max_connections: Option<usize>,
     /// Largest HTTP request body.
     pub max_body: usize,
+    /// Largest `Binary` body (default 512 MiB); more is answered 413.
+    pub max_binary: u64,
     /// Largest WebSocket message.
     pub max_ws_message: usize,
     /// Time allowed for a TLS handshake.
@@ -92,6 +94,7 @@ impl Default for RelayConfig {
             max_inbound_bytes: 4 * max_ws_message,
             max_connections: None,
             max_body: 16 * 1024 * 1024,
+            max_binary: 512 << 20,
             max_ws_message,
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(30),

@@ -54,7 +54,7 @@ pub(crate) fn url_params(query: &str) -> Vec<(String, String)> {
 /// URL schemes the agent delivers pushes to (`Device.url`).
 pub(crate) const DEVICE_SCHEMES: &[&str] = &["mllp", "astm", "dicom"];
 /// URL schemes the agent listens on (`Endpoint.address`).
-pub(crate) const ENDPOINT_SCHEMES: &[&str] = &["mllp", "astm", "tcp"];
+pub(crate) const ENDPOINT_SCHEMES: &[&str] = &["mllp", "astm", "tcp", "dicom"];
 
 /// Checks a Device's `url` or an Endpoint's `address`: `scheme://host:port[...]` with a
 /// scheme the agent has a client or a listener for. Other types pass. The error is the
@@ -134,7 +134,10 @@ mod tests {
         assert!(check_address(&dev("tcp://h:1")).is_err());
         let ep = json!({"resourceType": "Endpoint", "address": "tcp://0.0.0.0:9000"});
         assert_eq!(check_address(&ep), Ok(()));
+        // The agent's DICOM channel (an SCP).
         let ep = json!({"resourceType": "Endpoint", "address": "dicom://0.0.0.0:104"});
+        assert_eq!(check_address(&ep), Ok(()));
+        let ep = json!({"resourceType": "Endpoint", "address": "hl7://0.0.0.0:104"});
         assert!(
             check_address(&ep)
                 .unwrap_err()

@@ -14,6 +14,8 @@
 //! - `POST /fhir/R4/Agent/{id}/$push` (also `%24push`, `Agent/$push?identifier=`),
 //!   `GET Agent/{id}/$status`, `GET Agent/$bulk-status`, `$reload-config`, `$fetch-logs`,
 //!   `$upgrade`.
+//! - `POST /fhir/R4/Binary` (raw, or FHIR JSON with `data`) and `GET /fhir/R4/Binary/{id}`:
+//!   contents streamed to files under `--data`, at most [`RelayConfig::max_binary`] bytes.
 //! - Create, read, update, delete and search for `Agent`, `Device`, `Endpoint`,
 //!   `ClientApplication` (and the lab-order resources) under `/fhir/R4/`, in SQLite (one
 //!   process) or PostgreSQL (several processes, routing through Redis).
@@ -42,6 +44,7 @@
 //!   orders/      lab orders: Subscriptions, conversion, the delivery loop
 //!   agents/      sessions (one per socket), LocalAgents, Cluster (Redis), AgentRouter
 //!   inbound/     device messages: store, webhook, answer
+//!   blob/        Binary contents: BlobStore; files, or rows of chunks (PostgreSQL)
 //!        │
 //!   auth/        tokens, client secrets, the agent binding      store/   Store trait,
 //!   fhir.rs      ids, instants, query strings                            sqlite, postgres
@@ -79,6 +82,7 @@
 
 mod agents;
 mod auth;
+mod blob;
 mod check;
 mod config;
 mod error;
@@ -254,7 +258,16 @@ impl Relay {
             max_connections: server::max_connections(config.max_connections),
         };
         tracing::info!(max_connections = limits.max_connections, "connection limit");
+        let blobs: Arc<dyn blob::BlobStore> = match &config.database_url {
+            Some(url) => Arc::new(
+                blob::PgBlobs::open(url, backend_ca.as_deref())
+                    .await
+                    .map_err(Error::from)?,
+            ),
+            None => open_blobs(&config)?,
+        };
         let state = Arc::new(RelayState {
+            blobs,
             config,
             registry,
             tokens,
@@ -316,6 +329,19 @@ impl Relay {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
     }
+}
+
+/// `Binary` contents of a relay without a shared database: files under `<data>/binary`, or
+/// (a relay in memory) under a fresh directory in the system's temporary directory, made when
+/// the first Binary is stored.
+fn open_blobs(config: &RelayConfig) -> Result<Arc<dyn blob::BlobStore>, Error> {
+    let dir = match &config.data_dir {
+        Some(d) => d.join("binary"),
+        None => std::env::temp_dir().join(format!("outpost-relay-{}", uuid::Uuid::new_v4())),
+    };
+    let blobs = blob::DiskBlobs::open(dir.clone())
+        .map_err(|source| Error::DataDir { path: dir, source })?;
+    Ok(Arc::new(blobs))
 }
 
 /// The token signing key: `OUTPOST_TOKEN_KEY` (base64) if set; with a shared (PostgreSQL)

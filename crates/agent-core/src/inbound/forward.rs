@@ -117,6 +117,21 @@ impl Forwarder {
     async fn attempt(&self, channel: &str, m: &Queued) -> Outcome {
         // Counting attempts is for inspection only; a full disk must not stop delivery.
         let _ = self.inbox.queue().attempted(m.id);
+        // A DICOM instance still on disk is uploaded as a Binary first (see `dicom`).
+        let m = &match super::dicom::ready(&self.client, self.inbox.queue(), m).await {
+            Ok(m) => m,
+            Err(super::dicom::NotReady::Retry(why)) => return Outcome::Retry(why),
+            Err(super::dicom::NotReady::Lost(why)) => {
+                return Outcome::Final {
+                    failed: true,
+                    answer: Answer {
+                        status: 400,
+                        content_type: CONTENT_TYPE_TEXT.to_owned(),
+                        body: why,
+                    },
+                };
+            }
+        };
         let token = match self.client.token().await {
             Ok(t) => t,
             Err(e) => return Outcome::Retry(format!("no token: {e}")),

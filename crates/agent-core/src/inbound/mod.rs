@@ -1,5 +1,5 @@
 //! Inbound channels: listeners for devices that send to the cloud, one module per kind
-//! ([`mllp`], [`tcp`], [`astm`]), the durable [`queue`] every message is committed to before its
+//! ([`mllp`], [`tcp`], [`astm`], [`dicom`]), the durable [`queue`] every message is committed to before its
 //! device hears anything, and a [`forward`]er per channel that delivers the queue to the relay
 //! in order.
 //!
@@ -9,6 +9,7 @@
 //! file-descriptor limit.
 
 mod astm;
+mod dicom;
 mod forward;
 pub(crate) mod inbox;
 mod mllp;
@@ -40,7 +41,7 @@ pub(crate) struct ChannelContext {
 }
 
 /// The schemes an inbound channel's `Endpoint.address` may have.
-pub(crate) const CHANNEL_SCHEMES: &[&str] = &["mllp", "astm", "tcp"];
+pub(crate) const CHANNEL_SCHEMES: &[&str] = &["mllp", "astm", "tcp", "dicom"];
 
 /// A channel's listener.
 #[derive(Debug)]
@@ -48,6 +49,7 @@ pub(crate) enum Listener {
     Mllp(::mllp::Server),
     Stream(byte_stream::Server),
     Accept(byte_stream::Listener),
+    Dicom(dicom::DicomListener),
 }
 
 impl Listener {
@@ -57,6 +59,7 @@ impl Listener {
             Listener::Mllp(s) => s.shutdown(drain).await,
             Listener::Stream(s) => s.shutdown(drain).await,
             Listener::Accept(l) => l.shutdown(drain).await,
+            Listener::Dicom(l) => l.shutdown(),
         }
     }
 
@@ -65,6 +68,7 @@ impl Listener {
             Listener::Mllp(s) => s.local_addr(),
             Listener::Stream(s) => s.local_addr(),
             Listener::Accept(l) => l.local_addr(),
+            Listener::Dicom(l) => l.local_addr(),
         }
     }
 }
@@ -227,6 +231,7 @@ impl Inbound {
             "mllp" => mllp::start(&self.ctx, name, &url).await,
             "astm" => astm::start(&self.ctx, name, &url).await,
             "tcp" => tcp::start(&self.ctx, name, &url).await,
+            "dicom" => dicom::start(&self.ctx, name, &url).await,
             other => Err(ChannelProblem::Scheme(other.to_owned())),
         }
     }

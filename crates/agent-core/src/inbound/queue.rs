@@ -150,6 +150,16 @@ impl Queue {
             .map_err(Error::from)
     }
 
+    /// Replaces what a queued message will be sent as (a DICOM instance, once its Binary is
+    /// uploaded); its callback and place in the queue stay.
+    pub fn rewrite(&self, id: i64, content_type: &str, body: &str) -> Result<(), Error> {
+        self.conn().execute(
+            "UPDATE queue SET content_type = ?1, body = ?2 WHERE id = ?3",
+            params![content_type, body, id],
+        )?;
+        Ok(())
+    }
+
     /// Counts one more attempt.
     pub fn attempted(&self, id: i64) -> Result<(), Error> {
         self.conn().execute(

@@ -5,6 +5,7 @@
 // failed request. Boxing it would only add an allocation.
 #![allow(clippy::result_large_err)]
 
+mod binary;
 mod body;
 mod extract;
 mod operations;
@@ -37,6 +38,7 @@ pub(crate) struct RelayState {
     pub(crate) router: Arc<AgentRouter>,
     pub(crate) orders: Arc<Orders>,
     pub(crate) sessions: Arc<Sessions>,
+    pub(crate) blobs: Arc<dyn crate::blob::BlobStore>,
 }
 
 /// The relay's routes.
@@ -48,6 +50,8 @@ pub(crate) fn router(state: Arc<RelayState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/outpost/inbound", get(outpost::inbound_list))
         .route("/outpost/notify/{subscription}", post(outpost::notify))
+        .route("/fhir/R4/Binary", post(binary::create))
+        .route("/fhir/R4/Binary/{id}", get(binary::read))
         .route("/fhir/R4/{ty}", any(resources::route))
         .route("/fhir/R4/{ty}/{id}", any(resources::route))
         .route("/fhir/R4/{ty}/{id}/{op}", any(resources::route))

@@ -33,6 +33,7 @@ pub use error::StoreError;
 pub(crate) use error::chain;
 pub use inbound::{InboundQuery, InboundRow, NewInbound, Recorded};
 pub(crate) use orders::{Delivery, DeliveryOutcome};
+pub(crate) use postgres::pool_for;
 pub use registry::{InvalidResource, PutError, Registry};
 pub(crate) use search::matches;
 

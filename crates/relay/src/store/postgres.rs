@@ -112,6 +112,31 @@ where
         .build()?)
 }
 
+/// The URL parsed, how to connect, and a pool of connections (made when first used).
+fn connect(
+    url: &str,
+    ca_pem: Option<&[u8]>,
+) -> Result<(tokio_postgres::Config, Tls, Pool), StoreError> {
+    let config: tokio_postgres::Config = url.parse()?;
+    let tls = match config.get_ssl_mode() {
+        tokio_postgres::config::SslMode::Require => {
+            Tls::Rustls(MakeRustlsConnect::new(tls_client_config(ca_pem)?))
+        }
+        _ => Tls::None,
+    };
+    let pool = match &tls {
+        Tls::None => pool(config.clone(), NoTls)?,
+        Tls::Rustls(t) => pool(config.clone(), t.clone())?,
+    };
+    Ok((config, tls, pool))
+}
+
+/// A pool of its own on the database at `url` (TLS as the registry's), for another service of
+/// the relay (`Binary` contents), so that long uploads never hold the registry's connections.
+pub(crate) fn pool_for(url: &str, ca_pem: Option<&[u8]>) -> Result<Pool, StoreError> {
+    Ok(connect(url, ca_pem)?.2)
+}
+
 impl Postgres {
     /// Connects (creating the schema) and starts the change listener, which keeps `cache` in
     /// step with the other processes' writes.
@@ -120,17 +145,7 @@ impl Postgres {
         ca_pem: Option<&[u8]>,
         cache: Arc<RegistryCache>,
     ) -> Result<Postgres, StoreError> {
-        let config: tokio_postgres::Config = url.parse()?;
-        let tls = match config.get_ssl_mode() {
-            tokio_postgres::config::SslMode::Require => {
-                Tls::Rustls(MakeRustlsConnect::new(tls_client_config(ca_pem)?))
-            }
-            _ => Tls::None,
-        };
-        let pool = match &tls {
-            Tls::None => pool(config.clone(), NoTls)?,
-            Tls::Rustls(t) => pool(config.clone(), t.clone())?,
-        };
+        let (config, tls, pool) = connect(url, ca_pem)?;
         {
             let mut client = pool.get().await?;
             // Schema creation races between processes starting together; a lock makes it one
