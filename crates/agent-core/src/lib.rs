@@ -226,6 +226,25 @@ impl Agent {
         self.inbound.inbox().queue().depth().unwrap_or(-1)
     }
 
+    /// The dead letters: messages the relay kept refusing, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Queue`] when the queue cannot be read.
+    pub fn dead_letters(&self) -> Result<Vec<queue::DeadLetter>, Error> {
+        self.inbound.inbox().queue().dead_letters()
+    }
+
+    /// Sends dead letter `id` again (same callback, its errors forgotten); `false` when there
+    /// is no such dead letter.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Queue`] when the queue cannot be written.
+    pub async fn retry_dead_letter(&self, id: i64) -> Result<bool, Error> {
+        self.inbound.retry_dead_letter(id).await
+    }
+
     /// Whether `Agent.status` is `off`.
     pub fn is_off(&self) -> bool {
         self.outbound.is_off()

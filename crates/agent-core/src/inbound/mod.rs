@@ -103,6 +103,8 @@ impl Inbound {
             client,
             events: events.clone(),
             stop,
+            answer_wait: ctx.config.inbound_answer_wait,
+            max_attempts: ctx.config.inbound_max_attempts,
         };
         Inbound {
             ctx,
@@ -205,6 +207,19 @@ impl Inbound {
         }
         let task = tokio::spawn(self.forwarder.clone().run(channel.to_owned()));
         running.forwarders.insert(channel.to_owned(), task);
+    }
+
+    /// Sends dead letter `id` again: back in its channel's queue, its forwarder woken. `false`
+    /// when there is no such dead letter.
+    pub(crate) async fn retry_dead_letter(&self, id: i64) -> Result<bool, crate::Error> {
+        let Some(channel) = self.ctx.inbox.queue().retry_dead_letter(id)? else {
+            return Ok(false);
+        };
+        tracing::info!(channel, id, "dead letter queued again");
+        let mut running = self.running.lock().await;
+        self.ensure_forwarder(&mut running, &channel);
+        self.ctx.inbox.waker(&channel).notify_one();
+        Ok(true)
     }
 
     /// Stops every channel and forwarder (the queue keeps what they received).
