@@ -219,7 +219,8 @@ impl Relay {
         let inbound = Arc::new(Inbound::new(
             registry.clone(),
             tokens.clone(),
-            config.inbound_webhook.clone().map(|url| (url, http)),
+            config.inbound_webhook.clone(),
+            http,
         ));
         let sessions = Arc::new(Sessions {
             config: SessionConfig {

@@ -211,7 +211,8 @@ fn is_host(s: &str) -> bool {
             }))
 }
 
-/// `$status` for one agent: `Parameters` with `status`, `version`, `lastUpdated`.
+/// `$status` for one agent: `Parameters` with `status`, `version`, `lastUpdated`, and (an
+/// Outpost addition) a `channelProblem` for each channel whose target Outpost cannot run.
 async fn status_parameters(state: &RelayState, agent_id: &str) -> Value {
     let p = state.router.presence(agent_id).await;
     let mut parameter = vec![
@@ -220,6 +221,11 @@ async fn status_parameters(state: &RelayState, agent_id: &str) -> Value {
     ];
     if let Some(t) = p.last_updated {
         parameter.push(json!({"name": "lastUpdated", "valueInstant": t}));
+    }
+    if let Some(agent) = state.registry.cached("Agent", agent_id) {
+        for problem in crate::inbound::target_problems(&state.registry, &agent) {
+            parameter.push(json!({"name": "channelProblem", "valueString": problem}));
+        }
     }
     json!({"resourceType": "Parameters", "parameter": parameter})
 }
