@@ -145,3 +145,38 @@ async fn errors_without_callbacks_slow_bots_and_expired_tokens_block_nothing_and
     assert_eq!(dead_events, 3);
     agent.shutdown().await;
 }
+
+/// Endpoints written for Medplum name any host: Medplum listens on every interface at the
+/// port (`packages/agent/src/hl7.ts`). A host name, or an address this machine does not have,
+/// does the same here; the devices reach the channel on loopback.
+#[tokio::test]
+async fn medplum_endpoint_addresses_listen_on_every_interface_at_their_port() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (agent_res, endpoints) = scripted::agent_with(
+        AGENT,
+        &[
+            ("named", "mllp://lab-gateway.example.org:0"),
+            // TEST-NET-1: an address no machine here has.
+            ("foreign", "mllp://192.0.2.10:0?encoding=utf-8"),
+            ("local", "mllp://127.0.0.1:0"),
+        ],
+    );
+    let relay = ScriptedRelay::start(listener, agent_res, &endpoints);
+    let agent = start_agent(agent_config(&relay.base_url, tmp("agent"))).await;
+    for name in ["named", "foreign"] {
+        let bound = agent
+            .wait_channel(name, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("channel {name} did not start"));
+        assert!(bound.ip().is_unspecified(), "{name}: {bound}");
+        let ack = send(bound.port(), oru(name)).await;
+        assert_eq!(msa(&ack).0, "AA", "{name}");
+    }
+    // An address of this machine is honoured: loopback stays loopback.
+    let local = agent
+        .wait_channel("local", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(local.ip().is_loopback(), "{local}");
+    agent.shutdown().await;
+}

@@ -153,7 +153,7 @@ impl Inbound {
         }
         for spec in wanted {
             if !running.channels.contains_key(&spec.name) {
-                match self.start(&spec.name, &spec.address).await {
+                match self.listen(&spec.name, &spec.address).await {
                     Ok(listener) => {
                         let bound = listener.local_addr();
                         tracing::info!(
@@ -230,6 +230,45 @@ impl Inbound {
         }
         for (_, f) in running.forwarders.drain() {
             f.abort();
+        }
+    }
+
+    /// Starts a channel. Medplum listens on every interface and uses only the port of the
+    /// address (`packages/agent/src/hl7.ts`, `channel.ts`), so Endpoints written for it may
+    /// name a host that is not this machine's. Here an IP address of this machine is honoured
+    /// (`127.0.0.1` keeps a channel on loopback); a host name, or an address this machine does
+    /// not have, listens on every interface at that port, as Medplum does, and says so in the
+    /// log.
+    async fn listen(&self, name: &str, address: &str) -> Result<Listener, ChannelProblem> {
+        let url = DeviceUrl::parse(address)?;
+        let host = url.addr.rsplit_once(':').map_or("", |(h, _)| h);
+        let literal = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok();
+        // The same address with the host replaced by every interface.
+        let every = address.replacen(&url.addr, &format!("0.0.0.0:{}", url.port()), 1);
+        if !literal {
+            tracing::info!(
+                channel = name,
+                address,
+                "the address names a host, not an IP address: listening on every interface at its port, as Medplum does"
+            );
+            return self.start(name, &every).await;
+        }
+        match self.start(name, address).await {
+            Err(ChannelProblem::Listen { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrNotAvailable =>
+            {
+                tracing::warn!(
+                    channel = name,
+                    address,
+                    "this machine does not have that address: listening on every interface at its port, as Medplum does"
+                );
+                self.start(name, &every).await
+            }
+            other => other,
         }
     }
 
