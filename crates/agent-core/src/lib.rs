@@ -381,7 +381,52 @@ impl link::Handler for Wiring {
                     }),
                 );
             }
+            AgentMessage::DeadLettersRequest(r) => {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let answer = this.dead_letters(r).await;
+                    this.relay.answer(session, answer).await;
+                });
+            }
             other => tracing::debug!(kind = other.kind(), "ignored a message from the relay"),
+        }
+    }
+}
+
+impl Wiring {
+    /// `agent:deadletters:request` (Outpost): send one again if asked, then list what is left.
+    async fn dead_letters(&self, r: agent_protocol::DeadLettersRequest) -> AgentMessage {
+        let mut status_code = 200;
+        if let Some(id) = r.retry {
+            match self.inbound.retry_dead_letter(id).await {
+                Ok(true) => {}
+                Ok(false) => status_code = 404,
+                Err(e) => return AgentMessage::error(e.to_string(), r.callback),
+            }
+        }
+        match self.inbound.inbox().queue().dead_letters() {
+            Ok(list) => AgentMessage::DeadLettersResponse(agent_protocol::DeadLettersResponse {
+                status_code,
+                dead_letters: list
+                    .into_iter()
+                    .map(|d| {
+                        serde_json::json!({
+                            "id": d.message.id,
+                            "channel": d.message.channel,
+                            "remote": d.message.remote,
+                            "contentType": d.message.content_type,
+                            "callback": d.message.callback,
+                            "receivedAt": d.received_at,
+                            "deadAt": d.dead_at,
+                            "failures": d.failures,
+                            "reason": d.reason,
+                        })
+                    })
+                    .collect(),
+                retried: r.retry.filter(|_| status_code == 200),
+                callback: r.callback,
+            }),
+            Err(e) => AgentMessage::error(e.to_string(), r.callback),
         }
     }
 }

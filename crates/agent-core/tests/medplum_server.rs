@@ -24,12 +24,10 @@ const BOT: Duration = Duration::from_secs(2);
 
 /// A device sends `body` on its own connection; the acknowledgement it gets, AA or AE.
 async fn send(port: u16, body: String) -> Vec<u8> {
-    let mut conn = mllp::Connection::connect(
-        &format!("127.0.0.1:{port}"),
-        mllp::ClientOptions::default(),
-    )
-    .await
-    .unwrap();
+    let mut conn =
+        mllp::Connection::connect(&format!("127.0.0.1:{port}"), mllp::ClientOptions::default())
+            .await
+            .unwrap();
     match conn.send(body.as_bytes()).await {
         Ok(ack) => ack.bytes().to_vec(),
         Err(mllp::Error::Negative { ack, .. }) => ack.to_vec(),
@@ -51,7 +49,7 @@ async fn attempted(relay: &ScriptedRelay, body: &str) {
 
 #[tokio::test]
 async fn errors_without_callbacks_slow_bots_and_expired_tokens_block_nothing_and_duplicate_nothing()
- {
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (agent_res, endpoints) = scripted::agent_with(
         AGENT,
@@ -102,10 +100,19 @@ async fn errors_without_callbacks_slow_bots_and_expired_tokens_block_nothing_and
 
     // The token expires: refused once ("Invalid access token", no callback), a new token is
     // fetched and the message goes through; nothing is dead-lettered for it.
-    let before = relay.script.tokens_issued.load(std::sync::atomic::Ordering::SeqCst);
+    let before = relay
+        .script
+        .tokens_issued
+        .load(std::sync::atomic::Ordering::SeqCst);
     relay.expire_tokens();
     assert_eq!(msa(&send(adt, oru("A3")).await).0, "AA");
-    assert!(relay.script.tokens_issued.load(std::sync::atomic::Ordering::SeqCst) > before);
+    assert!(
+        relay
+            .script
+            .tokens_issued
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > before
+    );
 
     // The dead letters say what happened; after the server learns the channel, one is sent
     // again and goes through, with its callback.

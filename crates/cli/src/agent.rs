@@ -72,7 +72,10 @@ fn dead_letters(args: &DeadLettersArgs) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             }
             None => {
-                eprintln!("error: no dead letter {id} (see `outpost agent dead-letters --data-dir {}`)", args.data_dir.display());
+                eprintln!(
+                    "error: no dead letter {id} (see `outpost agent dead-letters --data-dir {}`)",
+                    args.data_dir.display()
+                );
                 ExitCode::from(exit::USAGE)
             }
         });

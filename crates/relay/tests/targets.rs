@@ -126,7 +126,10 @@ async fn each_channel_goes_to_its_target_and_a_bot_target_is_reported_not_acknow
         "{body}"
     );
     let (_, body) = answer(&mut agent, &inbound("other", "Agent/x-t4", &t)).await;
-    assert!(body.contains("MSA|AE|") && body.contains("hl7v2-mllp"), "{body}");
+    assert!(
+        body.contains("MSA|AE|") && body.contains("hl7v2-mllp"),
+        "{body}"
+    );
     assert!(default_seen.try_recv().is_err(), "not sent to the default");
 
     // A target that is down is a 503 for the agent (it keeps the message), not an answer.
@@ -138,10 +141,7 @@ async fn each_channel_goes_to_its_target_and_a_bot_target_is_reported_not_acknow
     let ct = token(&relay, CALLER, CALLER_SECRET).await;
     let status = call(
         client()
-            .get(format!(
-                "{}fhir/R4/Agent/{AGENT}/$status",
-                relay.base_url()
-            ))
+            .get(format!("{}fhir/R4/Agent/{AGENT}/$status", relay.base_url()))
             .bearer_auth(ct),
     )
     .await;

@@ -107,7 +107,11 @@ impl Forwarder {
             token_refused = token_issue.then_some(m.id);
             match outcome {
                 Outcome::Refused(_) if forgiven => {
-                    tracing::info!(channel, id = m.id, "the relay refused the token; sending again with a new one");
+                    tracing::info!(
+                        channel,
+                        id = m.id,
+                        "the relay refused the token; sending again with a new one"
+                    );
                     self.pause(&mut retry).await;
                 }
                 Outcome::Refused(why) => match self.refused(&channel, &m, &why).await {

@@ -112,13 +112,11 @@ impl Queue {
         )?;
         // Columns added after the first release: a queue file written by an older agent gets
         // them (the error for one that has them already is the expected answer).
-        for column in [
-            "failures INTEGER NOT NULL DEFAULT 0",
-            "reason TEXT",
-        ] {
+        for column in ["failures INTEGER NOT NULL DEFAULT 0", "reason TEXT"] {
             match conn.execute(&format!("ALTER TABLE queue ADD COLUMN {column}"), []) {
                 Ok(_) => {}
-                Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.contains("duplicate column") => {}
+                Err(rusqlite::Error::SqliteFailure(_, Some(m)))
+                    if m.contains("duplicate column") => {}
                 Err(e) => return Err(e.into()),
             }
         }
@@ -363,7 +361,10 @@ mod tests {
         assert_eq!(q.next("c1").unwrap().unwrap().body, "second");
         let dead = q.dead_letters().unwrap();
         assert_eq!(dead.len(), 1);
-        assert_eq!((dead[0].failures, dead[0].reason.as_str()), (2, "Channel not found"));
+        assert_eq!(
+            (dead[0].failures, dead[0].reason.as_str()),
+            (2, "Channel not found")
+        );
         assert_eq!(q.retry_dead_letter(a.id).unwrap().as_deref(), Some("c1"));
         assert_eq!(q.retry_dead_letter(a.id).unwrap(), None);
         let again = q.next("c1").unwrap().unwrap();
