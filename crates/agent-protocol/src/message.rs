@@ -7,7 +7,8 @@ use crate::Error;
 /// Default largest message accepted by [`AgentMessage::decode`]: 16 MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
-/// Every agent message of Medplum 5.0.x (plus the later `returnAck` and `agent:stats:*`).
+/// Every agent message of Medplum 5.0.x (plus the later `returnAck` and `agent:stats:*`, and
+/// Outpost's own `agent:deadletters:*`).
 ///
 /// Serialized exactly as Medplum sends it: `type` first, camelCase fields in the order Medplum's
 /// main code path writes them, absent optional fields omitted.

@@ -28,7 +28,8 @@
 //! disconnects while a push waits fails the push at once; failures are 400s, never 5xx (the
 //! Medplum client retries 5xx, which would deliver twice).
 //!
-//! It does not run Medplum Bots; inbound messages go to a webhook instead.
+//! It does not run Medplum Bots; inbound messages go to the channel's `targetReference` when it
+//! is a rest-hook `Endpoint`, else to the webhook; a Bot target is reported, not acknowledged.
 //!
 //! ## Inside
 //!
