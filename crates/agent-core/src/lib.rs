@@ -31,7 +31,9 @@
 //!   before its deadline is not sent.
 //! - Inbound messages are committed to the [`queue`] before the device is acknowledged, sent to
 //!   the relay in order per channel, and sent again with the same callback until the relay
-//!   answers for good (a 429 or 5xx answer is temporary). The last configuration seen is kept,
+//!   answers for good (a 429 or 5xx answer is temporary); a message refused
+//!   [`AgentConfig::inbound_max_attempts`] times (`agent:error`, with or without callback) is
+//!   moved to the dead letters and its channel moves on. The last configuration seen is kept,
 //!   so an agent restarted while the relay is unreachable opens its channels and keeps queueing.
 //! - [`RelayClient`] is the HTTP side, with `push_to_agent` for callers.
 //!
