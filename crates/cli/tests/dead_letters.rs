@@ -1,6 +1,7 @@
 //! Dead letters through the relay: a message the relay keeps refusing is moved aside by the
 //! agent, the device is told why, `outpost fleet dead-letters AGENT` lists it (and
 //! `$fetch-logs` shows the log line), and `--retry ID` sends it again once the cause is fixed.
+//! A Bot target is reported in the relay's log when the agent connects.
 
 mod support;
 
@@ -15,10 +16,12 @@ use tracing_subscriber::prelude::*;
 const AGENT: &str = "dl-agent";
 
 fn agent_resource(with_channel: bool) -> Value {
+    // "bot" names a Bot as its target: Outpost cannot run it and says so.
+    let bot = json!({"name": "bot", "endpoint": {"reference": "Endpoint/bot"}, "targetReference": {"reference": "Bot/123"}});
     let channels = if with_channel {
-        json!([{"name": "in", "endpoint": {"reference": "Endpoint/in"}}])
+        json!([{"name": "in", "endpoint": {"reference": "Endpoint/in"}}, bot])
     } else {
-        json!([])
+        json!([bot])
     };
     json!({"resourceType": "Agent", "id": AGENT, "name": "Dead letters", "status": "active", "channel": channels})
 }
@@ -46,6 +49,7 @@ async fn fleet(base: &str, extra: &[&str]) -> (i32, String) {
 async fn refused_messages_are_dead_lettered_listed_and_sent_again_through_the_relay() {
     // The agent's log lines, for $fetch-logs (this test runs on one thread).
     let logs = LogBuffer::new();
+    let seen = logs.clone();
     let _guard = tracing_subscriber::registry()
         .with(LogLayer::new(logs.clone()))
         .set_default();
@@ -61,6 +65,7 @@ async fn refused_messages_are_dead_lettered_listed_and_sent_again_through_the_re
                 "extension": [{"url": relay::ALLOWED_AGENT_EXTENSION, "valueReference": {"reference": format!("Agent/{AGENT}")}}]}},
             {"resource": agent_resource(true)},
             {"resource": {"resourceType": "Endpoint", "id": "in", "status": "active", "address": "mllp://127.0.0.1:0"}},
+            {"resource": {"resourceType": "Endpoint", "id": "bot", "status": "active", "address": "mllp://127.0.0.1:0"}},
         ]}))
         .await
         .unwrap();
@@ -91,6 +96,17 @@ async fn refused_messages_are_dead_lettered_listed_and_sent_again_through_the_re
     .await
     .unwrap();
     assert!(agent.wait_live(Duration::from_secs(10)).await);
+    // The relay read the Agent when it connected, and said which target it cannot run.
+    assert!(
+        seen.recent(1000).iter().any(|l| {
+            l.level == "WARN"
+                && l.msg.contains("inbound target not supported")
+                && l.extra["problem"].as_str().is_some_and(|p| {
+                    p.starts_with("channel bot: target Bot/123 cannot run on Outpost")
+                })
+        }),
+        "no warning in the relay's log"
+    );
     let port = agent
         .wait_channel("in", Duration::from_secs(10))
         .await
