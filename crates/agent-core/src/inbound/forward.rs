@@ -10,7 +10,7 @@
 //! - a temporary answer (`statusCode` 429 or 500 and above: the relay could not take
 //!   responsibility for it): kept and sent again later, same callback;
 //! - `agent:error` "Invalid access token" (an expired token): a new token, sent again; counted
-//!   as an error only when the token it was sent with was a fresh one;
+//!   as an error only when it comes again right after (the new token refused too);
 //! - any other `agent:error` (Outpost's relay or Medplum's server refused it: "Channel not
 //!   found", a Bot error — Medplum sends these without a callback, see [`crate::link`]): sent
 //!   again with backoff; after
@@ -60,8 +60,8 @@ pub(crate) struct Forwarder {
 
 /// What the relay made of one attempt.
 enum Outcome {
-    /// Final: record it and move on. `failed` for a refusal (`agent:error`).
-    Final { failed: bool, answer: Answer },
+    /// Final (2xx, 4xx): record it and move on.
+    Final { answer: Answer },
     /// Send it again after a pause.
     Retry(String),
     /// Refused (`agent:error`): counts against the message's attempts.
@@ -130,12 +130,12 @@ impl Forwarder {
                     );
                     self.pause(&mut retry).await;
                 }
-                Outcome::Final { failed, answer } => {
+                Outcome::Final { answer } => {
                     retry.reset();
                     let status = answer.status;
                     // The device connection that waits gets it first; the queue row after.
                     self.inbox.deliver(m.id, answer.clone());
-                    if !self.record(&channel, &m, failed, &answer).await {
+                    if !self.record(&channel, &m, &answer).await {
                         return;
                     }
                     self.events.emit(Event::InboundAnswered {
@@ -173,7 +173,6 @@ impl Forwarder {
                 first_line(&r.body)
             )),
             Ok(AgentMessage::TransmitResponse(r)) => Outcome::Final {
-                failed: false,
                 answer: Answer {
                     status: r.status_code.unwrap_or(200),
                     content_type: r.content_type,
@@ -234,7 +233,7 @@ impl Forwarder {
             id = m.id,
             callback = m.callback,
             reason,
-            "message moved to the dead letters; the channel moves on (outpost agent dead-letters --retry {})",
+            "message moved to the dead letters; the channel moves on (send it again: outpost fleet dead-letters AGENT --retry {})",
             m.id
         );
         self.inbox.deliver(
@@ -256,13 +255,13 @@ impl Forwarder {
     /// Records the relay's final answer, retrying the local write (never the relay) until it
     /// succeeds; `false` if the agent stops first (the message is then sent again at the next
     /// start, and the relay answers it from its store).
-    async fn record(&self, channel: &str, m: &Queued, failed: bool, answer: &Answer) -> bool {
+    async fn record(&self, channel: &str, m: &Queued, answer: &Answer) -> bool {
         let mut retry = Backoff::new(MIN_RETRY, MAX_RECORD_RETRY);
         loop {
             match self
                 .inbox
                 .queue()
-                .finish(m.id, failed, answer.status, &answer.body)
+                .finish(m.id, false, answer.status, &answer.body)
             {
                 Ok(()) => {
                     if retry.failures() > 0 {
