@@ -311,6 +311,10 @@ async fn agent_op(
         (None, AgentOp::Upgrade) => UPGRADE_TIMEOUT,
         (None, _) => OP_TIMEOUT,
     };
+    if op == AgentOp::ReloadConfig {
+        // The agent is about to read its configuration: say what of it cannot run here.
+        state.sessions.inbound.check_targets(agent_id);
+    }
     let msg = match op {
         AgentOp::ReloadConfig => AgentMessage::ReloadConfigRequest(ReloadConfigRequest {
             access_token: None,

@@ -4,9 +4,10 @@
 //! `Endpoint` with `connectionType` `rest-hook` and an `http://` or `https://` address (the
 //! message is POSTed there as to the `--inbound-webhook`). A channel without a target uses the
 //! `--inbound-webhook`, or none. Any other target (a `Bot/...`, another connection type, an
-//! Endpoint that does not exist) is a configuration Outpost cannot run: it is reported —
-//! in the relay's log when an agent connects, in `$status`, and in the answer to each of the
-//! channel's messages — and never acknowledged as if it had run.
+//! Endpoint that does not exist) is a configuration Outpost cannot run: it is reported — in
+//! the relay's log when an agent connects or is asked to reload its configuration, in
+//! `$status`, and in the answer to each of the channel's messages — and never acknowledged as
+//! if it had run.
 
 use serde_json::Value;
 
