@@ -62,6 +62,16 @@ pub enum Event {
         /// The relay's status code.
         status: u16,
     },
+    /// A queued message got too many errors and was moved to the dead letters; its channel
+    /// moves on.
+    InboundDeadLettered {
+        /// The channel.
+        channel: String,
+        /// Queue sequence number.
+        id: i64,
+        /// The last error.
+        reason: String,
+    },
 }
 
 /// Where events go: any number of subscribers, none needed. A subscriber that falls behind

@@ -33,7 +33,9 @@
 //!   before its deadline is not sent.
 //! - Inbound messages are committed to the [`queue`] before the device is acknowledged, sent to
 //!   the relay in order per channel, and sent again with the same callback until the relay
-//!   answers for good (a 429 or 5xx answer is temporary). The last configuration seen is kept,
+//!   answers for good (a 429 or 5xx answer is temporary); a message refused
+//!   [`AgentConfig::inbound_max_attempts`] times (`agent:error`, with or without callback) is
+//!   moved to the dead letters and its channel moves on. The last configuration seen is kept,
 //!   so an agent restarted while the relay is unreachable opens its channels and keeps queueing.
 //! - [`RelayClient`] is the HTTP side, with `push_to_agent` for callers.
 //!
@@ -258,6 +260,25 @@ impl Agent {
         self.inbound.inbox().queue().depth().unwrap_or(-1)
     }
 
+    /// The dead letters: messages the relay kept refusing, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Queue`] when the queue cannot be read.
+    pub fn dead_letters(&self) -> Result<Vec<queue::DeadLetter>, Error> {
+        self.inbound.inbox().queue().dead_letters()
+    }
+
+    /// Sends dead letter `id` again (same callback, its errors forgotten); `false` when there
+    /// is no such dead letter.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Queue`] when the queue cannot be written.
+    pub async fn retry_dead_letter(&self, id: i64) -> Result<bool, Error> {
+        self.inbound.retry_dead_letter(id).await
+    }
+
     /// Whether `Agent.status` is `off`.
     pub fn is_off(&self) -> bool {
         self.outbound.is_off()
@@ -394,7 +415,52 @@ impl link::Handler for Wiring {
                     }),
                 );
             }
+            AgentMessage::DeadLettersRequest(r) => {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let answer = this.dead_letters(r).await;
+                    this.relay.answer(session, answer).await;
+                });
+            }
             other => tracing::debug!(kind = other.kind(), "ignored a message from the relay"),
+        }
+    }
+}
+
+impl Wiring {
+    /// `agent:deadletters:request` (Outpost): send one again if asked, then list what is left.
+    async fn dead_letters(&self, r: agent_protocol::DeadLettersRequest) -> AgentMessage {
+        let mut status_code = 200;
+        if let Some(id) = r.retry {
+            match self.inbound.retry_dead_letter(id).await {
+                Ok(true) => {}
+                Ok(false) => status_code = 404,
+                Err(e) => return AgentMessage::error(e.to_string(), r.callback),
+            }
+        }
+        match self.inbound.inbox().queue().dead_letters() {
+            Ok(list) => AgentMessage::DeadLettersResponse(agent_protocol::DeadLettersResponse {
+                status_code,
+                dead_letters: list
+                    .into_iter()
+                    .map(|d| {
+                        serde_json::json!({
+                            "id": d.message.id,
+                            "channel": d.message.channel,
+                            "remote": d.message.remote,
+                            "contentType": d.message.content_type,
+                            "callback": d.message.callback,
+                            "receivedAt": d.received_at,
+                            "deadAt": d.dead_at,
+                            "failures": d.failures,
+                            "reason": d.reason,
+                        })
+                    })
+                    .collect(),
+                retried: r.retry.filter(|_| status_code == 200),
+                callback: r.callback,
+            }),
+            Err(e) => AgentMessage::error(e.to_string(), r.callback),
         }
     }
 }

@@ -40,10 +40,10 @@ mod push;
 
 pub use error::Error;
 pub use message::{
-    AgentMessage, ConnectRequest, ConnectResponse, DEFAULT_MAX_MESSAGE, Decoded, Direction,
-    ErrorKind, ErrorMessage, HeartbeatRequest, HeartbeatResponse, LogMessage, LogsRequest,
-    LogsResponse, ReloadConfigRequest, StatsRequest, StatsResponse, StatusResponse,
-    TransmitRequest, TransmitResponse, UpgradeRequest,
+    AgentMessage, ConnectRequest, ConnectResponse, DEFAULT_MAX_MESSAGE, DeadLettersRequest,
+    DeadLettersResponse, Decoded, Direction, ErrorKind, ErrorMessage, HeartbeatRequest,
+    HeartbeatResponse, LogMessage, LogsRequest, LogsResponse, ReloadConfigRequest, StatsRequest,
+    StatsResponse, StatusResponse, TransmitRequest, TransmitResponse, UpgradeRequest,
 };
 pub use push::{
     CONTENT_TYPE_ASTM, CONTENT_TYPE_DICOM, CONTENT_TYPE_DICOM_JSON, CONTENT_TYPE_HL7_V2,

@@ -7,7 +7,8 @@ use crate::Error;
 /// Default largest message accepted by [`AgentMessage::decode`]: 16 MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
-/// Every agent message of Medplum 5.0.x (plus the later `returnAck` and `agent:stats:*`).
+/// Every agent message of Medplum 5.0.x (plus the later `returnAck` and `agent:stats:*`, and
+/// Outpost's own `agent:deadletters:*`).
 ///
 /// Serialized exactly as Medplum sends it: `type` first, camelCase fields in the order Medplum's
 /// main code path writes them, absent optional fields omitted.
@@ -56,6 +57,13 @@ pub enum AgentMessage {
     /// Agent → server.
     #[serde(rename = "agent:stats:response")]
     StatsResponse(StatsResponse),
+    /// Server → agent: list the dead letters, or send one again (an Outpost extension;
+    /// Medplum's agent answers it `agent:error` "Unknown message type").
+    #[serde(rename = "agent:deadletters:request")]
+    DeadLettersRequest(DeadLettersRequest),
+    /// Agent → server (an Outpost extension).
+    #[serde(rename = "agent:deadletters:response")]
+    DeadLettersResponse(DeadLettersResponse),
     /// Either way: the one generic error.
     #[serde(rename = "agent:error")]
     Error(ErrorMessage),
@@ -290,6 +298,38 @@ pub struct StatsResponse {
     pub callback: Option<String>,
 }
 
+/// `agent:deadletters:request` (Outpost): the inbound messages the agent moved aside after too
+/// many errors; with `retry`, that one is queued again first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLettersRequest {
+    /// The dead letter to send again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<i64>,
+    /// Correlation id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<String>,
+}
+
+/// `agent:deadletters:response` (Outpost).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLettersResponse {
+    /// 200 on success; 404 when `retry` named no dead letter.
+    #[serde(default)]
+    pub status_code: u16,
+    /// The dead letters left, oldest first: `{id, channel, remote, contentType, callback,
+    /// receivedAt, deadAt, failures, reason}` (no message bodies).
+    #[serde(default)]
+    pub dead_letters: Vec<serde_json::Value>,
+    /// The dead letter queued again, if one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried: Option<i64>,
+    /// Correlation id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<String>,
+}
+
 /// `agent:error`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorMessage {
@@ -396,6 +436,8 @@ const KNOWN: &[&str] = &[
     "agent:upgrade:response",
     "agent:logs:request",
     "agent:logs:response",
+    "agent:deadletters:request",
+    "agent:deadletters:response",
     "agent:stats:request",
     "agent:stats:response",
     "agent:error",
@@ -467,6 +509,8 @@ impl AgentMessage {
             AgentMessage::LogsResponse(_) => "agent:logs:response",
             AgentMessage::StatsRequest(_) => "agent:stats:request",
             AgentMessage::StatsResponse(_) => "agent:stats:response",
+            AgentMessage::DeadLettersRequest(_) => "agent:deadletters:request",
+            AgentMessage::DeadLettersResponse(_) => "agent:deadletters:response",
             AgentMessage::Error(_) => "agent:error",
         }
     }
@@ -489,6 +533,8 @@ impl AgentMessage {
             AgentMessage::LogsResponse(m) => m.callback.as_deref(),
             AgentMessage::StatsRequest(m) => m.callback.as_deref(),
             AgentMessage::StatsResponse(m) => m.callback.as_deref(),
+            AgentMessage::DeadLettersRequest(m) => m.callback.as_deref(),
+            AgentMessage::DeadLettersResponse(m) => m.callback.as_deref(),
             AgentMessage::Error(m) => m.callback.as_deref(),
         }
     }

@@ -12,7 +12,10 @@ use clap::Args;
 use crate::exit;
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AgentArgs {
+    #[command(subcommand)]
+    command: Option<AgentCommand>,
     /// Medplum's `agent.properties` (baseUrl, clientId, clientSecret, agentId, logLevel).
     #[arg(long, conflicts_with_all = ["base_url", "client_id", "client_secret", "agent_id"])]
     config: Option<PathBuf>,
@@ -42,7 +45,70 @@ pub struct AgentArgs {
     check: bool,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum AgentCommand {
+    /// List the messages the relay kept refusing (the dead letters), or send one again.
+    /// Reads the agent's queue file directly: run it on the agent's machine, while the agent
+    /// runs or not (a running agent picks a retried message up within seconds).
+    DeadLetters(DeadLettersArgs),
+}
+
+#[derive(Debug, Args)]
+struct DeadLettersArgs {
+    /// The agent's data directory (`dataDir`).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Put this dead letter back in its channel's queue (same callback, errors forgotten).
+    #[arg(long)]
+    retry: Option<i64>,
+}
+
+fn dead_letters(args: &DeadLettersArgs) -> anyhow::Result<ExitCode> {
+    let path = args.data_dir.join("agent-queue.sqlite");
+    if !path.exists() {
+        eprintln!("error: no agent queue at {}", path.display());
+        return Ok(ExitCode::from(exit::USAGE));
+    }
+    let queue = agent_core::queue::Queue::open(Some(&path))
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    if let Some(id) = args.retry {
+        return Ok(match queue.retry_dead_letter(id)? {
+            Some(channel) => {
+                println!("dead letter {id} queued again on channel {channel}");
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!(
+                    "error: no dead letter {id} (see `outpost agent dead-letters --data-dir {}`)",
+                    args.data_dir.display()
+                );
+                ExitCode::from(exit::USAGE)
+            }
+        });
+    }
+    let dead = queue.dead_letters()?;
+    if dead.is_empty() {
+        println!("no dead letters");
+    }
+    for d in dead {
+        println!(
+            "{}\t{}\t{}\treceived {}\tdead-lettered {}\t{} errors: {}",
+            d.message.id,
+            d.message.channel,
+            d.message.remote,
+            d.received_at,
+            d.dead_at,
+            d.failures,
+            d.reason
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
+    if let Some(AgentCommand::DeadLetters(d)) = &args.command {
+        return dead_letters(d);
+    }
     let implicit = std::path::Path::new("agent.properties");
     let settings = match &args.config {
         Some(path) => format!("settings from {}", path.display()),

@@ -8,6 +8,7 @@ mod agent;
 mod astm_cmd;
 mod demo;
 mod dicom_cmd;
+mod fleet;
 mod hl7;
 mod server;
 
@@ -38,6 +39,7 @@ fn default_log_level(cli: &Cli) -> &'static str {
         | Command::Astm(_)
         | Command::Dicom(_)
         | Command::Push(_)
+        | Command::Fleet(_)
         | Command::Demo => "warn",
     }
 }
@@ -106,6 +108,9 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Push a message to a device through an agent (like MedplumClient.pushToAgent).
     Push(agent::PushArgs),
+    /// Look after agents through the relay (dead letters).
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
     /// The whole push flow in one process: relay, agent and an HL7 device on loopback.
     Demo,
 }
@@ -190,6 +195,7 @@ fn main() -> std::process::ExitCode {
         Command::Server(args) => server::run(args),
         Command::Agent(args) => agent::run(args, logs),
         Command::Push(args) => agent::push(args),
+        Command::Fleet(cmd) => fleet::run(cmd),
         Command::Demo => demo::run(),
     };
     match result {

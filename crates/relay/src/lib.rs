@@ -30,7 +30,8 @@
 //! disconnects while a push waits fails the push at once; failures are 400s, never 5xx (the
 //! Medplum client retries 5xx, which would deliver twice).
 //!
-//! It does not run Medplum Bots; inbound messages go to a webhook instead.
+//! It does not run Medplum Bots; inbound messages go to the channel's `targetReference` when it
+//! is a rest-hook `Endpoint`, else to the webhook; a Bot target is reported, not acknowledged.
 //!
 //! ## Inside
 //!
@@ -226,7 +227,8 @@ impl Relay {
         let inbound = Arc::new(Inbound::new(
             registry.clone(),
             tokens.clone(),
-            config.inbound_webhook.clone().map(|url| (url, http)),
+            config.inbound_webhook.clone(),
+            http,
         ));
         let sessions = Arc::new(Sessions {
             config: SessionConfig {

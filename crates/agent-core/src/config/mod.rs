@@ -40,6 +40,14 @@ pub struct AgentConfig {
     /// How long a device waits (original mode) for the relay's answer before it is told the
     /// message is queued at the agent (`inboundReplyWaitMs`, an Outpost addition; 30 s).
     pub inbound_reply_wait: Duration,
+    /// How long the agent waits for the relay's answer to one inbound message before sending
+    /// it again (`inboundAnswerWaitMs`, an Outpost addition; 60 s). Medplum's server answers
+    /// only when the channel's Bot has finished, and it does not de-duplicate, so this must be
+    /// longer than the slowest Bot: a resend runs the Bot again.
+    pub inbound_answer_wait: Duration,
+    /// Errors (`agent:error`) a message may get before it is moved to the dead letters and the
+    /// channel moves on (`inboundMaxAttempts`, an Outpost addition; 5, at least 1).
+    pub inbound_max_attempts: u32,
 }
 
 impl Default for AgentConfig {
@@ -57,6 +65,8 @@ impl Default for AgentConfig {
             min_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
             inbound_reply_wait: Duration::from_secs(30),
+            inbound_answer_wait: Duration::from_secs(60),
+            inbound_max_attempts: 5,
         }
     }
 }
@@ -105,7 +115,8 @@ pub fn unknown_property_keys(text: &str) -> Vec<(usize, String)> {
 impl AgentConfig {
     /// Reads `agent.properties`: `key=value` lines, `#` and `!` comments, blank lines ignored.
     /// Keys: `baseUrl`, `clientId`, `clientSecret`, `agentId`, `logLevel` (Medplum's), and
-    /// `caFile`, `dataDir`, `ackTimeoutMs`, `inboundReplyWaitMs` (Outpost's). Unknown keys (Medplum's `logger.*`) are
+    /// `caFile`, `dataDir`, `ackTimeoutMs`, `inboundReplyWaitMs`, `inboundAnswerWaitMs`,
+    /// `inboundMaxAttempts` (Outpost's). Unknown keys (Medplum's `logger.*`) are
     /// ignored.
     pub fn from_properties(text: &str) -> Result<AgentConfig, Error> {
         let mut c = AgentConfig::default();
@@ -129,6 +140,18 @@ impl AgentConfig {
                 "ackTimeoutMs" => c.ack_timeout = millis("ackTimeoutMs", &value)?,
                 "inboundReplyWaitMs" => {
                     c.inbound_reply_wait = millis("inboundReplyWaitMs", &value)?;
+                }
+                "inboundAnswerWaitMs" => {
+                    c.inbound_answer_wait = millis("inboundAnswerWaitMs", &value)?;
+                }
+                "inboundMaxAttempts" => {
+                    c.inbound_max_attempts = value
+                        .parse::<u32>()
+                        .map_err(|_| ConfigError::NotANumber {
+                            key: "inboundMaxAttempts",
+                            value: value.clone(),
+                        })?
+                        .max(1);
                 }
                 _ => {}
             }

@@ -4,11 +4,20 @@
 //! Every wait is bounded and every retry backs off with jitter (0.5 s doubling to 30 s), so a
 //! forwarder never spins whatever fails:
 //!
-//! - no live session, no token, no answer within [`ATTEMPT_TIMEOUT`]: sent again later with
-//!   the same callback (the relay answers a repeated callback from its store);
+//! - no live session, no token, no answer within
+//!   [`AgentConfig::inbound_answer_wait`](crate::AgentConfig::inbound_answer_wait): sent again
+//!   later with the same callback (the relay answers a repeated callback from its store);
 //! - a temporary answer (`statusCode` 429 or 500 and above: the relay could not take
 //!   responsibility for it): kept and sent again later, same callback;
-//! - a final answer (2xx, 4xx, `agent:error`): handed to the device connection that waits for
+//! - `agent:error` "Invalid access token" (an expired token): a new token, sent again; counted
+//!   as an error only when it comes again right after (the new token refused too);
+//! - any other `agent:error` (Outpost's relay or Medplum's server refused it: "Channel not
+//!   found", a Bot error — Medplum sends these without a callback, see [`crate::link`]): sent
+//!   again with backoff; after
+//!   [`AgentConfig::inbound_max_attempts`](crate::AgentConfig::inbound_max_attempts) errors it
+//!   is moved to the dead letters with the last error, logged (so `$fetch-logs` shows it), the
+//!   device still waiting is answered with the error, and the channel moves on;
+//! - a final answer (2xx, 4xx): handed to the device connection that waits for
 //!   it, then recorded in the queue. When the record cannot be written (disk full), the answer
 //!   is kept in memory and only the local write is retried (0.5 s doubling to 5 s) — the relay
 //!   is not asked again.
@@ -26,8 +35,6 @@ use crate::inbound::inbox::{Answer, Inbox};
 use crate::inbound::queue::Queued;
 use crate::link::RelayLink;
 
-/// Limit on one attempt to hand a queued message to the relay.
-pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// First and longest retry delay.
 const MIN_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(30);
@@ -45,14 +52,20 @@ pub(crate) struct Forwarder {
     pub(crate) client: RelayClient,
     pub(crate) events: Events,
     pub(crate) stop: watch::Receiver<bool>,
+    /// Limit on one attempt to hand a queued message to the relay.
+    pub(crate) answer_wait: Duration,
+    /// Errors before a message is dead-lettered.
+    pub(crate) max_attempts: u32,
 }
 
 /// What the relay made of one attempt.
 enum Outcome {
-    /// Final: record it and move on. `failed` for a refusal (`agent:error`).
-    Final { failed: bool, answer: Answer },
+    /// Final (2xx, 4xx): record it and move on.
+    Final { answer: Answer },
     /// Send it again after a pause.
     Retry(String),
+    /// Refused (`agent:error`): counts against the message's attempts.
+    Refused(String),
 }
 
 impl Forwarder {
@@ -61,6 +74,8 @@ impl Forwarder {
         let waker = self.inbox.waker(&channel);
         let mut retry = Backoff::new(MIN_RETRY, MAX_RETRY);
         let mut stop = self.stop.clone();
+        // The message whose last attempt was refused for its token, if any.
+        let mut token_refused: Option<i64> = None;
         loop {
             if *stop.borrow() {
                 return;
@@ -84,7 +99,27 @@ impl Forwarder {
             if !self.relay.wait_live().await {
                 return;
             }
-            match self.attempt(&channel, &m).await {
+            let outcome = self.attempt(&channel, &m).await;
+            // An expired token is not the message's fault: the first refusal in a row costs
+            // nothing, the next ones (a new token refused too) count.
+            let token_issue = matches!(&outcome, Outcome::Refused(w) if w == TOKEN_REFUSED);
+            let forgiven = token_issue && token_refused != Some(m.id);
+            token_refused = token_issue.then_some(m.id);
+            match outcome {
+                Outcome::Refused(_) if forgiven => {
+                    tracing::info!(
+                        channel,
+                        id = m.id,
+                        "the relay refused the token; sending again with a new one"
+                    );
+                    self.pause(&mut retry).await;
+                }
+                Outcome::Refused(why) => match self.refused(&channel, &m, &why).await {
+                    None => return,
+                    // The next message is another one: no pause for this one's errors.
+                    Some(true) => retry.reset(),
+                    Some(false) => self.pause(&mut retry).await,
+                },
                 Outcome::Retry(why) => {
                     tracing::info!(
                         channel,
@@ -95,12 +130,12 @@ impl Forwarder {
                     );
                     self.pause(&mut retry).await;
                 }
-                Outcome::Final { failed, answer } => {
+                Outcome::Final { answer } => {
                     retry.reset();
                     let status = answer.status;
                     // The device connection that waits gets it first; the queue row after.
                     self.inbox.deliver(m.id, answer.clone());
-                    if !self.record(&channel, &m, failed, &answer).await {
+                    if !self.record(&channel, &m, &answer).await {
                         return;
                     }
                     self.events.emit(Event::InboundAnswered {
@@ -145,7 +180,7 @@ impl Forwarder {
             callback: Some(m.callback.clone()),
             ..TransmitRequest::default()
         });
-        let deadline = Instant::now() + ATTEMPT_TIMEOUT;
+        let deadline = Instant::now() + self.answer_wait;
         match self.relay.request(request, deadline).await {
             Ok(AgentMessage::TransmitResponse(r)) if r.is_retryable() => Outcome::Retry(format!(
                 "the relay answered {}: {}",
@@ -153,7 +188,6 @@ impl Forwarder {
                 first_line(&r.body)
             )),
             Ok(AgentMessage::TransmitResponse(r)) => Outcome::Final {
-                failed: false,
                 answer: Answer {
                     status: r.status_code.unwrap_or(200),
                     content_type: r.content_type,
@@ -162,32 +196,87 @@ impl Forwarder {
             },
             Ok(AgentMessage::Error(e)) if e.kind() == ErrorKind::InvalidAccessToken => {
                 self.client.invalidate();
-                Outcome::Retry(e.body)
+                Outcome::Refused(TOKEN_REFUSED.to_owned())
             }
-            // The relay refused it for good (unknown channel, empty body): record, move on.
-            Ok(AgentMessage::Error(e)) => Outcome::Final {
-                failed: true,
-                answer: Answer {
-                    status: 400,
-                    content_type: CONTENT_TYPE_TEXT.to_owned(),
-                    body: e.body,
-                },
-            },
+            // Refused (unknown channel, a Bot error): counted; dead-lettered after enough.
+            Ok(AgentMessage::Error(e)) => Outcome::Refused(first_line(&e.body)),
             Ok(other) => Outcome::Retry(format!("unexpected answer {}", other.kind())),
             Err(e) => Outcome::Retry(e.to_string()),
         }
     }
 
+    /// Counts an error for `m`; at the limit, moves it to the dead letters, answers the device
+    /// that still waits, and lets the channel move on. Whether it was dead-lettered; `None` if
+    /// the agent stops first.
+    async fn refused(&self, channel: &str, m: &Queued, why: &str) -> Option<bool> {
+        let failures = match self.inbox.queue().fail(m.id, why) {
+            Ok(n) => n,
+            Err(e) => {
+                // Not counted: sent again, like any retry; a full disk must not lose it.
+                tracing::error!(channel, id = m.id, error = %e, "cannot count an error");
+                return Some(false);
+            }
+        };
+        if failures < self.max_attempts {
+            tracing::warn!(
+                channel,
+                id = m.id,
+                failures,
+                max = self.max_attempts,
+                error = why,
+                "the relay refused the message; will send it again"
+            );
+            return Some(false);
+        }
+        let reason = format!("refused {failures} times; last: {why}");
+        let mut backoff = Backoff::new(MIN_RETRY, MAX_RECORD_RETRY);
+        loop {
+            match self.inbox.queue().dead_letter(m.id, &reason) {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::error!(channel, id = m.id, error = %e, "cannot dead-letter a message; retrying the write");
+                    let mut stop = self.stop.clone();
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = stop.changed() => return None,
+                    }
+                }
+            }
+        }
+        tracing::error!(
+            channel,
+            id = m.id,
+            callback = m.callback,
+            reason,
+            "message moved to the dead letters; the channel moves on (send it again: outpost fleet dead-letters AGENT --retry {})",
+            m.id
+        );
+        self.inbox.deliver(
+            m.id,
+            Answer {
+                status: 400,
+                content_type: CONTENT_TYPE_TEXT.to_owned(),
+                body: format!("not delivered: {reason}"),
+            },
+        );
+        self.events.emit(Event::InboundDeadLettered {
+            channel: channel.to_owned(),
+            id: m.id,
+            reason,
+        });
+        Some(true)
+    }
+
     /// Records the relay's final answer, retrying the local write (never the relay) until it
     /// succeeds; `false` if the agent stops first (the message is then sent again at the next
     /// start, and the relay answers it from its store).
-    async fn record(&self, channel: &str, m: &Queued, failed: bool, answer: &Answer) -> bool {
+    async fn record(&self, channel: &str, m: &Queued, answer: &Answer) -> bool {
         let mut retry = Backoff::new(MIN_RETRY, MAX_RECORD_RETRY);
         loop {
             match self
                 .inbox
                 .queue()
-                .finish(m.id, failed, answer.status, &answer.body)
+                .finish(m.id, false, answer.status, &answer.body)
             {
                 Ok(()) => {
                     if retry.failures() > 0 {
@@ -227,6 +316,9 @@ impl Forwarder {
         }
     }
 }
+
+/// What an `agent:error` "Invalid access token" is recorded as.
+const TOKEN_REFUSED: &str = "Invalid access token";
 
 pub(crate) fn first_line(s: &str) -> String {
     s.lines()

@@ -110,6 +110,8 @@ impl Inbound {
             client,
             events: events.clone(),
             stop,
+            answer_wait: ctx.config.inbound_answer_wait,
+            max_attempts: ctx.config.inbound_max_attempts,
         };
         Inbound {
             ctx,
@@ -158,7 +160,7 @@ impl Inbound {
         }
         for spec in wanted {
             if !running.channels.contains_key(&spec.name) {
-                match self.start(&spec.name, &spec.address).await {
+                match self.listen(&spec.name, &spec.address).await {
                     Ok(listener) => {
                         let bound = listener.local_addr();
                         tracing::info!(
@@ -214,6 +216,19 @@ impl Inbound {
         running.forwarders.insert(channel.to_owned(), task);
     }
 
+    /// Sends dead letter `id` again: back in its channel's queue, its forwarder woken. `false`
+    /// when there is no such dead letter.
+    pub(crate) async fn retry_dead_letter(&self, id: i64) -> Result<bool, crate::Error> {
+        let Some(channel) = self.ctx.inbox.queue().retry_dead_letter(id)? else {
+            return Ok(false);
+        };
+        tracing::info!(channel, id, "dead letter queued again");
+        let mut running = self.running.lock().await;
+        self.ensure_forwarder(&mut running, &channel);
+        self.ctx.inbox.waker(&channel).notify_one();
+        Ok(true)
+    }
+
     /// Stops every channel and forwarder (the queue keeps what they received).
     pub(crate) async fn stop_all(&self) {
         let mut running = self.running.lock().await;
@@ -222,6 +237,45 @@ impl Inbound {
         }
         for (_, f) in running.forwarders.drain() {
             f.abort();
+        }
+    }
+
+    /// Starts a channel. Medplum listens on every interface and uses only the port of the
+    /// address (`packages/agent/src/hl7.ts`, `channel.ts`), so Endpoints written for it may
+    /// name a host that is not this machine's. Here an IP address of this machine is honoured
+    /// (`127.0.0.1` keeps a channel on loopback); a host name, or an address this machine does
+    /// not have, listens on every interface at that port, as Medplum does, and says so in the
+    /// log.
+    async fn listen(&self, name: &str, address: &str) -> Result<Listener, ChannelProblem> {
+        let url = DeviceUrl::parse(address)?;
+        let host = url.addr.rsplit_once(':').map_or("", |(h, _)| h);
+        let literal = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok();
+        // The same address with the host replaced by every interface.
+        let every = address.replacen(&url.addr, &format!("0.0.0.0:{}", url.port()), 1);
+        if !literal {
+            tracing::info!(
+                channel = name,
+                address,
+                "the address names a host, not an IP address: listening on every interface at its port, as Medplum does"
+            );
+            return self.start(name, &every).await;
+        }
+        match self.start(name, address).await {
+            Err(ChannelProblem::Listen { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrNotAvailable =>
+            {
+                tracing::warn!(
+                    channel = name,
+                    address,
+                    "this machine does not have that address: listening on every interface at its port, as Medplum does"
+                );
+                self.start(name, &every).await
+            }
+            other => other,
         }
     }
 

@@ -6,6 +6,11 @@
 //! WAL with `synchronous = NORMAL`: a committed message survives the agent being killed; the last
 //! commits before a power cut may not.
 //!
+//! A message the relay keeps refusing (`agent:error`: Medplum's "Channel not found", a Bot
+//! error) is moved to the dead letters after the configured number of errors
+//! ([`Queue::fail`], [`Queue::dead_letter`]): state `dead`, with the last reason. Dead letters
+//! are kept until they are sent again ([`Queue::retry_dead_letter`]); the channel moves on.
+//!
 //! At open the file is checked (`PRAGMA quick_check`); a damaged file is refused
 //! ([`Error::QueueDamaged`], with the recovery step) rather than half used.
 
@@ -33,6 +38,21 @@ pub struct Queued {
     pub callback: String,
     /// Attempts to send it so far.
     pub attempts: i64,
+}
+
+/// A message moved aside after too many errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The message (`id` is what [`Queue::retry_dead_letter`] takes).
+    pub message: Queued,
+    /// Errors it got.
+    pub failures: i64,
+    /// The last error.
+    pub reason: String,
+    /// When the device sent it (RFC 3339).
+    pub received_at: String,
+    /// When it was moved aside (RFC 3339).
+    pub dead_at: String,
 }
 
 /// The queue.
@@ -90,9 +110,20 @@ impl Queue {
              );
              CREATE INDEX IF NOT EXISTS queue_pending ON queue (state, channel, id);",
         )?;
-        // Answered messages are kept a week for inspection, then dropped.
+        // Columns added after the first release: a queue file written by an older agent gets
+        // them (the error for one that has them already is the expected answer).
+        for column in ["failures INTEGER NOT NULL DEFAULT 0", "reason TEXT"] {
+            match conn.execute(&format!("ALTER TABLE queue ADD COLUMN {column}"), []) {
+                Ok(_) => {}
+                Err(rusqlite::Error::SqliteFailure(_, Some(m)))
+                    if m.contains("duplicate column") => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Answered messages are kept a week for inspection, then dropped; dead letters stay
+        // until they are sent again.
         conn.execute(
-            "DELETE FROM queue WHERE state != 'queued' AND done_at < ?1",
+            "DELETE FROM queue WHERE state IN ('done', 'failed') AND done_at < ?1",
             params![(chrono::Utc::now() - chrono::Duration::days(7)).to_rfc3339()],
         )?;
         Ok(Queue {
@@ -185,6 +216,71 @@ impl Queue {
         Ok(())
     }
 
+    /// Counts one error answer (`reason`) for message `id`; the errors so far.
+    pub fn fail(&self, id: i64, reason: &str) -> Result<u32, Error> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE queue SET failures = failures + 1, reason = ?1 WHERE id = ?2",
+            params![reason, id],
+        )?;
+        let n: i64 = conn.query_row(
+            "SELECT failures FROM queue WHERE id = ?1",
+            params![id],
+            |r| r.get(0),
+        )?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// Moves message `id` to the dead letters with `reason`; its channel moves on.
+    pub fn dead_letter(&self, id: i64, reason: &str) -> Result<(), Error> {
+        self.conn().execute(
+            "UPDATE queue SET state = 'dead', reason = ?1, done_at = ?2 WHERE id = ?3",
+            params![reason, chrono::Utc::now().to_rfc3339(), id],
+        )?;
+        Ok(())
+    }
+
+    /// The dead letters, oldest first.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, Error> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, channel, remote, content_type, body, callback, attempts, failures,
+                    COALESCE(reason, ''), received_at, COALESCE(done_at, '')
+             FROM queue WHERE state = 'dead' ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(DeadLetter {
+                message: row(r)?,
+                failures: r.get(7)?,
+                reason: r.get(8)?,
+                received_at: r.get(9)?,
+                dead_at: r.get(10)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Puts dead letter `id` back in its channel's queue, with its errors forgotten and the
+    /// same callback; `Ok(None)` when there is no such dead letter, else its channel. It goes
+    /// before the channel's later messages (it came first).
+    pub fn retry_dead_letter(&self, id: i64) -> Result<Option<String>, Error> {
+        let conn = self.conn();
+        let channel: Option<String> = conn
+            .query_row(
+                "SELECT channel FROM queue WHERE id = ?1 AND state = 'dead'",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if channel.is_some() {
+            conn.execute(
+                "UPDATE queue SET state = 'queued', failures = 0, done_at = NULL WHERE id = ?1",
+                params![id],
+            )?;
+        }
+        Ok(channel)
+    }
+
     /// Channels that have unanswered messages.
     pub fn channels_with_backlog(&self) -> Result<Vec<String>, Error> {
         let conn = self.conn();
@@ -262,6 +358,28 @@ mod tests {
         assert_eq!(chans, ["c1", "c2"]);
         assert_eq!(q.next("c1").unwrap().unwrap().body, "second");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn dead_letters_step_aside_and_come_back() {
+        let q = Queue::open(None).unwrap();
+        let a = q.push("ag", "c1", "r", "t", "first").unwrap();
+        q.push("ag", "c1", "r", "t", "second").unwrap();
+        assert_eq!(q.fail(a.id, "Channel not found").unwrap(), 1);
+        assert_eq!(q.fail(a.id, "Channel not found").unwrap(), 2);
+        q.dead_letter(a.id, "Channel not found").unwrap();
+        assert_eq!(q.next("c1").unwrap().unwrap().body, "second");
+        let dead = q.dead_letters().unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(
+            (dead[0].failures, dead[0].reason.as_str()),
+            (2, "Channel not found")
+        );
+        assert_eq!(q.retry_dead_letter(a.id).unwrap().as_deref(), Some("c1"));
+        assert_eq!(q.retry_dead_letter(a.id).unwrap(), None);
+        let again = q.next("c1").unwrap().unwrap();
+        assert_eq!((again.body.as_str(), again.callback), ("first", a.callback));
+        assert!(q.dead_letters().unwrap().is_empty());
     }
 
     #[test]

@@ -5,6 +5,15 @@
 //! The rest of the agent talks to it through a [`RelayLink`] handle: send a request and await
 //! its answer (or why there is none), answer one of the relay's requests on the session it came
 //! on, wait until a session is live. The relay's requests reach the agent through [`Handler`].
+//!
+//! Medplum's server answers a failing inbound transmit (`Channel not found`, `Invalid access
+//! token`, a Bot that throws) with an `agent:error` that carries no callback
+//! (`packages/server/src/agent/websockets.ts`). Such an error is taken as the answer to the
+//! device message sent most recently of those in flight: those errors come from checks the
+//! server makes before any Bot runs, so they come back at once, while an older message in
+//! flight is most likely waiting on a slow Bot. A wrong guess costs one error counted against
+//! the other message, which is sent again; Outpost's relay always echoes the callback, so
+//! against it no guess is ever made.
 
 pub(crate) mod socket;
 
@@ -265,6 +274,8 @@ impl Driver {
         let mut link = Link::agent(self.link_options(), hello, Instant::now());
         // Who waits for each request in flight; the link says when each ends.
         let mut waiters: HashMap<String, Reply> = HashMap::new();
+        // Callbacks of the device messages sent, oldest first (for errors without a callback).
+        let mut transmits: Vec<String> = Vec::new();
         let mut transport: Option<String> = None;
         let mut stop = self.stop.clone();
         // A write the relay does not take within the silence timeout ends the session, so a
@@ -276,6 +287,26 @@ impl Driver {
                 transport.get_or_insert(why);
             }
             while let Some(event) = link.poll_event() {
+                if let LinkEvent::UncorrelatedError { error, in_flight } = &event {
+                    transmits.retain(|cb| waiters.contains_key(cb));
+                    if let Some(cb) = transmits.last() {
+                        tracing::warn!(
+                            error = error.body,
+                            in_flight,
+                            callback = cb.as_str(),
+                            "error from the relay without a callback; taken as the answer to the device message sent last"
+                        );
+                        let answer = AgentMessage::Error(agent_protocol::ErrorMessage {
+                            body: error.body.clone(),
+                            callback: Some(cb.clone()),
+                        });
+                        if error.kind() == ErrorKind::InvalidAccessToken {
+                            self.client.invalidate();
+                        }
+                        link.resolve(&cb.clone(), answer, Instant::now());
+                        continue;
+                    }
+                }
                 if let Some(end) = self.on_event(event, session, &mut waiters, handler) {
                     let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
                     return match end {
@@ -316,9 +347,14 @@ impl Driver {
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Request { msg, deadline, reply }) => {
                         let callback = msg.callback().map(str::to_owned);
+                        let transmit = matches!(msg, AgentMessage::TransmitRequest(_));
                         match link.request(msg, deadline, Instant::now()) {
                             Ok(()) => {
                                 if let Some(cb) = callback {
+                                    if transmit {
+                                        transmits.retain(|c| waiters.contains_key(c));
+                                        transmits.push(cb.clone());
+                                    }
                                     waiters.insert(cb, reply);
                                 }
                             }

@@ -4,9 +4,16 @@
 //! temporary-failure contract (503 when it cannot take a message), but does what the test says:
 //! answer 503 for a while, answer nothing, or be unreachable. It runs on the sans-IO
 //! `agent_protocol::link::Link` in the relay role, and counts every attempt it sees.
+//!
+//! [`ScriptedRelay::behave_as_medplum`] makes it answer inbound messages as Medplum's server
+//! does (`packages/server/src/agent/websockets.ts`, 5.0.x): every transmit's token and channel
+//! are checked and a failure is an `agent:error` *without* callback ("Invalid access token",
+//! "Channel not found"); the channel's Bot runs for every request, resends included (no
+//! de-duplication by callback), and answers after `bot_delay`; a Bot that throws is an
+//! `agent:error` without callback too.
 #![allow(dead_code)] // each test file uses a different subset
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -59,6 +66,23 @@ pub struct Script {
     answers: Mutex<HashMap<String, AgentMessage>>,
     pub connects: AtomicUsize,
     session: Mutex<Option<mpsc::Sender<Push>>>,
+    /// Medplum's server: see the module docs.
+    pub medplum: Mutex<Option<Medplum>>,
+    /// Tokens handed out so far (`tok-1`, `tok-2`, ...).
+    pub tokens_issued: AtomicUsize,
+}
+
+/// How the scripted server behaves as Medplum's does.
+#[derive(Debug, Clone, Default)]
+pub struct Medplum {
+    /// Channels the server's Agent resource has; any other is "Channel not found".
+    pub channels: HashSet<String>,
+    /// Tokens refused as expired ("Invalid access token").
+    pub expired: HashSet<String>,
+    /// How long the Bot takes.
+    pub bot_delay: Duration,
+    /// Bodies containing this make the Bot throw (an `agent:error` without callback).
+    pub bot_throws_on: Option<String>,
 }
 
 pub struct ScriptedRelay {
@@ -96,6 +120,8 @@ impl ScriptedRelay {
             answers: Mutex::default(),
             connects: AtomicUsize::new(0),
             session: Mutex::default(),
+            medplum: Mutex::default(),
+            tokens_issued: AtomicUsize::new(0),
         });
         let app = axum::Router::new()
             .route("/oauth2/token", post(token))
@@ -127,6 +153,29 @@ impl ScriptedRelay {
             script,
             task,
         }
+    }
+
+    /// Answers inbound messages as Medplum's server does (module docs), with the Agent's
+    /// `channels`.
+    pub fn behave_as_medplum(&self, channels: &[&str], bot_delay: Duration) {
+        *self.script.medplum.lock().unwrap() = Some(Medplum {
+            channels: channels.iter().map(|c| (*c).to_owned()).collect(),
+            bot_delay,
+            ..Medplum::default()
+        });
+    }
+
+    /// Changes the Medplum behaviour (after [`ScriptedRelay::behave_as_medplum`]).
+    pub fn medplum(&self, change: impl FnOnce(&mut Medplum)) {
+        if let Some(m) = self.script.medplum.lock().unwrap().as_mut() {
+            change(m);
+        }
+    }
+
+    /// Every token handed out so far expires (the server refuses it from now on).
+    pub fn expire_tokens(&self) {
+        let n = self.script.tokens_issued.load(Ordering::SeqCst);
+        self.medplum(|m| m.expired.extend((0..=n).map(|i| format!("tok-{i}"))));
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -188,10 +237,13 @@ impl ScriptedRelay {
     }
 }
 
-async fn token() -> axum::Json<Value> {
-    axum::Json(
-        json!({"access_token": "scripted-token", "token_type": "Bearer", "expires_in": 3600}),
-    )
+async fn token(State(s): State<Arc<Script>>) -> axum::Json<Value> {
+    let access_token = if s.medplum.lock().unwrap().is_some() {
+        format!("tok-{}", s.tokens_issued.fetch_add(1, Ordering::SeqCst) + 1)
+    } else {
+        "scripted-token".to_owned()
+    };
+    axum::Json(json!({"access_token": access_token, "token_type": "Bearer", "expires_in": 3600}))
 }
 
 async fn read_agent(State(s): State<Arc<Script>>) -> axum::Json<Value> {
@@ -225,6 +277,8 @@ async fn session(script: Arc<Script>, socket: WebSocket) {
     };
     let mut link = Link::relay(opts, Instant::now());
     let (tx, mut pushes) = mpsc::channel::<Push>(1024);
+    // Answers from a slow Bot, sent when they are ready.
+    let (bot_tx, mut bot_answers) = mpsc::unbounded_channel::<AgentMessage>();
     let mut waiting: HashMap<String, oneshot::Sender<Option<AgentMessage>>> = HashMap::new();
     let mut registered = false;
     loop {
@@ -252,7 +306,15 @@ async fn session(script: Arc<Script>, socket: WebSocket) {
                         channel: req.channel.clone().unwrap_or_default(),
                         body: req.body.clone(),
                     });
-                    if let Some(answer) = inbound(&script, &req) {
+                    let medplum = script.medplum.lock().unwrap().clone();
+                    if let Some(medplum) = medplum {
+                        let (script, bot_tx) = (script.clone(), bot_tx.clone());
+                        tokio::spawn(async move {
+                            if let Some(answer) = as_medplum(&script, &medplum, &req).await {
+                                let _ = bot_tx.send(answer);
+                            }
+                        });
+                    } else if let Some(answer) = inbound(&script, &req) {
                         let _ = link.send(answer);
                     }
                 }
@@ -294,6 +356,9 @@ async fn session(script: Arc<Script>, socket: WebSocket) {
                 }
                 Some(Ok(_)) => {}
             },
+            answer = bot_answers.recv() => if let Some(answer) = answer {
+                let _ = link.send(answer);
+            },
             push = pushes.recv() => if let Some((msg, wait, reply)) = push {
                 let callback = msg.callback().unwrap_or_default().to_owned();
                 let now = Instant::now();
@@ -309,6 +374,55 @@ async fn session(script: Arc<Script>, socket: WebSocket) {
             () = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     }
+}
+
+/// Medplum's answer to a device message (`websockets.ts`): checks first, errors without a
+/// callback, then the Bot (every time: no de-duplication), its answer after `bot_delay`.
+async fn as_medplum(
+    script: &Script,
+    medplum: &Medplum,
+    req: &agent_protocol::TransmitRequest,
+) -> Option<AgentMessage> {
+    let error = |text: &str| Some(AgentMessage::error(text, None));
+    let token = req.access_token.as_deref().unwrap_or_default();
+    if token.is_empty() {
+        return error("Missing access token");
+    }
+    if medplum.expired.contains(token) {
+        return error("Invalid access token");
+    }
+    let channel = req.channel.as_deref().unwrap_or_default();
+    if !medplum.channels.contains(channel) {
+        return error("Channel not found");
+    }
+    tokio::time::sleep(medplum.bot_delay).await;
+    if medplum
+        .bot_throws_on
+        .as_deref()
+        .is_some_and(|t| req.body.contains(t))
+    {
+        return error("Bot error: TypeError: Cannot read properties of undefined");
+    }
+    script
+        .stored
+        .lock()
+        .unwrap()
+        .push((req.callback.clone().unwrap_or_default(), req.body.clone()));
+    let msg = hl7v2::Message::parse(req.body.as_bytes()).ok()?;
+    let ack = hl7v2::build_ack(
+        &msg,
+        hl7v2::AckCode::AA,
+        &hl7v2::ack_options_at(&chrono::Utc::now(), None),
+    );
+    Some(AgentMessage::TransmitResponse(TransmitResponse {
+        channel: req.channel.clone(),
+        remote: req.remote.clone(),
+        callback: req.callback.clone(),
+        content_type: CONTENT_TYPE_HL7_V2.to_owned(),
+        status_code: Some(200),
+        status: None,
+        body: String::from_utf8_lossy(&ack).into_owned(),
+    }))
 }
 
 /// The relay's answer to a device message, per the script; `None` to stay silent.

@@ -639,6 +639,7 @@ impl Link {
                     | AgentMessage::UpgradeResponse(_)
                     | AgentMessage::LogsResponse(_)
                     | AgentMessage::StatsResponse(_)
+                    | AgentMessage::DeadLettersResponse(_)
                     | AgentMessage::Error(_)
             ),
         }
@@ -654,6 +655,7 @@ impl Link {
                     | AgentMessage::UpgradeRequest(_)
                     | AgentMessage::LogsRequest(_)
                     | AgentMessage::StatsRequest(_)
+                    | AgentMessage::DeadLettersRequest(_)
             ),
             Role::Relay => matches!(msg, AgentMessage::TransmitRequest(_)),
         }

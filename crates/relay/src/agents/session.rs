@@ -510,6 +510,7 @@ impl Session {
             tokio::spawn(async move { c.announce(&agent, &version).await });
         }
         tracing::info!(agent = agent_id, peer = %self.peer, client = claims.client_id, "agent connected");
+        self.ctx.inbound.check_targets(&agent_id);
         self.live = Some((agent_id, conn));
         let _ = self.link.accept(Instant::now().into_std());
     }

@@ -233,7 +233,8 @@ fn is_host(s: &str) -> bool {
             }))
 }
 
-/// `$status` for one agent: `Parameters` with `status`, `version`, `lastUpdated`.
+/// `$status` for one agent: `Parameters` with `status`, `version`, `lastUpdated`, and (an
+/// Outpost addition) a `channelProblem` for each channel whose target Outpost cannot run.
 async fn status_parameters(state: &RelayState, agent_id: &str) -> Value {
     let p = state.router.presence(agent_id).await;
     let mut parameter = vec![
@@ -242,6 +243,11 @@ async fn status_parameters(state: &RelayState, agent_id: &str) -> Value {
     ];
     if let Some(t) = p.last_updated {
         parameter.push(json!({"name": "lastUpdated", "valueInstant": t}));
+    }
+    if let Some(agent) = state.registry.cached("Agent", agent_id) {
+        for problem in crate::inbound::target_problems(&state.registry, &agent) {
+            parameter.push(json!({"name": "channelProblem", "valueString": problem}));
+        }
     }
     json!({"resourceType": "Parameters", "parameter": parameter})
 }
@@ -307,6 +313,8 @@ enum AgentOp {
     FetchLogs,
     /// `$upgrade`
     Upgrade,
+    /// `$dead-letters` (Outpost): the agent's dead letters; `?retry=ID` sends one again.
+    DeadLetters,
 }
 
 /// Runs an agent-side operation on one agent; the success body, or a 400 response.
@@ -325,6 +333,10 @@ async fn agent_op(
         (None, AgentOp::Upgrade) => UPGRADE_TIMEOUT,
         (None, _) => OP_TIMEOUT,
     };
+    if op == AgentOp::ReloadConfig {
+        // The agent is about to read its configuration: say what of it cannot run here.
+        state.sessions.inbound.check_targets(agent_id);
+    }
     let msg = match op {
         AgentOp::ReloadConfig => AgentMessage::ReloadConfigRequest(ReloadConfigRequest {
             access_token: None,
@@ -340,6 +352,14 @@ async fn agent_op(
             force: q("force").map(|f| f == "true"),
             callback,
         }),
+        AgentOp::DeadLetters => {
+            let retry = match q("retry").map(|r| r.parse::<i64>()) {
+                None => None,
+                Some(Ok(id)) => Some(id),
+                Some(Err(_)) => return Err(bad_request("'retry' must be a dead letter's id")),
+            };
+            AgentMessage::DeadLettersRequest(agent_protocol::DeadLettersRequest { retry, callback })
+        }
     };
     let answer = state
         .router
@@ -366,6 +386,23 @@ async fn agent_op(
             Ok(json!({"resourceType": "Parameters", "parameter": [
                 {"name": "logs", "valueString": lines.join("\n")}
             ]}))
+        }
+        (AgentMessage::DeadLettersResponse(r), AgentOp::DeadLetters) if r.status_code == 404 => {
+            Err(not_found(format!(
+                "Agent/{agent_id} has no dead letter {}",
+                q("retry").unwrap_or_default()
+            )))
+        }
+        (AgentMessage::DeadLettersResponse(r), AgentOp::DeadLetters) if r.status_code < 400 => {
+            let mut parameter: Vec<Value> = r
+                .dead_letters
+                .iter()
+                .map(|d| json!({"name": "deadLetter", "valueString": d.to_string()}))
+                .collect();
+            if let Some(id) = r.retried {
+                parameter.push(json!({"name": "retried", "valueInteger": id}));
+            }
+            Ok(json!({"resourceType": "Parameters", "parameter": parameter}))
         }
         (other, _) => Err(bad_request(format!(
             "Invalid response received from agent: {}",
@@ -394,7 +431,12 @@ async fn agent_op_route(
     // The operation's own parameters are not Agent search parameters.
     let filters: Vec<(String, String)> = query
         .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "version" | "force" | "timeout" | "limit"))
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "version" | "force" | "timeout" | "limit" | "retry"
+            )
+        })
         .cloned()
         .collect();
     let agents = match bulk_agents(state, &filters).await {
@@ -485,6 +527,9 @@ pub(crate) async fn operation(
         }
         ("Agent", "upgrade", &(Method::GET | Method::POST)) => {
             agent_op_route(state, id, AgentOp::Upgrade, query, arrived).await
+        }
+        ("Agent", "dead-letters", &(Method::GET | Method::POST)) if id.is_some() => {
+            agent_op_route(state, id, AgentOp::DeadLetters, query, arrived).await
         }
         _ => not_found(format!("Unsupported operation {method} {ty}/${op}")),
     }

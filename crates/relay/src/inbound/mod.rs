@@ -2,8 +2,12 @@
 //!
 //! Each message is stored before it is answered. The agent's `callback` makes redelivery
 //! idempotent: a message the relay has already answered gets the stored answer again and is not
-//! stored twice. The answer comes from the `--inbound-webhook` when one is set and replies, else
-//! (HL7) an AA built by `hl7v2`. Byte-stream messages (`application/octet-stream`, hex on the
+//! stored twice. The answer comes from the channel's target ([`route`]: a rest-hook Endpoint
+//! in `Agent.channel[].targetReference`), else the `--inbound-webhook` when one is set, when it
+//! replies; else (HL7) an AA built by `hl7v2` whose MSA-3 says what the relay did ("stored by
+//! the relay, no application configured", or "... accepted by ..., which sent no reply"). A
+//! target Outpost cannot run (a `Bot/...`) is answered AE (400 for other content) naming the
+//! problem, after the message is stored. Byte-stream messages (`application/octet-stream`, hex on the
 //! agent's socket) reach the webhook as the raw bytes, and its reply's bytes go back hex-encoded.
 //!
 //! A temporary failure is never a final answer. When the relay cannot take responsibility for
@@ -14,6 +18,7 @@
 //! processed afresh (stored once: the callback is unique per agent).
 //!
 
+mod route;
 mod webhook;
 
 use std::time::Duration;
@@ -26,6 +31,8 @@ use hl7v2::{AckCode, AckOptions, Message, Precision, Timestamp, build_ack};
 use crate::auth::{Tokens, may_act_as};
 use crate::fhir::now_secs;
 use crate::store::{NewInbound, Recorded, Registry, chain};
+use route::Target;
+pub(crate) use route::problems as target_problems;
 use webhook::{Webhook, WebhookError};
 
 /// Time allowed for the webhook to answer.
@@ -36,7 +43,8 @@ const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct Inbound {
     registry: Registry,
     tokens: Tokens,
-    webhook: Option<Webhook>,
+    webhook: Option<String>,
+    http: reqwest::Client,
 }
 
 /// The answer to a message, before it is sent.
@@ -47,16 +55,33 @@ struct Answer {
 }
 
 impl Inbound {
-    /// Stores in `registry`, checks tokens with `tokens`, and POSTs to `webhook` when given.
+    /// Stores in `registry`, checks tokens with `tokens`, and POSTs with `http` to channel
+    /// targets and to `webhook` (for channels without a target) when given.
     pub(crate) fn new(
         registry: Registry,
         tokens: Tokens,
-        webhook: Option<(String, reqwest::Client)>,
+        webhook: Option<String>,
+        http: reqwest::Client,
     ) -> Inbound {
         Inbound {
             registry,
             tokens,
-            webhook: webhook.map(|(url, http)| Webhook::new(url, http, WEBHOOK_TIMEOUT)),
+            webhook,
+            http,
+        }
+    }
+
+    /// Logs the targets of `agent_id`'s channels that Outpost cannot run (when it connects).
+    pub(crate) fn check_targets(&self, agent_id: &str) {
+        let Some(agent) = self.registry.cached("Agent", agent_id) else {
+            return;
+        };
+        for problem in route::problems(&self.registry, &agent) {
+            tracing::warn!(
+                agent = agent_id,
+                problem,
+                "inbound target not supported; its channel's messages are stored and answered AE"
+            );
         }
     }
 
@@ -84,16 +109,18 @@ impl Inbound {
                 ) => {}
             _ => return error("Invalid access token"),
         }
-        let known_channel = self.registry.cached("Agent", agent_id).is_some_and(|a| {
+        let agent = self.registry.cached("Agent", agent_id);
+        let known_channel = agent.as_ref().is_some_and(|a| {
             a["channel"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .any(|c| c["name"].as_str() == Some(channel.as_str()))
         });
-        if !known_channel {
+        let Some(agent) = agent.filter(|_| known_channel) else {
             return error("Channel not found");
-        }
+        };
+        let target = route::target(&self.registry, &agent, &channel);
         // Without a callback there is nothing to de-duplicate on; make one up.
         let key = req
             .callback
@@ -140,9 +167,18 @@ impl Inbound {
                 );
             }
         };
-        let answer = match self.answer(agent_id, &channel, &req).await {
+        let answer = match self.answer(agent_id, &channel, &target, &req).await {
             Ok(a) => a,
-            Err(e) if e.is_temporary() => {
+            Err(AnswerError::Unsupported(problem)) => {
+                tracing::warn!(
+                    agent = agent_id,
+                    channel,
+                    problem,
+                    "inbound message stored; its target cannot run"
+                );
+                refusal(&req, problem)
+            }
+            Err(AnswerError::Webhook(e)) if e.is_temporary() => {
                 // Stored, not answered: not final; a redelivery is processed again.
                 let text = chain(&e);
                 tracing::warn!(
@@ -158,7 +194,7 @@ impl Inbound {
                     format!("relay could not deliver the message: {text}; retry"),
                 );
             }
-            Err(e) => {
+            Err(AnswerError::Webhook(e)) => {
                 // The webhook refused it for good (4xx), or the agent's body is unusable.
                 let text = format!("upstream error: {}", chain(&e));
                 tracing::warn!(
@@ -167,26 +203,7 @@ impl Inbound {
                     error = text,
                     "inbound webhook refused the message"
                 );
-                match (req.content_type == CONTENT_TYPE_HL7_V2)
-                    .then(|| ack(&req.body, AckCode::AE, Some(text.clone())))
-                {
-                    // The device gets an explicit error.
-                    Some(Ok(a)) => Answer {
-                        status: 200,
-                        content_type: CONTENT_TYPE_HL7_V2.into(),
-                        body: a,
-                    },
-                    Some(Err(invalid)) => Answer {
-                        status: 400,
-                        content_type: CONTENT_TYPE_TEXT.into(),
-                        body: invalid,
-                    },
-                    None => Answer {
-                        status: 400,
-                        content_type: CONTENT_TYPE_TEXT.into(),
-                        body: text,
-                    },
-                }
+                refusal(&req, text)
             }
         };
         if let Err(e) = self
@@ -200,35 +217,91 @@ impl Inbound {
         response(&req, answer.status, Some(answer.content_type), answer.body)
     }
 
-    /// The answer for a stored message, or why the webhook could not give one.
+    /// The answer for a stored message, or why its target could not give one.
     async fn answer(
         &self,
         agent_id: &str,
         channel: &str,
+        target: &Target,
         req: &TransmitRequest,
-    ) -> Result<Answer, WebhookError> {
-        if let Some(hook) = &self.webhook
-            && let Some((content_type, body)) = hook.post(agent_id, channel, req).await?
-        {
-            return Ok(Answer {
-                status: 200,
-                content_type,
-                body,
-            });
-        }
+    ) -> Result<Answer, AnswerError> {
+        let hook = match target {
+            Target::RestHook { reference, url } => Some((url.as_str(), reference.as_str())),
+            Target::Default => self
+                .webhook
+                .as_deref()
+                .map(|url| (url, "the inbound webhook")),
+            Target::Unsupported { .. } => {
+                return Err(AnswerError::Unsupported(
+                    target.problem(channel).unwrap_or_default(),
+                ));
+            }
+        };
+        let done = match hook {
+            Some((url, name)) => {
+                let hook = Webhook::new(url.to_owned(), self.http.clone(), WEBHOOK_TIMEOUT);
+                if let Some((content_type, body)) = hook.post(agent_id, channel, req).await? {
+                    return Ok(Answer {
+                        status: 200,
+                        content_type,
+                        body,
+                    });
+                }
+                format!("stored by the relay and accepted by {name}, which sent no reply")
+            }
+            None => "stored by the relay, no application configured".to_owned(),
+        };
         let answer = if req.content_type == CONTENT_TYPE_HL7_V2 {
-            match ack(&req.body, AckCode::AA, None) {
+            match ack(&req.body, AckCode::AA, Some(done)) {
                 Ok(a) => (200, CONTENT_TYPE_HL7_V2, a),
                 Err(text) => (400, CONTENT_TYPE_TEXT, text),
             }
         } else {
-            (200, CONTENT_TYPE_TEXT, "OK".to_owned())
+            (200, CONTENT_TYPE_TEXT, format!("OK: {done}"))
         };
         Ok(Answer {
             status: answer.0,
             content_type: answer.1.to_owned(),
             body: answer.2,
         })
+    }
+}
+
+/// Why a stored message has no answer from its target.
+#[derive(Debug)]
+enum AnswerError {
+    /// The webhook or rest-hook target failed.
+    Webhook(WebhookError),
+    /// The target cannot run on Outpost (the problem, in words).
+    Unsupported(String),
+}
+
+impl From<WebhookError> for AnswerError {
+    fn from(e: WebhookError) -> Self {
+        AnswerError::Webhook(e)
+    }
+}
+
+/// A final refusal the device hears: AE for HL7 (400 when the body is not HL7), else 400.
+fn refusal(req: &TransmitRequest, text: String) -> Answer {
+    match (req.content_type == CONTENT_TYPE_HL7_V2)
+        .then(|| ack(&req.body, AckCode::AE, Some(text.clone())))
+    {
+        Some(Ok(a)) => Answer {
+            status: 200,
+            content_type: CONTENT_TYPE_HL7_V2.into(),
+            body: a,
+        },
+        Some(Err(invalid)) => Answer {
+            status: 400,
+            content_type: CONTENT_TYPE_TEXT.into(),
+            body: invalid,
+        },
+        None => Answer {
+            status: 400,
+            content_type: CONTENT_TYPE_TEXT.into(),
+            body: text,
+        },
     }
 }
 
