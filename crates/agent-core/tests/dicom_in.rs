@@ -411,7 +411,7 @@ async fn a_retried_transmit_does_not_upload_the_instance_again() {
 }
 
 #[tokio::test]
-async fn an_instance_the_relay_refuses_for_good_is_recorded_and_the_channel_moves_on() {
+async fn an_instance_the_relay_refuses_for_good_is_dead_lettered_and_the_channel_moves_on() {
     // The relay takes Binaries of at most 1000 bytes: the upload is a 413.
     let w = dicom_world_with(None, 1000).await;
     let dir = TempDir::new("dicom-in-413");
@@ -439,8 +439,14 @@ async fn an_instance_the_relay_refuses_for_good_is_recorded_and_the_channel_move
         blobs, 2,
         "one Binary and its type, nothing of the refused one"
     );
-    // The refused instance's file stays with the agent, for an operator.
+    // The refused instance's file stays with the agent, listed among the dead letters with
+    // the reason, to be sent again once the relay takes it.
     assert_eq!(waiting_files(&w.agent_dir, "dicom-in"), 1);
+    let queue =
+        agent_core::queue::Queue::open(Some(&w.agent_dir.join("agent-queue.sqlite"))).unwrap();
+    let dead = queue.dead_letters().unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].reason.contains("413"), "{}", dead[0].reason);
     w.relay.shutdown().await;
     let _ = std::fs::remove_dir_all(&w.relay_dir);
 }

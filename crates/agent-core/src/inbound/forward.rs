@@ -66,6 +66,9 @@ enum Outcome {
     Retry(String),
     /// Refused (`agent:error`): counts against the message's attempts.
     Refused(String),
+    /// Can never be delivered as it is (a DICOM instance whose upload the relay refuses for
+    /// good): a dead letter at once, with the reason.
+    Undeliverable(String),
 }
 
 impl Forwarder {
@@ -114,6 +117,10 @@ impl Forwarder {
                     );
                     self.pause(&mut retry).await;
                 }
+                Outcome::Undeliverable(why) => match self.bury(&channel, &m, why).await {
+                    None => return,
+                    _ => retry.reset(),
+                },
                 Outcome::Refused(why) => match self.refused(&channel, &m, &why).await {
                     None => return,
                     // The next message is another one: no pause for this one's errors.
@@ -156,16 +163,7 @@ impl Forwarder {
         let m = &match super::dicom::ready(&self.client, self.inbox.queue(), m).await {
             Ok(m) => m,
             Err(super::dicom::NotReady::Retry(why)) => return Outcome::Retry(why),
-            Err(super::dicom::NotReady::Lost(why)) => {
-                return Outcome::Final {
-                    failed: true,
-                    answer: Answer {
-                        status: 400,
-                        content_type: CONTENT_TYPE_TEXT.to_owned(),
-                        body: why,
-                    },
-                };
-            }
+            Err(super::dicom::NotReady::Lost(why)) => return Outcome::Undeliverable(why),
         };
         let token = match self.client.token().await {
             Ok(t) => t,
@@ -228,7 +226,13 @@ impl Forwarder {
             );
             return Some(false);
         }
-        let reason = format!("refused {failures} times; last: {why}");
+        self.bury(channel, m, format!("refused {failures} times; last: {why}"))
+            .await
+    }
+
+    /// Moves `m` to the dead letters with `reason`, answers a device still waiting, and lets
+    /// the channel move on; `None` if the agent stops first.
+    async fn bury(&self, channel: &str, m: &Queued, reason: String) -> Option<bool> {
         let mut backoff = Backoff::new(MIN_RETRY, MAX_RECORD_RETRY);
         loop {
             match self.inbox.queue().dead_letter(m.id, &reason) {
