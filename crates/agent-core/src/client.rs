@@ -273,6 +273,10 @@ impl RelayClient {
             let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             return Err(Error::Push {
                 status: status.as_u16(),
+                code: body["issue"][0]["code"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
                 text: outcome_text(&body).to_owned(),
             });
         }

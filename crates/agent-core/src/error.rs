@@ -78,6 +78,9 @@ pub enum Error {
     Push {
         /// HTTP status.
         status: u16,
+        /// The OperationOutcome's issue code (FHIR `issue.code`: `timeout`, `transient`,
+        /// `invalid`, ...).
+        code: String,
         /// The OperationOutcome's text.
         text: String,
     },

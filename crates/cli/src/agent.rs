@@ -508,9 +508,12 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(agent_core::Error::Push { text, .. }) => {
-            eprintln!("error: {text}");
-            Ok(ExitCode::from(exit::NEGATIVE))
+        Err(e @ agent_core::Error::Push { .. }) => {
+            let (_, code) = push_failure(&e);
+            if let agent_core::Error::Push { text, .. } = &e {
+                eprintln!("error: {text}");
+            }
+            Ok(ExitCode::from(code))
         }
         Err(e) => {
             let (outcome, code) = push_failure(&e);
@@ -529,6 +532,10 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
 fn push_failure(e: &agent_core::Error) -> (&'static str, u8) {
     match e {
         agent_core::Error::AgentName(_) => ("usage", exit::USAGE),
+        // The relay's timeout, or an agent it could not reach: nobody answered.
+        agent_core::Error::Push { code, .. } if code == "timeout" || code == "transient" => {
+            ("no-answer", exit::NO_ANSWER)
+        }
         agent_core::Error::Push { .. } => ("negative", exit::NEGATIVE),
         agent_core::Error::Unauthorized => ("unauthorized", exit::AUTH),
         // OAuth's token endpoint answers 400 invalid_client or 401 to wrong credentials.

@@ -73,20 +73,32 @@ pub enum Hl7Command {
     },
 }
 
+/// An error before anything was sent or received is the input's (exit 2, as the README says),
+/// whatever the command.
+fn input_error(result: anyhow::Result<ExitCode>) -> anyhow::Result<ExitCode> {
+    result.or_else(|e| {
+        eprintln!("error: {e:#}");
+        Ok(ExitCode::from(exit::USAGE))
+    })
+}
+
 pub fn run(cmd: Hl7Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Hl7Command::Print {
             file,
             encoding,
             strict,
-        } => print(&file, encoding.as_deref(), strict),
+        } => input_error(print(&file, encoding.as_deref(), strict)),
         Hl7Command::Listen {
             port,
             bind,
             encoding,
             enhanced,
         } => {
-            let charset = charset(encoding.as_deref())?;
+            let charset = match charset(encoding.as_deref()) {
+                Ok(c) => c,
+                Err(e) => return input_error(Err(e)),
+            };
             crate::runtime()?.block_on(listen(&bind, port, charset, enhanced))
         }
         Hl7Command::Send {
@@ -100,10 +112,16 @@ pub fn run(cmd: Hl7Command) -> anyhow::Result<ExitCode> {
             return_ack,
             json,
         } => {
-            let charset = charset(encoding.as_deref())?;
+            let charset = match charset(encoding.as_deref()) {
+                Ok(c) => c,
+                Err(e) => return input_error(Err(e)),
+            };
             let text = match (body, file, generate_example) {
                 (Some(b), _, _) => b.into_bytes(),
-                (_, Some(f), _) => read_input(&f)?,
+                (_, Some(f), _) => match read_input(&f) {
+                    Ok(t) => t,
+                    Err(e) => return input_error(Err(e)),
+                },
                 (_, _, true) => hl7v2::example_adt_a01(chrono::Utc::now()).into_bytes(),
                 _ => {
                     eprintln!("error: give the message as BODY, --file or --generate-example");

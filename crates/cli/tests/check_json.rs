@@ -450,7 +450,7 @@ fn the_relay_logs_each_push_as_json_and_counts_it_in_metrics() {
         "caller-secret",
     ]);
     let (code, out, err) = run("outpost push", cmd, WAIT);
-    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(code, 3, "nobody answered: {out}{err}");
     assert!(err.contains("Agent/site is not connected"), "{err}");
     let line = relay.wait_for("\"outcome\":\"unavailable\"", WAIT);
     let json_text = line.split_once("] ").map_or(line.as_str(), |(_, j)| j);
@@ -479,4 +479,42 @@ fn the_relay_logs_each_push_as_json_and_counts_it_in_metrics() {
         text.contains("outpost_pushes_total{outcome=\"unavailable\"} 1"),
         "{text}"
     );
+}
+
+#[test]
+fn bad_input_to_hl7_print_and_send_exits_two() {
+    let dir = scratch("hl7-input");
+    let two = dir.join("two.hl7");
+    std::fs::write(&two, "MSH|^|A\r").unwrap();
+    for args in [
+        vec![
+            "hl7".to_owned(),
+            "print".into(),
+            dir.join("missing.hl7").display().to_string(),
+        ],
+        vec!["hl7".to_owned(), "print".into(), two.display().to_string()],
+        vec![
+            "hl7".to_owned(),
+            "send".into(),
+            "127.0.0.1".into(),
+            "9".into(),
+            ADT.into(),
+            "--encoding".into(),
+            "bogus".into(),
+        ],
+        vec![
+            "hl7".to_owned(),
+            "send".into(),
+            "127.0.0.1".into(),
+            "9".into(),
+            "--file".into(),
+            dir.join("missing.hl7").display().to_string(),
+        ],
+    ] {
+        let mut cmd = outpost();
+        cmd.args(&args);
+        let (code, out, err) = run("outpost hl7", cmd, WAIT);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+    }
 }

@@ -369,7 +369,9 @@ fn a_push_waiting_on_a_terminal_says_what_it_waits_for() {
     let mut cmd = std::process::Command::new("script");
     cmd.args(["-qec", &line, "/dev/null"]);
     let (code, out, err) = run("script outpost push", cmd, WAIT);
-    assert_eq!(code, 1, "{out}{err}");
+    // The relay's timeout (3) or the agent's own answer at the same deadline, "no
+    // acknowledgement" from the device (1): whichever arrives first.
+    assert!(code == 3 || code == 1, "{out}{err}");
     assert!(
         out.contains("waiting for the answer of Device/silent through Agent/site-a: 1 s (the relay waits up to 2 s)"),
         "{out:?}"
@@ -395,7 +397,8 @@ fn a_push_waiting_on_a_terminal_says_what_it_waits_for() {
             ADT,
         ],
     );
-    assert_eq!(code, 1, "{out}{err}");
+    // The relay's timeout (3) or the agent's own answer at the same deadline (1).
+    assert!(code == 3 || code == 1, "{out}{err}");
     assert!(
         !err.contains("waiting for") && !out.contains("waiting for"),
         "{out}{err}"

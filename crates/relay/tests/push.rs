@@ -321,3 +321,26 @@ async fn ping_to_a_host_needs_no_device() {
     assert_eq!(resp.status, 200);
     assert_eq!(req.remote, "127.0.0.1");
 }
+
+/// The link's own expiry of a request and its caller's wait end at the same instant: whichever
+/// comes first, the caller hears "timeout", never "disconnected" (the agent is still there).
+#[tokio::test]
+async fn a_timeout_is_never_reported_as_a_disconnection() {
+    let relay = start().await;
+    let mut agent = ScriptedAgent::connect(&relay).await;
+    for wait in [20, 35, 50, 65, 80, 95, 110, 125, 140, 155] {
+        let mut b = body(true);
+        b["waitTimeout"] = json!(wait);
+        let (resp, _) = tokio::join!(
+            push(&relay, format!("Agent/{AGENT}/$push"), b),
+            agent.recv_kind("agent:transmit:request")
+        );
+        assert_eq!(resp.status, 400);
+        assert_eq!(
+            resp.json["issue"][0]["code"], "timeout",
+            "waitTimeout {wait}: {}",
+            resp.text
+        );
+        assert!(relay.is_connected(AGENT));
+    }
+}

@@ -55,6 +55,9 @@ pub(crate) enum Reply {
     Disconnected,
     /// The session has too many requests in flight.
     Busy,
+    /// The request's deadline passed on the link before an answer came (its caller's wait
+    /// ends at the same time: a timeout, not a disconnection).
+    Expired,
 }
 
 /// What a caller asks of a session.
@@ -271,11 +274,13 @@ impl LocalAgents {
         hand_to(agent, session, cmd)?;
         match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(Reply::Message(m))) => Ok(m),
-            Ok(Ok(Reply::Disconnected)) | Ok(Err(_)) => {
+            Ok(Ok(Reply::Disconnected)) => Err(AskError::Disconnected(agent.to_owned())),
+            // The session gone without a word: a disconnection, unless the deadline had come.
+            Ok(Err(_)) if Instant::now() < deadline => {
                 Err(AskError::Disconnected(agent.to_owned()))
             }
             Ok(Ok(Reply::Busy)) => Err(AskError::Backlogged(agent.to_owned())),
-            Err(_) => Err(AskError::Timeout {
+            Ok(Ok(Reply::Expired) | Err(_)) | Err(_) => Err(AskError::Timeout {
                 agent: agent.to_owned(),
                 ms: ms(allowed),
             }),

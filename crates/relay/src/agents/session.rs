@@ -298,8 +298,10 @@ impl Session {
                 }
             }
             Event::Expired { callback } => {
-                // Its caller has timed out too (same deadline).
-                self.replies.remove(&callback);
+                // Its caller times out too (same deadline): say so, in case this comes first.
+                if let Some(reply) = self.replies.remove(&callback) {
+                    let _ = reply.send(Reply::Expired);
+                }
             }
             Event::LateAnswer { callback, .. } => tracing::debug!(
                 agent = self.agent_id(),

@@ -71,11 +71,8 @@ impl IntoResponse for PushError {
     fn into_response(self) -> Response {
         let code = match &self {
             PushError::Agent(AskError::Timeout { .. }) => "timeout",
-            PushError::Agent(
-                AskError::Unresponsive { .. }
-                | AskError::Backlogged(_)
-                | AskError::NotHandedOver { .. },
-            ) => "transient",
+            // The agent could not be reached or did not answer: nobody said no.
+            PushError::Agent(_) => "transient",
             _ => "invalid",
         };
         outcome(StatusCode::BAD_REQUEST, code, self.to_string())
