@@ -500,9 +500,10 @@ impl Session {
         }
         let (conn, replaced) = self.ctx.local.register(&agent_id, self.handle.clone());
         if let Some(old) = replaced {
-            tracing::info!(
+            tracing::warn!(
                 agent = agent_id,
-                "a newer connection replaces the previous one"
+                peer = %self.peer,
+                "a newer connection replaces the previous one (if this repeats, two agents run with the same agentId)"
             );
             old.health.close("replaced by a newer connection");
         }
