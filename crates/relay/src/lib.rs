@@ -96,7 +96,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use agents::{AskError, ClusterError, VERSION};
-pub use auth::{ALLOWED_AGENT_EXTENSION, Claims, KeyError, TOKEN_TTL_SECS, TokenError, Tokens};
+pub use auth::{
+    ALLOWED_AGENT_EXTENSION, Claims, KeyError, LoginLimits, MIN_SECRET_LEN, PBKDF2_ITERATIONS,
+    TOKEN_TTL_SECS, TokenError, Tokens,
+};
 pub use config::RelayConfig;
 pub use error::Error;
 pub use orders::{ORDER_PUSH_EXTENSION, SubscriptionError};
@@ -250,9 +253,11 @@ impl Relay {
             max_connections: server::max_connections(config.max_connections),
         };
         tracing::info!(max_connections = limits.max_connections, "connection limit");
+        let login_limits = config.login_limits;
         let state = Arc::new(RelayState {
             config,
             registry,
+            logins: auth::Logins::new(tokens.clone(), login_limits),
             tokens,
             router,
             orders,

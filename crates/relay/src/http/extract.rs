@@ -4,9 +4,10 @@
 //! agent binding applied.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path};
+use axum::extract::{ConnectInfo, FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +16,7 @@ use base64::engine::general_purpose::STANDARD;
 
 use super::RelayState;
 use super::response::{not_found, outcome};
-use crate::auth::{TokenError, agent_may, bound_agents, check_secret};
+use crate::auth::{LoginError, TokenError, agent_may, bound_agents};
 use crate::fhir::{RESOURCE_TYPES, now_secs};
 
 /// Why a request is not authenticated (401).
@@ -30,6 +31,9 @@ pub(crate) enum AuthError {
     /// Basic credentials that do not log in.
     #[error("Unauthorized: invalid client credentials")]
     Credentials,
+    /// Too many failed logins for this client or from this address.
+    #[error("Too many requests: {0}")]
+    Throttled(LoginError),
     /// Neither Bearer nor Basic.
     #[error("Unauthorized: unsupported Authorization scheme")]
     Scheme,
@@ -43,6 +47,11 @@ impl From<AuthError> for Response {
 
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
+        if let AuthError::Throttled(LoginError::Throttled(wait)) = self {
+            return too_many(&self.to_string(), wait, |text| {
+                outcome(StatusCode::TOO_MANY_REQUESTS, "throttled", text)
+            });
+        }
         let mut r = outcome(StatusCode::UNAUTHORIZED, "login", self.to_string());
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -61,10 +70,48 @@ pub(crate) fn parse_basic(header: &str) -> Option<(String, String)> {
     Some((id.to_owned(), secret.to_owned()))
 }
 
-/// Whether `secret` logs in as client `id`.
-pub(crate) fn check_client(state: &RelayState, id: &str, secret: &str) -> bool {
+/// A 429 built by `build` with `Retry-After` set to `wait` in whole seconds (at least 1).
+pub(crate) fn too_many(
+    text: &str,
+    wait: std::time::Duration,
+    build: impl FnOnce(String) -> Response,
+) -> Response {
+    let mut r = build(text.to_owned());
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// Whether `secret` logs in as client `id`, from `addr` (throttled per client id and
+/// address). A secret stored in an older form is rewritten with PBKDF2 on success.
+pub(crate) async fn check_client(
+    state: &RelayState,
+    id: &str,
+    secret: &str,
+    addr: Option<IpAddr>,
+) -> Result<(), LoginError> {
     let app = state.registry.cached("ClientApplication", id);
-    check_secret(&state.tokens, app.as_deref(), secret)
+    let upgrade = state.logins.check(app.clone(), id, secret, addr).await?;
+    if let (Some(hash), Some(app)) = (upgrade, app) {
+        let mut updated = (*app).clone();
+        updated["secret"] = serde_json::Value::String(hash);
+        match state.registry.put(updated).await {
+            Ok(_) => tracing::info!(client = id, "client secret rehashed with PBKDF2"),
+            // The old form still logs in; the next login tries again.
+            Err(e) => tracing::warn!(client = id, error = %e, "client secret not rehashed"),
+        }
+    }
+    Ok(())
+}
+
+/// The peer address of a request, as the server recorded it.
+pub(crate) fn peer_ip(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 /// Who made a request: a Bearer token we issued and that has not expired, or Basic client
@@ -78,7 +125,7 @@ pub(crate) struct Caller {
 }
 
 impl Caller {
-    fn authenticate(state: &RelayState, parts: &Parts) -> Result<Caller, AuthError> {
+    async fn authenticate(state: &RelayState, parts: &Parts) -> Result<Caller, AuthError> {
         let value = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -90,10 +137,11 @@ impl Caller {
         {
             state.tokens.verify(token.trim(), now_secs())?.client_id
         } else if let Some((id, secret)) = parse_basic(value) {
-            if !check_client(state, &id, &secret) {
-                return Err(AuthError::Credentials);
+            match check_client(state, &id, &secret, peer_ip(parts)).await {
+                Ok(()) => id,
+                Err(e @ LoginError::Throttled(_)) => return Err(AuthError::Throttled(e)),
+                Err(LoginError::Invalid) => return Err(AuthError::Credentials),
             }
-            id
         } else {
             return Err(AuthError::Scheme);
         };
@@ -131,7 +179,7 @@ impl FromRequestParts<Arc<RelayState>> for Caller {
         parts: &mut Parts,
         state: &Arc<RelayState>,
     ) -> Result<Self, Self::Rejection> {
-        Caller::authenticate(state, parts)
+        Caller::authenticate(state, parts).await
     }
 }
 
@@ -146,7 +194,7 @@ impl FromRequestParts<Arc<RelayState>> for NotAgent {
         parts: &mut Parts,
         state: &Arc<RelayState>,
     ) -> Result<Self, Self::Rejection> {
-        let caller = Caller::authenticate(state, parts)?;
+        let caller = Caller::authenticate(state, parts).await?;
         if !caller.agents.is_empty() {
             return Err(caller.forbidden());
         }
@@ -181,7 +229,7 @@ impl FromRequestParts<Arc<RelayState>> for FhirRoute {
         parts: &mut Parts,
         state: &Arc<RelayState>,
     ) -> Result<Self, Self::Rejection> {
-        let caller = Caller::authenticate(state, parts)?;
+        let caller = Caller::authenticate(state, parts).await?;
         let Path(mut path) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
             .await
             .map_err(IntoResponse::into_response)?;

@@ -13,6 +13,7 @@ use super::body::resource_body;
 use super::extract::FhirRoute;
 use super::operations;
 use super::response::{all_ok, bad_request, fhir, not_found, outcome, put_failed, store_failed};
+use crate::auth::generate_secret;
 use crate::fhir::{id_of, url_params};
 use crate::orders;
 use crate::store::is_cached;
@@ -30,6 +31,31 @@ fn public(r: &Value) -> Value {
         obj.remove("secret");
     }
     v
+}
+
+/// A ClientApplication written without a secret gets a generated one (256 bits); the secret
+/// is returned once, in the answer to that write. `Ok(None)`: nothing generated.
+fn generate_secret_if_missing(ty: &str, resource: &mut Value) -> Result<Option<String>, Response> {
+    if ty != "ClientApplication" || resource.get("secret").is_some_and(|s| !s.is_null()) {
+        return Ok(None);
+    }
+    let Some(secret) = generate_secret() else {
+        return Err(outcome(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "transient",
+            "no system randomness to generate a client secret",
+        ));
+    };
+    resource["secret"] = Value::String(secret.clone());
+    Ok(Some(secret))
+}
+
+/// The answer to a write, with the generated secret (the only time it is shown).
+fn with_generated(mut public: Value, generated: Option<String>) -> Value {
+    if let Some(secret) = generated {
+        public["secret"] = Value::String(secret);
+    }
+    public
 }
 
 fn method_not_allowed() -> Response {
@@ -76,6 +102,10 @@ pub(crate) async fn route(
             if let Err(r) = check_subscription(&ty, &resource) {
                 return r;
             }
+            let generated = match generate_secret_if_missing(&ty, &mut resource) {
+                Ok(g) => g,
+                Err(r) => return r,
+            };
             match state.registry.create(resource).await {
                 Ok(created) => {
                     after_write(&state, &ty, &created, true).await;
@@ -85,7 +115,10 @@ pub(crate) async fn route(
                         id = id_of(&created),
                         "created"
                     );
-                    let mut r = fhir(StatusCode::CREATED, &public(&created));
+                    let mut r = fhir(
+                        StatusCode::CREATED,
+                        &with_generated(public(&created), generated),
+                    );
                     if let Ok(loc) = format!("fhir/R4/{ty}/{}", id_of(&created)).parse() {
                         r.headers_mut().insert(header::LOCATION, loc);
                     }
@@ -115,6 +148,15 @@ pub(crate) async fn route(
             if let Err(r) = check_subscription(&ty, &resource) {
                 return r;
             }
+            // An update without a secret keeps the stored one; a new client gets one.
+            let generated = if state.registry.cached(&ty, &id).is_none() {
+                match generate_secret_if_missing(&ty, &mut resource) {
+                    Ok(g) => g,
+                    Err(r) => return r,
+                }
+            } else {
+                None
+            };
             match state.registry.put(resource).await {
                 Ok((stored, created)) => {
                     after_write(&state, &ty, &stored, created).await;
@@ -124,7 +166,7 @@ pub(crate) async fn route(
                     } else {
                         StatusCode::OK
                     };
-                    fhir(status, &public(&stored))
+                    fhir(status, &with_generated(public(&stored), generated))
                 }
                 Err(e) => put_failed(&e),
             }
