@@ -147,6 +147,23 @@ pub enum ConfigError {
         /// The port.
         port: String,
     },
+    /// The client secret file can be read by users other than the agent's owner.
+    #[error(
+        "clientSecretFile {} is readable by group or others (mode {mode:04o}); make it owner-only: chmod 600 {}",
+        .path.display(), .path.display()
+    )]
+    SecretFileMode {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The client secret file is empty.
+    #[error("clientSecretFile {} is empty", .0.display())]
+    SecretFileEmpty(PathBuf),
+    /// Both `clientSecret` and `clientSecretFile` were given.
+    #[error("give clientSecret or clientSecretFile, not both")]
+    SecretTwice,
     /// Several problems at once.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Several(Vec<ConfigError>),

@@ -72,7 +72,7 @@ use byte_stream::Budget;
 use tokio::sync::watch;
 
 pub use client::{PushAnswer, PushOptions, RelayClient};
-pub use config::AgentConfig;
+pub use config::{AgentConfig, read_secret_file};
 pub use error::{ChannelProblem, ConfigError, Error};
 pub use event::Event;
 pub use inbound::queue;

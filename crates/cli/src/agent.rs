@@ -12,8 +12,9 @@ use crate::exit;
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// Medplum's `agent.properties` (baseUrl, clientId, clientSecret, agentId, logLevel).
-    #[arg(long, conflicts_with_all = ["base_url", "client_id", "client_secret", "agent_id"])]
+    /// Medplum's `agent.properties` (baseUrl, clientId, clientSecret or clientSecretFile,
+    /// agentId, logLevel). `MEDPLUM_CLIENT_SECRET` in the environment overrides its secret.
+    #[arg(long, conflicts_with_all = ["base_url", "client_id", "client_secret", "client_secret_file", "agent_id"])]
     config: Option<PathBuf>,
     /// The relay's base URL.
     #[arg(long)]
@@ -21,9 +22,13 @@ pub struct AgentArgs {
     /// ClientApplication id.
     #[arg(long)]
     client_id: Option<String>,
-    /// ClientApplication secret.
-    #[arg(long)]
+    /// ClientApplication secret (visible in `ps`: prefer `MEDPLUM_CLIENT_SECRET` or
+    /// --client-secret-file).
+    #[arg(long, conflicts_with = "client_secret_file")]
     client_secret: Option<String>,
+    /// A file holding the ClientApplication secret; it must be readable by its owner only.
+    #[arg(long)]
+    client_secret_file: Option<PathBuf>,
     /// Agent resource id.
     #[arg(long)]
     agent_id: Option<String>,
@@ -36,19 +41,31 @@ pub struct AgentArgs {
 }
 
 pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
+    // The secret, by precedence: --client-secret, --client-secret-file, MEDPLUM_CLIENT_SECRET,
+    // then agent.properties (clientSecret or clientSecretFile).
+    let env_secret = std::env::var("MEDPLUM_CLIENT_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let flag_secret = match (&args.client_secret, &args.client_secret_file) {
+        (Some(s), _) => Some(s.clone()),
+        (None, Some(path)) => Some(agent_core::read_secret_file(path)?),
+        (None, None) => None,
+    };
     let mut config = match &args.config {
-        Some(path) => AgentConfig::from_file(path)?,
+        Some(path) => AgentConfig::read_file(path)?,
         None if args.base_url.is_none() && std::path::Path::new("agent.properties").exists() => {
-            AgentConfig::from_file(std::path::Path::new("agent.properties"))?
+            AgentConfig::read_file(std::path::Path::new("agent.properties"))?
         }
         None => AgentConfig {
             base_url: args.base_url.unwrap_or_default(),
             client_id: args.client_id.unwrap_or_default(),
-            client_secret: args.client_secret.unwrap_or_default(),
             agent_id: args.agent_id.unwrap_or_default(),
             ..AgentConfig::default()
         },
     };
+    if let Some(secret) = flag_secret.or(env_secret) {
+        config.client_secret = secret;
+    }
     if args.ca_file.is_some() {
         config.ca_file = args.ca_file;
     }
@@ -57,7 +74,7 @@ pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
     }
     if let Err(e) = config.validate() {
         eprintln!(
-            "error: {e} (give --config agent.properties, or --base-url, --client-id, --client-secret and --agent-id)"
+            "error: {e} (give --config agent.properties, or --base-url, --client-id, --client-secret (or MEDPLUM_CLIENT_SECRET, or --client-secret-file) and --agent-id)"
         );
         return Ok(ExitCode::from(exit::USAGE));
     }
