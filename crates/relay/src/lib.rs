@@ -98,7 +98,7 @@ use tokio::sync::watch;
 pub use agents::{AskError, ClusterError, VERSION};
 pub use auth::{
     ALLOWED_AGENT_EXTENSION, Claims, KeyError, LoginLimits, MIN_SECRET_LEN, PBKDF2_ITERATIONS,
-    TOKEN_TTL_SECS, TokenError, Tokens,
+    TENANT_SCOPE_EXTENSION, TOKEN_TTL_SECS, TokenError, Tokens,
 };
 pub use config::RelayConfig;
 pub use error::Error;

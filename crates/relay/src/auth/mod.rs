@@ -11,8 +11,8 @@ mod secrets;
 mod throttle;
 mod tokens;
 
-pub use access::ALLOWED_AGENT_EXTENSION;
-pub(crate) use access::{agent_may, bound_agents, may_act_as};
+pub use access::{ALLOWED_AGENT_EXTENSION, TENANT_SCOPE_EXTENSION};
+pub(crate) use access::{agent_may, bound_agents, may_act_as, tenant_scope, tenant_sees};
 pub use key::KeyError;
 pub(crate) use key::{decode_key, load_or_create_key, random_key};
 pub(crate) use logins::{LoginError, Logins};

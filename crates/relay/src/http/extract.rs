@@ -16,7 +16,7 @@ use base64::engine::general_purpose::STANDARD;
 
 use super::RelayState;
 use super::response::{not_found, outcome};
-use crate::auth::{LoginError, TokenError, agent_may, bound_agents};
+use crate::auth::{LoginError, TokenError, agent_may, bound_agents, tenant_scope, tenant_sees};
 use crate::fhir::{RESOURCE_TYPES, now_secs};
 
 /// Why a request is not authenticated (401).
@@ -122,6 +122,9 @@ pub(crate) struct Caller {
     pub(crate) client_id: String,
     /// The Agents its credentials are bound to (empty for a caller).
     pub(crate) agents: Vec<String>,
+    /// The Agents and Devices (`Agent/<id>`, `Device/<id>`) a tenant caller is limited to
+    /// (empty: unrestricted).
+    pub(crate) tenant: Vec<String>,
 }
 
 impl Caller {
@@ -148,8 +151,52 @@ impl Caller {
         let app = state.registry.cached("ClientApplication", &client_id);
         Ok(Caller {
             agents: bound_agents(app.as_deref()),
+            tenant: tenant_scope(app.as_deref()),
             client_id,
         })
+    }
+
+    /// Whether this is a tenant's caller, limited to some Agents and Devices.
+    pub(crate) fn is_tenant(&self) -> bool {
+        self.agents.is_empty() && !self.tenant.is_empty()
+    }
+
+    /// Whether the caller sees resource `ty/id` (always, unless it is a tenant's).
+    pub(crate) fn sees(&self, state: &RelayState, ty: &str, id: &str) -> bool {
+        !self.is_tenant()
+            || tenant_sees(&self.tenant, ty, id, |a| state.registry.cached("Agent", a))
+    }
+
+    /// Whether a tenant's caller may make this request; see [`FhirRoute`]. Always true for
+    /// other callers.
+    fn tenant_may(&self, state: &RelayState, req: TenantRequest<'_>) -> bool {
+        if !self.is_tenant() {
+            return true;
+        }
+        const SEEN: [&str; 3] = ["Agent", "Device", "Endpoint"];
+        match req {
+            TenantRequest::Search { ty, read } => read && SEEN.contains(&ty),
+            TenantRequest::Read { ty, id } => self.sees(state, ty, id),
+            TenantRequest::Write => false,
+            // Filtered to the tenant's Agents (and Devices) where they are resolved.
+            TenantRequest::TypeOperation { ty } => ty == "Agent",
+            TenantRequest::InstanceOperation { ty, id } => {
+                ty == "Agent" && self.sees(state, "Agent", id)
+            }
+        }
+    }
+
+    /// The 403 for a tenant's caller reaching beyond its Agents and Devices.
+    pub(crate) fn outside_tenant(&self) -> Response {
+        outcome(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "Forbidden: {} is limited to its tenant's Agents and Devices ({}); it may read them and their Endpoints and run operations on its Agents",
+                self.client_id,
+                self.tenant.join(", ")
+            ),
+        )
     }
 
     /// Whether these credentials may make this REST request (see `auth::agent_may`).
@@ -183,9 +230,43 @@ impl FromRequestParts<Arc<RelayState>> for Caller {
     }
 }
 
+/// What a tenant's caller asks for, for [`Caller::tenant_may`].
+#[derive(Debug, Clone, Copy)]
+enum TenantRequest<'a> {
+    /// `GET` (`read`) or `POST` `/fhir/R4/{ty}`.
+    Search { ty: &'a str, read: bool },
+    /// `GET /fhir/R4/{ty}/{id}`.
+    Read { ty: &'a str, id: &'a str },
+    /// `PUT` or `DELETE` of an instance.
+    Write,
+    /// `/fhir/R4/{ty}/$op`.
+    TypeOperation { ty: &'a str },
+    /// `/fhir/R4/{ty}/{id}/$op`.
+    InstanceOperation { ty: &'a str, id: &'a str },
+}
+
 /// An authenticated caller whose credentials are not bound to an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct NotAgent(pub(crate) Caller);
+
+/// An authenticated caller that is neither an agent's nor a tenant's: the operator's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Operator(pub(crate) Caller);
+
+impl FromRequestParts<Arc<RelayState>> for Operator {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<RelayState>,
+    ) -> Result<Self, Self::Rejection> {
+        let NotAgent(caller) = NotAgent::from_request_parts(parts, state).await?;
+        if caller.is_tenant() {
+            return Err(caller.outside_tenant());
+        }
+        Ok(Operator(caller))
+    }
+}
 
 impl FromRequestParts<Arc<RelayState>> for NotAgent {
     type Rejection = Response;
@@ -247,6 +328,12 @@ impl FromRequestParts<Arc<RelayState>> for FhirRoute {
                 if !caller.may(state, false, &ty, None) {
                     return Err(caller.forbidden());
                 }
+                let read = parts.method == Method::GET;
+                if op_name(&ty).is_none()
+                    && !caller.tenant_may(state, TenantRequest::Search { ty: &ty, read })
+                {
+                    return Err(caller.outside_tenant());
+                }
                 if let Some(op) = op_name(&ty) {
                     // `/fhir/R4/$op` has no type; nothing supports that.
                     return Err(not_found(format!("Unsupported operation ${op}")));
@@ -261,6 +348,14 @@ impl FromRequestParts<Arc<RelayState>> for FhirRoute {
                 if !caller.may(state, read, &ty, Some(&id)) {
                     return Err(caller.forbidden());
                 }
+                let req = match (&op, read) {
+                    (Some(_), _) => TenantRequest::TypeOperation { ty: &ty },
+                    (None, true) => TenantRequest::Read { ty: &ty, id: &id },
+                    (None, false) => TenantRequest::Write,
+                };
+                if !caller.tenant_may(state, req) {
+                    return Err(caller.outside_tenant());
+                }
                 match op {
                     Some(op) => (None, Some(op)),
                     None => (Some(id), None),
@@ -270,6 +365,10 @@ impl FromRequestParts<Arc<RelayState>> for FhirRoute {
                 check_type()?;
                 if !caller.may(state, false, &ty, Some(&id)) {
                     return Err(caller.forbidden());
+                }
+                if !caller.tenant_may(state, TenantRequest::InstanceOperation { ty: &ty, id: &id })
+                {
+                    return Err(caller.outside_tenant());
                 }
                 let Some(op) = op_name(&op) else {
                     return Err(not_found("Not found: no such route"));

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::RelayState;
 use super::body::resource_body;
-use super::extract::FhirRoute;
+use super::extract::{Caller, FhirRoute};
 use super::operations;
 use super::response::{all_ok, bad_request, fhir, not_found, outcome, put_failed, store_failed};
 use crate::auth::generate_secret;
@@ -90,7 +90,7 @@ pub(crate) async fn route(
         .await;
     }
     match (id, method) {
-        (None, Method::GET) => search(&state, &ty, &query).await,
+        (None, Method::GET) => search(&state, &caller, &ty, &query).await,
         (None, Method::POST) => {
             let mut resource = match resource_body(&state, body, &ty).await {
                 Ok(v) => v,
@@ -183,7 +183,12 @@ pub(crate) async fn route(
     }
 }
 
-async fn search(state: &RelayState, ty: &str, query: &[(String, String)]) -> Response {
+async fn search(
+    state: &RelayState,
+    caller: &Caller,
+    ty: &str,
+    query: &[(String, String)],
+) -> Response {
     let count = query
         .iter()
         .find(|(k, _)| k == "_count")
@@ -193,10 +198,19 @@ async fn search(state: &RelayState, ty: &str, query: &[(String, String)]) -> Res
         None if is_cached(ty) => usize::MAX,
         None => DEFAULT_COUNT,
     };
-    let found = match state.registry.search(ty, query, limit).await {
+    // A tenant's caller searches only the registry types, held in memory: all matches are
+    // filtered to its own, then cut to the limit.
+    let first = if caller.is_tenant() {
+        usize::MAX
+    } else {
+        limit
+    };
+    let mut found = match state.registry.search(ty, query, first).await {
         Ok(f) => f,
         Err(e) => return store_failed(&e),
     };
+    found.retain(|r| caller.sees(state, ty, id_of(r)));
+    found.truncate(limit);
     let entry: Vec<Value> = found
         .iter()
         .map(|r| json!({"fullUrl": format!("{ty}/{}", id_of(r)), "resource": public(r), "search": {"mode": "match"}}))
