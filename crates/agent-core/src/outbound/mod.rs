@@ -6,7 +6,7 @@
 //! | `mllp://host:port[?encoding=&returnAck=]` | send over MLLP (pooled), wait for the ACK | the ACK, 200 |
 //! | `mllps://host:port[?ca=&cert=&key=&...]` | the same over TLS ([`device_tls`]) | the ACK, 200 |
 //! | `astm://host:port[?encoding=]` | E1381 over TCP as the LIS: ENQ, frames, EOT | `text/plain` summary, 200 |
-//! | `dicom://host:port?calledAet=&callingAet=` with `application/dicom` (base64 Part 10) | C-STORE | JSON result, 200 |
+//! | `dicom://host:port?calledAet=&callingAet=[&tls=true&ca=...]` with `application/dicom` (base64 Part 10) | C-STORE (over TLS with `tls=true`) | JSON result, 200 |
 //! | same, with `application/dicom+json` (a query identifier) | C-FIND | JSON array of matches, 200 |
 //! | a host or IP with `x-application/ping` | the system `ping` | its output, 200 |
 //! | anything else | none | 400 "unsupported destination scheme" |
@@ -182,7 +182,21 @@ impl Outbound {
                         Err(e) => Err(e),
                     },
                     "astm" => astm::push(&url, req, budget).await,
-                    "dicom" => dicom::push(&url, req, budget, self.config.ack_timeout).await,
+                    "dicom" => {
+                        let tls = match url.get("tls") {
+                            Some("true") => self
+                                .device_tls
+                                .target(&url, self.config.ca_file.as_deref())
+                                .map(Some),
+                            _ => Ok(None),
+                        };
+                        match tls {
+                            Ok(tls) => {
+                                dicom::push(&url, tls, req, budget, self.config.ack_timeout).await
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
                     other => Err(PushError::UnsupportedScheme(other.to_owned())),
                 },
                 Err(crate::url::UrlError::NotAUrl(_)) => {

@@ -1,7 +1,9 @@
-//! `mllps://` pushes: MLLP over TLS to a device behind a TLS terminator that is not ours
-//! (Debian's `socat`, OpenSSL), the server certificate verified against the CA named by `?ca=`,
-//! a client certificate presented for mutual TLS (`?cert=&key=`), and a certificate from another
-//! CA refused with an error that names the problem.
+//! TLS toward devices, against peers that are not ours. `mllps://` pushes: MLLP over TLS to a
+//! device behind Debian's `socat` (OpenSSL) terminating TLS, the server certificate verified
+//! against the CA named by `?ca=`, a client certificate presented for mutual TLS
+//! (`?cert=&key=`), a certificate from another CA refused with an error that names the
+//! problem. `dicom://...?tls=true`: C-STORE to dcmtk's `storescp +tls`, which asks for the
+//! agent's client certificate (mutual TLS).
 
 mod common;
 
@@ -174,4 +176,96 @@ async fn mllps_presents_a_client_certificate_for_mutual_tls() {
         "{err}"
     );
     assert_eq!(w.device.received().len(), 1);
+}
+
+#[path = "../../dicom-net/tests/dcmtk/mod.rs"]
+mod dcmtk;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dicom_tls_stores_a_file_with_storescp_over_mutual_tls() {
+    use base64::Engine;
+    let w = world().await;
+    let dir = dcmtk::TempDir::new("agent-store-tls");
+    let pki = Pki::new(&dir.path().join("pki"), "PACS CA");
+    let agent_pki = Pki::new(&dir.path().join("pki-agent"), "Agent CA");
+    let other = Pki::new(&dir.path().join("pki-other"), "Some Other CA");
+    let file = dcmtk::make_file(
+        dir.path(),
+        "ct.dcm",
+        true,
+        &dcmtk::Spec {
+            sop_instance: "2.25.777",
+            size: 128,
+            ..dcmtk::Spec::default()
+        },
+    );
+    let key = pki.key.display().to_string();
+    let cert = pki.cert.display().to_string();
+    let agent_ca = agent_pki.ca.display().to_string();
+    // storescp with TLS (OpenSSL, dcmtk's default BCP 195 profile); it verifies the client
+    // certificate the agent presents against the agent's CA.
+    let scp = dcmtk::storescp(dir.path(), &["+tls", &key, &cert, "+cf", &agent_ca], &[]);
+    let url = |ca: &Pki| {
+        format!(
+            "dicom://127.0.0.1:{}?calledAet=STORESCP&callingAet=OUTPOST&tls=true&ca={}&cert={}&key={}",
+            scp.port,
+            ca.ca.display(),
+            agent_pki.cert.display(),
+            agent_pki.key.display()
+        )
+    };
+    device(&w, "pacs-tls", url(&pki)).await;
+    let body = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&file).unwrap());
+    let push = |device: &'static str| {
+        let (base, body) = (w.relay.base_url(), body.clone());
+        async move {
+            caller(&base)
+                .push_to_agent(
+                    AGENT,
+                    &format!("Device/{device}"),
+                    &body,
+                    "application/dicom",
+                    &PushOptions {
+                        wait_for_response: true,
+                        wait_timeout: Some(Duration::from_secs(20)),
+                        return_ack: None,
+                    },
+                )
+                .await
+        }
+    };
+    let PushAnswer::Answer { body: answer, .. } = push("pacs-tls").await.unwrap() else {
+        panic!("no answer")
+    };
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(v["status"], "0x0000", "{answer}");
+    assert_eq!(v["sopInstanceUid"], "2.25.777");
+    let stored = dcmtk::stored(dir.path(), "2.25.777");
+    assert_eq!(dcmtk::data_set_of(&stored).1, dcmtk::data_set_of(&file).1);
+    // The SCP's certificate checked against another CA: refused, naming the problem.
+    device(&w, "pacs-wrong-ca", url(&other)).await;
+    let err = push("pacs-wrong-ca").await.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "TLS to 127.0.0.1:{}: handshake failed: invalid peer certificate: UnknownIssuer",
+            scp.port
+        )),
+        "{err}"
+    );
+    // Without the client certificate storescp refuses the connection.
+    device(
+        &w,
+        "pacs-no-cert",
+        format!(
+            "dicom://127.0.0.1:{}?calledAet=STORESCP&callingAet=OUTPOST&tls=true&ca={}",
+            scp.port,
+            pki.ca.display()
+        ),
+    )
+    .await;
+    let err = push("pacs-no-cert").await.unwrap_err().to_string();
+    assert!(
+        err.contains("received fatal alert: CertificateRequired"),
+        "{err}"
+    );
 }
