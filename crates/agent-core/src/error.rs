@@ -183,11 +183,14 @@ pub enum ChannelProblem {
     #[error("{0}")]
     Address(#[from] crate::url::UrlError),
     /// The scheme has no channel kind.
-    #[error("unsupported endpoint scheme {0:?} (supported: mllp, astm, tcp)")]
+    #[error("unsupported endpoint scheme {0:?} (supported: mllp, mllps, astm, tcp)")]
     Scheme(String),
     /// `?encoding=` names no known character set.
     #[error("{0}")]
     Encoding(#[source] hl7v2::Error),
+    /// An `mllps://` channel's TLS settings cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// `startChar`/`endChar` missing.
     #[error("tcp:// channels need {0} (URL-encoded, e.g. {0}=%02)")]
     MissingDelimiter(&'static str),

@@ -269,3 +269,99 @@ async fn dicom_tls_stores_a_file_with_storescp_over_mutual_tls() {
         "{err}"
     );
 }
+
+/// Sends one MLLP-framed message through `socat` as a TLS client with `options` (cafile, cert,
+/// key, ...) and returns socat's exit status and what came back.
+async fn socat_send(port: u16, options: String, message: &str) -> (bool, Vec<u8>, String) {
+    let mut frame = vec![0x0b];
+    frame.extend_from_slice(message.as_bytes());
+    frame.extend_from_slice(&[0x1c, 0x0d]);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut cmd = socat();
+        cmd.args(["-t", "5", "STDIO"])
+            .arg(format!("OPENSSL:127.0.0.1:{port},{options}"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("socat starts");
+        child.stdin.take().unwrap().write_all(&frame).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            out.stdout,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mllps_channel_takes_messages_over_mutual_tls_only() {
+    let device = Device::start(0).await;
+    let channel_port = free_port();
+    let agent_pki = Pki::new(&tmp("pki-channel"), "Agent channel CA");
+    let devices = Pki::new(&tmp("pki-devices"), "Devices CA");
+    let stranger = Pki::new(&tmp("pki-stranger"), "Stranger CA");
+    let mut b = bundle(device.port, channel_port);
+    b["entry"][3]["resource"]["address"] = format!(
+        "mllps://127.0.0.1:{channel_port}?cert={}&key={}&ca={}",
+        agent_pki.cert.display(),
+        agent_pki.key.display(),
+        devices.ca.display()
+    )
+    .into();
+    let relay = start_relay("127.0.0.1:0", None, &b, Duration::from_secs(3600)).await;
+    let _agent = start_agent(agent_config(&relay.base_url(), tmp("agent"))).await;
+    wait_until(
+        "mllps channel listening",
+        Duration::from_secs(10),
+        || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", channel_port))
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await;
+    let stored = || async {
+        relay
+            .registry()
+            .inbound(Some(AGENT), None, 0, 100)
+            .await
+            .unwrap()
+    };
+    // A device with a certificate from the devices' CA, checking the agent's against its CA.
+    let trusted = format!(
+        "cafile={},cert={},key={},verify=1",
+        agent_pki.ca.display(),
+        devices.cert.display(),
+        devices.key.display()
+    );
+    let (ok, out, err) = socat_send(channel_port, trusted, &oru("TLS-1")).await;
+    assert!(ok, "socat: {err}");
+    let ack = String::from_utf8_lossy(&out);
+    assert!(ack.contains("MSA|AA|TLS-1"), "{ack:?} {err}");
+    let rows = stored().await;
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].body.contains("|TLS-1|"), "{}", rows[0].body);
+    // Without a client certificate the agent refuses the device: nothing stored.
+    let anonymous = format!("cafile={},verify=1", agent_pki.ca.display());
+    let (_, out, err) = socat_send(channel_port, anonymous, &oru("TLS-2")).await;
+    assert!(
+        out.is_empty(),
+        "answered without a client certificate: {err}"
+    );
+    // A device that does not trust the agent's CA stops at the handshake.
+    let distrustful = format!(
+        "cafile={},cert={},key={},verify=1",
+        stranger.ca.display(),
+        devices.cert.display(),
+        devices.key.display()
+    );
+    let (ok, out, err) = socat_send(channel_port, distrustful, &oru("TLS-3")).await;
+    assert!(!ok && out.is_empty(), "{err}");
+    assert!(err.contains("certificate verify failed"), "{err}");
+    assert_eq!(stored().await.len(), 1, "only the trusted device's message");
+}

@@ -198,7 +198,7 @@ impl Inbound {
     async fn start(&self, name: &str, address: &str) -> Result<Listener, ChannelProblem> {
         let url = DeviceUrl::parse(address)?;
         match url.scheme.as_str() {
-            "mllp" => mllp::start(&self.ctx, name, &url).await,
+            "mllp" | "mllps" => mllp::start(&self.ctx, name, &url).await,
             "astm" => astm::start(&self.ctx, name, &url).await,
             "tcp" => tcp::start(&self.ctx, name, &url).await,
             other => Err(ChannelProblem::Scheme(other.to_owned())),

@@ -1,5 +1,5 @@
-//! TLS toward devices (`mllps://`): whom the agent trusts and what it presents, from the
-//! destination's URL. `?ca=FILE` (PEM, a file on the agent's host): only those CAs; without it
+//! TLS with devices (`mllps://`): whom the agent trusts and what it presents, from the
+//! destination's URL (and, for an `mllps://` channel, [`server_config`]). `?ca=FILE` (PEM, a file on the agent's host): only those CAs; without it
 //! the system roots plus the agent's `caFile`. `?cert=FILE&key=FILE` (PEM): a client
 //! certificate for mutual TLS (IHE ATNA). TLS 1.2 and 1.3 (rustls, ring). The server name
 //! checked is the URL's host. Configurations are built once per set of files.
@@ -120,5 +120,40 @@ fn build(
         (None, None) => builder.with_no_client_auth(),
         _ => return Err("cert= and key= go together".to_owned()),
     };
+    Ok(Arc::new(config))
+}
+
+/// The TLS configuration of an `mllps://` channel: `?cert=FILE&key=FILE` (PEM, required) is the
+/// agent's certificate; with `?ca=FILE` a device must present a client certificate from those
+/// CAs (mutual TLS), without it none is asked.
+pub(crate) fn server_config(url: &DeviceUrl) -> Result<Arc<rustls::ServerConfig>, String> {
+    let (Some(cert), Some(key)) = (url.get("cert"), url.get("key")) else {
+        return Err("mllps:// channels need cert=FILE and key=FILE (PEM)".to_owned());
+    };
+    let chain = certs(Path::new(cert))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{key}: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match url.get("ca") {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in certs(Path::new(ca))? {
+                roots.add(c).map_err(|e| format!("{ca}: {e}"))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| format!("{ca}: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("certificate {cert}: {e}"))?;
     Ok(Arc::new(config))
 }

@@ -17,7 +17,7 @@
 //! counts; a push that cannot be sent before its deadline is not sent at all.
 
 mod astm;
-mod device_tls;
+pub(crate) mod device_tls;
 mod dicom;
 mod error;
 mod mllp;
