@@ -61,6 +61,7 @@ impl RelayClient {
         client_secret: &str,
         tls: Arc<rustls::ClientConfig>,
     ) -> Result<RelayClient, Error> {
+        crate::config::check_base_url(base_url)?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls((*tls).clone())
             .connect_timeout(Duration::from_secs(10))
@@ -188,8 +189,10 @@ impl RelayClient {
         content_type: &str,
         opts: &PushOptions,
     ) -> Result<PushAnswer, Error> {
-        let agent_id = agent.strip_prefix("Agent/").unwrap_or(agent);
-        let url = format!("{}fhir/R4/Agent/{agent_id}/$push", self.base);
+        let url = match agent_push_path(agent) {
+            Some(path) => format!("{}fhir/R4/{path}", self.base),
+            None => return Err(Error::AgentName(agent.to_owned())),
+        };
         let mut params = json!({
             "destination": destination,
             "contentType": content_type,
@@ -235,6 +238,31 @@ impl RelayClient {
     }
 }
 
+/// The `$push` path for an agent named `<id>`, `Agent/<id>` or `Agent?identifier=[system|]value`
+/// (the relay's `Agent/$push?identifier=`); `None` for anything else.
+fn agent_push_path(agent: &str) -> Option<String> {
+    if let Some(query) = agent.strip_prefix("Agent?") {
+        let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        return match params.as_slice() {
+            [(k, v)] if k == "identifier" && !v.is_empty() => Some(format!(
+                "Agent/$push?{}",
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair("identifier", v)
+                    .finish()
+            )),
+            _ => None,
+        };
+    }
+    let id = agent.strip_prefix("Agent/").unwrap_or(agent);
+    let valid = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    valid.then(|| format!("Agent/{id}/$push"))
+}
+
 /// The text of an OperationOutcome (or whatever the body is).
 fn outcome_text(body: &Value) -> &str {
     body["issue"][0]["details"]["text"]
@@ -256,6 +284,30 @@ fn jwt_exp(token: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agent_names() {
+        assert_eq!(agent_push_path("a-1").as_deref(), Some("Agent/a-1/$push"));
+        assert_eq!(
+            agent_push_path("Agent/a.1").as_deref(),
+            Some("Agent/a.1/$push")
+        );
+        assert_eq!(
+            agent_push_path("Agent?identifier=urn:x|site 1").as_deref(),
+            Some("Agent/$push?identifier=urn%3Ax%7Csite+1")
+        );
+        for bad in [
+            "",
+            "Agent/",
+            "Agent?name=x",
+            "Agent?identifier=",
+            "Agent?identifier=a&name=b",
+            "Device/x",
+            "a/b",
+        ] {
+            assert_eq!(agent_push_path(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn exp_from_jwt() {

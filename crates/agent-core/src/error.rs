@@ -69,6 +69,9 @@ pub enum Error {
         /// The OperationOutcome's text.
         text: String,
     },
+    /// `push_to_agent` was given something that names no agent.
+    #[error("{0:?} names no agent: give its id, Agent/<id> or Agent?identifier=[system|]value")]
+    AgentName(String),
     /// The relay refused or failed a push (`$push`): its OperationOutcome's text, which
     /// carries the device's answer or the reason.
     #[error("relay: {text}")]
@@ -110,6 +113,12 @@ pub enum ConfigError {
     /// The base URL is not HTTP(S).
     #[error("baseUrl must start with http:// or https://: {0}")]
     BaseUrl(String),
+    /// The base URL names the FHIR path (`.../fhir/R4/`), which every request adds itself.
+    #[error(
+        "base URL {0} ends with fhir/R4/: give the server's root ({root}); fhir/R4/ is added to each request",
+        root = .0.to_ascii_lowercase().rfind("fhir/r4").map(|i| &.0[..i]).unwrap_or(.0)
+    )]
+    FhirPath(String),
     /// A line of `agent.properties` is not `key=value`.
     #[error("agent.properties line {0}: expected key=value")]
     Syntax(usize),

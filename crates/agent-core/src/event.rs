@@ -35,6 +35,9 @@ pub enum Event {
         name: String,
         /// The Endpoint address.
         address: String,
+        /// The socket address it listens on (the port the system chose when the Endpoint's is
+        /// 0).
+        bound: std::net::SocketAddr,
     },
     /// An inbound channel could not start.
     ChannelFailed {

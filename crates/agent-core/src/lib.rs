@@ -72,7 +72,7 @@ use byte_stream::Budget;
 use tokio::sync::watch;
 
 pub use client::{PushAnswer, PushOptions, RelayClient};
-pub use config::{AgentConfig, read_secret_file};
+pub use config::{AgentConfig, PROPERTY_KEYS, read_secret_file, unknown_property_keys};
 pub use error::{ChannelProblem, ConfigError, Error};
 pub use event::Event;
 pub use inbound::queue;
@@ -104,6 +104,36 @@ pub struct Agent {
     events: Events,
     stop: watch::Sender<bool>,
     link: tokio::task::JoinHandle<()>,
+}
+
+/// What `outpost agent --check` found: the relay's configuration of the agent, read without
+/// starting anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckReport {
+    /// `Agent.channel[]` as `(name, Endpoint.address)`.
+    pub channels: Vec<(String, String)>,
+    /// Every problem that would stop a channel, one sentence each.
+    pub problems: Vec<String>,
+}
+
+/// Checks `config` and what the relay configures for it, without opening the queue or a
+/// channel: the settings, the login, the Agent and each channel's Endpoint.
+///
+/// # Errors
+///
+/// [`Error::Config`] for the settings; the relay's errors ([`Error::Login`],
+/// [`Error::Connect`], [`Error::Status`], ...) when it cannot be asked.
+pub async fn check(config: &AgentConfig) -> Result<CheckReport, Error> {
+    config.validate()?;
+    let tls = tls::client_config(config.ca_file.as_deref())?;
+    let client = RelayClient::new(
+        &config.base_url,
+        &config.client_id,
+        &config.client_secret,
+        tls,
+    )?;
+    let (channels, problems) = RemoteConfig::check(&client, &config.agent_id).await?;
+    Ok(CheckReport { channels, problems })
 }
 
 impl Agent {
@@ -191,6 +221,34 @@ impl Agent {
         tokio::time::timeout(timeout, self.relay.wait_live())
             .await
             .unwrap_or(false)
+    }
+
+    /// The inbound channels listening now: `(Agent.channel.name, bound socket address)`, sorted
+    /// by name. An Endpoint with port 0 listens on a port the system chose; this says which.
+    pub async fn channels(&self) -> Vec<(String, std::net::SocketAddr)> {
+        self.inbound.listening().await
+    }
+
+    /// Waits until the channel `name` listens, at most `timeout`, and returns its address.
+    pub async fn wait_channel(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Option<std::net::SocketAddr> {
+        let mut events = self.events.subscribe();
+        let find = async {
+            loop {
+                if let Some((_, addr)) = self.channels().await.into_iter().find(|(n, _)| n == name)
+                {
+                    return Some(addr);
+                }
+                match events.recv().await {
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        };
+        tokio::time::timeout(timeout, find).await.ok().flatten()
     }
 
     /// Unanswered messages in the inbound queue (-1 when the queue cannot be read).

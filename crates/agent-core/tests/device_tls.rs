@@ -28,7 +28,8 @@ fn socat() -> Command {
 /// socat terminating TLS on a free port with `pki`'s server certificate and forwarding to the
 /// plain device on `device_port`; with `client_ca`, a client certificate from it is required.
 async fn terminator(pki: &Pki, device_port: u16, client_ca: Option<&Pki>) -> (Proc, u16) {
-    let port = free_port();
+    // socat takes a port number.
+    let port = test_support::port_for_peer();
     let verify = match client_ca {
         Some(ca) => format!("verify=1,cafile={}", ca.ca.display()),
         None => "verify=0".to_owned(),
@@ -300,31 +301,21 @@ async fn socat_send(port: u16, options: String, message: &str) -> (bool, Vec<u8>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mllps_channel_takes_messages_over_mutual_tls_only() {
     let device = Device::start(0).await;
-    let channel_port = free_port();
     let agent_pki = Pki::new(&tmp("pki-channel"), "Agent channel CA");
     let devices = Pki::new(&tmp("pki-devices"), "Devices CA");
     let stranger = Pki::new(&tmp("pki-stranger"), "Stranger CA");
-    let mut b = bundle(device.port, channel_port);
+    let mut b = bundle(device.port, 0);
     b["entry"][3]["resource"]["address"] = format!(
-        "mllps://127.0.0.1:{channel_port}?cert={}&key={}&ca={}",
+        "mllps://127.0.0.1:0?cert={}&key={}&ca={}",
         agent_pki.cert.display(),
         agent_pki.key.display(),
         devices.ca.display()
     )
     .into();
     let relay = start_relay("127.0.0.1:0", None, &b, Duration::from_secs(3600)).await;
-    let _agent = start_agent(agent_config(&relay.base_url(), tmp("agent"))).await;
-    wait_until(
-        "mllps channel listening",
-        Duration::from_secs(10),
-        || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", channel_port))
-                .await
-                .ok()
-                .map(|_| ())
-        },
-    )
-    .await;
+    let agent = start_agent(agent_config(&relay.base_url(), tmp("agent"))).await;
+    // On port 0: the agent says which port the channel took, once it listens.
+    let channel_port = channel_port(&agent, "adt-in").await;
     let stored = || async {
         relay
             .registry()

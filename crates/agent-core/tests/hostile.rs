@@ -103,9 +103,7 @@ async fn a_connection_flood_is_capped_and_the_channel_recovers() {
 #[tokio::test]
 async fn astm_garbage_and_endless_frames_are_refused() {
     let device = Device::start(0).await;
-    let channel_port = free_port();
-    let astm_port = free_port();
-    let mut bundle = bundle(device.port, channel_port);
+    let mut bundle = bundle(device.port, 0);
     let agent = bundle["entry"][2]["resource"]["channel"]
         .as_array_mut()
         .unwrap();
@@ -117,10 +115,10 @@ async fn astm_garbage_and_endless_frames_are_refused() {
         .unwrap()
         .push(serde_json::json!({"resource": {
         "resourceType": "Endpoint", "id": "astm-in", "status": "active",
-        "address": format!("astm://127.0.0.1:{astm_port}")}}));
+        "address": "astm://127.0.0.1:0"}}));
     let relay = start_relay("127.0.0.1:0", None, &bundle, Duration::from_secs(3600)).await;
     let agent = start_agent(agent_config(&relay.base_url(), tmp("agent"))).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let astm_port = channel_port(&agent, "astm-in").await;
 
     // ENQ, then a frame that never ends: the receiver NAKs it and stays usable.
     let mut s = TcpStream::connect(("127.0.0.1", astm_port)).await.unwrap();
@@ -165,12 +163,12 @@ async fn astm_garbage_and_endless_frames_are_refused() {
 
 #[tokio::test]
 async fn an_endless_byte_stream_frame_is_dropped_and_the_next_one_delivered() {
-    let channel_port = free_port();
-    let mut bundle = bundle(free_port(), channel_port);
+    let mut bundle = bundle(0, 0);
     bundle["entry"][3]["resource"]["address"] =
-        format!("tcp://127.0.0.1:{channel_port}?startChar=%02&endChar=%03").into();
+        "tcp://127.0.0.1:0?startChar=%02&endChar=%03".into();
     let relay = start_relay("127.0.0.1:0", None, &bundle, Duration::from_secs(3600)).await;
     let agent = start_agent(agent_config(&relay.base_url(), tmp("agent"))).await;
+    let channel_port = channel_port(&agent, "adt-in").await;
     let mut s = TcpStream::connect(("127.0.0.1", channel_port))
         .await
         .unwrap();

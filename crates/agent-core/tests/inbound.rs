@@ -81,20 +81,21 @@ async fn device_message_reaches_the_relay_and_the_relay_answers_the_device() {
 #[tokio::test]
 async fn relay_down_nothing_lost_and_delivered_once_when_it_returns() {
     let device = Device::start(0).await;
-    let channel_port = free_port();
-    let bundle = bundle(device.port, channel_port);
+    let bundle = bundle(device.port, 0);
     let data = tmp("relay");
-    let listen = format!("127.0.0.1:{}", free_port());
     let relay = start_relay(
-        &listen,
+        "127.0.0.1:0",
         Some(data.clone()),
         &bundle,
         Duration::from_secs(3600),
     )
     .await;
+    // restarted below on the same port, as a relay comes back at its address
+    let listen = relay.local_addr().to_string();
     let mut cfg = agent_config(&relay.base_url(), tmp("agent"));
     cfg.inbound_reply_wait = Duration::from_millis(500);
     let agent = start_agent(cfg).await;
+    let channel_port = channel_port(&agent, "adt-in").await;
     relay.shutdown().await;
     // The device still gets an answer: the agent has the messages durably.
     for i in 0..3 {
@@ -132,21 +133,21 @@ async fn relay_down_nothing_lost_and_delivered_once_when_it_returns() {
 #[tokio::test]
 async fn queued_messages_survive_an_agent_restart() {
     let device = Device::start(0).await;
-    let channel_port = free_port();
-    let bundle = bundle(device.port, channel_port);
+    let bundle = bundle(device.port, 0);
     let relay_data = tmp("relay");
-    let listen = format!("127.0.0.1:{}", free_port());
     let relay = start_relay(
-        &listen,
+        "127.0.0.1:0",
         Some(relay_data.clone()),
         &bundle,
         Duration::from_secs(3600),
     )
     .await;
+    let listen = relay.local_addr().to_string();
     let agent_data = tmp("agent");
     let mut cfg = agent_config(&relay.base_url(), agent_data.clone());
     cfg.inbound_reply_wait = Duration::from_millis(300);
     let agent = start_agent(cfg.clone()).await;
+    let channel_port = channel_port(&agent, "adt-in").await;
     relay.shutdown().await;
     for i in 0..2 {
         send(channel_port, &oru(&format!("KEEP-{i}"))).await;
@@ -169,12 +170,11 @@ async fn queued_messages_survive_an_agent_restart() {
 #[tokio::test]
 async fn enhanced_channel_commits_first_then_forwards() {
     let device = Device::start(0).await;
-    let channel_port = free_port();
-    let mut bundle = bundle(device.port, channel_port);
-    bundle["entry"][3]["resource"]["address"] =
-        format!("mllp://127.0.0.1:{channel_port}?enhanced=true").into();
+    let mut bundle = bundle(device.port, 0);
+    bundle["entry"][3]["resource"]["address"] = "mllp://127.0.0.1:0?enhanced=true".into();
     let relay = start_relay("127.0.0.1:0", None, &bundle, Duration::from_secs(3600)).await;
     let agent = start_agent(agent_config(&relay.base_url(), tmp("agent"))).await;
+    let channel_port = channel_port(&agent, "adt-in").await;
     let mut c = Connection::connect(
         &format!("127.0.0.1:{channel_port}"),
         ClientOptions {
@@ -195,19 +195,18 @@ async fn enhanced_channel_commits_first_then_forwards() {
 async fn reload_config_opens_a_new_channel() {
     let w = world().await;
     let mut events = w.agent.events();
-    let new_port = free_port();
-    add_channel(&w, "lab-in", &format!("mllp://127.0.0.1:{new_port}")).await;
-    let started = tokio::time::timeout(Duration::from_secs(5), async {
+    add_channel(&w, "lab-in", "mllp://127.0.0.1:0").await;
+    let new_port = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            if let Ok(Event::ChannelStarted { name, .. }) = events.recv().await
+            if let Ok(Event::ChannelStarted { name, bound, .. }) = events.recv().await
                 && name == "lab-in"
             {
-                return;
+                return bound.port();
             }
         }
     })
-    .await;
-    assert!(started.is_ok());
+    .await
+    .expect("the new channel started");
     let ack = send(new_port, &oru("NEW-CH")).await;
     assert_eq!(msa(ack.bytes()).0, "AA");
     let rows = wait_for_rows(&w.relay, 1).await;
@@ -217,11 +216,11 @@ async fn reload_config_opens_a_new_channel() {
 #[tokio::test]
 async fn analyzer_results_over_astm_reach_the_relay() {
     let device = Device::start(0).await;
-    let channel_port = free_port();
-    let mut bundle = bundle(device.port, channel_port);
-    bundle["entry"][3]["resource"]["address"] = format!("astm://127.0.0.1:{channel_port}").into();
+    let mut bundle = bundle(device.port, 0);
+    bundle["entry"][3]["resource"]["address"] = "astm://127.0.0.1:0".into();
     let relay = start_relay("127.0.0.1:0", None, &bundle, Duration::from_secs(3600)).await;
     let agent = start_agent(agent_config(&relay.base_url(), tmp("agent"))).await;
+    let channel_port = channel_port(&agent, "adt-in").await;
     let stream = tokio::net::TcpStream::connect(("127.0.0.1", channel_port))
         .await
         .unwrap();
@@ -266,10 +265,9 @@ async fn echo_webhook() -> (String, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>
 async fn byte_stream_frames_reach_the_relay_and_its_answers_come_back_in_order() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (hook, mut seen) = echo_webhook().await;
-    let channel_port = free_port();
-    let mut bundle = bundle(free_port(), channel_port);
+    let mut bundle = bundle(0, 0);
     bundle["entry"][3]["resource"]["address"] =
-        format!("tcp://127.0.0.1:{channel_port}?startChar=%02&endChar=%03").into();
+        "tcp://127.0.0.1:0?startChar=%02&endChar=%03".into();
     let relay = relay::Relay::start(relay::RelayConfig {
         listen: "127.0.0.1:0".into(),
         inbound_webhook: Some(hook),
@@ -279,6 +277,7 @@ async fn byte_stream_frames_reach_the_relay_and_its_answers_come_back_in_order()
     .unwrap();
     relay.registry().bootstrap(&bundle).await.unwrap();
     let agent = start_agent(agent_config(&relay.base_url(), tmp("agent"))).await;
+    let channel_port = channel_port(&agent, "adt-in").await;
 
     let mut device = tokio::net::TcpStream::connect(("127.0.0.1", channel_port))
         .await
@@ -334,12 +333,12 @@ async fn byte_stream_frames_reach_the_relay_and_its_answers_come_back_in_order()
 #[tokio::test]
 async fn byte_stream_without_a_webhook_is_stored_and_the_device_gets_nothing_back() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let channel_port = free_port();
-    let mut bundle = bundle(free_port(), channel_port);
+    let mut bundle = bundle(0, 0);
     bundle["entry"][3]["resource"]["address"] =
-        format!("tcp://127.0.0.1:{channel_port}?startChar=%0B&endChar=%1C").into();
+        "tcp://127.0.0.1:0?startChar=%0B&endChar=%1C".into();
     let relay = start_relay("127.0.0.1:0", None, &bundle, Duration::from_secs(3600)).await;
     let agent = start_agent(agent_config(&relay.base_url(), tmp("agent"))).await;
+    let channel_port = channel_port(&agent, "adt-in").await;
     let mut device = tokio::net::TcpStream::connect(("127.0.0.1", channel_port))
         .await
         .unwrap();
@@ -358,8 +357,7 @@ async fn byte_stream_without_a_webhook_is_stored_and_the_device_gets_nothing_bac
 async fn byte_stream_channel_without_end_char_fails_saying_so() {
     let w = world().await;
     let mut events = w.agent.events();
-    let address = format!("tcp://127.0.0.1:{}?startChar=%02", free_port());
-    add_channel(&w, "raw", &address).await;
+    add_channel(&w, "raw", "tcp://127.0.0.1:0?startChar=%02").await;
     let failed = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             if let Ok(Event::ChannelFailed { name, error }) = events.recv().await
@@ -377,11 +375,11 @@ async fn byte_stream_channel_without_end_char_fails_saying_so() {
 #[tokio::test]
 async fn analyzer_message_is_stored_before_its_last_frame_is_acknowledged() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let channel_port = free_port();
-    let mut bundle = bundle(free_port(), channel_port);
-    bundle["entry"][3]["resource"]["address"] = format!("astm://127.0.0.1:{channel_port}").into();
+    let mut bundle = bundle(0, 0);
+    bundle["entry"][3]["resource"]["address"] = "astm://127.0.0.1:0".into();
     let relay = start_relay("127.0.0.1:0", None, &bundle, Duration::from_secs(3600)).await;
     let agent = start_agent(agent_config(&relay.base_url(), tmp("agent"))).await;
+    let channel_port = channel_port(&agent, "adt-in").await;
     let mut events = agent.events();
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", channel_port))
         .await

@@ -19,13 +19,9 @@ async fn relay_with(channels: &[(&str, &str)]) -> ScriptedRelay {
 
 #[tokio::test]
 async fn devices_are_answered_in_time_while_the_relay_does_not_answer() {
-    let (astm_port, mllp_port) = (free_port(), free_port());
     let relay = relay_with(&[
-        ("lab", &format!("astm://127.0.0.1:{astm_port}")),
-        (
-            "adt",
-            &format!("mllp://127.0.0.1:{mllp_port}?enhanced=true"),
-        ),
+        ("lab", "astm://127.0.0.1:0"),
+        ("adt", "mllp://127.0.0.1:0?enhanced=true"),
     ])
     .await;
     relay.set_mode(Mode::Silent);
@@ -33,6 +29,10 @@ async fn devices_are_answered_in_time_while_the_relay_does_not_answer() {
     // Far longer than E1381's 15 s: a receiver that waited on the relay would miss its timers.
     config.inbound_reply_wait = Duration::from_secs(30);
     let agent = start_agent(config).await;
+    let (astm_port, mllp_port) = (
+        channel_port(&agent, "lab").await,
+        channel_port(&agent, "adt").await,
+    );
 
     // An analyzer sends three messages back to back; each ENQ and frame is answered at once.
     let opts = astm::LinkOptions {
@@ -84,11 +84,11 @@ async fn devices_are_answered_in_time_while_the_relay_does_not_answer() {
 
 #[tokio::test]
 async fn temporary_answers_are_retried_with_backoff_until_each_message_is_stored_once() {
-    let mllp_port = free_port();
-    let relay = relay_with(&[("adt", &format!("mllp://127.0.0.1:{mllp_port}?enhanced=aa"))]).await;
+    let relay = relay_with(&[("adt", "mllp://127.0.0.1:0?enhanced=aa")]).await;
     // The relay's store fails for the next four messages it sees, then recovers.
     relay.set_mode(Mode::Unavailable(4));
     let agent = start_agent(agent_config(&relay.base_url, tmp("agent"))).await;
+    let mllp_port = channel_port(&agent, "adt").await;
     let mut conn = mllp::Connection::connect(
         &format!("127.0.0.1:{mllp_port}"),
         mllp::ClientOptions::default(),

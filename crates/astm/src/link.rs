@@ -64,6 +64,11 @@ pub struct LinkOptions {
     pub max_frame_tries: u32,
     /// Attempts to establish a session before giving up (6).
     pub max_establish_attempts: u32,
+    /// After an ENQ nobody answered within [`LinkOptions::establish_timeout`], bid again after
+    /// the busy backoff (true), or fail the message at once (false: E1381's termination
+    /// phase and nothing more; what a one-shot sender such as `outpost astm send` wants, as a
+    /// peer that does not speak E1381 never answers). A NAK is retried either way.
+    pub retry_unanswered_enq: bool,
     /// Stop sending when the receiver interrupts (and send the whole message again later),
     /// rather than carry on.
     pub honor_interrupt: bool,
@@ -95,6 +100,7 @@ impl Default for LinkOptions {
             interrupt_backoff: Duration::from_secs(15),
             max_frame_tries: 6,
             max_establish_attempts: 6,
+            retry_unanswered_enq: true,
             honor_interrupt: true,
             max_message: 16 * 1024 * 1024,
             require_terminator: true,
@@ -322,7 +328,11 @@ impl Link {
                 // No answer to ENQ: terminate and try again later.
                 self.transmit.push_back(vec![EOT]);
                 self.mode = Mode::Neutral;
-                self.establish_failed(now, Error::Timeout(self.opts.establish_timeout));
+                if self.opts.retry_unanswered_enq {
+                    self.establish_failed(now, Error::Timeout(self.opts.establish_timeout));
+                } else {
+                    self.fail(Error::Timeout(self.opts.establish_timeout));
+                }
             }
             Mode::Sending { deadline, .. } if now >= *deadline => {
                 self.transmit.push_back(vec![EOT]);

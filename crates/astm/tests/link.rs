@@ -362,6 +362,38 @@ fn busy_receiver_and_establishment_timeout() {
 }
 
 #[test]
+fn an_unanswered_enq_fails_at_once_without_retry() {
+    let mut a = Link::new(LinkOptions {
+        retry_unanswered_enq: false,
+        ..opts(Role::Computer)
+    });
+    let start = Instant::now();
+    a.send(MSG, start).unwrap();
+    assert_eq!(a.poll_transmit().unwrap(), [ENQ]);
+    a.handle_timeout(start + Duration::from_secs(14));
+    assert!(a.poll_event().is_none());
+    a.handle_timeout(start + Duration::from_secs(15));
+    assert_eq!(a.poll_transmit().unwrap(), [EOT]);
+    assert!(
+        matches!(a.poll_event(), Some(LinkEvent::Failed(Error::Timeout(d))) if d == Duration::from_secs(15))
+    );
+    assert!(a.poll_transmit().is_none() && a.poll_timeout().is_none());
+    // A NAK (busy) is still retried after the backoff.
+    let mut a = Link::new(LinkOptions {
+        retry_unanswered_enq: false,
+        ..opts(Role::Computer)
+    });
+    a.send(MSG, start).unwrap();
+    a.poll_transmit();
+    a.handle_bytes(&[NAK], start);
+    assert!(a.poll_event().is_none());
+    let t = a.poll_timeout().unwrap();
+    assert_eq!(t - start, Duration::from_secs(10));
+    a.handle_timeout(t);
+    assert_eq!(a.poll_transmit().unwrap(), [ENQ]);
+}
+
+#[test]
 fn frame_timeout_and_receiver_timeout() {
     // The receiver answers ENQ, then falls silent: the sender sends EOT after 15 s and fails.
     let mut a = Link::new(opts(Role::Instrument));

@@ -1,5 +1,6 @@
 //! `outpost agent` and `outpost push`.
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -38,6 +39,12 @@ pub struct AgentArgs {
     /// Directory for the durable inbound queue.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Check the settings and what the relay configures for this agent (log in, read the
+    /// Agent and its channels' Endpoints), print each problem on its own line, and exit: 0
+    /// when it would start cleanly, 2 with problems, 3 relay unreachable, 4 credentials
+    /// refused. Opens nothing.
+    #[arg(long)]
+    check: bool,
 }
 
 pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
@@ -46,30 +53,52 @@ pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
     let env_secret = std::env::var("MEDPLUM_CLIENT_SECRET")
         .ok()
         .filter(|s| !s.is_empty());
-    let flag_secret = match (&args.client_secret, &args.client_secret_file) {
-        (Some(s), _) => Some(s.clone()),
+    let override_secret = match (&args.client_secret, &args.client_secret_file) {
+        (Some(_), _) => None,
         (None, Some(path)) => Some(agent_core::read_secret_file(path)?),
-        (None, None) => None,
+        (None, None) => env_secret,
+    };
+    let implicit = std::path::Path::new("agent.properties");
+    let settings = match &args.config {
+        Some(path) => format!("settings from {}", path.display()),
+        None if implicit.exists() => "settings from ./agent.properties".to_owned(),
+        None => "settings from the flags".to_owned(),
     };
     let mut config = match &args.config {
         Some(path) => AgentConfig::read_file(path)?,
-        None if args.base_url.is_none() && std::path::Path::new("agent.properties").exists() => {
-            AgentConfig::read_file(std::path::Path::new("agent.properties"))?
+        None if implicit.exists() => {
+            // A file found in the current directory and flags must not disagree silently:
+            // refuse, naming both values. Flags the file leaves empty fill it in.
+            let mut config = AgentConfig::read_file(implicit)?;
+            match merge_flags(&mut config, &args) {
+                Ok(()) => config,
+                Err(conflict) => {
+                    eprintln!(
+                        "error: {conflict} in {} (read because --config was not given); \
+                         remove the flag, pass --config to say which file to use, or run from another directory",
+                        std::env::current_dir()
+                            .map(|d| d.join(implicit).display().to_string())
+                            .unwrap_or_else(|_| "./agent.properties".to_owned())
+                    );
+                    return Ok(ExitCode::from(exit::USAGE));
+                }
+            }
         }
         None => AgentConfig {
-            base_url: args.base_url.unwrap_or_default(),
-            client_id: args.client_id.unwrap_or_default(),
-            agent_id: args.agent_id.unwrap_or_default(),
+            base_url: args.base_url.clone().unwrap_or_default(),
+            client_id: args.client_id.clone().unwrap_or_default(),
+            client_secret: args.client_secret.clone().unwrap_or_default(),
+            agent_id: args.agent_id.clone().unwrap_or_default(),
             ..AgentConfig::default()
         },
     };
-    if let Some(secret) = flag_secret.or(env_secret) {
+    if let Some(secret) = override_secret {
         config.client_secret = secret;
     }
     if args.ca_file.is_some() {
-        config.ca_file = args.ca_file;
+        config.ca_file = args.ca_file.clone();
     }
-    if let Some(d) = args.data_dir {
+    if let Some(d) = args.data_dir.clone() {
         config.data_dir = d;
     }
     if let Err(e) = config.validate() {
@@ -78,24 +107,179 @@ pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(exit::USAGE));
     }
+    if args.check {
+        let file = args
+            .config
+            .clone()
+            .or_else(|| implicit.exists().then(|| implicit.to_owned()));
+        let unknown = match &file {
+            Some(path) => agent_core::unknown_property_keys(&std::fs::read_to_string(path)?)
+                .into_iter()
+                .map(|(line, key)| {
+                    format!(
+                        "{} line {line}: {key} is not a key Outpost reads ({})",
+                        path.display(),
+                        agent_core::PROPERTY_KEYS.join(", ")
+                    )
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        return crate::runtime()?.block_on(check(&config, &settings, &unknown));
+    }
     crate::runtime()?.block_on(async {
         let agent = Agent::start(config.clone(), logs)
             .await
             .context("cannot start the agent")?;
         println!(
-            "Agent {} starting; relay {}",
+            "Agent {} starting; relay {} ({settings})",
             config.agent_id,
             config.base()
         );
-        crate::shutdown_signal().await;
+        // One line per channel that starts listening, with the address it bound (an Endpoint
+        // on port 0 gets a free port: this says which).
+        let mut events = agent.events();
+        let mut announced = std::collections::HashSet::new();
+        for (name, bound) in agent.channels().await {
+            println!("Channel {name} listening on {bound}");
+            announced.insert((name, bound));
+        }
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(agent_core::Event::ChannelStarted { name, bound, .. }) => {
+                        if announced.insert((name.clone(), bound)) {
+                            println!("Channel {name} listening on {bound}");
+                        }
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        // Say when the relay is reached, and when it has not been after a few seconds (the
+        // log lines on stderr say why each attempt failed).
+        let announce = async {
+            if !agent.wait_live(Duration::from_secs(5)).await {
+                println!(
+                    "Not connected to {} yet; still trying, with backoff (the log on stderr says why). Device messages are queued meanwhile.",
+                    config.base()
+                );
+                // wait_live is also false at once if the link stopped: do not spin on it.
+                while !agent.wait_live(Duration::from_secs(3600)).await {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            println!("Connected to the relay.");
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            () = crate::shutdown_signal() => {}
+            () = announce => {}
+        }
         agent.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
 }
 
+/// `outpost agent --check`.
+async fn check(
+    config: &AgentConfig,
+    settings: &str,
+    unknown_keys: &[String],
+) -> anyhow::Result<ExitCode> {
+    println!(
+        "Agent {}; relay {} ({settings})",
+        config.agent_id,
+        config.base()
+    );
+    for p in unknown_keys {
+        println!("problem: {p}");
+    }
+    match agent_core::check(config).await {
+        Ok(report) => {
+            for (name, address) in &report.channels {
+                println!("channel {name}: {address}");
+            }
+            for p in &report.problems {
+                println!("problem: {p}");
+            }
+            if report.problems.is_empty() && unknown_keys.is_empty() {
+                println!(
+                    "OK: logged in, {} channel(s) would start",
+                    report.channels.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Ok(ExitCode::from(exit::USAGE))
+            }
+        }
+        Err(e @ agent_core::Error::Config(_)) => {
+            println!("problem: {e}");
+            Ok(ExitCode::from(exit::USAGE))
+        }
+        Err(e) => {
+            let (_, code) = push_failure(&e);
+            println!("problem: {e}");
+            Ok(ExitCode::from(code))
+        }
+    }
+}
+
+/// Fills the settings `config` (read from an implicit `agent.properties`) lacks from the flags;
+/// a flag that disagrees with the file is an error naming both values (never the secret).
+fn merge_flags(config: &mut AgentConfig, args: &AgentArgs) -> Result<(), String> {
+    let fields: [(&str, &str, &Option<String>, &mut String, bool); 4] = [
+        (
+            "--base-url",
+            "baseUrl",
+            &args.base_url,
+            &mut config.base_url,
+            false,
+        ),
+        (
+            "--client-id",
+            "clientId",
+            &args.client_id,
+            &mut config.client_id,
+            false,
+        ),
+        (
+            "--client-secret",
+            "clientSecret",
+            &args.client_secret,
+            &mut config.client_secret,
+            true,
+        ),
+        (
+            "--agent-id",
+            "agentId",
+            &args.agent_id,
+            &mut config.agent_id,
+            false,
+        ),
+    ];
+    for (flag, key, given, value, secret) in fields {
+        let Some(given) = given else { continue };
+        if value.is_empty() {
+            *value = given.clone();
+        } else if flag == "--base-url" && value.trim_end_matches('/') == given.trim_end_matches('/')
+        {
+            continue;
+        } else if value != given {
+            return Err(if secret {
+                format!("{flag} differs from {key}")
+            } else {
+                format!("{flag} {given} disagrees with {key}={value}")
+            });
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, Args)]
 pub struct PushArgs {
-    /// The Agent id (or `Agent/<id>`).
+    /// The Agent: its id, `Agent/<id>`, or `Agent?identifier=[system|]value`.
     agent: String,
     /// `Device/<id>`, `Device?identifier=...`, or a host for `x-application/ping`.
     #[arg(long)]
@@ -131,6 +315,28 @@ pub struct PushArgs {
     /// A PEM CA certificate to trust for the relay, besides the system roots.
     #[arg(long)]
     ca_file: Option<PathBuf>,
+    /// Print the outcome as one JSON object (for scripts): `outcome` (`answered`, `sent`,
+    /// `negative`, `unauthorized`, `no-answer`, `usage`), `agent`, `destination`, and
+    /// `contentType` and `body` of the answer, or `error`.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `push --json`.
+fn push_json(args: &PushArgs, outcome: &str, answer: Option<(&str, &str)>, error: Option<&str>) {
+    let mut o = serde_json::json!({
+        "outcome": outcome,
+        "agent": args.agent,
+        "destination": args.destination,
+    });
+    if let Some((content_type, body)) = answer {
+        o["contentType"] = content_type.into();
+        o["body"] = body.into();
+    }
+    if let Some(e) = error {
+        o["error"] = e.into();
+    }
+    println!("{o}");
 }
 
 pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
@@ -142,30 +348,106 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
                 // A DICOM file travels base64-encoded in the JSON body.
                 use base64::Engine;
                 base64::engine::general_purpose::STANDARD.encode(&bytes)
+            } else if bytes.get(128..132) == Some(b"DICM") {
+                // Part 10: a 128-byte preamble, then "DICM".
+                eprintln!(
+                    "error: {} is a DICOM file (\"DICM\" after its 128-byte preamble), sent as {}: add --content-type {} to send it with C-STORE",
+                    f.display(),
+                    args.content_type,
+                    agent_protocol::CONTENT_TYPE_DICOM
+                );
+                return Ok(ExitCode::from(exit::USAGE));
             } else {
-                String::from_utf8(bytes)
-                    .with_context(|| format!("{} is not UTF-8 text", f.display()))?
+                match String::from_utf8(bytes) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        eprintln!(
+                            "error: {} is not UTF-8 text (invalid byte at offset {}), which {} needs; binary files go as {}",
+                            f.display(),
+                            e.utf8_error().valid_up_to(),
+                            args.content_type,
+                            agent_protocol::CONTENT_TYPE_DICOM
+                        );
+                        return Ok(ExitCode::from(exit::USAGE));
+                    }
+                }
             }
         }
         _ => unreachable!("clap requires one of --body and --file"),
     };
     let tls = agent_core::client_config(args.ca_file.as_deref())?;
-    let client = RelayClient::new(&args.base_url, &args.client_id, &args.client_secret, tls)?;
+    let client = match RelayClient::new(&args.base_url, &args.client_id, &args.client_secret, tls) {
+        Ok(c) => c,
+        Err(agent_core::Error::Config(e)) => {
+            eprintln!("error: --base-url: {e}");
+            return Ok(ExitCode::from(exit::USAGE));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let opts = PushOptions {
         wait_for_response: args.wait,
         wait_timeout: args.wait_timeout_ms.map(Duration::from_millis),
         return_ack: args.return_ack.clone(),
     };
-    let result = crate::runtime()?.block_on(client.push_to_agent(
-        &args.agent,
-        &args.destination,
-        &body,
-        &args.content_type,
-        &opts,
-    ));
+    let agent = if args.agent.starts_with("Agent?") || args.agent.starts_with("Agent/") {
+        args.agent.clone()
+    } else {
+        format!("Agent/{}", args.agent)
+    };
+    let result = crate::runtime()?.block_on(async {
+        let push = client.push_to_agent(
+            &args.agent,
+            &args.destination,
+            &body,
+            &args.content_type,
+            &opts,
+        );
+        // A wait of up to 55 s says what it waits for, on a terminal only (logs and pipes stay
+        // clean).
+        if !(args.wait && std::io::stderr().is_terminal()) {
+            return push.await;
+        }
+        let within = opts.wait_timeout.unwrap_or(Duration::from_secs(10));
+        let progress = WaitProgress::start(
+            format!(
+                "waiting for the answer of {} through {agent}",
+                args.destination
+            ),
+            within,
+        );
+        let result = push.await;
+        progress.stop().await;
+        result
+    });
+    if args.json {
+        let (outcome, answer, error, code) = match &result {
+            Ok(PushAnswer::Delivered) => ("sent", None, None, exit::OK),
+            Ok(PushAnswer::Answer { content_type, body }) => (
+                "answered",
+                Some((content_type.as_str(), body.as_str())),
+                None,
+                exit::OK,
+            ),
+            Err(e) => {
+                let (outcome, code) = push_failure(e);
+                let text = match e {
+                    agent_core::Error::Push { text, .. } => text.clone(),
+                    other => other.to_string(),
+                };
+                (outcome, None, Some(text), code)
+            }
+        };
+        push_json(&args, outcome, answer, error.as_deref());
+        return Ok(ExitCode::from(code));
+    }
     match result {
         Ok(PushAnswer::Delivered) => {
-            println!("Delivered to the agent.");
+            // "All OK" without waiting confirms the relay's side only: say so.
+            println!("Sent: the relay wrote the message to {agent}'s connection.");
+            println!(
+                "Not confirmed: delivery to {}; the agent logs why when it cannot deliver. Add --wait for the device's answer.",
+                args.destination
+            );
             Ok(ExitCode::SUCCESS)
         }
         Ok(PushAnswer::Answer { content_type, body }) => {
@@ -183,8 +465,64 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(exit::NEGATIVE))
         }
         Err(e) => {
+            let (outcome, code) = push_failure(&e);
             eprintln!("error: {e}");
-            Ok(ExitCode::from(exit::NO_ANSWER))
+            if outcome == "unauthorized" {
+                eprintln!(
+                    "hint: check --client-id and --client-secret (or MEDPLUM_CLIENT_ID and MEDPLUM_CLIENT_SECRET)"
+                );
+            }
+            Ok(ExitCode::from(code))
         }
+    }
+}
+
+/// What kind of failure a push error is, and its exit code.
+fn push_failure(e: &agent_core::Error) -> (&'static str, u8) {
+    match e {
+        agent_core::Error::AgentName(_) => ("usage", exit::USAGE),
+        agent_core::Error::Push { .. } => ("negative", exit::NEGATIVE),
+        agent_core::Error::Unauthorized => ("unauthorized", exit::AUTH),
+        // OAuth's token endpoint answers 400 invalid_client or 401 to wrong credentials.
+        agent_core::Error::Login {
+            status: 400 | 401 | 403,
+            ..
+        }
+        | agent_core::Error::Status {
+            status: 401 | 403, ..
+        } => ("unauthorized", exit::AUTH),
+        _ => ("no-answer", exit::NO_ANSWER),
+    }
+}
+
+/// A line on stderr, redrawn each second while a push waits: what for, for how long so far.
+struct WaitProgress {
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl WaitProgress {
+    fn start(what: String, within: Duration) -> WaitProgress {
+        let ticker = tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                eprint!(
+                    "\r{what}: {} s (the relay waits up to {} s) ",
+                    started.elapsed().as_secs(),
+                    within.as_secs()
+                );
+                let _ = std::io::stderr().flush();
+            }
+        });
+        WaitProgress { ticker }
+    }
+
+    async fn stop(self) {
+        self.ticker.abort();
+        // Once the task is gone, nothing can draw after the line is cleared.
+        let _ = self.ticker.await;
+        eprint!("\r\x1b[2K");
+        let _ = std::io::stderr().flush();
     }
 }

@@ -1,11 +1,15 @@
 //! `outpost astm listen|send`.
 
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::ExitCode;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use astm::{Connection, LinkOptions, Message, Role};
 use clap::{Subcommand, ValueEnum};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::exit;
 
@@ -58,6 +62,13 @@ pub enum AstmCommand {
         /// This side's role on the link.
         #[arg(long, value_enum, default_value = "computer")]
         role: RoleArg,
+        /// How long to wait for the connection, for the answer to ENQ and for each frame's
+        /// acknowledgement (E1381: 15 s). An ENQ nobody answers ends the send.
+        #[arg(long, default_value_t = 15_000)]
+        timeout_ms: u64,
+        /// Print each step of the exchange on stderr: what was sent and what it waits for.
+        #[arg(short, long)]
+        verbose: bool,
     },
 }
 
@@ -72,6 +83,8 @@ pub fn run(cmd: AstmCommand) -> anyhow::Result<ExitCode> {
             file,
             generate_example,
             role,
+            timeout_ms,
+            verbose,
         } => {
             let text = match (file, generate_example) {
                 (Some(f), _) => {
@@ -95,7 +108,12 @@ pub fn run(cmd: AstmCommand) -> anyhow::Result<ExitCode> {
                 eprintln!("error: not an ASTM message: {e}");
                 return Ok(ExitCode::from(exit::USAGE));
             }
-            crate::runtime()?.block_on(send(&host, port, &message, records.len(), role.into()))
+            let how = SendOptions {
+                role: role.into(),
+                timeout: Duration::from_millis(timeout_ms),
+                verbose,
+            };
+            crate::runtime()?.block_on(send(&host, port, &message, records.len(), &how))
         }
     }
 }
@@ -165,28 +183,54 @@ fn print_message(m: &[u8]) {
     let _ = out.flush();
 }
 
+/// How `outpost astm send` runs.
+struct SendOptions {
+    role: Role,
+    timeout: Duration,
+    verbose: bool,
+}
+
 async fn send(
     host: &str,
     port: u16,
     message: &[u8],
     records: usize,
-    role: Role,
+    how: &SendOptions,
 ) -> anyhow::Result<ExitCode> {
-    let mut conn = match astm::connect(
-        &format!("{host}:{port}"),
-        LinkOptions {
-            role,
-            ..LinkOptions::default()
-        },
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: cannot connect to {host}:{port}: {e}");
-            return Ok(ExitCode::from(exit::NO_ANSWER));
-        }
+    let addr = format!("{host}:{port}");
+    let ms = how.timeout.as_millis();
+    if how.verbose {
+        eprintln!("connecting to {addr} (waiting up to {ms} ms)");
+    }
+    let stream =
+        match tokio::time::timeout(how.timeout, tokio::net::TcpStream::connect(&addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                eprintln!("error: cannot connect to {addr}: {e}");
+                return Ok(ExitCode::from(exit::NO_ANSWER));
+            }
+            Err(_) => {
+                eprintln!("error: cannot connect to {addr}: no answer within {ms} ms");
+                return Ok(ExitCode::from(exit::NO_ANSWER));
+            }
+        };
+    let _ = stream.set_nodelay(true);
+    let opts = LinkOptions {
+        role: how.role,
+        establish_timeout: how.timeout,
+        frame_timeout: how.timeout,
+        // One-shot: a peer that does not answer ENQ will not answer the next one either.
+        retry_unanswered_enq: false,
+        ..LinkOptions::default()
     };
+    let mut conn = Connection::new(
+        Tap {
+            io: stream,
+            on: how.verbose,
+            ms,
+        },
+        opts,
+    );
     match conn.send(message).await {
         Ok(()) => {
             let s = conn.link().stats();
@@ -197,13 +241,112 @@ async fn send(
             );
             Ok(ExitCode::SUCCESS)
         }
+        Err(astm::Error::Timeout(_)) if conn.link().stats().frames_sent == 0 => {
+            eprintln!(
+                "error: {addr} did not answer ENQ within {ms} ms: is it an ASTM E1381 receiver? (-v shows the exchange)"
+            );
+            Ok(ExitCode::from(exit::NO_ANSWER))
+        }
         Err(e @ (astm::Error::Timeout(_) | astm::Error::Closed | astm::Error::Io(_))) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {addr}: {e}");
             Ok(ExitCode::from(exit::NO_ANSWER))
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {addr}: {e}");
             Ok(ExitCode::from(exit::NEGATIVE))
         }
+    }
+}
+
+/// The stream under `astm send`, telling on stderr (with `-v`) what went out, what came back
+/// and what the link waits for. It only watches: the link itself decides everything.
+struct Tap<S> {
+    io: S,
+    on: bool,
+    ms: u128,
+}
+
+impl<S> Tap<S> {
+    fn sent(&self, buf: &[u8]) {
+        if !self.on {
+            return;
+        }
+        match buf {
+            [astm::frame::ENQ] => eprintln!(
+                "-> ENQ; waiting up to {} ms for ACK (go) or NAK (busy)",
+                self.ms
+            ),
+            [astm::frame::EOT] => eprintln!("-> EOT"),
+            [astm::frame::ACK] => eprintln!("-> ACK"),
+            [astm::frame::NAK] => eprintln!("-> NAK"),
+            [astm::frame::STX, fn_digit, ..] => eprintln!(
+                "-> frame {} ({} bytes); waiting up to {} ms for ACK",
+                char::from(*fn_digit),
+                buf.len(),
+                self.ms
+            ),
+            other => eprintln!("-> {} bytes", other.len()),
+        }
+    }
+
+    fn received(&self, buf: &[u8]) {
+        if !self.on {
+            return;
+        }
+        match buf {
+            [astm::frame::ACK] => eprintln!("<- ACK"),
+            [astm::frame::NAK] => eprintln!("<- NAK"),
+            [astm::frame::ENQ] => eprintln!("<- ENQ"),
+            [astm::frame::EOT] => eprintln!("<- EOT"),
+            other => eprintln!(
+                "<- {} bytes: {:?}",
+                other.len(),
+                String::from_utf8_lossy(&other[..other.len().min(64)])
+            ),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tap<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            let got = &buf.filled()[before..];
+            if got.is_empty() {
+                if self.on {
+                    eprintln!("<- connection closed");
+                }
+            } else {
+                self.received(got);
+            }
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.sent(&buf[..n]);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

@@ -63,6 +63,9 @@ pub enum DicomCommand {
     Echo {
         #[command(flatten)]
         assoc: AssocArgs,
+        /// Print the outcome as one JSON object (for scripts).
+        #[arg(long)]
+        json: bool,
     },
     /// C-STORE files (directories are read recursively) over one association, each in its own
     /// transfer syntax or converted without loss to one the SCP accepts.
@@ -75,6 +78,9 @@ pub enum DicomCommand {
         /// Say how each file was read and sent (no meta header, conversions, padding).
         #[arg(short, long)]
         verbose: bool,
+        /// Print one JSON object with a result per file (for scripts) instead of lines.
+        #[arg(long)]
+        json: bool,
     },
     /// A storage SCP (like dcmtk's storescp): accept C-ECHO and C-STORE, write each object as
     /// a Part 10 file `<SOP Instance UID>.dcm`, print a line per stored instance.
@@ -116,12 +122,13 @@ pub enum DicomCommand {
 pub fn run(cmd: DicomCommand) -> anyhow::Result<ExitCode> {
     let rt = crate::runtime()?;
     match cmd {
-        DicomCommand::Echo { assoc } => rt.block_on(echo(&assoc)),
+        DicomCommand::Echo { assoc, json } => rt.block_on(echo(&assoc, json)),
         DicomCommand::Store {
             assoc,
             paths,
             verbose,
-        } => rt.block_on(store(&assoc, &paths, verbose)),
+            json,
+        } => rt.block_on(store(&assoc, &paths, verbose, json)),
         DicomCommand::Listen {
             port,
             bind,
@@ -165,26 +172,74 @@ async fn connect(args: &AssocArgs, proposals: &[Proposal]) -> Result<Association
         })
 }
 
-async fn echo(args: &AssocArgs) -> anyhow::Result<ExitCode> {
+/// `dicom echo --json`: `{calledAeTitle, address, ok, status, statusText, ms}`, and `error`
+/// when there was no C-ECHO response.
+fn echo_json(args: &AssocArgs, status: Option<dicom_net::Status>, error: Option<String>, ms: u128) {
+    let mut o = serde_json::json!({
+        "calledAeTitle": args.called_aet,
+        "address": args.addr(),
+        "ok": status.is_some_and(|s| s.is_ok()),
+        "ms": ms,
+    });
+    if let Some(s) = status {
+        o["status"] = format!("0x{:04X}", s.0).into();
+        o["statusText"] = s.name().into();
+    }
+    if let Some(e) = error {
+        o["error"] = e.into();
+    }
+    println!("{o}");
+}
+
+async fn echo(args: &AssocArgs, json: bool) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let mut a = match connect(args, &[Proposal::verification()]).await {
-        Ok(a) => a,
-        Err(code) => return Ok(code),
-    };
+    let ms = || started.elapsed().as_millis();
+    let mut a =
+        match Association::connect(args.addr(), &args.options(), &[Proposal::verification()]).await
+        {
+            Ok(a) => a,
+            Err(e) if json => {
+                echo_json(args, None, Some(format!("association: {e}")), ms());
+                return Ok(ExitCode::from(code_for(&e)));
+            }
+            Err(e) => {
+                return Ok(fail(
+                    &e,
+                    &format!("association with {} ({})", args.called_aet, args.addr()),
+                ));
+            }
+        };
     if !a.contexts()[0].accepted() {
-        eprintln!(
-            "error: {} does not accept Verification: {}",
+        let why = format!(
+            "{} does not accept Verification: {}",
             args.called_aet,
             a.contexts()[0].result_text()
         );
+        if json {
+            echo_json(args, None, Some(why), ms());
+        } else {
+            eprintln!("error: {why}");
+        }
         a.abort().await;
         return Ok(ExitCode::from(exit::NEGATIVE));
     }
     let status = match a.echo().await {
         Ok(s) => s,
+        Err(e) if json => {
+            echo_json(args, None, Some(format!("C-ECHO: {e}")), ms());
+            return Ok(ExitCode::from(code_for(&e)));
+        }
         Err(e) => return Ok(fail(&e, "C-ECHO")),
     };
     let _ = a.release().await;
+    if json {
+        echo_json(args, Some(status), None, ms());
+        return Ok(if status.is_ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(exit::NEGATIVE)
+        });
+    }
     if status.is_ok() {
         println!(
             "C-ECHO {} at {}: {} ({} ms)",
@@ -262,7 +317,17 @@ impl Progress {
     }
 }
 
-async fn store(args: &AssocArgs, paths: &[PathBuf], verbose: bool) -> anyhow::Result<ExitCode> {
+/// One file's outcome in `dicom store --json`.
+fn file_json(f: &Path, outcome: &str) -> Json {
+    serde_json::json!({"file": f.display().to_string(), "outcome": outcome})
+}
+
+async fn store(
+    args: &AssocArgs,
+    paths: &[PathBuf],
+    verbose: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let files = match collect_files(paths) {
         Ok(f) if !f.is_empty() => f,
         Ok(_) => {
@@ -275,6 +340,8 @@ async fn store(args: &AssocArgs, paths: &[PathBuf], verbose: bool) -> anyhow::Re
         }
     };
     let mut out = std::io::stdout().lock();
+    // With --json, each file's outcome is kept here and printed once at the end.
+    let mut results: Vec<Json> = Vec::new();
     let mut failed = 0usize;
     let mut worst = 0u8;
     // Files that cannot be read as DICOM are reported (with why) and skipped; the rest are
@@ -284,7 +351,13 @@ async fn store(args: &AssocArgs, paths: &[PathBuf], verbose: bool) -> anyhow::Re
         let obj = match dicom_net::inspect_file(f).await {
             Ok(o) => o,
             Err(e) => {
-                writeln!(out, "FAILED   {}: {e}", f.display())?;
+                if json {
+                    let mut r = file_json(f, "failed");
+                    r["error"] = e.to_string().into();
+                    results.push(r);
+                } else {
+                    writeln!(out, "FAILED   {}: {e}", f.display())?;
+                }
                 failed += 1;
                 worst = worst.max(code_for(&e));
                 continue;
@@ -309,32 +382,84 @@ async fn store(args: &AssocArgs, paths: &[PathBuf], verbose: bool) -> anyhow::Re
         members.push(f.clone());
     }
     let progress = Progress {
-        on: std::io::stderr().is_terminal(),
+        on: !json && std::io::stderr().is_terminal(),
         total: files.len(),
         started: Instant::now(),
     };
     let (mut stored, mut bytes, mut done) = (0usize, 0u64, failed);
     for (proposals, members) in &groups {
-        let mut assoc = match Association::connect(args.addr(), &args.options(), proposals).await {
-            Ok(a) => Some(a),
-            Err(e) => {
-                progress.clear();
-                eprintln!(
-                    "error: association with {} ({}): {e}",
-                    args.called_aet,
-                    args.addr()
-                );
-                worst = worst.max(code_for(&e));
-                None
-            }
-        };
+        // Why the association failed goes on every file's line: that is where one looks.
+        let (mut assoc, no_assoc) =
+            match Association::connect(args.addr(), &args.options(), proposals).await {
+                Ok(a) => (Some(a), String::new()),
+                Err(e) => {
+                    progress.clear();
+                    let why = format!(
+                        "no association with {} ({}): {e}",
+                        args.called_aet,
+                        args.addr()
+                    );
+                    if !json {
+                        eprintln!("error: {why}");
+                    }
+                    worst = worst.max(code_for(&e));
+                    (None, why)
+                }
+            };
         for f in members {
             let result = match assoc.as_mut() {
                 Some(a) => a.store_file(f).await,
-                None => Err(Error::Protocol("no association".into())),
+                None => {
+                    done += 1;
+                    failed += 1;
+                    progress.clear();
+                    if json {
+                        let mut r = file_json(f, "failed");
+                        r["error"] = format!("not sent: {no_assoc}").into();
+                        results.push(r);
+                        continue;
+                    }
+                    writeln!(out, "FAILED   {}: not sent: {no_assoc}", f.display())?;
+                    out.flush()?;
+                    progress.draw(done, bytes);
+                    continue;
+                }
             };
             done += 1;
             progress.clear();
+            if json {
+                match &result {
+                    Ok(r) => {
+                        let ok = r.status.is_ok();
+                        let mut o = file_json(f, if ok { "stored" } else { "failed" });
+                        if let (Some(obj), Json::Object(report)) =
+                            (o.as_object_mut(), dicom_net::store_json(r))
+                        {
+                            obj.extend(report);
+                        }
+                        o["warnings"] = r.warnings.clone().into();
+                        if let Some(c) = &r.error_comment {
+                            o["errorComment"] = c.clone().into();
+                        }
+                        if ok {
+                            stored += 1;
+                            bytes += r.bytes;
+                        } else {
+                            failed += 1;
+                            worst = worst.max(exit::NEGATIVE);
+                        }
+                        results.push(o);
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        worst = worst.max(code_for(e));
+                        let mut o = file_json(f, "failed");
+                        o["error"] = e.to_string().into();
+                        results.push(o);
+                    }
+                }
+                continue;
+            }
             match result {
                 Ok(r) if r.status.is_ok() => {
                     stored += 1;
@@ -398,6 +523,21 @@ async fn store(args: &AssocArgs, paths: &[PathBuf], verbose: bool) -> anyhow::Re
     }
     progress.clear();
     let secs = progress.started.elapsed().as_secs_f64();
+    if json {
+        let summary = serde_json::json!({
+            "files": results,
+            "stored": stored,
+            "failed": failed,
+            "bytes": bytes,
+            "seconds": secs,
+        });
+        writeln!(out, "{summary}")?;
+        return Ok(if failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(worst.max(exit::NEGATIVE))
+        });
+    }
     writeln!(
         out,
         "Stored {stored} of {} files ({:.1} MB in {:.2} s, {:.1} MB/s){}",
@@ -509,6 +649,9 @@ async fn find(
         };
         loop {
             match f.next().await {
+                // Matches the SCP sent before it saw the C-CANCEL are read and dropped:
+                // `--limit N` prints at most N.
+                Ok(Some(_)) if limit.is_some_and(|l| n >= l) => continue,
                 Ok(Some(m)) => {
                     n += 1;
                     if json {

@@ -66,6 +66,10 @@ pub enum Hl7Command {
         /// the AA/AE/AR.
         #[arg(long, default_value = "first")]
         return_ack: ReturnAck,
+        /// Print the outcome as one JSON object (for scripts): `ok`, `ackCode` (MSA-1),
+        /// `controlId` (MSA-2), `text` (MSA-3), `ack` (segments separated by `\r`), `error`.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -94,6 +98,7 @@ pub fn run(cmd: Hl7Command) -> anyhow::Result<ExitCode> {
             encoding,
             timeout_ms,
             return_ack,
+            json,
         } => {
             let charset = charset(encoding.as_deref())?;
             let text = match (body, file, generate_example) {
@@ -116,7 +121,7 @@ pub fn run(cmd: Hl7Command) -> anyhow::Result<ExitCode> {
                 return_ack,
                 ..ClientOptions::default()
             };
-            crate::runtime()?.block_on(send(&host, port, &wire, opts, charset))
+            crate::runtime()?.block_on(send(&host, port, &wire, opts, charset, json))
         }
     }
 }
@@ -189,10 +194,22 @@ async fn send(
     message: &[u8],
     opts: ClientOptions,
     charset: Option<Charset>,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
     // Fail on bad input before connecting.
     if let Err(e) = Message::parse(message) {
-        eprintln!("error: the message is not HL7 v2: {e}");
+        if json {
+            println!(
+                "{}",
+                send_json(
+                    None,
+                    Some(&format!("the message is not HL7 v2: {e}")),
+                    charset
+                )
+            );
+        } else {
+            eprintln!("error: the message is not HL7 v2: {e}");
+        }
         return Ok(ExitCode::from(exit::USAGE));
     }
     let addr = format!("{host}:{port}");
@@ -201,6 +218,28 @@ async fn send(
         Err(e) => Err(e),
     };
     let mut out = std::io::stdout().lock();
+    if json {
+        let (ack, error, code) = match &result {
+            Ok(ack) => (Some(ack.bytes().to_vec()), None, ExitCode::SUCCESS),
+            Err(mllp::Error::Negative {
+                ack, description, ..
+            }) => (
+                Some(ack.to_vec()),
+                Some(description.clone()),
+                ExitCode::from(exit::NEGATIVE),
+            ),
+            Err(e @ (mllp::Error::Hl7(_) | mllp::Error::MissingControlId)) => {
+                (None, Some(e.to_string()), ExitCode::from(exit::USAGE))
+            }
+            Err(e) => (None, Some(e.to_string()), ExitCode::from(exit::NO_ANSWER)),
+        };
+        writeln!(
+            out,
+            "{}",
+            send_json(ack.as_deref(), error.as_deref(), charset)
+        )?;
+        return Ok(code);
+    }
     match result {
         Ok(ack) => {
             print_segments(&mut out, &ack.message()?, charset)?;
@@ -224,6 +263,31 @@ async fn send(
             Ok(ExitCode::from(exit::NO_ANSWER))
         }
     }
+}
+
+/// `hl7 send --json`: what the receiver answered (when it did) and what went wrong.
+fn send_json(
+    ack: Option<&[u8]>,
+    error: Option<&str>,
+    charset: Option<Charset>,
+) -> serde_json::Value {
+    let mut o = serde_json::json!({"ok": ack.is_some() && error.is_none()});
+    if let Some(Ok(msg)) = ack.map(Message::parse) {
+        let cs = charset.unwrap_or(msg.charset());
+        let field = |path: &str| msg.get(path).ok().map(|v| cs.decode(v.raw()).into_owned());
+        o["ackCode"] = field("MSA-1").into();
+        o["controlId"] = field("MSA-2").into();
+        o["text"] = field("MSA-3").into();
+        let segments: Vec<String> = msg
+            .segments()
+            .map(|s| cs.decode(s.raw()).into_owned())
+            .collect();
+        o["ack"] = segments.join("\r").into();
+    }
+    if let Some(e) = error {
+        o["error"] = e.into();
+    }
+    o
 }
 
 fn read_input(file: &PathBuf) -> anyhow::Result<Vec<u8>> {

@@ -18,12 +18,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Exit codes shared by the commands.
 mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
     /// The peer answered negatively (NAK, rejection).
     pub const NEGATIVE: u8 = 1;
     /// Bad usage or input.
     pub const USAGE: u8 = 2;
     /// No answer: connection refused, timeout, connection closed.
     pub const NO_ANSWER: u8 = 3;
+    /// The relay refused the credentials (login failed, 401, 403).
+    pub const AUTH: u8 = 4;
 }
 
 /// Long-running services log what they do; one-shot commands only warnings.
@@ -64,6 +68,8 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+use std::ffi::OsString;
+
 use clap::{Parser, Subcommand};
 
 /// Outpost: reach HL7 v2, ASTM and DICOM devices on a local network from the cloud.
@@ -72,6 +78,15 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr as text or as one JSON object each (for log collectors).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,21 +110,76 @@ enum Command {
     Demo,
 }
 
+/// dcmtk's spellings on `outpost dicom`, which clap cannot express (single-dash long options):
+/// `-aet X` and `-aec X` name the calling and called AE titles, `find -P|-S|-W` picks the
+/// Patient Root, Study Root or Modality Worklist model, `-d` logs at debug level and `-v` at
+/// info level (`store -v` keeps its own meaning). Returns the arguments as clap reads them and
+/// the log level asked for.
+fn dcmtk_spellings(args: Vec<OsString>) -> (Vec<OsString>, Option<&'static str>) {
+    if args.get(1).is_none_or(|a| a != "dicom") {
+        return (args, None);
+    }
+    let sub = args.get(2).cloned().unwrap_or_default();
+    let mut level = None;
+    let mut out: Vec<OsString> = args[..args.len().min(3)].to_vec();
+    let mut rest = args.into_iter().skip(3);
+    for a in rest.by_ref() {
+        let Some(flag) = a.to_str() else {
+            out.push(a);
+            continue;
+        };
+        match (sub.to_str().unwrap_or_default(), flag) {
+            (_, "--") => {
+                out.push(a);
+                break;
+            }
+            (_, "-aet") => out.push("--calling-aet".into()),
+            (_, "-aec") => out.push("--called-aet".into()),
+            ("find", "-P") => out.push("--model=patient".into()),
+            ("find", "-S") => out.push("--model=study".into()),
+            ("find", "-W") => out.push("--model=worklist".into()),
+            (_, "-d") => level = Some("debug"),
+            (sub, "-v") if sub != "store" => level = level.or(Some("info")),
+            _ => out.push(a),
+        }
+    }
+    out.extend(rest);
+    (out, level)
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let (args, dcmtk_level) = dcmtk_spellings(std::env::args_os().collect());
+    let cli = Cli::parse_from(args);
     // Logs to stderr; the agent also keeps its recent lines for `$fetch-logs`.
     let logs = agent_core::LogBuffer::new();
     {
         use tracing_subscriber::prelude::*;
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_level(&cli)));
-        tracing_subscriber::registry()
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                    .with_filter(filter),
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(
+                dcmtk_level.unwrap_or_else(|| default_log_level(&cli)),
             )
+        });
+        let (text, json) = match cli.log_format {
+            LogFormat::Text => (
+                Some(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::stderr)
+                        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+                ),
+                None,
+            ),
+            LogFormat::Json => (
+                None,
+                Some(
+                    tracing_subscriber::fmt::layer()
+                        .json()
+                        .with_writer(std::io::stderr),
+                ),
+            ),
+        };
+        tracing_subscriber::registry()
+            .with(text.with_filter(filter.clone()))
+            .with(json.with_filter(filter))
             .with(agent_core::LogLayer::new(logs.clone()))
             .init();
     }
@@ -137,5 +207,69 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(args: &[&str]) -> (Vec<String>, Option<&'static str>) {
+        let (out, level) = dcmtk_spellings(args.iter().map(OsString::from).collect());
+        let out = out.into_iter().map(|a| a.into_string().unwrap()).collect();
+        (out, level)
+    }
+
+    #[test]
+    fn dcmtk_spellings_become_outposts() {
+        let (args, level) = rewrite(&[
+            "outpost", "dicom", "find", "-aet", "ME", "-aec", "PACS", "-W", "-d", "h", "104",
+        ]);
+        assert_eq!(
+            args,
+            [
+                "outpost",
+                "dicom",
+                "find",
+                "--calling-aet",
+                "ME",
+                "--called-aet",
+                "PACS",
+                "--model=worklist",
+                "h",
+                "104"
+            ]
+        );
+        assert_eq!(level, Some("debug"));
+        let (args, level) = rewrite(&[
+            "outpost", "dicom", "store", "-v", "-aet", "A", "h", "1", "x.dcm",
+        ]);
+        assert_eq!(
+            args,
+            [
+                "outpost",
+                "dicom",
+                "store",
+                "-v",
+                "--calling-aet",
+                "A",
+                "h",
+                "1",
+                "x.dcm"
+            ]
+        );
+        assert_eq!(level, None, "store -v is store's own verbose");
+        let (_, level) = rewrite(&["outpost", "dicom", "echo", "-v", "h", "1"]);
+        assert_eq!(level, Some("info"));
+        // Not dicom, or after `--`: untouched.
+        let (args, _) = rewrite(&["outpost", "hl7", "send", "-aet"]);
+        assert_eq!(args, ["outpost", "hl7", "send", "-aet"]);
+        let (args, _) = rewrite(&["outpost", "dicom", "store", "h", "1", "--", "-aet"]);
+        assert_eq!(args, ["outpost", "dicom", "store", "h", "1", "--", "-aet"]);
+        // -P means Patient Root only on find.
+        let (args, _) = rewrite(&["outpost", "dicom", "find", "-P", "h", "1"]);
+        assert_eq!(args[3], "--model=patient");
+        let (args, _) = rewrite(&["outpost", "dicom", "echo", "-P"]);
+        assert_eq!(args[3], "-P");
     }
 }

@@ -59,9 +59,90 @@ pub struct ServerArgs {
     /// together).
     #[arg(long, default_value_t = 30)]
     login_failures_per_address: u32,
+    /// Check the settings and the bootstrap bundle (every problem on its own line) and exit:
+    /// 0 when the relay would start with them, 2 otherwise. Binds and stores nothing.
+    #[arg(long)]
+    check: bool,
+}
+
+/// `outpost server --check`: every problem with the settings and the bootstrap bundle.
+fn check(args: &ServerArgs) -> Vec<String> {
+    let mut problems = Vec::new();
+    if args.listen.parse::<std::net::SocketAddr>().is_err()
+        && args
+            .listen
+            .rsplit_once(':')
+            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+    {
+        problems.push(format!("--listen {}: expected HOST:PORT", args.listen));
+    }
+    for (flag, path) in [
+        ("--tls-cert", &args.tls_cert),
+        ("--tls-key", &args.tls_key),
+        ("--backend-ca-file", &args.backend_ca_file),
+    ] {
+        if let Some(p) = path
+            && let Err(e) = std::fs::File::open(p)
+        {
+            problems.push(format!("{flag} {}: {e}", p.display()));
+        }
+    }
+    for (flag, url, schemes) in [
+        (
+            "--database-url",
+            &args.database_url,
+            &["postgres", "postgresql"][..],
+        ),
+        ("--redis-url", &args.redis_url, &["redis", "rediss"][..]),
+        (
+            "--inbound-webhook",
+            &args.inbound_webhook,
+            &["http", "https"][..],
+        ),
+    ] {
+        if let Some(u) = url
+            && !u
+                .split_once("://")
+                .is_some_and(|(scheme, _)| schemes.contains(&scheme))
+        {
+            problems.push(format!(
+                "{flag}: expected a {} URL",
+                schemes
+                    .iter()
+                    .map(|s| format!("{s}://"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ));
+        }
+    }
+    if let Some(path) = &args.bootstrap {
+        match std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("not JSON: {e}")))
+        {
+            Ok(bundle) => problems.extend(
+                relay::check_bundle(&bundle)
+                    .into_iter()
+                    .map(|p| format!("--bootstrap {}: {p}", path.display())),
+            ),
+            Err(e) => problems.push(format!("--bootstrap {}: {e}", path.display())),
+        }
+    }
+    problems
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    if args.check {
+        let problems = check(&args);
+        for p in &problems {
+            println!("problem: {p}");
+        }
+        if problems.is_empty() {
+            println!("OK: the relay would start with these settings");
+            return Ok(ExitCode::SUCCESS);
+        }
+        return Ok(ExitCode::from(crate::exit::USAGE));
+    }
     // As many descriptors as the hard limit allows: the relay caps connections below it.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => tracing::debug!(nofile = n, "file descriptor limit"),

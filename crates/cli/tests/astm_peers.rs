@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{Proc, free_port, outpost, repo, run};
+use support::{Proc, outpost, port_for_peer, repo, run};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -96,7 +96,7 @@ fn python_astm_sender_to_outpost_listen_etb_frames_joined() {
 
 #[test]
 fn outpost_send_to_python_astm_receiver() {
-    let port = free_port();
+    let port = port_for_peer();
     let mut recv = python("OUTPOST_PYASTM", "astm050");
     recv.arg(script("astm_pyastm_recv.py"))
         .arg(port.to_string());
@@ -131,7 +131,7 @@ fn outpost_send_to_python_astm_receiver() {
 
 #[test]
 fn outpost_send_to_labmcp_strict_receiver_long_record() {
-    let port = free_port();
+    let port = port_for_peer();
     let dir = std::env::temp_dir().join(format!("outpost-labmcp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

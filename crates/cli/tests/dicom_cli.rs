@@ -29,7 +29,8 @@ fn echo_ok_and_refused() {
         "{out}"
     );
 
-    let closed = dcmtk::free_port().to_string();
+    let nobody = support::ClosedPort::new();
+    let closed = nobody.port().to_string();
     let (code, _, err) = dicom(&["echo", "127.0.0.1", &closed]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("refused"), "{err}");
@@ -214,6 +215,26 @@ fn store_then_find_through_dcmqrscp() {
     ]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("Match 1"), "{out}");
+    // At most N: matches the SCP sent before it read the C-CANCEL are not printed.
+    assert!(!out.contains("Match 2"), "{out}");
+    assert!(out.contains("1 match ("), "{out}");
+    let (code, out, err) = dicom(&[
+        "find",
+        "127.0.0.1",
+        &port,
+        "--called-aet",
+        "QRSCP",
+        "--model",
+        "patient",
+        "-k",
+        "PatientName",
+        "--limit",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v.as_array().map(Vec::len), Some(1), "{out}");
 
     // No match.
     let (code, out, _) = dicom(&[
@@ -232,6 +253,35 @@ fn store_then_find_through_dcmqrscp() {
     let (code, _, err) = dicom(&["echo", "127.0.0.1", &port, "--called-aet", "WRONG"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("called AE title not recognized"), "{err}");
+
+    // The same with store: each file's FAILED line says why it was not sent (reason and
+    // source of the rejection), not only stderr.
+    let (code, out, err) = dicom(&["store", "127.0.0.1", &port, &a_s, "--called-aet", "WRONG"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("a.dcm"))
+        .unwrap_or_default();
+    assert!(
+        line.starts_with("FAILED")
+            && line.contains("not sent")
+            && line.contains("called AE title not recognized")
+            && line.contains("service user"),
+        "{out}"
+    );
+    // A refused connection, likewise.
+    let nobody = support::ClosedPort::new();
+    let closed = nobody.port().to_string();
+    let (code, out, err) = dicom(&["store", "127.0.0.1", &closed, &a_s]);
+    assert_eq!(code, 3, "{out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("a.dcm"))
+        .unwrap_or_default();
+    assert!(
+        line.starts_with("FAILED") && line.to_lowercase().contains("refused"),
+        "{out}"
+    );
 
     // A bad key is a usage error.
     let (code, _, err) = dicom(&["find", "127.0.0.1", &port, "-k", "NotAKeyword=1"]);

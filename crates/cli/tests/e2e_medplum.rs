@@ -156,7 +156,8 @@ fn canonical_push_example_with_the_medplum_cli() {
 #[test]
 fn outpost_push_reports_failures_with_exit_codes() {
     // No relay at all: exit 3.
-    let port = support::free_port();
+    let nobody = support::ClosedPort::new();
+    let port = nobody.port();
     let mut cmd = outpost();
     cmd.args([
         "push",

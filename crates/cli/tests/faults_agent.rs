@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use scripted::{Mode, ScriptedRelay};
-use support::{Proc, free_port, outpost};
+use support::{Proc, outpost};
 
 const AGENT: &str = "fault-agent";
 const WAIT: Duration = Duration::from_secs(30);
@@ -145,18 +145,6 @@ async fn send_one(port: u16, body: &str) -> (Option<String>, Duration) {
     (code, t.elapsed())
 }
 
-/// Waits for a channel to accept connections.
-async fn wait_listening(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "channel on {port} not listening");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// User + system CPU seconds of a process so far.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -197,15 +185,19 @@ fn count(relay: &ScriptedRelay, acknowledged: &[String]) -> (usize, usize, usize
 async fn fault_01_agent_disk_full() {
     let scratch = Scratch::new("fault01");
     let disk = Tmpfs::mount(&scratch.0.join("data"), "4m");
-    let (orig, aa) = (free_port(), free_port());
     let relay = scripted_relay(&[
-        ("orig", format!("mllp://127.0.0.1:{orig}")),
-        ("aa", format!("mllp://127.0.0.1:{aa}?enhanced=aa")),
+        ("orig", "mllp://127.0.0.1:0".into()),
+        ("aa", "mllp://127.0.0.1:0?enhanced=aa".into()),
     ])
     .await;
     let mut agent = agent(&scratch.0, &disk.path, &relay.base_url, "");
     assert!(relay.wait_connected(Duration::from_secs(30)).await);
-    wait_listening(orig).await;
+    let (orig, aa) = blocking(|| {
+        (
+            agent.channel_port("orig", WAIT),
+            agent.channel_port("aa", WAIT),
+        )
+    });
 
     // Phase A.
     disk.fill_leaving(192 * 1024);
@@ -327,18 +319,15 @@ async fn fault_01_agent_disk_full() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_10_relay_disk_full_answers_503_then_200() {
     let scratch = Scratch::new("fault10");
-    let (aa, lab, orig) = (free_port(), free_port(), free_port());
     let relay = scripted_relay(&[
-        ("aa", format!("mllp://127.0.0.1:{aa}?enhanced=aa")),
-        ("lab", format!("astm://127.0.0.1:{lab}")),
-        ("orig", format!("mllp://127.0.0.1:{orig}")),
+        ("aa", "mllp://127.0.0.1:0?enhanced=aa".into()),
+        ("lab", "astm://127.0.0.1:0".into()),
+        ("orig", "mllp://127.0.0.1:0".into()),
     ])
     .await;
-    let _agent = agent(&scratch.0, &scratch.0.join("data"), &relay.base_url, "");
+    let mut agent = agent(&scratch.0, &scratch.0.join("data"), &relay.base_url, "");
     assert!(relay.wait_connected(Duration::from_secs(30)).await);
-    for p in [aa, lab, orig] {
-        wait_listening(p).await;
-    }
+    let [aa, lab, orig] = blocking(|| ["aa", "lab", "orig"].map(|c| agent.channel_port(c, WAIT)));
     // The relay's store is full: its next twelve answers are 503.
     relay.set_mode(Mode::Unavailable(12));
     let mut acknowledged = Vec::new();
@@ -399,17 +388,17 @@ async fn fault_10_relay_disk_full_answers_503_then_200() {
 async fn restarted_without_the_relay_the_agent_opens_its_channels_and_queues() {
     let scratch = Scratch::new("kind7");
     let data = scratch.0.join("data");
-    let (aa, added) = (free_port(), free_port());
-    let relay = scripted_relay(&[("aa", format!("mllp://127.0.0.1:{aa}?enhanced=aa"))]).await;
+    let relay = scripted_relay(&[("aa", "mllp://127.0.0.1:0?enhanced=aa".into())]).await;
     let mut first = agent(&scratch.0, &data, &relay.base_url, "");
     assert!(relay.wait_connected(Duration::from_secs(30)).await);
-    wait_listening(aa).await;
+    blocking(|| first.channel_port("aa", WAIT));
     // Killed without warning; the relay becomes unreachable.
     kill(&mut first);
     relay.set_down(true);
     let mut second = agent(&scratch.0, &data, &relay.base_url, "");
     blocking(|| second.wait_for("opening the channels of the last configuration seen", WAIT));
-    wait_listening(aa).await;
+    // Port 0 in the Endpoint: the restarted agent's channel says where it listens now.
+    let aa = blocking(|| second.channel_port("aa", WAIT));
     let mut acknowledged = Vec::new();
     for i in 0..5 {
         let body = oru(&format!("OFFLINE{i}"), 100);
@@ -428,8 +417,8 @@ async fn restarted_without_the_relay_the_agent_opens_its_channels_and_queues() {
         let (agent_res, endpoints) = scripted::agent_with(
             AGENT,
             &[
-                ("aa", &format!("mllp://127.0.0.1:{aa}?enhanced=aa")),
-                ("added", &format!("mllp://127.0.0.1:{added}?enhanced=aa")),
+                ("aa", "mllp://127.0.0.1:0?enhanced=aa"),
+                ("added", "mllp://127.0.0.1:0?enhanced=aa"),
             ],
         );
         *relay.script.agent.lock().unwrap() = agent_res;
@@ -447,7 +436,7 @@ async fn restarted_without_the_relay_the_agent_opens_its_channels_and_queues() {
     );
     assert_eq!((stored, lost, duplicated), (5, 0, 0));
     // Reconciled: the channel added while the agent was cut off now runs.
-    wait_listening(added).await;
+    let added = blocking(|| second.channel_port("added", WAIT));
     let (code, _) = send_one(added, &oru("ADDED", 10)).await;
     assert_eq!(code.as_deref(), Some("AA"));
 }
@@ -505,14 +494,10 @@ fn a_damaged_queue_refuses_to_start_with_a_recovery_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_a_low_descriptor_limit_excess_connections_are_closed_at_once() {
     let scratch = Scratch::new("kind9");
-    let ports = [free_port(), free_port(), free_port()];
     let relay = scripted_relay(&[
-        ("c1", format!("mllp://127.0.0.1:{}?enhanced=aa", ports[0])),
-        ("c2", format!("mllp://127.0.0.1:{}?enhanced=aa", ports[1])),
-        (
-            "c3",
-            format!("tcp://127.0.0.1:{}?startChar=%02&endChar=%03", ports[2]),
-        ),
+        ("c1", "mllp://127.0.0.1:0?enhanced=aa".into()),
+        ("c2", "mllp://127.0.0.1:0?enhanced=aa".into()),
+        ("c3", "tcp://127.0.0.1:0?startChar=%02&endChar=%03".into()),
     ])
     .await;
     let props = scratch.0.join("agent.properties");
@@ -535,9 +520,7 @@ async fn at_a_low_descriptor_limit_excess_connections_are_closed_at_once() {
     let mut agent = Proc::spawn("outpost agent (nofile 128)", cmd);
     blocking(|| agent.wait_for("device_connections=64", WAIT));
     assert!(relay.wait_connected(Duration::from_secs(30)).await);
-    for p in ports {
-        wait_listening(p).await;
-    }
+    let ports = blocking(|| ["c1", "c2", "c3"].map(|c| agent.channel_port(c, WAIT)));
     // Forty devices at each channel: 120 connections for a budget of 64.
     let mut held = Vec::new();
     let mut closed_at_once = 0;
@@ -607,25 +590,23 @@ async fn the_soft_descriptor_limit_is_raised_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_relay_process_does_not_hold_up_devices() {
     let scratch = Scratch::new("sigstop");
-    let (port, aa, lab) = (free_port(), free_port(), free_port());
     let bundle = serde_json::json!({"resourceType": "Bundle", "type": "collection", "entry": [
         {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret-0123456"}},
         {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret-0123456",
             "extension": [{"url": "https://outpost.health/fhir/StructureDefinition/allowed-agent", "valueReference": {"reference": format!("Agent/{AGENT}")}}]}},
         {"resource": {"resourceType": "Agent", "id": AGENT, "name": "Faults", "status": "active",
             "channel": [{"name": "aa", "endpoint": {"reference": "Endpoint/aa"}}, {"name": "lab", "endpoint": {"reference": "Endpoint/lab"}}]}},
-        {"resource": {"resourceType": "Endpoint", "id": "aa", "status": "active", "address": format!("mllp://127.0.0.1:{aa}?enhanced=aa")}},
-        {"resource": {"resourceType": "Endpoint", "id": "lab", "status": "active", "address": format!("astm://127.0.0.1:{lab}")}},
+        {"resource": {"resourceType": "Endpoint", "id": "aa", "status": "active", "address": "mllp://127.0.0.1:0?enhanced=aa"}},
+        {"resource": {"resourceType": "Endpoint", "id": "lab", "status": "active", "address": "astm://127.0.0.1:0"}},
     ]});
     std::fs::write(scratch.0.join("bundle.json"), bundle.to_string()).unwrap();
     let mut cmd = outpost();
-    cmd.args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+    cmd.args(["server", "--listen", "127.0.0.1:0", "--data"])
         .arg(scratch.0.join("relay"))
         .arg("--bootstrap")
         .arg(scratch.0.join("bundle.json"));
     let mut relay = Proc::spawn("outpost server", cmd);
-    blocking(|| relay.wait_for("Relay listening on ", WAIT));
-    let base = format!("http://127.0.0.1:{port}/");
+    let base = blocking(|| relay.listening_url(WAIT));
     // A relay answer is awaited for 20 s (original mode); E1381's timers are 15 s.
     let mut agent = agent(
         &scratch.0,
@@ -634,8 +615,12 @@ async fn a_stalled_relay_process_does_not_hold_up_devices() {
         "inboundReplyWaitMs=20000\n",
     );
     blocking(|| agent.wait_for("connected to the relay", WAIT));
-    wait_listening(aa).await;
-    wait_listening(lab).await;
+    let (aa, lab) = blocking(|| {
+        (
+            agent.channel_port("aa", WAIT),
+            agent.channel_port("lab", WAIT),
+        )
+    });
     let pid = relay.child.id().to_string();
     assert!(
         Command::new("kill")

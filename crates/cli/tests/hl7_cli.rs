@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hl7v2::{AckCode, AckError, build_ack};
 use mllp::{Request, Server, ServerOptions, ack_options, acks_for};
-use support::{free_port, outpost, run};
+use support::{ClosedPort, outpost, run};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -78,7 +78,8 @@ fn nak_exits_one_with_the_reason() {
 
 #[test]
 fn refused_exits_three() {
-    let port = free_port();
+    let nobody = ClosedPort::new();
+    let port = nobody.port();
     let (code, _, err) = send(port, &["--generate-example"]);
     assert_eq!(code, 3);
     assert!(
@@ -99,7 +100,8 @@ fn silent_receiver_times_out_and_exits_three() {
 
 #[test]
 fn bad_input_exits_two() {
-    let (code, _, err) = send(free_port(), &["this is not hl7"]);
+    let nobody = ClosedPort::new();
+    let (code, _, err) = send(nobody.port(), &["this is not hl7"]);
     assert_eq!(code, 2);
     assert!(err.contains("not HL7 v2"), "{err}");
 }

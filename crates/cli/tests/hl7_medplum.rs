@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Proc, free_port, medplum, outpost, run};
+use support::{Proc, medplum, outpost, port_for_peer, run};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -19,7 +19,7 @@ fn outpost_listener(extra: &[&str]) -> (Proc, u16) {
 }
 
 fn medplum_listener(extra: &[&str]) -> (Proc, u16) {
-    let port = free_port();
+    let port = port_for_peer();
     let mut cmd = medplum();
     cmd.args(["hl7", "listen", &port.to_string()]).args(extra);
     let mut p = Proc::spawn("medplum hl7 listen", cmd);

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Proc, free_port, medplum, outpost, token};
+use support::{Proc, medplum, outpost, port_for_peer, token};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -54,7 +54,7 @@ fn response(audit: &Value) -> String {
 #[test]
 fn service_request_to_medplum_hl7_listener_and_back() {
     // `medplum hl7 listen` binds the port it is given: one picked free.
-    let lis_port = free_port();
+    let lis_port = port_for_peer();
     let dir = std::env::temp_dir().join(format!("outpost-lab-orders-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

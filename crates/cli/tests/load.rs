@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use agent_protocol::{AgentMessage, ConnectRequest, Decoded, Direction, HeartbeatResponse};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use support::{Proc, ack_device, free_port, outpost, token};
+use support::{Proc, ack_device, outpost, token};
 use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -54,19 +54,27 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-/// `outpost server` on `port` with `data` and `bundle`; waits until it listens.
-fn relay(port: u16, data: &Path, bundle: &Value, extra: &[&str]) -> Proc {
+/// `outpost server` on `listen` (`127.0.0.1:0` for a port of its choosing) with `data` and
+/// `bundle`; waits until it listens and returns it with its base URL.
+fn relay(listen: &str, data: &Path, bundle: &Value, extra: &[&str]) -> (Proc, String) {
     let path = data.with_extension("bundle.json");
     std::fs::write(&path, bundle.to_string()).unwrap();
     let mut cmd = outpost();
-    cmd.args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+    cmd.args(["server", "--listen", listen, "--data"])
         .arg(data)
         .arg("--bootstrap")
         .arg(&path)
         .args(extra);
     let mut p = Proc::spawn("outpost server", cmd);
-    p.wait_for("Relay listening on ", WAIT);
-    p
+    let base = p.listening_url(WAIT);
+    (p, base)
+}
+
+/// `host:port` of a base URL `http://host:port/`.
+fn authority(base: &str) -> String {
+    base.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned()
 }
 
 fn clients(agents: &[String]) -> Vec<Value> {
@@ -83,22 +91,21 @@ fn clients(agents: &[String]) -> Vec<Value> {
 /// The agent's idle memory with three channels open, beside Medplum's MLLP server in Node.
 #[test]
 fn agent_idle_memory_beside_medplums_mllp_server() {
-    let (port, c1, c2, c3) = (free_port(), free_port(), free_port(), free_port());
     let mut entries = clients(&["idle".to_owned()]);
     entries.push(json!({"resource": {"resourceType": "Agent", "id": "idle", "name": "Idle", "status": "active",
         "channel": [{"name": "adt", "endpoint": {"reference": "Endpoint/adt"}},
                     {"name": "oru", "endpoint": {"reference": "Endpoint/oru"}},
                     {"name": "lab", "endpoint": {"reference": "Endpoint/lab"}}]}}));
     for (id, url) in [
-        ("adt", format!("mllp://127.0.0.1:{c1}")),
-        ("oru", format!("mllp://127.0.0.1:{c2}")),
-        ("lab", format!("astm://127.0.0.1:{c3}")),
+        ("adt", "mllp://127.0.0.1:0"),
+        ("oru", "mllp://127.0.0.1:0"),
+        ("lab", "astm://127.0.0.1:0"),
     ] {
         entries.push(json!({"resource": {"resourceType": "Endpoint", "id": id, "status": "active", "address": url}}));
     }
     let dir = tmp("rss");
-    let _relay = relay(
-        port,
+    let (_relay, base) = relay(
+        "127.0.0.1:0",
         &dir.join("relay"),
         &json!({"resourceType": "Bundle", "type": "collection", "entry": entries}),
         &[],
@@ -108,7 +115,7 @@ fn agent_idle_memory_beside_medplums_mllp_server() {
         .args([
             "agent",
             "--base-url",
-            &format!("http://127.0.0.1:{port}/"),
+            &base,
             "--client-id",
             "agent",
             "--client-secret",
@@ -221,22 +228,20 @@ fn a_thousand_agents_stay_live_on_one_relay() {
     for id in &ids {
         entries.push(json!({"resource": {"resourceType": "Agent", "id": id, "name": id, "status": "active"}}));
     }
-    let port = free_port();
     let dir = tmp("agents");
-    let relay_proc = relay(
-        port,
+    let (relay_proc, base) = relay(
+        "127.0.0.1:0",
         &dir.join("relay"),
         &json!({"resourceType": "Bundle", "type": "collection", "entry": entries}),
         &["--heartbeat-secs", &heartbeat.to_string()],
     );
     let pid = relay_proc.child.id();
-    let base = format!("http://127.0.0.1:{port}/");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let before = rss_kib(pid);
         let token = token(&base, "agent", "agent-secret-0123456").await;
         let stop = Arc::new(tokio::sync::Notify::new());
-        let url = format!("ws://127.0.0.1:{port}/ws/agent");
+        let url = format!("ws://{}/ws/agent", authority(&base));
         let started = Instant::now();
         let mut tasks = Vec::with_capacity(n);
         for (i, id) in ids.iter().enumerate() {
@@ -370,30 +375,27 @@ async fn inbound_bodies(base: &str, token: &str) -> Vec<String> {
 #[test]
 fn inbound_messages_survive_three_relay_kills_exactly_once_in_order() {
     let total = knob("OUTPOST_LOAD_MESSAGES", 10_000);
-    let (port, channel) = (free_port(), free_port());
     let mut entries = clients(&["inbound".to_owned()]);
     entries.push(json!({"resource": {"resourceType": "Agent", "id": "inbound", "name": "Inbound", "status": "active",
         "channel": [{"name": "lab-in", "endpoint": {"reference": "Endpoint/lab-in"}}]}}));
-    entries.push(json!({"resource": {"resourceType": "Endpoint", "id": "lab-in", "status": "active", "address": format!("mllp://127.0.0.1:{channel}")}}));
+    entries.push(json!({"resource": {"resourceType": "Endpoint", "id": "lab-in", "status": "active", "address": "mllp://127.0.0.1:0"}}));
     let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": entries});
     let dir = tmp("inbound");
     let relay_data = dir.join("relay");
-    let relay_proc = Arc::new(std::sync::Mutex::new(Some(relay(
-        port,
-        &relay_data,
-        &bundle,
-        &[],
-    ))));
-    let base = format!("http://127.0.0.1:{port}/");
+    let (first, base) = relay("127.0.0.1:0", &relay_data, &bundle, &[]);
+    // Each restart comes back on the same port, as a relay does at its address.
+    let listen = authority(&base);
+    let relay_proc = Arc::new(std::sync::Mutex::new(Some(first)));
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let agent = agent_core::Agent::start(agent_config(&base, "inbound", dir.join("agent")), agent_core::LogBuffer::new()).await.unwrap();
         assert!(agent.wait_live(Duration::from_secs(20)).await);
+        let channel = agent.wait_channel("lab-in", WAIT).await.expect("lab-in listens").port();
         let sent = Arc::new(AtomicUsize::new(0));
         // The killer: at 20%, 45% and 70% of the messages, SIGKILL the relay, leave it down a
         // second, start it again on the same port and data.
         let killer = {
-            let (sent, relay_proc, relay_data, bundle) = (sent.clone(), relay_proc.clone(), relay_data.clone(), bundle.clone());
+            let (sent, relay_proc, relay_data, bundle, listen) = (sent.clone(), relay_proc.clone(), relay_data.clone(), bundle.clone(), listen.clone());
             std::thread::spawn(move || {
                 let mut downtime = Duration::ZERO;
                 for at in [total / 5, total * 45 / 100, total * 7 / 10] {
@@ -403,7 +405,7 @@ fn inbound_messages_survive_three_relay_kills_exactly_once_in_order() {
                     let t0 = Instant::now();
                     drop(relay_proc.lock().unwrap().take()); // kill -9
                     std::thread::sleep(Duration::from_secs(1));
-                    *relay_proc.lock().unwrap() = Some(relay(port, &relay_data, &bundle, &[]));
+                    *relay_proc.lock().unwrap() = Some(relay(&listen, &relay_data, &bundle, &[]).0);
                     downtime += t0.elapsed();
                 }
                 downtime
@@ -450,25 +452,26 @@ fn inbound_messages_survive_three_relay_kills_exactly_once_in_order() {
 #[test]
 fn pushes_through_two_device_restarts_all_answered_none_twice() {
     let total = knob("OUTPOST_LOAD_PUSHES", 10_000);
-    let (port, device_port) = (free_port(), free_port());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let received = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    // The device binds a port of its own choosing; its restarts come back on that port.
+    let first_device = rt.block_on(ack_device("127.0.0.1:0", received.clone()));
+    let device_port = first_device.local_addr().port();
     let mut entries = clients(&["pusher".to_owned()]);
     entries.push(json!({"resource": {"resourceType": "Agent", "id": "pusher", "name": "Pusher", "status": "active"}}));
     entries.push(json!({"resource": {"resourceType": "Device", "id": "lis", "url": format!("mllp://127.0.0.1:{device_port}")}}));
     let dir = tmp("pushes");
-    let _relay = relay(
-        port,
+    let (_relay, base) = relay(
+        "127.0.0.1:0",
         &dir.join("relay"),
         &json!({"resourceType": "Bundle", "type": "collection", "entry": entries}),
         &[],
     );
-    let base = format!("http://127.0.0.1:{port}/");
-    let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let received = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let start_device = |received: Arc<std::sync::Mutex<Vec<String>>>| async move {
             ack_device(&format!("127.0.0.1:{device_port}"), received).await
         };
-        let mut device = Some(start_device(received.clone()).await);
+        let mut device = Some(first_device);
         let agent = agent_core::Agent::start(agent_config(&base, "pusher", dir.join("agent")), agent_core::LogBuffer::new()).await.unwrap();
         assert!(agent.wait_live(Duration::from_secs(20)).await);
         let token = token_client(&base).await;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use support::{Proc, free_port, outpost, run};
+use support::{Proc, outpost, run};
 
 const WAIT: Duration = Duration::from_secs(60);
 const CALLER_SECRET: &str = "caller-SECRET-1234";
@@ -53,8 +53,6 @@ fn no_secrets_tokens_or_bodies_in_logs_at_info() {
         .await
         .unwrap()
     });
-    // The agent binds its channel by number: one picked free.
-    let channel = free_port();
     let dir = std::env::temp_dir().join(format!("outpost-logs-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -64,7 +62,7 @@ fn no_secrets_tokens_or_bodies_in_logs_at_info() {
             "extension": [{"url": "https://outpost.health/fhir/StructureDefinition/allowed-agent", "valueReference": {"reference": "Agent/logs"}}]}},
         {"resource": {"resourceType": "Agent", "id": "logs", "name": "Logs", "status": "active",
             "channel": [{"name": "in", "endpoint": {"reference": "Endpoint/in"}}]}},
-        {"resource": {"resourceType": "Endpoint", "id": "in", "status": "active", "address": format!("mllp://127.0.0.1:{channel}")}},
+        {"resource": {"resourceType": "Endpoint", "id": "in", "status": "active", "address": "mllp://127.0.0.1:0"}},
         {"resource": {"resourceType": "Device", "id": "lis", "url": format!("mllp://{}", device.local_addr())}},
     ]});
     std::fs::write(dir.join("bundle.json"), bundle.to_string()).unwrap();
@@ -93,6 +91,7 @@ fn no_secrets_tokens_or_bodies_in_logs_at_info() {
         .arg(dir.join("agent"));
     let mut agent = Proc::spawn("outpost agent", cmd);
     agent.wait_for("connected to the relay", WAIT);
+    let channel = agent.channel_port("in", WAIT);
 
     let push = |id: &str, name: &str, secret: &str| {
         let mut cmd = outpost();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::services::{Postgres, Redis};
-use support::{Proc, ack_device, free_port, outpost, token};
+use support::{Proc, ack_device, outpost, token};
 
 const AGENTS: usize = 3;
 
@@ -37,14 +37,16 @@ fn bundle(dir: &std::path::Path, devices: &[String]) -> std::path::PathBuf {
     path
 }
 
-fn relay(port: u16, dir: &std::path::Path, extra: &[String]) -> Proc {
+/// `outpost server` on a port of its choosing, with its data under `dir/relay-NAME`; returns
+/// it with its base URL.
+fn relay(name: &str, dir: &std::path::Path, extra: &[String]) -> (Proc, String) {
     let mut cmd = outpost();
-    cmd.args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data"])
-        .arg(dir.join(format!("relay-{port}")))
+    cmd.args(["server", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.join(format!("relay-{name}")))
         .args(extra);
     let mut p = Proc::spawn("outpost server", cmd);
-    p.wait_for("Relay listening on ", Duration::from_secs(60));
-    p
+    let base = p.listening_url(Duration::from_secs(60));
+    (p, base)
 }
 
 async fn push(client: &reqwest::Client, base: &str, token: &str, agent: usize, id: &str) {
@@ -167,9 +169,7 @@ fn push_scaleout_figures() {
         };
 
         // One embedded relay (SQLite, no Redis).
-        let port = free_port();
-        let one = relay(port, &dir, &["--bootstrap".into(), bundle.display().to_string()]);
-        let base1 = format!("http://127.0.0.1:{port}/");
+        let (one, base1) = relay("one", &dir, &["--bootstrap".into(), bundle.display().to_string()]);
         let agents = start_agents(vec![base1.clone()], "one").await;
         let t1 = token(&base1, "caller", "caller-secret-0123456").await;
         let rate1 = throughput(std::slice::from_ref(&base1), std::slice::from_ref(&t1), 64, secs, false).await;
@@ -184,9 +184,7 @@ fn push_scaleout_figures() {
         let pg = Postgres::start();
         let shared = vec!["--redis-url".to_owned(), redis.url(), "--database-url".to_owned(), pg.url()];
         // One relay on Redis and PostgreSQL: what the shared engines cost a single process.
-        let port = free_port();
-        let single = relay(port, &dir, &[shared.clone(), vec!["--bootstrap".to_owned(), bundle.display().to_string()]].concat());
-        let base_single = format!("http://127.0.0.1:{port}/");
+        let (single, base_single) = relay("single", &dir, &[shared.clone(), vec!["--bootstrap".to_owned(), bundle.display().to_string()]].concat());
         let agents = start_agents(vec![base_single.clone()], "single").await;
         let t_single = token(&base_single, "caller", "caller-secret-0123456").await;
         let rate1_shared = throughput(std::slice::from_ref(&base_single), std::slice::from_ref(&t_single), 64, secs, false).await;
@@ -195,13 +193,13 @@ fn push_scaleout_figures() {
         }
         drop(single);
 
-        let ports = [free_port(), free_port(), free_port()];
         let mut relays = Vec::new();
-        for p in &ports {
-            let extra = shared.clone();
-            relays.push(relay(*p, &dir, &extra));
+        let mut bases = Vec::new();
+        for name in ["three-0", "three-1", "three-2"] {
+            let (p, base) = relay(name, &dir, &shared);
+            relays.push(p);
+            bases.push(base);
         }
-        let bases: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}/")).collect();
         let agents = start_agents(bases.clone(), "three").await;
         let mut tokens = Vec::new();
         for b in &bases {

@@ -79,11 +79,13 @@
 
 mod agents;
 mod auth;
+mod check;
 mod config;
 mod error;
 mod fhir;
 mod http;
 mod inbound;
+mod metrics;
 mod orders;
 mod server;
 mod store;
@@ -100,6 +102,7 @@ pub use auth::{
     ALLOWED_AGENT_EXTENSION, Claims, KeyError, LoginLimits, MIN_SECRET_LEN, PBKDF2_ITERATIONS,
     TENANT_SCOPE_EXTENSION, TOKEN_TTL_SECS, TokenError, Tokens,
 };
+pub use check::check_bundle;
 pub use config::RelayConfig;
 pub use error::Error;
 pub use orders::{ORDER_PUSH_EXTENSION, SubscriptionError};
@@ -239,6 +242,7 @@ impl Relay {
             registry: registry.clone(),
             inbound,
             local: local.clone(),
+            metrics: Arc::new(metrics::Metrics::default()),
             cluster: cluster.clone(),
             stopping: stopping.clone(),
         });

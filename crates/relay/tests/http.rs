@@ -416,3 +416,46 @@ async fn client_secrets_are_hashed_at_rest() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn device_and_endpoint_urls_the_agent_cannot_use_are_refused_when_written() {
+    let relay = start().await;
+    let t = token(&relay, CALLER, CALLER_SECRET).await;
+    let c = client();
+    let r = call(
+        c.post(url(&relay, "fhir/R4/Device"))
+            .bearer_auth(&t)
+            .json(&json!({"resourceType": "Device", "url": "mlp://127.0.0.1:56000"})),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        oo_text(&r.json).contains("\"mlp://127.0.0.1:56000\": unknown scheme mlp://")
+            && oo_text(&r.json).contains("mllp://host:port"),
+        "{}",
+        r.text
+    );
+    let r = call(
+        c.put(url(&relay, "fhir/R4/Endpoint/in"))
+            .bearer_auth(&t)
+            .json(&json!({"resourceType": "Endpoint", "id": "in", "status": "active", "address": "mllp://0.0.0.0"})),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        oo_text(&r.json).starts_with("Endpoint/in: address \"mllp://0.0.0.0\" has no host:port"),
+        "{}",
+        r.text
+    );
+    // Nothing was stored.
+    let r = call(c.get(url(&relay, "fhir/R4/Endpoint/in")).bearer_auth(&t)).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    // A usable one is taken.
+    let r = call(
+        c.put(url(&relay, "fhir/R4/Endpoint/in"))
+            .bearer_auth(&t)
+            .json(&json!({"resourceType": "Endpoint", "id": "in", "status": "active", "address": "tcp://0.0.0.0:9000"})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}

@@ -8,6 +8,8 @@
 //! - [`process`]: child processes with their output read line by line ([`Proc`]), run to
 //!   completion ([`run`]), the relay's printed address ([`Proc::listening_url`]).
 //! - [`wait`]: [`wait_until`], a condition polled until a deadline.
+//! - [`net`]: [`ClosedPort`], a port that refuses connections; [`port_for_peer`], a port
+//!   number for a third-party program that cannot be handed a socket.
 //! - [`pki`]: a CA and a certificate it signed, as PEM files.
 //! - [`token`]: an access token from a relay.
 //! - [`device`]: an MLLP device that records and acknowledges what it gets.
@@ -18,6 +20,7 @@
 #![allow(missing_docs)] // test helpers; each module says what it is for
 
 pub mod device;
+pub mod net;
 pub mod pki;
 pub mod process;
 pub mod relay;
@@ -26,6 +29,7 @@ pub mod token;
 pub mod wait;
 
 pub use device::ack_device;
+pub use net::{ClosedPort, port_for_peer};
 pub use pki::Pki;
 pub use process::{Proc, medplum, repo, run};
 pub use token::token;

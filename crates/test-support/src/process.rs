@@ -117,6 +117,16 @@ impl Proc {
             .to_owned()
     }
 
+    /// The port `outpost agent` printed for its channel `name` (`Channel NAME listening on
+    /// ADDR`): channels given port 0 bind a free one and say which.
+    pub fn channel_port(&mut self, name: &str, timeout: Duration) -> u16 {
+        let line = self.wait_for(&format!("Channel {name} listening on "), timeout);
+        line.rsplit(':')
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{}: no port in {line:?}", self.name))
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

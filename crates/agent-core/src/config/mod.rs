@@ -72,6 +72,37 @@ fn millis(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
         })
 }
 
+/// The `agent.properties` keys Outpost reads.
+pub const PROPERTY_KEYS: &[&str] = &[
+    "baseUrl",
+    "clientId",
+    "clientSecret",
+    "clientSecretFile",
+    "agentId",
+    "logLevel",
+    "caFile",
+    "dataDir",
+    "ackTimeoutMs",
+    "inboundReplyWaitMs",
+];
+
+/// Keys of an `agent.properties` text that Outpost does not read, with their line numbers
+/// (1-based); Medplum's `logger.*` keys are listed too (Outpost logs to stderr).
+pub fn unknown_property_keys(text: &str) -> Vec<(usize, String)> {
+    text.lines()
+        .enumerate()
+        .filter_map(|(n, line)| {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                return None;
+            }
+            let (key, _) = line.split_once('=').or_else(|| line.split_once(':'))?;
+            let key = key.trim();
+            (!PROPERTY_KEYS.contains(&key)).then(|| (n + 1, key.to_owned()))
+        })
+        .collect()
+}
+
 impl AgentConfig {
     /// Reads `agent.properties`: `key=value` lines, `#` and `!` comments, blank lines ignored.
     /// Keys: `baseUrl`, `clientId`, `clientSecret`, `agentId`, `logLevel` (Medplum's), and
@@ -158,9 +189,7 @@ impl AgentConfig {
                 return Err(ConfigError::Missing(name).into());
             }
         }
-        if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
-            return Err(ConfigError::BaseUrl(self.base_url.clone()).into());
-        }
+        check_base_url(&self.base_url)?;
         Ok(())
     }
 
@@ -217,6 +246,23 @@ pub fn read_secret_file(path: &Path) -> Result<String, Error> {
     Ok(secret.to_owned())
 }
 
+/// A relay base URL: `http(s)://`, and the server's root rather than its FHIR path (Medplum's
+/// `baseUrl` convention; `.../fhir/R4/` would be doubled in every request).
+///
+/// # Errors
+///
+/// [`ConfigError::BaseUrl`] or [`ConfigError::FhirPath`].
+pub(crate) fn check_base_url(url: &str) -> Result<(), ConfigError> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(ConfigError::BaseUrl(url.to_owned()));
+    }
+    let path = url.trim_end_matches('/').to_ascii_lowercase();
+    if path.ends_with("/fhir/r4") {
+        return Err(ConfigError::FhirPath(url.to_owned()));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +307,25 @@ mod tests {
         let e = AgentConfig::from_properties(&props).unwrap_err();
         assert!(e.to_string().ends_with("is empty"), "{e}");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn base_url_with_the_fhir_path_is_refused_with_the_root() {
+        assert!(check_base_url("http://127.0.0.1:8103/").is_ok());
+        assert!(check_base_url("https://relay.example/outpost/").is_ok());
+        let e = check_base_url("http://127.0.0.1:8103/fhir/R4/").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "base URL http://127.0.0.1:8103/fhir/R4/ ends with fhir/R4/: give the server's root (http://127.0.0.1:8103/); fhir/R4/ is added to each request"
+        );
+        assert!(matches!(
+            check_base_url("http://h/FHIR/r4"),
+            Err(ConfigError::FhirPath(_))
+        ));
+        assert!(matches!(
+            check_base_url("127.0.0.1:8103"),
+            Err(ConfigError::BaseUrl(_))
+        ));
     }
 
     #[test]

@@ -41,6 +41,20 @@ impl RemoteConfig {
     /// The relay's errors; [`ConfigError`] (every problem found, not just the first) when a
     /// channel has no usable address or two share a port. Nothing is applied then.
     pub(crate) async fn read(client: &RelayClient, agent_id: &str) -> Result<RemoteConfig, Error> {
+        let (config, mut problems) = RemoteConfig::fetch(client, agent_id).await?;
+        match problems.len() {
+            0 => Ok(config),
+            1 => Err(problems.remove(0).into()),
+            _ => Err(ConfigError::Several(problems).into()),
+        }
+    }
+
+    /// Reads the Agent and its Endpoints: the channels that have an address, and every
+    /// problem found.
+    async fn fetch(
+        client: &RelayClient,
+        agent_id: &str,
+    ) -> Result<(RemoteConfig, Vec<ConfigError>), Error> {
         let agent = client.read("Agent", agent_id).await?;
         let off = agent["status"].as_str() == Some("off");
         let mut channels = Vec::new();
@@ -72,14 +86,45 @@ impl RemoteConfig {
         }
         let config = RemoteConfig { off, channels };
         problems.extend(config.problems());
-        match problems.len() {
-            0 => Ok(config),
-            1 => Err(problems.remove(0).into()),
-            _ => Err(ConfigError::Several(problems).into()),
-        }
+        Ok((config, problems))
     }
 
-    /// Addresses that do not parse, and ports used twice.
+    /// Checks what the relay configures for `agent_id` without starting anything: each
+    /// channel as `(name, address)`, and every problem that would stop one (an address that
+    /// does not parse or whose scheme has no listener, no Endpoint, two channels on one port).
+    ///
+    /// # Errors
+    ///
+    /// The relay's errors (login, reading the Agent or an Endpoint).
+    pub(crate) async fn check(
+        client: &RelayClient,
+        agent_id: &str,
+    ) -> Result<(Vec<(String, String)>, Vec<String>), Error> {
+        let (config, problems) = RemoteConfig::fetch(client, agent_id).await?;
+        let mut problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        for ch in &config.channels {
+            if let Ok(u) = DeviceUrl::parse(&ch.address)
+                && !crate::inbound::CHANNEL_SCHEMES.contains(&u.scheme.as_str())
+            {
+                problems.push(
+                    ConfigError::Channel {
+                        channel: ch.name.clone(),
+                        problem: ChannelProblem::Scheme(u.scheme.clone()),
+                    }
+                    .to_string(),
+                );
+            }
+        }
+        let channels = config
+            .channels
+            .into_iter()
+            .map(|c| (c.name, c.address))
+            .collect();
+        Ok((channels, problems))
+    }
+
+    /// Addresses that do not parse, and ports used twice (port 0, "any free port", is never
+    /// shared: each such channel gets its own).
     fn problems(&self) -> Vec<ConfigError> {
         let mut problems = Vec::new();
         let mut ports: HashMap<String, &str> = HashMap::new();
@@ -87,6 +132,9 @@ impl RemoteConfig {
             match DeviceUrl::parse(&ch.address) {
                 Ok(u) => {
                     let port = u.port().to_owned();
+                    if port == "0" {
+                        continue;
+                    }
                     if let Some(other) = ports.insert(port.clone(), &ch.name) {
                         problems.push(ConfigError::SharedPort {
                             first: other.to_owned(),
@@ -165,6 +213,10 @@ mod tests {
             clash.problems()[0].to_string(),
             "channels adt and lab share port 2575"
         );
+        let mut any = clash.clone();
+        any.channels[0].address = "mllp://127.0.0.1:0".into();
+        any.channels[1].address = "astm://127.0.0.1:0".into();
+        assert!(any.problems().is_empty(), "port 0 is any free port");
         std::fs::write(dir.join(FILE), b"{not json").unwrap();
         assert_eq!(RemoteConfig::load(&dir), None);
         let _ = std::fs::remove_dir_all(dir);

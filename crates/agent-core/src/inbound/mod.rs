@@ -39,6 +39,9 @@ pub(crate) struct ChannelContext {
     pub(crate) budget: Budget,
 }
 
+/// The schemes an inbound channel's `Endpoint.address` may have.
+pub(crate) const CHANNEL_SCHEMES: &[&str] = &["mllp", "astm", "tcp"];
+
 /// A channel's listener.
 #[derive(Debug)]
 pub(crate) enum Listener {
@@ -54,6 +57,14 @@ impl Listener {
             Listener::Mllp(s) => s.shutdown(drain).await,
             Listener::Stream(s) => s.shutdown(drain).await,
             Listener::Accept(l) => l.shutdown(drain).await,
+        }
+    }
+
+    fn local_addr(&self) -> std::net::SocketAddr {
+        match self {
+            Listener::Mllp(s) => s.local_addr(),
+            Listener::Stream(s) => s.local_addr(),
+            Listener::Accept(l) => l.local_addr(),
         }
     }
 }
@@ -109,6 +120,18 @@ impl Inbound {
         &self.ctx.inbox
     }
 
+    /// The channels listening now, by name, with their bound addresses.
+    pub(crate) async fn listening(&self) -> Vec<(String, std::net::SocketAddr)> {
+        let running = self.running.lock().await;
+        let mut out: Vec<_> = running
+            .channels
+            .iter()
+            .map(|(name, (_, listener))| (name.clone(), listener.local_addr()))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Makes the running channels match `wanted`: stops removed or changed ones, starts new
     /// ones (a channel that cannot start is reported, the others run).
     pub(crate) async fn apply(&self, wanted: &[ChannelSpec]) {
@@ -133,14 +156,17 @@ impl Inbound {
             if !running.channels.contains_key(&spec.name) {
                 match self.start(&spec.name, &spec.address).await {
                     Ok(listener) => {
+                        let bound = listener.local_addr();
                         tracing::info!(
                             channel = spec.name,
                             address = spec.address,
+                            %bound,
                             "channel listening"
                         );
                         self.events.emit(Event::ChannelStarted {
                             name: spec.name.clone(),
                             address: spec.address.clone(),
+                            bound,
                         });
                         running
                             .channels

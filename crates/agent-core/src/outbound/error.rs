@@ -189,6 +189,26 @@ pub enum PushError {
 }
 
 impl PushError {
+    /// The reason, for the agent's log: the same as `Display`, less what a device wrote back
+    /// (acknowledgement and error texts, DICOM error comments), which may carry patient data.
+    pub fn reason_for_log(&self) -> String {
+        match self {
+            PushError::Negative { addr, .. } => {
+                format!("device at {addr} did not accept the message (negative acknowledgement)")
+            }
+            PushError::Mllp(mllp::Error::Negative {
+                code, control_id, ..
+            }) => format!("message {control_id} not accepted ({code:?})"),
+            PushError::DicomStatus {
+                peer,
+                operation,
+                status,
+                ..
+            } => format!("{peer}: {operation} failed: {status}"),
+            other => other.to_string(),
+        }
+    }
+
     /// Whose fault it was.
     pub fn fault(&self) -> Fault {
         match self {
@@ -242,5 +262,29 @@ mod tests {
             PushError::ReturnAck("last".into()).to_string(),
             "invalid returnAck: expected \"first\" or \"application\", got \"last\""
         );
+    }
+
+    #[test]
+    fn the_logged_reason_keeps_the_cause_and_drops_what_the_device_wrote() {
+        let refused = PushError::Mllp(mllp::Error::Connect {
+            addr: "127.0.0.1:9".into(),
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        });
+        assert_eq!(refused.reason_for_log(), refused.to_string());
+        assert!(
+            refused
+                .reason_for_log()
+                .contains("cannot connect to 127.0.0.1:9")
+        );
+        let nak = PushError::Negative {
+            addr: "127.0.0.1:9".into(),
+            description: "AE: patient Roe^Richard unknown".into(),
+            ack: "MSH|...|ERR|Roe^Richard".into(),
+        };
+        assert_eq!(
+            nak.reason_for_log(),
+            "device at 127.0.0.1:9 did not accept the message (negative acknowledgement)"
+        );
+        assert!(nak.to_string().contains("Roe"));
     }
 }

@@ -213,7 +213,12 @@ impl Outbound {
         let (status, content_type, body) = match result {
             Ok((ct, body)) => (200, ct, body),
             Err(e) => {
-                tracing::debug!(remote = req.remote, fault = ?e.fault(), error = %e, "push not delivered");
+                tracing::warn!(
+                    remote = req.remote,
+                    fault = ?e.fault(),
+                    reason = e.reason_for_log(),
+                    "push not delivered"
+                );
                 (400, CONTENT_TYPE_TEXT.to_owned(), e.to_string())
             }
         };

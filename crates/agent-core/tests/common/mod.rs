@@ -26,11 +26,12 @@ pub fn tmp(name: &str) -> PathBuf {
     d
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+/// The port the agent's channel `name` listens on (the bundles give channels port 0).
+pub async fn channel_port(agent: &Agent, name: &str) -> u16 {
+    agent
+        .wait_channel(name, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("channel {name} did not start"))
         .port()
 }
 
@@ -159,10 +160,10 @@ pub struct World {
 
 pub async fn world() -> World {
     let device = Device::start(0).await;
-    let channel_port = free_port();
-    let bundle = bundle(device.port, channel_port);
+    let bundle = bundle(device.port, 0);
     let relay = start_relay("127.0.0.1:0", None, &bundle, Duration::from_secs(3600)).await;
     let agent = start_agent(agent_config(&relay.base_url(), tmp("agent"))).await;
+    let channel_port = channel_port(&agent, "adt-in").await;
     World {
         device,
         relay,

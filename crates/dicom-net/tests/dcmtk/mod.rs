@@ -55,8 +55,9 @@ impl Drop for TempDir {
     }
 }
 
-/// A free TCP port on loopback (bound and released).
-pub fn free_port() -> u16 {
+/// A port number for a dcmtk server, which takes one on its command line and cannot be handed
+/// a bound socket: the one place a port is found free, released and bound again.
+pub fn port_for_peer() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -221,7 +222,7 @@ pub fn data_set_of(path: &Path) -> (String, Vec<u8>) {
 
 /// `storescp` (AE STORESCP) writing bit-preserved files to `dir/in` (or `--ignore`).
 pub fn storescp(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-    let port = free_port();
+    let port = port_for_peer();
     let out = dir.join("in");
     std::fs::create_dir_all(&out).unwrap();
     let port_s = port.to_string();
@@ -234,7 +235,7 @@ pub fn storescp(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
 
 /// `dcmqrscp` (AE QRSCP, fork mode) with an empty database under `dir/db`.
 pub fn dcmqrscp(dir: &Path) -> Server {
-    let port = free_port();
+    let port = port_for_peer();
     std::fs::create_dir_all(dir.join("db")).unwrap();
     let cfg = format!(
         "NetworkTCPPort  = {port}\nMaxPDUSize      = 16384\nMaxAssociations = 16\n\n\
@@ -266,7 +267,7 @@ pub fn wlmscpfs(dir: &Path) -> Server {
         .status()
         .unwrap();
     assert!(st.success(), "dump2dcm failed for the worklist file");
-    let port = free_port();
+    let port = port_for_peer();
     let port_s = port.to_string();
     Server::start("wlmscpfs", dir, port, &["-v", "-dfp", "wl", &port_s], &[])
 }
@@ -286,7 +287,8 @@ pub fn storescp_only(dir: &Path, transfer_syntaxes: &[&str], sop_classes: &[&str
         cfg += &format!("PresentationContext{} = {sop}\\Only\n", i + 2);
     }
     cfg += "\n[[Profiles]]\n[Only]\nPresentationContexts = Contexts\n";
-    let name = format!("storescp-{}.cfg", free_port());
+    static CONFIGS: AtomicUsize = AtomicUsize::new(0);
+    let name = format!("storescp-{}.cfg", CONFIGS.fetch_add(1, Ordering::Relaxed));
     std::fs::write(dir.join(&name), cfg).unwrap();
     let path = dir.join(&name).display().to_string();
     storescp(dir, &["-xf", &path, "Only"], &[])

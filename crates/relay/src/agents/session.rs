@@ -84,6 +84,7 @@ pub(crate) struct Sessions {
     pub(crate) local: Arc<LocalAgents>,
     pub(crate) cluster: Option<Cluster>,
     pub(crate) stopping: watch::Receiver<bool>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 struct Session {
@@ -151,8 +152,14 @@ pub(crate) async fn serve(ctx: Arc<Sessions>, socket: WebSocket, peer: SocketAdd
             frame = stream.next() => {
                 let now = Instant::now().into_std();
                 match frame {
-                    Some(Ok(Message::Text(t))) => s.link.handle_bytes(t.as_bytes(), now),
-                    Some(Ok(Message::Binary(b))) => s.link.handle_bytes(&b, now),
+                    Some(Ok(Message::Text(t))) => {
+                        ctx.metrics.ws_message("in");
+                        s.link.handle_bytes(t.as_bytes(), now);
+                    }
+                    Some(Ok(Message::Binary(b))) => {
+                        ctx.metrics.ws_message("in");
+                        s.link.handle_bytes(&b, now);
+                    }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     // Closed, broken, or a message over the limit: close our side too.
                     Some(Ok(Message::Close(_)) | Err(_)) | None => {
@@ -242,6 +249,7 @@ impl Session {
     /// Queues a message outside the link (an answer the link does not know to give); a full
     /// outbox closes the socket (through the failure branch).
     fn send(&self, msg: &AgentMessage) {
+        self.ctx.metrics.ws_message("out");
         let _ = self.outbox.push(msg.to_json(), None);
     }
 
@@ -374,6 +382,7 @@ impl Session {
             Command::Send { msg, written } => {
                 if self.link.is_live() {
                     // Outside the link's queue, to hear when this frame is on the socket.
+                    self.ctx.metrics.ws_message("out");
                     let _ = self.outbox.push(msg.to_json(), Some(written));
                 }
             }
@@ -405,8 +414,19 @@ impl Session {
             }
         };
         let (inbound, answers) = (self.ctx.inbound.clone(), self.answers.clone());
+        let metrics = self.ctx.metrics.clone();
         tokio::spawn(async move {
+            let (channel, remote) = (req.channel.clone(), req.remote.clone());
             let answer = inbound.handle(&agent, req).await;
+            let status = match &answer {
+                AgentMessage::TransmitResponse(r) => {
+                    r.status_code
+                        .unwrap_or(if r.is_error() { 400 } else { 200 })
+                }
+                _ => 400,
+            };
+            metrics.inbound(status);
+            tracing::info!(agent, channel, remote, status, "inbound message");
             let _ = answers.send(answer);
             drop(permits);
         });

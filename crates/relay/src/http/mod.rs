@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 
 use crate::RelayConfig;
@@ -46,6 +46,7 @@ pub(crate) fn router(state: Arc<RelayState>) -> Router {
         .route("/oauth2/token", post(token::token))
         .route("/ws/agent", get(ws_agent))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .route("/outpost/inbound", get(outpost::inbound_list))
         .route("/outpost/notify/{subscription}", post(outpost::notify))
         .route("/fhir/R4/{ty}", any(resources::route))
@@ -53,6 +54,22 @@ pub(crate) fn router(state: Arc<RelayState>) -> Router {
         .route("/fhir/R4/{ty}/{id}/{op}", any(resources::route))
         .fallback(|| async { not_found("Not found: no such route") })
         .with_state(state)
+}
+
+/// `GET /metrics`: Prometheus text exposition (aggregate counts only; no agent ids).
+async fn metrics(State(state): State<Arc<RelayState>>) -> Response {
+    let text = state
+        .sessions
+        .metrics
+        .render(state.sessions.local.connected_count());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// `GET /ws/agent`: upgrades to an agent session.

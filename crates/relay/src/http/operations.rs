@@ -152,7 +152,9 @@ async fn push(
                 allowed,
             )
             .await?;
-        return Ok(all_ok());
+        let mut ok = all_ok();
+        ok.extensions_mut().insert(SentOnly);
+        return Ok(ok);
     }
     let callback = format!("Agent/{agent_id}-{}", uuid::Uuid::new_v4());
     request.callback = Some(callback.clone());
@@ -180,6 +182,27 @@ async fn push(
             "unexpected answer from agent: {}",
             other.kind()
         )))),
+    }
+}
+
+/// Marks the "All OK" of a push without `waitForResponse`: written to the agent's socket,
+/// nothing more.
+#[derive(Debug, Clone, Copy)]
+struct SentOnly;
+
+/// The `outcome` label of a push (metrics, the log line).
+fn push_outcome(result: &Result<Response, PushError>) -> &'static str {
+    match result {
+        Ok(r) if r.extensions().get::<SentOnly>().is_some() => "sent",
+        Ok(r) if r.status().is_success() => "answered",
+        Ok(_) => "device_error",
+        Err(PushError::Answered(_)) => "device_error",
+        Err(PushError::Agent(AskError::Timeout { .. })) => "timeout",
+        Err(PushError::Agent(_)) => "unavailable",
+        Err(
+            PushError::Parameters(_) | PushError::Disabled | PushError::NoDevice | PushError::NoUrl,
+        ) => "rejected",
+        Err(PushError::OutsideTenant) => "forbidden",
     }
 }
 
@@ -444,10 +467,21 @@ pub(crate) async fn operation(
                 Ok(b) => b,
                 Err(r) => return r,
             };
-            tracing::debug!(client = caller.client_id, agent = id_of(&agent), "push");
-            push(state, caller, &agent, &bytes, arrived)
-                .await
-                .unwrap_or_else(IntoResponse::into_response)
+            let result = push(state, caller, &agent, &bytes, arrived).await;
+            let outcome = push_outcome(&result);
+            let took = arrived.elapsed();
+            state.sessions.metrics.push(outcome, took);
+            // One line per push: who, to whom, what came of it, how long it took.
+            let failure = result.as_ref().err().map(ToString::to_string);
+            tracing::info!(
+                client = caller.client_id,
+                agent = id_of(&agent),
+                outcome,
+                ms = took.as_millis() as u64,
+                error = failure.as_deref().unwrap_or(""),
+                "push"
+            );
+            result.unwrap_or_else(IntoResponse::into_response)
         }
         ("Agent", "status", &Method::GET) => match find_agent(state, caller, id, query) {
             Ok(agent) => fhir(

@@ -99,7 +99,7 @@ pub(crate) async fn route(
             if let Some(obj) = resource.as_object_mut() {
                 obj.remove("id");
             }
-            if let Err(r) = check_subscription(&ty, &resource) {
+            if let Err(r) = check_written(&ty, &resource) {
                 return r;
             }
             let generated = match generate_secret_if_missing(&ty, &mut resource) {
@@ -145,7 +145,7 @@ pub(crate) async fn route(
                 return bad_request("id in the body differs from the id in the URL");
             }
             resource["id"] = Value::String(id.clone());
-            if let Err(r) = check_subscription(&ty, &resource) {
+            if let Err(r) = check_written(&ty, &resource) {
                 return r;
             }
             // An update without a secret keeps the stored one; a new client gets one.
@@ -224,7 +224,9 @@ async fn search(
 }
 
 /// An order-push Subscription must be usable: its criteria, agent, device and format.
-fn check_subscription(ty: &str, resource: &Value) -> Result<(), Response> {
+/// A Device's `url` and an Endpoint's `address` must be one the agent can use.
+fn check_written(ty: &str, resource: &Value) -> Result<(), Response> {
+    crate::fhir::check_address(resource).map_err(bad_request)?;
     if ty != "Subscription" {
         return Ok(());
     }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::cache::{RegistryCache, is_cached};
 use super::{Filter, Store, StoreError, matches};
 use crate::auth::{MIN_SECRET_LEN, hash_secret, is_hashed};
-use crate::fhir::{RESOURCE_TYPES, now_rfc3339, valid_id};
+use crate::fhir::{RESOURCE_TYPES, check_address, now_rfc3339, valid_id};
 
 /// A resource the relay will not store: the caller's mistake.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,6 +37,10 @@ pub enum InvalidResource {
         /// The characters given.
         len: usize,
     },
+    /// A Device `url` or Endpoint `address` the agent could not use (unknown scheme, no
+    /// `host:port`); the text names the resource and the URL.
+    #[error("{0}")]
+    Address(String),
 }
 
 /// Why a resource was not written: the caller's mistake, or the store's failure.
@@ -258,14 +262,19 @@ impl Registry {
         let entries = bundle["entry"]
             .as_array()
             .ok_or(InvalidResource::NotABundle)?;
-        let mut n = 0;
+        // Every entry is checked before any is stored: a bad file loads nothing.
+        let mut resources = Vec::with_capacity(entries.len());
         for e in entries {
             let resource = e
                 .get("resource")
                 .cloned()
                 .ok_or(InvalidResource::EntryWithoutResource)?;
+            check_address(&resource).map_err(InvalidResource::Address)?;
+            resources.push(resource);
+        }
+        let n = resources.len();
+        for resource in resources {
             self.put(resource).await?;
-            n += 1;
         }
         Ok(n)
     }
