@@ -112,8 +112,12 @@ mod tests {
         assert_eq!(check_address(&dev("mllp://127.0.0.1:56000")), Ok(()));
         assert_eq!(check_address(&dev("dicom://[::1]:104?aet=PACS")), Ok(()));
         assert_eq!(
+            check_address(&dev("mllps://lis.lan:2576?ca=/ca.pem")),
+            Ok(())
+        );
+        assert_eq!(
             check_address(&dev("mlp://127.0.0.1:56000")),
-            Err("Device/lis: url \"mlp://127.0.0.1:56000\": unknown scheme mlp://; expected mllp://host:port, astm://host:port, dicom://host:port".to_owned())
+            Err("Device/lis: url \"mlp://127.0.0.1:56000\": unknown scheme mlp://; expected mllp://host:port, mllps://host:port, astm://host:port, dicom://host:port".to_owned())
         );
         assert!(
             check_address(&dev("127.0.0.1:56000"))

@@ -472,7 +472,12 @@ pub(crate) async fn operation(
             let took = arrived.elapsed();
             state.sessions.metrics.push(outcome, took);
             // One line per push: who, to whom, what came of it, how long it took.
-            let failure = result.as_ref().err().map(ToString::to_string);
+            // The device's or agent's own error text can quote the message (PHI): not logged.
+            let failure = result.as_ref().err().map(|e| match e {
+                PushError::Answered(_) => "the agent or device answered with an error".to_owned(),
+                PushError::Parameters(_) => "invalid $push parameters".to_owned(),
+                other => other.to_string(),
+            });
             tracing::info!(
                 client = caller.client_id,
                 agent = id_of(&agent),
