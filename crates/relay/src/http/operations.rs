@@ -200,9 +200,12 @@ fn push_outcome(result: &Result<Response, PushError>) -> &'static str {
         Err(PushError::Agent(AskError::Timeout { .. })) => "timeout",
         Err(PushError::Agent(_)) => "unavailable",
         Err(
-            PushError::Parameters(_) | PushError::Disabled | PushError::NoDevice | PushError::NoUrl,
+            PushError::Parameters(_)
+            | PushError::Disabled
+            | PushError::NoDevice
+            | PushError::NoUrl
+            | PushError::OutsideTenant,
         ) => "rejected",
-        Err(PushError::OutsideTenant) => "forbidden",
     }
 }
 
