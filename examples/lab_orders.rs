@@ -37,8 +37,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     let base = relay.base_url();
     relay.registry().bootstrap(&json!({"resourceType": "Bundle", "type": "collection", "entry": [
-        {"resource": {"resourceType": "ClientApplication", "id": "ehr", "secret": "ehr-secret"}},
-        {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret",
+        {"resource": {"resourceType": "ClientApplication", "id": "ehr", "secret": "ehr-secret-0123456"}},
+        {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret-0123456",
             "extension": [{"url": relay::ALLOWED_AGENT_EXTENSION, "valueReference": {"reference": "Agent/lab-agent"}}]}},
         {"resource": {"resourceType": "Agent", "id": "lab-agent", "name": "Lab agent", "status": "active"}},
         {"resource": {"resourceType": "Device", "id": "lis", "url": format!("mllp://{}", lis.local_addr())}},
@@ -58,7 +58,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         agent_core::AgentConfig {
             base_url: base.clone(),
             client_id: "agent".into(),
-            client_secret: "agent-secret".into(),
+            client_secret: "agent-secret-0123456".into(),
             agent_id: "lab-agent".into(),
             data_dir: data.clone(),
             ..agent_core::AgentConfig::default()
@@ -77,7 +77,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .form(&[
             ("grant_type", "client_credentials"),
             ("client_id", "ehr"),
-            ("client_secret", "ehr-secret"),
+            ("client_secret", "ehr-secret-0123456"),
         ])
         .send()
         .await?

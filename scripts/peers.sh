@@ -103,6 +103,25 @@ ensure_fhir_validator() {
     export OUTPOST_FHIR_PYTHON="$dir/bin/python"
 }
 
+# TLS toward devices: socat (OpenSSL) terminates TLS in front of a plain MLLP device in the
+# mllps:// tests (crates/agent-core/tests/mllps.rs); stunnel4 and openssl for trying it by hand.
+ensure_tls_peers() {
+    local missing="" prog pkg
+    for pair in socat:socat stunnel4:stunnel4 openssl:openssl; do
+        prog="${pair%%:*}"
+        pkg="${pair##*:}"
+        [ -x "/usr/bin/$prog" ] || missing="$missing $pkg"
+    done
+    if [ -n "$missing" ]; then
+        echo "installing$missing (apt)"
+        local sudo=""
+        [ "$(id -u)" = 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
+    fi
+    export OUTPOST_SOCAT=/usr/bin/socat
+}
+
 ensure_peers() {
     ensure_medplum
     ensure_fhir_validator
@@ -110,4 +129,5 @@ ensure_peers() {
     ensure_dcmtk
     ensure_pydicom
     ensure_scaleout_peers
+    ensure_tls_peers
 }

@@ -169,7 +169,12 @@ pub fn run(run: usize, callers: &[usize], window: Duration) -> (Vec<Figures>, u6
     let mut cmd = Command::new(&outpost);
     cmd.env("RUST_LOG", "warn")
         .args(["agent", "--base-url", &base_url])
-        .args(["--client-id", "agent", "--client-secret", "s2"])
+        .args([
+            "--client-id",
+            "agent",
+            "--client-secret",
+            "agent-secret-0123456",
+        ])
         .args(["--agent-id", AGENT, "--data-dir"])
         .arg(dir.join("agent"));
     let agent = Proc::spawn("outpost agent", cmd);

@@ -144,7 +144,7 @@ async fn wait_connected(base_url: &str, auth: &str) -> Result<(), String> {
 }
 
 async fn run(opts: Options) {
-    let token = http::token(&opts.base_url, "caller", "s1")
+    let token = http::token(&opts.base_url, "caller", "caller-secret-0123456")
         .await
         .expect("loadgen: token");
     let auth = format!("Bearer {token}");

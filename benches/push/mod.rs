@@ -32,8 +32,8 @@ pub fn push_body_template() -> String {
 /// [`AGENT`]), the Agent, and the Device at `device` (`host:port` of an MLLP listener).
 pub fn bootstrap_bundle(device: &str) -> serde_json::Value {
     serde_json::json!({"resourceType": "Bundle", "type": "collection", "entry": [
-        {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "s1"}},
-        {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "s2",
+        {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret-0123456"}},
+        {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret-0123456",
             "extension": [{"url": "https://outpost.health/fhir/StructureDefinition/allowed-agent",
                 "valueReference": {"reference": format!("Agent/{AGENT}")}}]}},
         {"resource": {"resourceType": "Agent", "id": AGENT, "status": "active"}},

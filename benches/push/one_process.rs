@@ -55,7 +55,7 @@ impl Setup {
             AgentConfig {
                 base_url: relay.base_url(),
                 client_id: "agent".into(),
-                client_secret: "s2".into(),
+                client_secret: "agent-secret-0123456".into(),
                 agent_id: AGENT.into(),
                 data_dir: dir.join("agent"),
                 ..AgentConfig::default()
@@ -70,7 +70,7 @@ impl Setup {
             .form(&[
                 ("grant_type", "client_credentials"),
                 ("client_id", "caller"),
-                ("client_secret", "s1"),
+                ("client_secret", "caller-secret-0123456"),
             ])
             .send()
             .await

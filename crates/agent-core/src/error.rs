@@ -159,6 +159,23 @@ pub enum ConfigError {
         /// The port.
         port: String,
     },
+    /// The client secret file can be read by users other than the agent's owner.
+    #[error(
+        "clientSecretFile {} is readable by group or others (mode {mode:04o}); make it owner-only: chmod 600 {}",
+        .path.display(), .path.display()
+    )]
+    SecretFileMode {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The client secret file is empty.
+    #[error("clientSecretFile {} is empty", .0.display())]
+    SecretFileEmpty(PathBuf),
+    /// Both `clientSecret` and `clientSecretFile` were given.
+    #[error("give clientSecret or clientSecretFile, not both")]
+    SecretTwice,
     /// Several problems at once.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Several(Vec<ConfigError>),
@@ -178,11 +195,14 @@ pub enum ChannelProblem {
     #[error("{0}")]
     Address(#[from] crate::url::UrlError),
     /// The scheme has no channel kind.
-    #[error("unsupported endpoint scheme {0:?} (supported: mllp, astm, tcp, dicom)")]
+    #[error("unsupported endpoint scheme {0:?} (supported: mllp, mllps, astm, tcp, dicom)")]
     Scheme(String),
     /// `?encoding=` names no known character set.
     #[error("{0}")]
     Encoding(#[source] hl7v2::Error),
+    /// An `mllps://` channel's TLS settings cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// `startChar`/`endChar` missing.
     #[error("tcp:// channels need {0} (URL-encoded, e.g. {0}=%02)")]
     MissingDelimiter(&'static str),

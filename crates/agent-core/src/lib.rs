@@ -76,7 +76,7 @@ use byte_stream::Budget;
 use tokio::sync::watch;
 
 pub use client::{PushAnswer, PushOptions, RelayClient};
-pub use config::{AgentConfig, PROPERTY_KEYS, unknown_property_keys};
+pub use config::{AgentConfig, PROPERTY_KEYS, read_secret_file, unknown_property_keys};
 pub use error::{ChannelProblem, ConfigError, Error};
 pub use event::Event;
 pub use inbound::queue;

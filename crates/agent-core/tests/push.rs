@@ -383,7 +383,8 @@ async fn agent_status_off_refuses_pushes() {
     // the agent re-reads its configuration when told to
     let tls = agent_core::client_config(None).unwrap();
     let c =
-        agent_core::RelayClient::new(&w.relay.base_url(), "caller", "caller-secret", tls).unwrap();
+        agent_core::RelayClient::new(&w.relay.base_url(), "caller", "caller-secret-0123456", tls)
+            .unwrap();
     let token = c.token().await.unwrap();
     let r = reqwest::Client::new()
         .get(format!(

@@ -64,7 +64,8 @@ async fn trusted_with_the_ca_file() {
     // and a push goes through over WSS
     let tls = agent_core::client_config(Some(&ca)).unwrap();
     let caller =
-        agent_core::RelayClient::new(&relay.base_url(), "caller", "caller-secret", tls).unwrap();
+        agent_core::RelayClient::new(&relay.base_url(), "caller", "caller-secret-0123456", tls)
+            .unwrap();
     let answer = caller
         .push_to_agent(
             AGENT,

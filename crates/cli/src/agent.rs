@@ -16,8 +16,9 @@ use crate::exit;
 pub struct AgentArgs {
     #[command(subcommand)]
     command: Option<AgentCommand>,
-    /// Medplum's `agent.properties` (baseUrl, clientId, clientSecret, agentId, logLevel).
-    #[arg(long, conflicts_with_all = ["base_url", "client_id", "client_secret", "agent_id"])]
+    /// Medplum's `agent.properties` (baseUrl, clientId, clientSecret or clientSecretFile,
+    /// agentId, logLevel). `MEDPLUM_CLIENT_SECRET` in the environment overrides its secret.
+    #[arg(long, conflicts_with_all = ["base_url", "client_id", "client_secret", "client_secret_file", "agent_id"])]
     config: Option<PathBuf>,
     /// The relay's base URL.
     #[arg(long)]
@@ -25,9 +26,13 @@ pub struct AgentArgs {
     /// ClientApplication id.
     #[arg(long)]
     client_id: Option<String>,
-    /// ClientApplication secret.
-    #[arg(long)]
+    /// ClientApplication secret (visible in `ps`: prefer `MEDPLUM_CLIENT_SECRET` or
+    /// --client-secret-file).
+    #[arg(long, conflicts_with = "client_secret_file")]
     client_secret: Option<String>,
+    /// A file holding the ClientApplication secret; it must be readable by its owner only.
+    #[arg(long)]
+    client_secret_file: Option<PathBuf>,
     /// Agent resource id.
     #[arg(long)]
     agent_id: Option<String>,
@@ -109,6 +114,16 @@ pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
     if let Some(AgentCommand::DeadLetters(d)) = &args.command {
         return dead_letters(d);
     }
+    // The secret, by precedence: --client-secret, --client-secret-file, MEDPLUM_CLIENT_SECRET,
+    // then agent.properties (clientSecret or clientSecretFile).
+    let env_secret = std::env::var("MEDPLUM_CLIENT_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let override_secret = match (&args.client_secret, &args.client_secret_file) {
+        (Some(_), _) => None,
+        (None, Some(path)) => Some(agent_core::read_secret_file(path)?),
+        (None, None) => env_secret,
+    };
     let implicit = std::path::Path::new("agent.properties");
     let settings = match &args.config {
         Some(path) => format!("settings from {}", path.display()),
@@ -116,11 +131,11 @@ pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
         None => "settings from the flags".to_owned(),
     };
     let mut config = match &args.config {
-        Some(path) => AgentConfig::from_file(path)?,
+        Some(path) => AgentConfig::read_file(path)?,
         None if implicit.exists() => {
             // A file found in the current directory and flags must not disagree silently:
             // refuse, naming both values. Flags the file leaves empty fill it in.
-            let mut config = AgentConfig::from_file(implicit)?;
+            let mut config = AgentConfig::read_file(implicit)?;
             match merge_flags(&mut config, &args) {
                 Ok(()) => config,
                 Err(conflict) => {
@@ -143,6 +158,9 @@ pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
             ..AgentConfig::default()
         },
     };
+    if let Some(secret) = override_secret {
+        config.client_secret = secret;
+    }
     if args.ca_file.is_some() {
         config.ca_file = args.ca_file.clone();
     }
@@ -151,7 +169,7 @@ pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
     }
     if let Err(e) = config.validate() {
         eprintln!(
-            "error: {e} (give --config agent.properties, or --base-url, --client-id, --client-secret and --agent-id)"
+            "error: {e} (give --config agent.properties, or --base-url, --client-id, --client-secret (or MEDPLUM_CLIENT_SECRET, or --client-secret-file) and --agent-id)"
         );
         return Ok(ExitCode::from(exit::USAGE));
     }

@@ -54,6 +54,14 @@ pub struct ServerArgs {
     /// Lab orders: wait after the first failed attempt, in ms (doubling after each).
     #[arg(long, default_value_t = 2000)]
     order_backoff_ms: u64,
+    /// Failed logins (token endpoint, HTTP Basic) allowed per client id per minute; past it,
+    /// 429 with Retry-After.
+    #[arg(long, default_value_t = 10)]
+    login_failures_per_client: u32,
+    /// Failed logins allowed per source address per minute (behind a proxy: all callers
+    /// together).
+    #[arg(long, default_value_t = 30)]
+    login_failures_per_address: u32,
     /// Check the settings and the bootstrap bundle (every problem on its own line) and exit:
     /// 0 when the relay would start with them, 2 otherwise. Binds and stores nothing.
     #[arg(long)]
@@ -160,6 +168,11 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         database_url: args.database_url,
         backend_ca_file: args.backend_ca_file,
         order_backoff: Duration::from_millis(args.order_backoff_ms),
+        login_limits: relay::LoginLimits {
+            per_client: args.login_failures_per_client.max(1),
+            per_address: args.login_failures_per_address.max(1),
+            period: Duration::from_secs(60),
+        },
         ..RelayConfig::default()
     };
     crate::runtime()?.block_on(async {

@@ -17,8 +17,8 @@ const ADT: &str =
 
 fn bundle(device: &str, channels: &[(&str, &str)]) -> Value {
     let mut entries = vec![
-        json!({"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret"}}),
-        json!({"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret",
+        json!({"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret-0123456"}}),
+        json!({"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret-0123456",
             "extension": [{"url": ALLOWED, "valueReference": {"reference": "Agent/site"}}]}}),
         json!({"resource": {"resourceType": "Device", "id": "lis", "url": format!("mllp://{device}")}}),
     ];
@@ -115,7 +115,7 @@ fn agent_check_reads_the_relay_and_names_what_would_stop_a_channel() {
     let props = dir.join("agent.properties");
     std::fs::write(
         &props,
-        format!("baseUrl={base}\nclientId=agent\nclientSecret=agent-secret\nagentId=site\nlogger.logDir=/var/log\n"),
+        format!("baseUrl={base}\nclientId=agent\nclientSecret=agent-secret-0123456\nagentId=site\nlogger.logDir=/var/log\n"),
     )
     .unwrap();
     let mut cmd = outpost();
@@ -142,7 +142,12 @@ fn agent_check_reads_the_relay_and_names_what_would_stop_a_channel() {
         "--client-id",
         "agent",
     ])
-    .args(["--client-secret", "agent-secret", "--agent-id", "site"]);
+    .args([
+        "--client-secret",
+        "agent-secret-0123456",
+        "--agent-id",
+        "site",
+    ]);
     let (code, out, err) = run("outpost agent --check", cmd, WAIT);
     assert_eq!(code, 2, "{out}{err}");
     assert!(out.contains("channel adt: mllp://0.0.0.0:41000"), "{out}");
@@ -173,7 +178,7 @@ fn agent_check_reads_the_relay_and_names_what_would_stop_a_channel() {
         "--client-id",
         "agent",
         "--client-secret",
-        "agent-secret",
+        "agent-secret-0123456",
         "--agent-id",
         "site",
     ]);
@@ -198,7 +203,12 @@ fn agent_check_passes_a_clean_configuration() {
         "--client-id",
         "agent",
     ])
-    .args(["--client-secret", "agent-secret", "--agent-id", "site"]);
+    .args([
+        "--client-secret",
+        "agent-secret-0123456",
+        "--agent-id",
+        "site",
+    ]);
     let (code, out, err) = run("outpost agent --check", cmd, WAIT);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("channel adt: mllp://0.0.0.0:0"), "{out}");
@@ -219,7 +229,7 @@ fn push_and_hl7_send_answer_scripts_in_json() {
     cmd.args(["agent", "--base-url", &base, "--client-id", "agent"])
         .args([
             "--client-secret",
-            "agent-secret",
+            "agent-secret-0123456",
             "--agent-id",
             "site",
             "--data-dir",
@@ -249,7 +259,7 @@ fn push_and_hl7_send_answer_scripts_in_json() {
         ]);
         run("outpost push --json", cmd, WAIT)
     };
-    let (code, out, err) = push("caller-secret");
+    let (code, out, err) = push("caller-secret-0123456");
     assert_eq!(code, 0, "{out}{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["outcome"], "answered", "{v}");
@@ -447,7 +457,7 @@ fn the_relay_logs_each_push_as_json_and_counts_it_in_metrics() {
         "--client-id",
         "caller",
         "--client-secret",
-        "caller-secret",
+        "caller-secret-0123456",
     ]);
     let (code, out, err) = run("outpost push", cmd, WAIT);
     assert_eq!(code, 3, "nobody answered: {out}{err}");

@@ -34,7 +34,7 @@ fn oru(id: &str) -> String {
 async fn fleet(base: &str, extra: &[&str]) -> (i32, String) {
     let mut cmd = outpost();
     cmd.args(["fleet", "dead-letters", AGENT, "--base-url", base])
-        .args(["--client-id", "caller", "--client-secret", "caller-secret"])
+        .args(["--client-id", "caller", "--client-secret", "caller-secret-0123456"])
         .args(extra);
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
@@ -60,8 +60,8 @@ async fn refused_messages_are_dead_lettered_listed_and_sent_again_through_the_re
     relay
         .registry()
         .bootstrap(&json!({"resourceType": "Bundle", "type": "collection", "entry": [
-            {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret"}},
-            {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret",
+            {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret-0123456"}},
+            {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret-0123456",
                 "extension": [{"url": relay::ALLOWED_AGENT_EXTENSION, "valueReference": {"reference": format!("Agent/{AGENT}")}}]}},
             {"resource": agent_resource(true)},
             {"resource": {"resourceType": "Endpoint", "id": "in", "status": "active", "address": "mllp://127.0.0.1:0"}},
@@ -82,7 +82,7 @@ async fn refused_messages_are_dead_lettered_listed_and_sent_again_through_the_re
         AgentConfig {
             base_url: base.clone(),
             client_id: "agent".into(),
-            client_secret: "agent-secret".into(),
+            client_secret: "agent-secret-0123456".into(),
             agent_id: AGENT.into(),
             data_dir: data.clone(),
             min_backoff: Duration::from_millis(100),
@@ -143,7 +143,7 @@ async fn refused_messages_are_dead_lettered_listed_and_sent_again_through_the_re
     let http = reqwest::Client::new();
     let logs: Value = http
         .get(format!("{base}fhir/R4/Agent/{AGENT}/$fetch-logs?limit=200"))
-        .basic_auth("caller", Some("caller-secret"))
+        .basic_auth("caller", Some("caller-secret-0123456"))
         .send()
         .await
         .unwrap()

@@ -346,8 +346,8 @@ fn push_a_dicom_file_through_relay_and_agent() {
     let scp_xi = dcmtk::storescp(xi_dir.path(), &["+xi"], &[]);
     let agent_id = "dicom-agent";
     let bundle = serde_json::json!({"resourceType": "Bundle", "type": "collection", "entry": [
-        {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret"}},
-        {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret",
+        {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret-0123456"}},
+        {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret-0123456",
             "extension": [{"url": "https://outpost.health/fhir/StructureDefinition/allowed-agent",
                 "valueReference": {"reference": format!("Agent/{agent_id}")}}]}},
         {"resource": {"resourceType": "Agent", "id": agent_id, "name": "DICOM agent", "status": "active"}},
@@ -380,7 +380,7 @@ fn push_a_dicom_file_through_relay_and_agent() {
             "--client-id",
             "agent",
             "--client-secret",
-            "agent-secret",
+            "agent-secret-0123456",
             "--agent-id",
             agent_id,
             "--data-dir",
@@ -407,7 +407,7 @@ fn push_a_dicom_file_through_relay_and_agent() {
         "--client-id",
         "caller",
         "--client-secret",
-        "caller-secret",
+        "caller-secret-0123456",
     ]);
     let (code, out, err) = run("outpost push", cmd, LIMIT);
     assert_eq!(code, 0, "{out}{err}");
@@ -446,7 +446,7 @@ fn push_a_dicom_file_through_relay_and_agent() {
             "--client-id",
             "caller",
             "--client-secret",
-            "caller-secret",
+            "caller-secret-0123456",
         ]);
         let (code, out, err) = run("outpost push", cmd, LIMIT);
         assert_eq!(code, 0, "{}: {out}{err}", f.display());
@@ -485,7 +485,7 @@ fn push_a_dicom_file_through_relay_and_agent() {
         "--client-id",
         "caller",
         "--client-secret",
-        "caller-secret",
+        "caller-secret-0123456",
     ]);
     let (code, out, err) = run("medplum post", cmd, LIMIT);
     assert_eq!(code, 0, "{out}{err}");

@@ -98,7 +98,7 @@ fn agent(dir: &Path, data: &Path, base_url: &str, extra: &str) -> Proc {
     std::fs::write(
         &props,
         format!(
-            "baseUrl={base_url}\nclientId=agent\nclientSecret=secret\nagentId={AGENT}\ndataDir={}\ninboundReplyWaitMs=2000\n{extra}",
+            "baseUrl={base_url}\nclientId=agent\nclientSecret=agent-secret-0123456\nagentId={AGENT}\ndataDir={}\ninboundReplyWaitMs=2000\n{extra}",
             data.display()
         ),
     )
@@ -504,7 +504,7 @@ async fn at_a_low_descriptor_limit_excess_connections_are_closed_at_once() {
     std::fs::write(
         &props,
         format!(
-            "baseUrl={}\nclientId=agent\nclientSecret=secret\nagentId={AGENT}\ndataDir={}\n",
+            "baseUrl={}\nclientId=agent\nclientSecret=agent-secret-0123456\nagentId={AGENT}\ndataDir={}\n",
             relay.base_url,
             scratch.0.join("data").display()
         ),
@@ -566,7 +566,7 @@ async fn the_soft_descriptor_limit_is_raised_at_start() {
     std::fs::write(
         &props,
         format!(
-            "baseUrl={}\nclientId=agent\nclientSecret=secret\nagentId={AGENT}\ndataDir={}\n",
+            "baseUrl={}\nclientId=agent\nclientSecret=agent-secret-0123456\nagentId={AGENT}\ndataDir={}\n",
             relay.base_url,
             scratch.0.join("data").display()
         ),
@@ -591,8 +591,8 @@ async fn the_soft_descriptor_limit_is_raised_at_start() {
 async fn a_stalled_relay_process_does_not_hold_up_devices() {
     let scratch = Scratch::new("sigstop");
     let bundle = serde_json::json!({"resourceType": "Bundle", "type": "collection", "entry": [
-        {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret"}},
-        {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "secret",
+        {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret-0123456"}},
+        {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret-0123456",
             "extension": [{"url": "https://outpost.health/fhir/StructureDefinition/allowed-agent", "valueReference": {"reference": format!("Agent/{AGENT}")}}]}},
         {"resource": {"resourceType": "Agent", "id": AGENT, "name": "Faults", "status": "active",
             "channel": [{"name": "aa", "endpoint": {"reference": "Endpoint/aa"}}, {"name": "lab", "endpoint": {"reference": "Endpoint/lab"}}]}},
@@ -660,7 +660,7 @@ async fn a_stalled_relay_process_does_not_hold_up_devices() {
             .success()
     );
     // Every message stored by the relay, once.
-    let token = support::token(&base, "caller", "caller-secret").await;
+    let token = support::token(&base, "caller", "caller-secret-0123456").await;
     let deadline = Instant::now() + Duration::from_secs(90);
     let rows = loop {
         let rows: Vec<serde_json::Value> = reqwest::Client::new()

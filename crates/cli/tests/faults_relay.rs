@@ -17,8 +17,8 @@ use test_support::relay::ScriptedAgent;
 use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(60);
-const CALLER_SECRET: &str = "caller-secret";
-const AGENT_SECRET: &str = "agent-secret";
+const CALLER_SECRET: &str = "caller-secret-0123456";
+const AGENT_SECRET: &str = "agent-secret-0123456";
 
 /// Callers, an agent client bound to `a1` and `a2`, both agents with an MLLP channel, and a
 /// device at `device`.

@@ -103,8 +103,8 @@ fn site(label: &str) -> Site {
     // A device that is down: its port refuses connections for as long as the site lives.
     let down = ClosedPort::new();
     let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": [
-        {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret"}},
-        {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret",
+        {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret-0123456"}},
+        {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret-0123456",
             "extension": [{"url": "https://outpost.health/fhir/StructureDefinition/allowed-agent", "valueReference": {"reference": "Agent/site-a"}}]}},
         {"resource": {"resourceType": "Agent", "id": "site-a", "name": "Site A", "status": "active",
             "identifier": [{"system": "urn:site", "value": "lab-1"}]}},
@@ -129,7 +129,7 @@ fn site(label: &str) -> Site {
         .args(["agent", "--base-url", &base, "--client-id", "agent"])
         .args([
             "--client-secret",
-            "agent-secret",
+            "agent-secret-0123456",
             "--agent-id",
             "site-a",
             "--data-dir",
@@ -156,7 +156,7 @@ fn push(base: &str, args: &[&str]) -> (i32, String, String) {
         "--client-id",
         "caller",
         "--client-secret",
-        "caller-secret",
+        "caller-secret-0123456",
     ]);
     run("outpost push", cmd, WAIT)
 }
@@ -361,7 +361,7 @@ fn a_push_waiting_on_a_terminal_says_what_it_waits_for() {
     // `script` gives the command a terminal; its output (stdout and stderr) is what the user sees.
     let line = format!(
         "{} push site-a --destination Device/silent --wait --wait-timeout-ms 2500 --body '{}' \
-         --base-url {} --client-id caller --client-secret caller-secret",
+         --base-url {} --client-id caller --client-secret caller-secret-0123456",
         env!("CARGO_BIN_EXE_outpost"),
         ADT.replace('\r', "\n"),
         site.base
@@ -415,7 +415,12 @@ fn the_agent_says_when_it_cannot_reach_the_relay_yet_and_when_it_does() {
     let mut cmd = outpost();
     cmd.current_dir(&dir)
         .args(["agent", "--base-url", &base, "--client-id", "agent"])
-        .args(["--client-secret", "agent-secret", "--agent-id", "site-a"]);
+        .args([
+            "--client-secret",
+            "agent-secret-0123456",
+            "--agent-id",
+            "site-a",
+        ]);
     let mut agent = Proc::spawn("outpost agent", cmd);
     let line = agent.wait_for("Not connected to", WAIT);
     assert_eq!(
@@ -425,7 +430,7 @@ fn the_agent_says_when_it_cannot_reach_the_relay_yet_and_when_it_does() {
         )
     );
     let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": [
-        {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret",
+        {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret-0123456",
             "extension": [{"url": "https://outpost.health/fhir/StructureDefinition/allowed-agent", "valueReference": {"reference": "Agent/site-a"}}]}},
         {"resource": {"resourceType": "Agent", "id": "site-a", "name": "Site A", "status": "active"}},
     ]});
@@ -449,7 +454,7 @@ fn medplum_agent_ping_prints_why_when_ping_is_missing_on_the_agent_host() {
         cmd.args(["--base-url", &site.base, "--client-id", "caller"])
             .args([
                 "--client-secret",
-                "caller-secret",
+                "caller-secret-0123456",
                 "agent",
                 "ping",
                 "127.0.0.1",

@@ -283,8 +283,8 @@ const AGENT: &str = "case-agent";
 fn deployment(device_port: u16) -> Deployment {
     let dir = tmp("push");
     let bundle = serde_json::json!({"resourceType": "Bundle", "type": "collection", "entry": [
-        {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret"}},
-        {"resource": {"resourceType": "ClientApplication", "id": "agent-client", "secret": "agent-secret",
+        {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret-0123456"}},
+        {"resource": {"resourceType": "ClientApplication", "id": "agent-client", "secret": "agent-secret-0123456",
             "extension": [{"url": "https://outpost.health/fhir/StructureDefinition/allowed-agent",
                 "valueReference": {"reference": format!("Agent/{AGENT}")}}]}},
         {"resource": {"resourceType": "Agent", "id": AGENT, "name": "Case agent", "status": "active"}},
@@ -309,7 +309,7 @@ fn deployment(device_port: u16) -> Deployment {
         .args(["agent", "--base-url", &base, "--client-id", "agent-client"])
         .args([
             "--client-secret",
-            "agent-secret",
+            "agent-secret-0123456",
             "--agent-id",
             AGENT,
             "--data-dir",
@@ -330,7 +330,7 @@ async fn push_through_relay_and_agent_delivers_the_body_unchanged() {
     let d = tokio::task::spawn_blocking(move || deployment(port))
         .await
         .unwrap();
-    let token = support::token(&d.base, "caller", "caller-secret").await;
+    let token = support::token(&d.base, "caller", "caller-secret-0123456").await;
     let http = reqwest::Client::new();
     let report = String::from_utf8(std::fs::read(case("report-with-lf.hl7")).unwrap()).unwrap();
     let crlf = String::from_utf8(crlf_report()).unwrap();

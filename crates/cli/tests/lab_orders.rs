@@ -59,8 +59,8 @@ fn service_request_to_medplum_hl7_listener_and_back() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": [
-        {"resource": {"resourceType": "ClientApplication", "id": "ehr", "secret": "ehr-secret"}},
-        {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret",
+        {"resource": {"resourceType": "ClientApplication", "id": "ehr", "secret": "ehr-secret-0123456"}},
+        {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret-0123456",
             "extension": [{"url": "https://outpost.health/fhir/StructureDefinition/allowed-agent",
                 "valueReference": {"reference": "Agent/lab-agent"}}]}},
         {"resource": {"resourceType": "Agent", "id": "lab-agent", "name": "Lab agent", "status": "active"}},
@@ -101,7 +101,7 @@ fn service_request_to_medplum_hl7_listener_and_back() {
             "--client-id",
             "agent",
             "--client-secret",
-            "agent-secret",
+            "agent-secret-0123456",
             "--agent-id",
             "lab-agent",
             "--data-dir",
@@ -116,7 +116,7 @@ fn service_request_to_medplum_hl7_listener_and_back() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = reqwest::Client::new();
-    let token = rt.block_on(token(&base, "ehr", "ehr-secret"));
+    let token = rt.block_on(token(&base, "ehr", "ehr-secret-0123456"));
     let put = |sr: Value| {
         rt.block_on(async {
             let r = client

@@ -83,8 +83,8 @@ fn clients(agents: &[String]) -> Vec<Value> {
         .map(|a| json!({"url": ALLOWED, "valueReference": {"reference": format!("Agent/{a}")}}))
         .collect();
     vec![
-        json!({"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret"}}),
-        json!({"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret", "extension": allowed}}),
+        json!({"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret-0123456"}}),
+        json!({"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret-0123456", "extension": allowed}}),
     ]
 }
 
@@ -119,7 +119,7 @@ fn agent_idle_memory_beside_medplums_mllp_server() {
             "--client-id",
             "agent",
             "--client-secret",
-            "agent-secret",
+            "agent-secret-0123456",
             "--agent-id",
             "idle",
             "--data-dir",
@@ -239,7 +239,7 @@ fn a_thousand_agents_stay_live_on_one_relay() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let before = rss_kib(pid);
-        let token = token(&base, "agent", "agent-secret").await;
+        let token = token(&base, "agent", "agent-secret-0123456").await;
         let stop = Arc::new(tokio::sync::Notify::new());
         let url = format!("ws://{}/ws/agent", authority(&base));
         let started = Instant::now();
@@ -302,7 +302,7 @@ fn a_thousand_agents_stay_live_on_one_relay() {
 }
 
 async fn token_client(base: &str) -> String {
-    token(base, "caller", "caller-secret").await
+    token(base, "caller", "caller-secret-0123456").await
 }
 
 async fn count_connected(token: &str, base: &str, ids: &[String]) -> usize {
@@ -335,7 +335,7 @@ fn agent_config(base: &str, id: &str, data: PathBuf) -> agent_core::AgentConfig 
     agent_core::AgentConfig {
         base_url: base.into(),
         client_id: "agent".into(),
-        client_secret: "agent-secret".into(),
+        client_secret: "agent-secret-0123456".into(),
         agent_id: id.into(),
         data_dir: data,
         min_backoff: Duration::from_millis(100),

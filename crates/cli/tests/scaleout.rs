@@ -143,8 +143,8 @@ fn three_relays_one_fleet() {
         .map(|i| json!({"url": "https://outpost.health/fhir/StructureDefinition/allowed-agent", "valueReference": {"reference": format!("Agent/agent-{i}")}}))
         .collect();
     let mut entries = vec![
-        json!({"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret"}}),
-        json!({"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret", "extension": allowed}}),
+        json!({"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret-0123456"}}),
+        json!({"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret-0123456", "extension": allowed}}),
     ];
     for (i, d) in devices.iter().enumerate() {
         entries.push(json!({"resource": {"resourceType": "Agent", "id": format!("agent-{i}"), "name": format!("agent {i}"), "status": "active"}}));
@@ -175,7 +175,7 @@ fn three_relays_one_fleet() {
                 agent_core::AgentConfig {
                     base_url: format!("http://127.0.0.1:{lb}/"),
                     client_id: "agent".into(),
-                    client_secret: "agent-secret".into(),
+                    client_secret: "agent-secret-0123456".into(),
                     agent_id: format!("agent-{i}"),
                     data_dir: dir.join(format!("agent-{i}")),
                     min_backoff: Duration::from_millis(100),
@@ -193,7 +193,7 @@ fn three_relays_one_fleet() {
         let tokens: Vec<String> = {
             let mut t = Vec::new();
             for i in 0..3 {
-                t.push(token(&base(i), "caller", "caller-secret").await);
+                t.push(token(&base(i), "caller", "caller-secret-0123456").await);
             }
             t
         };

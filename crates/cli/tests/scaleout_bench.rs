@@ -21,8 +21,8 @@ fn bundle(dir: &std::path::Path, devices: &[String]) -> std::path::PathBuf {
         .map(|i| json!({"url": "https://outpost.health/fhir/StructureDefinition/allowed-agent", "valueReference": {"reference": format!("Agent/agent-{i}")}}))
         .collect();
     let mut entries = vec![
-        json!({"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret"}}),
-        json!({"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret", "extension": allowed}}),
+        json!({"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret-0123456"}}),
+        json!({"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret-0123456", "extension": allowed}}),
     ];
     for (i, d) in devices.iter().enumerate() {
         entries.push(json!({"resource": {"resourceType": "Agent", "id": format!("agent-{i}"), "name": "a", "status": "active"}}));
@@ -152,7 +152,7 @@ fn push_scaleout_figures() {
                         agent_core::AgentConfig {
                             base_url: bases[i % bases.len()].clone(),
                             client_id: "agent".into(),
-                            client_secret: "agent-secret".into(),
+                            client_secret: "agent-secret-0123456".into(),
                             agent_id: format!("agent-{i}"),
                             data_dir: dir.join(format!("{tag}-agent-{i}")),
                             ..agent_core::AgentConfig::default()
@@ -171,7 +171,7 @@ fn push_scaleout_figures() {
         // One embedded relay (SQLite, no Redis).
         let (one, base1) = relay("one", &dir, &["--bootstrap".into(), bundle.display().to_string()]);
         let agents = start_agents(vec![base1.clone()], "one").await;
-        let t1 = token(&base1, "caller", "caller-secret").await;
+        let t1 = token(&base1, "caller", "caller-secret-0123456").await;
         let rate1 = throughput(std::slice::from_ref(&base1), std::slice::from_ref(&t1), 64, secs, false).await;
         let (p50_1, p99_1) = latency(&base1, &t1, 0, 2000).await;
         for a in agents {
@@ -186,7 +186,7 @@ fn push_scaleout_figures() {
         // One relay on Redis and PostgreSQL: what the shared engines cost a single process.
         let (single, base_single) = relay("single", &dir, &[shared.clone(), vec!["--bootstrap".to_owned(), bundle.display().to_string()]].concat());
         let agents = start_agents(vec![base_single.clone()], "single").await;
-        let t_single = token(&base_single, "caller", "caller-secret").await;
+        let t_single = token(&base_single, "caller", "caller-secret-0123456").await;
         let rate1_shared = throughput(std::slice::from_ref(&base_single), std::slice::from_ref(&t_single), 64, secs, false).await;
         for a in agents {
             a.shutdown().await;
@@ -203,7 +203,7 @@ fn push_scaleout_figures() {
         let agents = start_agents(bases.clone(), "three").await;
         let mut tokens = Vec::new();
         for b in &bases {
-            tokens.push(token(b, "caller", "caller-secret").await);
+            tokens.push(token(b, "caller", "caller-secret-0123456").await);
         }
         let rate3 = throughput(&bases, &tokens, 64, secs, false).await;
         let rate3_owner = throughput(&bases, &tokens, 64, secs, true).await;

@@ -33,8 +33,8 @@ fn relay_uses_postgres_and_redis_over_tls_only() {
     rt.block_on(async {
         let device = ack_device("127.0.0.1:0", Default::default()).await;
         let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": [
-            {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret"}},
-            {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret",
+            {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret-0123456"}},
+            {"resource": {"resourceType": "ClientApplication", "id": "agent", "secret": "agent-secret-0123456",
                 "extension": [{"url": "https://outpost.health/fhir/StructureDefinition/allowed-agent",
                     "valueReference": {"reference": "Agent/a1"}}]}},
             {"resource": {"resourceType": "Agent", "id": "a1", "name": "a", "status": "active"}},
@@ -56,7 +56,7 @@ fn relay_uses_postgres_and_redis_over_tls_only() {
             agent_core::AgentConfig {
                 base_url: base.clone(),
                 client_id: "agent".into(),
-                client_secret: "agent-secret".into(),
+                client_secret: "agent-secret-0123456".into(),
                 agent_id: "a1".into(),
                 data_dir: dir.join("agent"),
                 ..agent_core::AgentConfig::default()
@@ -67,7 +67,7 @@ fn relay_uses_postgres_and_redis_over_tls_only() {
         .unwrap();
         assert!(agent.wait_live(Duration::from_secs(20)).await);
         let http = reqwest::Client::new();
-        let token = token(&base, "caller", "caller-secret").await;
+        let token = token(&base, "caller", "caller-secret-0123456").await;
         let answer = http
             .post(format!("{base}fhir/R4/Agent/a1/$push"))
             .bearer_auth(&token)

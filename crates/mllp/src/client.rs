@@ -8,6 +8,7 @@ use hl7v2::{AckCode, Acknowledgment, Message};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
+use crate::stream::Stream;
 use crate::{DEFAULT_MAX_FRAME, Error, MllpCodec};
 
 /// Which acknowledgement ends the wait for a message (Medplum's `returnAck`).
@@ -94,7 +95,7 @@ impl Ack {
 /// ([`Pool`](crate::Pool) does this).
 #[derive(Debug)]
 pub struct Connection {
-    framed: Framed<TcpStream, MllpCodec>,
+    framed: Framed<Stream, MllpCodec>,
     peer: String,
     opts: ClientOptions,
     healthy: bool,
@@ -103,6 +104,46 @@ pub struct Connection {
 impl Connection {
     /// Connects to `addr` (`host:port`), with `TCP_NODELAY` so each frame leaves at once.
     pub async fn connect(addr: &str, opts: ClientOptions) -> Result<Connection, Error> {
+        let (stream, peer) = Connection::tcp(addr, &opts).await?;
+        Ok(Connection::over(Stream::Plain(stream), peer, opts))
+    }
+
+    /// Connects to `addr` and runs a TLS handshake (TLS 1.2 or 1.3) as `tls` says; connecting
+    /// and the handshake together within `opts.connect_timeout`. A certificate that does not
+    /// verify is [`Error::Tls`], naming the problem (`invalid peer certificate: UnknownIssuer`).
+    #[cfg(feature = "tls")]
+    pub async fn connect_tls(
+        addr: &str,
+        tls: &crate::TlsTarget,
+        opts: ClientOptions,
+    ) -> Result<Connection, Error> {
+        let started = tokio::time::Instant::now();
+        let (stream, peer) = Connection::tcp(addr, &opts).await?;
+        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+        let left = opts.connect_timeout.saturating_sub(started.elapsed());
+        let stream = tokio::time::timeout(left, connector.connect(tls.server_name.clone(), stream))
+            .await
+            .map_err(|_| Error::ConnectTimeout {
+                addr: addr.to_owned(),
+                timeout: opts.connect_timeout,
+            })?
+            .map_err(|source| Error::Tls {
+                addr: addr.to_owned(),
+                source,
+            })?;
+        Ok(Connection::over(Stream::Tls(Box::new(stream)), peer, opts))
+    }
+
+    fn over(stream: Stream, peer: String, opts: ClientOptions) -> Connection {
+        Connection {
+            framed: Framed::new(stream, MllpCodec::new(opts.max_frame)),
+            peer,
+            opts,
+            healthy: true,
+        }
+    }
+
+    async fn tcp(addr: &str, opts: &ClientOptions) -> Result<(TcpStream, String), Error> {
         let stream = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| Error::ConnectTimeout {
@@ -117,12 +158,7 @@ impl Connection {
         let peer = stream
             .peer_addr()
             .map_or_else(|_| addr.to_owned(), |a| a.to_string());
-        Ok(Connection {
-            framed: Framed::new(stream, MllpCodec::new(opts.max_frame)),
-            peer,
-            opts,
-            healthy: true,
-        })
+        Ok((stream, peer))
     }
 
     /// The peer's address.
@@ -141,12 +177,7 @@ impl Connection {
         if !self.healthy || !self.framed.read_buffer().is_empty() {
             return false;
         }
-        let mut probe = [0u8; 1];
-        match self.framed.get_ref().try_read(&mut probe) {
-            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
-            // Closed by the peer (0) or unsolicited bytes: either way out of step.
-            Ok(_) => false,
-        }
+        self.framed.get_ref().is_quiet()
     }
 
     /// Sends `message` and waits for its acknowledgement with this connection's options.

@@ -45,6 +45,15 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// The TLS handshake failed: the server's certificate did not verify (the cause names the
+    /// problem, e.g. `invalid peer certificate: UnknownIssuer`), or the server refused ours.
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Tls {
+        /// The address as given.
+        addr: String,
+        /// The cause, from rustls.
+        source: std::io::Error,
+    },
     /// The TCP connection did not complete in time.
     #[error("cannot connect to {addr}: no answer within {} ms", .timeout.as_millis())]
     ConnectTimeout {

@@ -44,6 +44,8 @@
 //!
 //! - `tokio` (default): the codec, the client, the pool and the server. Without it the crate is
 //!   the sans-IO framer alone.
+//! - `tls`: MLLP over TLS for the client and the pool ([`Connection::connect_tls`],
+//!   [`Pool::send_tls_by`], [`TlsTarget`]) with rustls (ring).
 
 #![cfg_attr(
     not(test),
@@ -61,6 +63,8 @@ mod codec;
 mod pool;
 #[cfg(feature = "tokio")]
 mod server;
+#[cfg(feature = "tokio")]
+mod stream;
 
 pub use error::Error;
 pub use framer::{
@@ -78,3 +82,5 @@ pub use codec::MllpCodec;
 pub use pool::{Pool, PoolOptions, SendOptions};
 #[cfg(feature = "tokio")]
 pub use server::{Handler, Request, Server, ServerOptions, ack_options, acks_for, reject};
+#[cfg(feature = "tls")]
+pub use stream::TlsTarget;

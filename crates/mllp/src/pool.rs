@@ -6,7 +6,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
+#[cfg(feature = "tls")]
+use crate::TlsTarget;
 use crate::{Ack, ClientOptions, Connection, Error, ReturnAck};
+
+/// Without the `tls` feature there is no TLS target: `Option<&TlsTarget>` is always `None`.
+#[cfg(not(feature = "tls"))]
+#[derive(Debug)]
+enum TlsTarget {}
 
 /// How a [`Pool`] manages connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +94,7 @@ impl Pool {
 
     /// Sends `message` to `addr` and waits for its acknowledgement.
     pub async fn send(&self, addr: &str, message: &[u8], opts: SendOptions) -> Result<Ack, Error> {
-        self.send_inner(addr, message, opts, None).await
+        self.send_inner(addr, None, message, opts, None).await
     }
 
     /// [`Pool::send`] with a deadline that covers the whole send: waiting for a free
@@ -101,17 +108,40 @@ impl Pool {
         deadline: tokio::time::Instant,
         opts: SendOptions,
     ) -> Result<Ack, Error> {
-        self.send_inner(addr, message, opts, Some(deadline)).await
+        self.send_inner(addr, None, message, opts, Some(deadline))
+            .await
+    }
+
+    /// [`Pool::send_by`] over TLS as `tls` says. Connections to one address are pooled per
+    /// [`TlsTarget::label`], apart from plain ones.
+    #[cfg(feature = "tls")]
+    pub async fn send_tls_by(
+        &self,
+        addr: &str,
+        tls: &TlsTarget,
+        message: &[u8],
+        deadline: tokio::time::Instant,
+        opts: SendOptions,
+    ) -> Result<Ack, Error> {
+        self.send_inner(addr, Some(tls), message, opts, Some(deadline))
+            .await
     }
 
     async fn send_inner(
         &self,
         addr: &str,
+        tls: Option<&TlsTarget>,
         message: &[u8],
         opts: SendOptions,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Ack, Error> {
-        let dest = self.destination(addr);
+        let dest = match tls {
+            None => self.destination(addr),
+            #[cfg(feature = "tls")]
+            Some(t) => self.destination(&format!("tls {} {addr}", t.label)),
+            #[cfg(not(feature = "tls"))]
+            Some(t) => match *t {},
+        };
         let started = tokio::time::Instant::now();
         let deadline_passed = || Error::NotSent {
             addr: addr.to_owned(),
@@ -138,7 +168,14 @@ impl Pool {
                     cut_short = left < client.connect_timeout;
                     client.connect_timeout = client.connect_timeout.min(left);
                 }
-                match Connection::connect(addr, client).await {
+                let connected = match tls {
+                    None => Connection::connect(addr, client).await,
+                    #[cfg(feature = "tls")]
+                    Some(t) => Connection::connect_tls(addr, t, client).await,
+                    #[cfg(not(feature = "tls"))]
+                    Some(t) => match *t {},
+                };
+                match connected {
                     Ok(conn) => conn,
                     // The deadline, not the device, ended the attempt.
                     Err(Error::ConnectTimeout { .. }) if cut_short => {

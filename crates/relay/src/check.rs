@@ -5,12 +5,14 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
+use crate::auth::{MIN_SECRET_LEN, is_hashed};
 use crate::fhir::{RESOURCE_TYPES, check_address, valid_id};
 
 /// Every problem of a bootstrap Bundle, one sentence each, in entry order (empty when it
 /// loads): not a Bundle, entries without a resource or a type, types the relay does not keep,
-/// ids that are not FHIR ids, the same id twice, Device and Endpoint URLs the agent cannot use, Agent channels whose
-/// Endpoint is not in the bundle.
+/// ids that are not FHIR ids, the same id twice, Device and Endpoint URLs the agent cannot use,
+/// ClientApplication secrets under [`MIN_SECRET_LEN`](crate::MIN_SECRET_LEN) characters, Agent
+/// channels whose Endpoint is not in the bundle.
 pub fn check_bundle(bundle: &Value) -> Vec<String> {
     let mut problems = Vec::new();
     if bundle["resourceType"] != "Bundle" {
@@ -55,6 +57,17 @@ pub fn check_bundle(bundle: &Value) -> Vec<String> {
         if let Err(e) = check_address(r) {
             problems.push(format!("entry {i}: {e}"));
         }
+        if ty == "ClientApplication"
+            && let Some(secret) = r["secret"].as_str()
+            && !is_hashed(secret)
+            && secret.chars().count() < MIN_SECRET_LEN
+        {
+            problems.push(format!(
+                "entry {i}: ClientApplication/{} secret too short ({} characters, at least {MIN_SECRET_LEN})",
+                r["id"].as_str().unwrap_or("?"),
+                secret.chars().count()
+            ));
+        }
     }
     for (i, e) in entries.iter().enumerate() {
         let r = &e["resource"];
@@ -93,6 +106,8 @@ mod tests {
             {"resource": {"resourceType": "Agent", "id": "a", "channel": [{"name": "adt", "endpoint": {"reference": "Endpoint/adt"}}]}},
             {"resource": {"resourceType": "Endpoint", "id": "adt", "address": "mllp://0.0.0.0:2575"}},
             {"resource": {"resourceType": "Device", "id": "lis", "url": "mllp://10.0.0.5:2575"}},
+            {"resource": {"resourceType": "Device", "id": "lis-tls", "url": "mllps://10.0.0.5:2576?ca=/etc/outpost/lis-ca.pem"}},
+            {"resource": {"resourceType": "ClientApplication", "id": "c", "secret": "sixteen-chars-xx"}},
         ]});
         assert!(check_bundle(&good).is_empty(), "{:?}", check_bundle(&good));
         let bad = json!({"resourceType": "Bundle", "entry": [
@@ -101,9 +116,10 @@ mod tests {
             {"resource": {"resourceType": "Device", "id": "lis", "url": "mllp://10.0.0.5:2575"}},
             {"resource": {"resourceType": "Observation", "id": "o"}},
             {"fullUrl": "x"},
+            {"resource": {"resourceType": "ClientApplication", "id": "c", "secret": "short"}},
         ]});
         let problems = check_bundle(&bad);
-        assert_eq!(problems.len(), 5, "{problems:#?}");
+        assert_eq!(problems.len(), 6, "{problems:#?}");
         assert!(
             problems[0].contains("unknown scheme mlp://"),
             "{}",
@@ -112,7 +128,11 @@ mod tests {
         assert!(problems[1].contains("Device/lis again (first at entry 1)"));
         assert!(problems[2].contains("Observation is not a type the relay keeps"));
         assert_eq!(problems[3], "entry 4: no resource");
-        assert!(problems[4].contains("Endpoint/missing is not an Endpoint in the bundle"));
+        assert_eq!(
+            problems[4],
+            "entry 5: ClientApplication/c secret too short (5 characters, at least 16)"
+        );
+        assert!(problems[5].contains("Endpoint/missing is not an Endpoint in the bundle"));
         assert_eq!(
             check_bundle(&json!({"resourceType": "Patient"})),
             [

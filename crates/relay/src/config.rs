@@ -55,6 +55,9 @@ pub struct RelayConfig {
     pub header_timeout: Duration,
     /// Time allowed for a request's body.
     pub body_timeout: Duration,
+    /// Failed logins (token endpoint, HTTP Basic) allowed per client id and per source
+    /// address before further attempts are answered 429 with `Retry-After`.
+    pub login_limits: crate::LoginLimits,
     /// Lifetime of issued access tokens (one hour).
     pub token_ttl: Duration,
     /// PostgreSQL for the registry (`postgres://...`), shared by several relay processes;
@@ -99,6 +102,7 @@ impl Default for RelayConfig {
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
+            login_limits: crate::LoginLimits::default(),
             token_ttl: Duration::from_secs(crate::auth::TOKEN_TTL_SECS as u64),
             database_url: None,
             redis_url: None,

@@ -52,9 +52,9 @@ pub(crate) fn url_params(query: &str) -> Vec<(String, String)> {
 }
 
 /// URL schemes the agent delivers pushes to (`Device.url`).
-pub(crate) const DEVICE_SCHEMES: &[&str] = &["mllp", "astm", "dicom"];
+pub(crate) const DEVICE_SCHEMES: &[&str] = &["mllp", "mllps", "astm", "dicom"];
 /// URL schemes the agent listens on (`Endpoint.address`).
-pub(crate) const ENDPOINT_SCHEMES: &[&str] = &["mllp", "astm", "tcp", "dicom"];
+pub(crate) const ENDPOINT_SCHEMES: &[&str] = &["mllp", "mllps", "astm", "tcp", "dicom"];
 
 /// Checks a Device's `url` or an Endpoint's `address`: `scheme://host:port[...]` with a
 /// scheme the agent has a client or a listener for. Other types pass. The error is the
@@ -112,8 +112,12 @@ mod tests {
         assert_eq!(check_address(&dev("mllp://127.0.0.1:56000")), Ok(()));
         assert_eq!(check_address(&dev("dicom://[::1]:104?aet=PACS")), Ok(()));
         assert_eq!(
+            check_address(&dev("mllps://lis.lan:2576?ca=/ca.pem")),
+            Ok(())
+        );
+        assert_eq!(
             check_address(&dev("mlp://127.0.0.1:56000")),
-            Err("Device/lis: url \"mlp://127.0.0.1:56000\": unknown scheme mlp://; expected mllp://host:port, astm://host:port, dicom://host:port".to_owned())
+            Err("Device/lis: url \"mlp://127.0.0.1:56000\": unknown scheme mlp://; expected mllp://host:port, mllps://host:port, astm://host:port, dicom://host:port".to_owned())
         );
         assert!(
             check_address(&dev("127.0.0.1:56000"))

@@ -103,7 +103,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use agents::{AskError, ClusterError, VERSION};
-pub use auth::{ALLOWED_AGENT_EXTENSION, Claims, KeyError, TOKEN_TTL_SECS, TokenError, Tokens};
+pub use auth::{
+    ALLOWED_AGENT_EXTENSION, Claims, KeyError, LoginLimits, MIN_SECRET_LEN, PBKDF2_ITERATIONS,
+    TENANT_SCOPE_EXTENSION, TOKEN_TTL_SECS, TokenError, Tokens,
+};
 pub use check::check_bundle;
 pub use config::RelayConfig;
 pub use error::Error;
@@ -268,10 +271,12 @@ impl Relay {
             ),
             None => open_blobs(&config)?,
         };
+        let login_limits = config.login_limits;
         let state = Arc::new(RelayState {
             blobs,
             config,
             registry,
+            logins: auth::Logins::new(tokens.clone(), login_limits),
             tokens,
             router,
             orders,

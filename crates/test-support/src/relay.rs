@@ -12,9 +12,9 @@ use tokio_tungstenite::tungstenite::Message;
 pub const AGENT: &str = "1080ee82-e4fc-4312-946f-322fbecf9bb9";
 pub const DEVICE: &str = "52c9a9de-1081-4fb2-a40a-e62efe1b73b2";
 pub const CALLER: &str = "caller";
-pub const CALLER_SECRET: &str = "caller-secret";
+pub const CALLER_SECRET: &str = "caller-secret-0123456";
 pub const AGENT_CLIENT: &str = "agent-client";
-pub const AGENT_SECRET: &str = "agent-secret";
+pub const AGENT_SECRET: &str = "agent-secret-0123456";
 /// A second agent the agent client may act for.
 pub const AGENT2: &str = "agent-two";
 

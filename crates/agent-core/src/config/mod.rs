@@ -87,12 +87,15 @@ pub const PROPERTY_KEYS: &[&str] = &[
     "baseUrl",
     "clientId",
     "clientSecret",
+    "clientSecretFile",
     "agentId",
     "logLevel",
     "caFile",
     "dataDir",
     "ackTimeoutMs",
     "inboundReplyWaitMs",
+    "inboundAnswerWaitMs",
+    "inboundMaxAttempts",
 ];
 
 /// Keys of an `agent.properties` text that Outpost does not read, with their line numbers
@@ -115,11 +118,23 @@ pub fn unknown_property_keys(text: &str) -> Vec<(usize, String)> {
 impl AgentConfig {
     /// Reads `agent.properties`: `key=value` lines, `#` and `!` comments, blank lines ignored.
     /// Keys: `baseUrl`, `clientId`, `clientSecret`, `agentId`, `logLevel` (Medplum's), and
-    /// `caFile`, `dataDir`, `ackTimeoutMs`, `inboundReplyWaitMs`, `inboundAnswerWaitMs`,
-    /// `inboundMaxAttempts` (Outpost's). Unknown keys (Medplum's `logger.*`) are
-    /// ignored.
+    /// `clientSecretFile`, `caFile`, `dataDir`, `ackTimeoutMs`, `inboundReplyWaitMs`,
+    /// `inboundAnswerWaitMs`, `inboundMaxAttempts` (Outpost's). Unknown keys (Medplum's
+    /// `logger.*`) are ignored.
+    ///
+    /// `clientSecretFile` names a file holding the secret (surrounding whitespace ignored),
+    /// instead of `clientSecret`; on Unix it must not be readable by group or others.
     pub fn from_properties(text: &str) -> Result<AgentConfig, Error> {
+        let c = AgentConfig::parse_properties(text)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// The same, without [`AgentConfig::validate`]: for a caller that fills in values from
+    /// elsewhere (the command line, `MEDPLUM_CLIENT_SECRET`) before validating.
+    pub fn parse_properties(text: &str) -> Result<AgentConfig, Error> {
         let mut c = AgentConfig::default();
+        let mut secret_file = None;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
@@ -133,6 +148,7 @@ impl AgentConfig {
                 "baseUrl" => c.base_url = value,
                 "clientId" => c.client_id = value,
                 "clientSecret" => c.client_secret = value,
+                "clientSecretFile" => secret_file = Some(PathBuf::from(value)),
                 "agentId" => c.agent_id = value,
                 "logLevel" => c.log_level = value,
                 "caFile" => c.ca_file = Some(PathBuf::from(value)),
@@ -156,17 +172,30 @@ impl AgentConfig {
                 _ => {}
             }
         }
-        c.validate()?;
+        if let Some(path) = secret_file {
+            if !c.client_secret.is_empty() {
+                return Err(ConfigError::SecretTwice.into());
+            }
+            c.client_secret = read_secret_file(&path)?;
+        }
         Ok(c)
     }
 
     /// Reads an `agent.properties` file.
     pub fn from_file(path: &Path) -> Result<AgentConfig, Error> {
+        let c = AgentConfig::read_file(path)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Reads an `agent.properties` file without validating it (see
+    /// [`AgentConfig::parse_properties`]).
+    pub fn read_file(path: &Path) -> Result<AgentConfig, Error> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
             path: path.to_owned(),
             source,
         })?;
-        AgentConfig::from_properties(&text)
+        AgentConfig::parse_properties(&text)
     }
 
     /// Checks that the four required values are there and the URL is usable.
@@ -207,6 +236,41 @@ impl AgentConfig {
     }
 }
 
+/// The client secret in `path`: the file's text without surrounding whitespace. The file must
+/// be owner-only (no permission bits for group or others) on Unix, where the check is made on
+/// the open file, so it cannot be swapped between check and read.
+pub fn read_secret_file(path: &Path) -> Result<String, Error> {
+    use std::io::Read;
+    let file_error = |source| ConfigError::File {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(file_error)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata().map_err(file_error)?.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(ConfigError::SecretFileMode {
+                path: path.to_owned(),
+                mode,
+            }
+            .into());
+        }
+    }
+    let mut text = String::new();
+    // A secret is short; anything past 64 KiB is not one.
+    (&mut file)
+        .take(64 * 1024)
+        .read_to_string(&mut text)
+        .map_err(file_error)?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        return Err(ConfigError::SecretFileEmpty(path.to_owned()).into());
+    }
+    Ok(secret.to_owned())
+}
+
 /// A relay base URL: `http(s)://`, and the server's root rather than its FHIR path (Medplum's
 /// `baseUrl` convention; `.../fhir/R4/` would be doubled in every request).
 ///
@@ -227,6 +291,48 @@ pub(crate) fn check_base_url(url: &str) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn client_secret_file_must_be_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("outpost-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("secret");
+        std::fs::write(&path, "agent-secret-from-a-file\n").unwrap();
+        let props = format!(
+            "baseUrl=http://x\nclientId=a\nagentId=b\nclientSecretFile={}\n",
+            path.display()
+        );
+        for mode in [0o644, 0o640, 0o604] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = AgentConfig::from_properties(&props)
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "configuration: clientSecretFile {p} is readable by group or others (mode {mode:04o}); make it owner-only: chmod 600 {p}",
+                    p = path.display()
+                )
+            );
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = AgentConfig::from_properties(&props).unwrap();
+        assert_eq!(c.client_secret, "agent-secret-from-a-file");
+        // Not both ways at once; a missing file is named.
+        let e = AgentConfig::from_properties(&format!("{props}clientSecret=s\n")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "configuration: give clientSecret or clientSecretFile, not both"
+        );
+        let e = AgentConfig::from_properties(&props.replace("/secret", "/nope")).unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+        std::fs::write(&path, " \n").unwrap();
+        let e = AgentConfig::from_properties(&props).unwrap_err();
+        assert!(e.to_string().ends_with("is empty"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn base_url_with_the_fhir_path_is_refused_with_the_root() {

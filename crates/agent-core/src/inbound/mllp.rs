@@ -11,6 +11,9 @@
 //!   has it durably and will deliver it).
 //!
 //! A message that cannot be committed (disk full) is answered AE: the device keeps it.
+//!
+//! `mllps://HOST:PORT?cert=FILE&key=FILE[&ca=FILE]`: the same over TLS 1.2/1.3, the agent
+//! presenting `cert`; with `ca`, devices must present a client certificate from those CAs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,13 +79,23 @@ pub(crate) async fn start(
         let channel = channel.clone();
         async move { channel.on_message(req).await }
     };
+    let listen = |source| ChannelProblem::Listen {
+        addr: url.addr.clone(),
+        source,
+    };
+    if url.scheme == "mllps" {
+        let tls = crate::outbound::device_tls::server_config(url).map_err(ChannelProblem::Tls)?;
+        let listener = tokio::net::TcpListener::bind(&url.addr)
+            .await
+            .map_err(listen)?;
+        return Server::serve_tls(listener, opts, tls, handler)
+            .map(Listener::Mllp)
+            .map_err(listen);
+    }
     Server::bind(&url.addr, opts, handler)
         .await
         .map(Listener::Mllp)
-        .map_err(|source| ChannelProblem::Listen {
-            addr: url.addr.clone(),
-            source,
-        })
+        .map_err(listen)
 }
 
 struct Channel {

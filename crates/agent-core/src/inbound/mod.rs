@@ -41,7 +41,7 @@ pub(crate) struct ChannelContext {
 }
 
 /// The schemes an inbound channel's `Endpoint.address` may have.
-pub(crate) const CHANNEL_SCHEMES: &[&str] = &["mllp", "astm", "tcp", "dicom"];
+pub(crate) const CHANNEL_SCHEMES: &[&str] = &["mllp", "mllps", "astm", "tcp", "dicom"];
 
 /// A channel's listener.
 #[derive(Debug)]
@@ -282,7 +282,7 @@ impl Inbound {
     async fn start(&self, name: &str, address: &str) -> Result<Listener, ChannelProblem> {
         let url = DeviceUrl::parse(address)?;
         match url.scheme.as_str() {
-            "mllp" => mllp::start(&self.ctx, name, &url).await,
+            "mllp" | "mllps" => mllp::start(&self.ctx, name, &url).await,
             "astm" => astm::start(&self.ctx, name, &url).await,
             "tcp" => tcp::start(&self.ctx, name, &url).await,
             "dicom" => dicom::start(&self.ctx, name, &url).await,

@@ -72,6 +72,15 @@ pub enum PushError {
     /// closed, no ACK).
     #[error("{0}")]
     Mllp(#[source] mllp::Error),
+    /// The TLS settings of an `mllps://` destination cannot be used (a CA or certificate file
+    /// unreadable or empty, a host that is no server name).
+    #[error("TLS to {addr}: {problem}")]
+    DeviceTls {
+        /// The destination.
+        addr: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// No acknowledgement within the push's time.
     #[error("no acknowledgement for message {control_id} within {} ms", .within.as_millis())]
     NoAck {
@@ -215,7 +224,8 @@ impl PushError {
             | PushError::Model(_)
             | PushError::DicomContentType(_)
             | PushError::PingBody(_)
-            | PushError::PingHost(_) => Fault::Caller,
+            | PushError::PingHost(_)
+            | PushError::DeviceTls { .. } => Fault::Caller,
             PushError::NotSent { .. } | PushError::ArrivedLate => Fault::Deadline,
             // A message with a framing byte or no control ID is the caller's too.
             PushError::Mllp(

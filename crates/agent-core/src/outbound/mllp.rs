@@ -1,10 +1,10 @@
 //! `mllp://host:port[?encoding=LABEL&returnAck=first|application]`: send over a pooled MLLP
-//! connection and wait for the ACK, all within the push's time (waiting for a free connection
+//! connection (`mllps://`: over TLS) and wait for the ACK, all within the push's time (waiting for a free connection
 //! included; a push that gets none in time is not sent).
 
 use agent_protocol::{CONTENT_TYPE_HL7_V2, TransmitRequest};
 use hl7v2::Charset;
-use mllp::{Pool, ReturnAck, SendOptions};
+use mllp::{Pool, ReturnAck, SendOptions, TlsTarget};
 
 use super::{Delivered, PushError, TimeBudget, charset};
 use crate::url::DeviceUrl;
@@ -12,6 +12,7 @@ use crate::url::DeviceUrl;
 pub(crate) async fn push(
     pool: &Pool,
     url: &DeviceUrl,
+    tls: Option<&TlsTarget>,
     req: &TransmitRequest,
     budget: TimeBudget,
 ) -> Result<Delivered, PushError> {
@@ -32,7 +33,14 @@ pub(crate) async fn push(
         ack_timeout: None,
         return_ack,
     };
-    match pool.send_by(&url.addr, &wire, budget.deadline, opts).await {
+    let sent = match tls {
+        Some(tls) => {
+            pool.send_tls_by(&url.addr, tls, &wire, budget.deadline, opts)
+                .await
+        }
+        None => pool.send_by(&url.addr, &wire, budget.deadline, opts).await,
+    };
+    match sent {
         Ok(ack) => Ok((
             CONTENT_TYPE_HL7_V2.to_owned(),
             hl7_text(charset, ack.bytes()),

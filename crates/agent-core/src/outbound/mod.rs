@@ -4,8 +4,9 @@
 //! | `remote` | action | answer |
 //! |---|---|---|
 //! | `mllp://host:port[?encoding=&returnAck=]` | send over MLLP (pooled), wait for the ACK | the ACK, 200 |
+//! | `mllps://host:port[?ca=&cert=&key=&...]` | the same over TLS ([`device_tls`]) | the ACK, 200 |
 //! | `astm://host:port[?encoding=]` | E1381 over TCP as the LIS: ENQ, frames, EOT | `text/plain` summary, 200 |
-//! | `dicom://host:port?calledAet=&callingAet=` with `application/dicom` (base64 Part 10) | C-STORE | JSON result, 200 |
+//! | `dicom://host:port?calledAet=&callingAet=[&tls=true&ca=...]` with `application/dicom` (base64 Part 10) | C-STORE (over TLS with `tls=true`) | JSON result, 200 |
 //! | same, with `application/dicom+json` (a query identifier) | C-FIND | JSON array of matches, 200 |
 //! | a host or IP with `x-application/ping` | the system `ping` | its output, 200 |
 //! | anything else | none | 400 "unsupported destination scheme" |
@@ -16,6 +17,7 @@
 //! counts; a push that cannot be sent before its deadline is not sent at all.
 
 mod astm;
+pub(crate) mod device_tls;
 mod dicom;
 mod error;
 mod mllp;
@@ -80,6 +82,7 @@ impl TimeBudget {
 pub(crate) struct Outbound {
     config: Arc<AgentConfig>,
     pool: ::mllp::Pool,
+    device_tls: device_tls::DeviceTls,
     /// `Agent.status` is `off`: pushes are refused.
     off: AtomicBool,
     events: Events,
@@ -97,6 +100,7 @@ impl Outbound {
         Outbound {
             config,
             pool,
+            device_tls: device_tls::DeviceTls::default(),
             off: AtomicBool::new(false),
             events,
         }
@@ -172,16 +176,34 @@ impl Outbound {
         } else {
             match DeviceUrl::parse(&req.remote) {
                 Ok(url) => match url.scheme.as_str() {
-                    "mllp" => mllp::push(&self.pool, &url, req, budget).await,
+                    "mllp" => mllp::push(&self.pool, &url, None, req, budget).await,
+                    "mllps" => match self.device_tls.target(&url, self.config.ca_file.as_deref()) {
+                        Ok(tls) => mllp::push(&self.pool, &url, Some(&tls), req, budget).await,
+                        Err(e) => Err(e),
+                    },
                     "astm" => astm::push(&url, req, budget).await,
-                    "dicom" => dicom::push(&url, req, budget, self.config.ack_timeout).await,
+                    "dicom" => {
+                        let tls = match url.get("tls") {
+                            Some("true") => self
+                                .device_tls
+                                .target(&url, self.config.ca_file.as_deref())
+                                .map(Some),
+                            _ => Ok(None),
+                        };
+                        match tls {
+                            Ok(tls) => {
+                                dicom::push(&url, tls, req, budget, self.config.ack_timeout).await
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
                     other => Err(PushError::UnsupportedScheme(other.to_owned())),
                 },
                 Err(crate::url::UrlError::NotAUrl(_)) => {
                     Err(PushError::NotAUrl(req.remote.clone()))
                 }
                 Err(e) => match req.remote.split_once("://") {
-                    Some((scheme, _)) if !matches!(scheme, "mllp" | "astm" | "dicom") => {
+                    Some((scheme, _)) if !matches!(scheme, "mllp" | "mllps" | "astm" | "dicom") => {
                         Err(PushError::UnsupportedScheme(scheme.to_owned()))
                     }
                     _ => Err(e.into()),

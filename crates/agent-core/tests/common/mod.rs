@@ -90,8 +90,8 @@ impl Device {
 
 pub fn bundle(device_port: u16, channel_port: u16) -> Value {
     json!({"resourceType": "Bundle", "type": "collection", "entry": [
-        {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret"}},
-        {"resource": {"resourceType": "ClientApplication", "id": "agent-client", "secret": "agent-secret",
+        {"resource": {"resourceType": "ClientApplication", "id": "caller", "secret": "caller-secret-0123456"}},
+        {"resource": {"resourceType": "ClientApplication", "id": "agent-client", "secret": "agent-secret-0123456",
             "extension": [{"url": relay::ALLOWED_AGENT_EXTENSION, "valueReference": {"reference": format!("Agent/{AGENT}")}}]}},
         {"resource": {"resourceType": "Agent", "id": AGENT, "name": "Test agent", "status": "active",
             "channel": [{"name": "adt-in", "endpoint": {"reference": "Endpoint/adt-in"}}]}},
@@ -123,7 +123,7 @@ pub fn agent_config(relay_base: &str, data: PathBuf) -> AgentConfig {
     AgentConfig {
         base_url: relay_base.into(),
         client_id: "agent-client".into(),
-        client_secret: "agent-secret".into(),
+        client_secret: "agent-secret-0123456".into(),
         agent_id: AGENT.into(),
         data_dir: data,
         min_backoff: Duration::from_millis(100),
@@ -146,7 +146,7 @@ pub async fn start_agent(config: AgentConfig) -> Agent {
 /// A caller of the relay, as `outpost push` is.
 pub fn caller(relay_base: &str) -> RelayClient {
     let tls = agent_core::client_config(None).unwrap();
-    RelayClient::new(relay_base, "caller", "caller-secret", tls).unwrap()
+    RelayClient::new(relay_base, "caller", "caller-secret-0123456", tls).unwrap()
 }
 
 /// Everything up: device (on `device_port`, 0 for any), relay, agent.

@@ -1,5 +1,8 @@
 //! The association requestor over TCP (tokio): connect, C-ECHO, C-STORE, C-FIND, release.
 //!
+//! [`Association::connect_over`] runs the same over any byte stream the caller has opened (a
+//! TLS stream for DICOM's TLS profiles, PS3.15 Annex B): this crate does no TLS itself.
+//!
 //! Sockets get `TCP_NODELAY`, and every PDU leaves in one write (several PDUs of a data set are
 //! batched into one write), so no C-STORE waits on Nagle's algorithm and a delayed ACK.
 
@@ -7,7 +10,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, ToSocketAddrs};
 
 use crate::dataset::DataSet;
@@ -169,10 +172,14 @@ pub struct StoreResult {
     pub warnings: Vec<String>,
 }
 
+/// The byte stream under an association: TCP, or whatever the caller connected over.
+trait Transport: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> Transport for T {}
+
 /// An open association.
 #[derive(Debug)]
 pub struct Association {
-    stream: TcpStream,
+    stream: Box<dyn Transport>,
     rbuf: BytesMut,
     wbuf: Vec<u8>,
     opts: Options,
@@ -206,6 +213,19 @@ fn check_ae(title: &str, which: &str) -> Result<(), Error> {
     }
 }
 
+/// The AE titles and the number of proposals are usable.
+fn check_request(opts: &Options, proposals: &[Proposal]) -> Result<(), Error> {
+    check_ae(&opts.calling_ae, "calling")?;
+    check_ae(&opts.called_ae, "called")?;
+    if proposals.is_empty() || proposals.len() > 128 {
+        return Err(Error::Invalid(format!(
+            "{} presentation contexts proposed; an association holds 1 to 128",
+            proposals.len()
+        )));
+    }
+    Ok(())
+}
+
 impl Association {
     /// Connects, proposes `proposals` (ids 1, 3, 5, ...), and reads the SCP's answer.
     pub async fn connect(
@@ -213,14 +233,7 @@ impl Association {
         opts: &Options,
         proposals: &[Proposal],
     ) -> Result<Association, Error> {
-        check_ae(&opts.calling_ae, "calling")?;
-        check_ae(&opts.called_ae, "called")?;
-        if proposals.is_empty() || proposals.len() > 128 {
-            return Err(Error::Invalid(format!(
-                "{} presentation contexts proposed; an association holds 1 to 128",
-                proposals.len()
-            )));
-        }
+        check_request(opts, proposals)?;
         let stream = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| Error::Timeout {
@@ -228,6 +241,22 @@ impl Association {
                 ms: ms(opts.connect_timeout),
             })??;
         stream.set_nodelay(true)?;
+        Association::connect_over(stream, opts, proposals).await
+    }
+
+    /// [`Association::connect`] over a stream the caller has opened (for example TLS over
+    /// TCP, with `TCP_NODELAY` set by the caller); the A-ASSOCIATE exchange and everything after
+    /// it are the same.
+    pub async fn connect_over<S>(
+        stream: S,
+        opts: &Options,
+        proposals: &[Proposal],
+    ) -> Result<Association, Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug + 'static,
+    {
+        check_request(opts, proposals)?;
+        let stream: Box<dyn Transport> = Box::new(stream);
         let rq = Associate {
             called_ae: opts.called_ae.clone(),
             calling_ae: opts.calling_ae.clone(),

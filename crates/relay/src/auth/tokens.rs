@@ -129,6 +129,17 @@ impl Tokens {
         Ok(claims)
     }
 
+    /// A keyed tag of `secret` (HMAC-SHA256 with the signing key), to remember a verified
+    /// secret without keeping it.
+    pub(crate) fn tag(&self, secret: &str) -> Vec<u8> {
+        hmac::sign(&self.key, secret.as_bytes()).as_ref().to_vec()
+    }
+
+    /// Whether `secret` has the tag `tag`, in constant time.
+    pub(crate) fn tag_matches(&self, secret: &str, tag: &[u8]) -> bool {
+        hmac::verify(&self.key, secret.as_bytes(), tag).is_ok()
+    }
+
     /// Whether `given` equals `expected`, in time independent of where they differ.
     pub(crate) fn secrets_equal(&self, given: &str, expected: &str) -> bool {
         let tag = hmac::sign(&self.key, expected.as_bytes());

@@ -24,7 +24,7 @@ use axum::routing::{any, get, post};
 
 use crate::RelayConfig;
 use crate::agents::{AgentRouter, Sessions};
-use crate::auth::Tokens;
+use crate::auth::{Logins, Tokens};
 use crate::orders::Orders;
 use crate::store::Registry;
 use response::not_found;
@@ -35,6 +35,7 @@ pub(crate) struct RelayState {
     pub(crate) config: RelayConfig,
     pub(crate) registry: Registry,
     pub(crate) tokens: Tokens,
+    pub(crate) logins: Logins,
     pub(crate) router: Arc<AgentRouter>,
     pub(crate) orders: Arc<Orders>,
     pub(crate) sessions: Arc<Sessions>,

@@ -46,6 +46,9 @@ enum PushError {
     /// No such Device.
     #[error("Destination device not found")]
     NoDevice,
+    /// A tenant's caller named a Device outside its tenant.
+    #[error("Forbidden: the destination device is not in this client's tenant")]
+    OutsideTenant,
     /// The Device has no `url`.
     #[error("Destination device missing url")]
     NoUrl,
@@ -73,15 +76,20 @@ impl IntoResponse for PushError {
             PushError::Agent(AskError::Timeout { .. }) => "timeout",
             // The agent could not be reached or did not answer: nobody said no.
             PushError::Agent(_) => "transient",
+            PushError::OutsideTenant => {
+                return outcome(StatusCode::FORBIDDEN, "forbidden", self.to_string());
+            }
             _ => "invalid",
         };
         outcome(StatusCode::BAD_REQUEST, code, self.to_string())
     }
 }
 
-/// Finds the agent a request is about: by path id, or by `?identifier=`.
+/// Finds the agent a request is about: by path id, or by `?identifier=` among the Agents the
+/// caller sees.
 fn find_agent(
     state: &RelayState,
+    caller: &Caller,
     id: Option<&str>,
     query: &[(String, String)],
 ) -> Result<Arc<Value>, Response> {
@@ -96,6 +104,7 @@ fn find_agent(
             .registry
             .all_cached("Agent")
             .into_iter()
+            .filter(|a| caller.sees(state, "Agent", id_of(a)))
             .find(|a| crate::store::matches(a, k, v))
             .ok_or_else(|| not_found(format!("no Agent with identifier {v}"))),
         None => Err(bad_request("Must specify agent ID or identifier")),
@@ -106,6 +115,7 @@ fn find_agent(
 /// came in, from which `waitTimeout` counts.
 async fn push(
     state: &RelayState,
+    caller: &Caller,
     agent: &Value,
     body: &[u8],
     arrived: Instant,
@@ -115,7 +125,7 @@ async fn push(
     if agent["status"].as_str() == Some("off") && params.content_type != CONTENT_TYPE_PING {
         return Err(PushError::Disabled);
     }
-    let url = destination_url(state, &params)?;
+    let url = destination_url(state, caller, &params)?;
     let allowed = Duration::from_millis(params.wait_timeout);
     let deadline = arrived + allowed;
     // The agent gives up on the push when its caller does (`deadlineMs`: what is left).
@@ -187,15 +197,27 @@ fn push_outcome(result: &Result<Response, PushError>) -> &'static str {
         Err(PushError::Agent(AskError::Timeout { .. })) => "timeout",
         Err(PushError::Agent(_)) => "unavailable",
         Err(
-            PushError::Parameters(_) | PushError::Disabled | PushError::NoDevice | PushError::NoUrl,
+            PushError::Parameters(_)
+            | PushError::Disabled
+            | PushError::NoDevice
+            | PushError::NoUrl
+            | PushError::OutsideTenant,
         ) => "rejected",
     }
 }
 
 /// The `remote` for a push: the destination Device's `url` (or, for a ping, the host itself).
-fn destination_url(state: &RelayState, p: &PushRequest) -> Result<String, PushError> {
+/// A tenant's caller may only name its tenant's Devices.
+fn destination_url(
+    state: &RelayState,
+    caller: &Caller,
+    p: &PushRequest,
+) -> Result<String, PushError> {
     let dest = p.destination.as_str();
     let device = if let Some(id) = dest.strip_prefix("Device/") {
+        if state.registry.cached("Device", id).is_some() && !caller.sees(state, "Device", id) {
+            return Err(PushError::OutsideTenant);
+        }
         state.registry.cached("Device", id)
     } else if let Some(query) = dest.strip_prefix("Device?") {
         let params = url_params(query);
@@ -203,6 +225,7 @@ fn destination_url(state: &RelayState, p: &PushRequest) -> Result<String, PushEr
             .registry
             .all_cached("Device")
             .into_iter()
+            .filter(|d| caller.sees(state, "Device", id_of(d)))
             .find(|d| params.iter().all(|(k, v)| crate::store::matches(d, k, v)))
     } else if p.content_type == CONTENT_TYPE_PING && is_host(dest) {
         return Ok(dest.to_owned());
@@ -249,9 +272,11 @@ async fn status_parameters(state: &RelayState, agent_id: &str) -> Value {
     json!({"resourceType": "Parameters", "parameter": parameter})
 }
 
-/// Agents for a bulk operation: every Agent matching the query (`_id=a,b`, `name=`, ...).
+/// Agents for a bulk operation: every Agent the caller sees matching the query (`_id=a,b`,
+/// `name=`, ...).
 async fn bulk_agents(
     state: &RelayState,
+    caller: &Caller,
     query: &[(String, String)],
 ) -> Result<Vec<Arc<Value>>, Response> {
     if let Some((_, c)) = query.iter().find(|(k, _)| k == "_count")
@@ -259,11 +284,12 @@ async fn bulk_agents(
     {
         return Err(bad_request("'_count' must be at most 100"));
     }
-    let agents = state
+    let mut agents = state
         .registry
         .search("Agent", query, usize::MAX)
         .await
         .map_err(|e| store_failed(&e))?;
+    agents.retain(|a| caller.sees(state, "Agent", id_of(a)));
     if agents.is_empty() {
         return Err(bad_request("No agent(s) for given query"));
     }
@@ -287,8 +313,8 @@ fn bulk_bundle(entries: Vec<(Arc<Value>, Value)>) -> Response {
 }
 
 /// `$bulk-status`.
-async fn bulk_status(state: &RelayState, query: &[(String, String)]) -> Response {
-    match bulk_agents(state, query).await {
+async fn bulk_status(state: &RelayState, caller: &Caller, query: &[(String, String)]) -> Response {
+    match bulk_agents(state, caller, query).await {
         Ok(agents) => {
             let mut entries = Vec::with_capacity(agents.len());
             for a in agents {
@@ -411,6 +437,7 @@ async fn agent_op(
 /// An agent-side operation on one agent (path id) or on every agent a query matches.
 async fn agent_op_route(
     state: &RelayState,
+    caller: &Caller,
     id: Option<&str>,
     op: AgentOp,
     query: &[(String, String)],
@@ -436,7 +463,7 @@ async fn agent_op_route(
         })
         .cloned()
         .collect();
-    let agents = match bulk_agents(state, &filters).await {
+    let agents = match bulk_agents(state, caller, &filters).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -474,7 +501,7 @@ pub(crate) async fn operation(
     let arrived = Instant::now();
     match (ty, op, &method) {
         ("Agent", "push", &Method::POST) => {
-            let agent = match find_agent(state, id, query) {
+            let agent = match find_agent(state, caller, id, query) {
                 Ok(a) => a,
                 Err(r) => return r,
             };
@@ -482,22 +509,18 @@ pub(crate) async fn operation(
                 Ok(b) => b,
                 Err(r) => return r,
             };
-            let result = push(state, &agent, &bytes, arrived).await;
+            let result = push(state, caller, &agent, &bytes, arrived).await;
             let outcome = push_outcome(&result);
             let took = arrived.elapsed();
             state.sessions.metrics.push(outcome, took);
             // One line per push: who, to whom, what came of it, how long it took. The reason is
             // the relay's own (not connected, timed out, no such device); what an agent or a
             // device answered may hold patient data and stays out of the log.
-            let failure = match &result {
-                Err(
-                    e @ (PushError::Agent(_)
-                    | PushError::Disabled
-                    | PushError::NoDevice
-                    | PushError::NoUrl),
-                ) => Some(e.to_string()),
-                _ => None,
-            };
+            let failure = result.as_ref().err().map(|e| match e {
+                PushError::Answered(_) => "the agent or device answered with an error".to_owned(),
+                PushError::Parameters(_) => "invalid $push parameters".to_owned(),
+                other => other.to_string(),
+            });
             tracing::info!(
                 client = caller.client_id,
                 agent = id_of(&agent),
@@ -508,25 +531,27 @@ pub(crate) async fn operation(
             );
             result.unwrap_or_else(IntoResponse::into_response)
         }
-        ("Agent", "status", &Method::GET) => match find_agent(state, id, query) {
+        ("Agent", "status", &Method::GET) => match find_agent(state, caller, id, query) {
             Ok(agent) => fhir(
                 StatusCode::OK,
                 &status_parameters(state, id_of(&agent)).await,
             ),
             Err(r) => r,
         },
-        ("Agent", "bulk-status", &Method::GET) if id.is_none() => bulk_status(state, query).await,
+        ("Agent", "bulk-status", &Method::GET) if id.is_none() => {
+            bulk_status(state, caller, query).await
+        }
         ("Agent", "reload-config", &(Method::GET | Method::POST)) => {
-            agent_op_route(state, id, AgentOp::ReloadConfig, query, arrived).await
+            agent_op_route(state, caller, id, AgentOp::ReloadConfig, query, arrived).await
         }
         ("Agent", "fetch-logs", &(Method::GET | Method::POST)) => {
-            agent_op_route(state, id, AgentOp::FetchLogs, query, arrived).await
+            agent_op_route(state, caller, id, AgentOp::FetchLogs, query, arrived).await
         }
         ("Agent", "upgrade", &(Method::GET | Method::POST)) => {
-            agent_op_route(state, id, AgentOp::Upgrade, query, arrived).await
+            agent_op_route(state, caller, id, AgentOp::Upgrade, query, arrived).await
         }
         ("Agent", "dead-letters", &(Method::GET | Method::POST)) if id.is_some() => {
-            agent_op_route(state, id, AgentOp::DeadLetters, query, arrived).await
+            agent_op_route(state, caller, id, AgentOp::DeadLetters, query, arrived).await
         }
         _ => not_found(format!("Unsupported operation {method} {ty}/${op}")),
     }

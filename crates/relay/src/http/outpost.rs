@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::RelayState;
 use super::body::json_body;
-use super::extract::NotAgent;
+use super::extract::{NotAgent, Operator};
 use super::response::{all_ok, bad_request, fhir, not_found, store_failed};
 use crate::fhir::url_params;
 use crate::orders;
@@ -21,11 +21,15 @@ use crate::orders;
 /// order (JSON array).
 pub(crate) async fn inbound_list(
     State(state): State<Arc<RelayState>>,
-    _caller: NotAgent,
+    NotAgent(caller): NotAgent,
     RawQuery(q): RawQuery,
 ) -> Response {
     let query = q.as_deref().map(url_params).unwrap_or_default();
     let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    // A tenant's caller reads the messages of one of its Agents at a time.
+    if caller.is_tenant() && !get("agent").is_some_and(|a| caller.sees(&state, "Agent", a)) {
+        return caller.outside_tenant();
+    }
     let after = get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
     let limit = get("limit")
         .and_then(|l| l.parse().ok())
@@ -51,7 +55,7 @@ pub(crate) async fn inbound_list(
 /// to; each is converted and pushed as the named order-push Subscription says.
 pub(crate) async fn notify(
     State(state): State<Arc<RelayState>>,
-    _caller: NotAgent,
+    _caller: Operator,
     Path(sub_id): Path<String>,
     headers: HeaderMap,
     body: Body,

@@ -10,9 +10,10 @@ use serde_json::{Value, json};
 
 use super::RelayState;
 use super::body::resource_body;
-use super::extract::FhirRoute;
+use super::extract::{Caller, FhirRoute};
 use super::operations;
 use super::response::{all_ok, bad_request, fhir, not_found, outcome, put_failed, store_failed};
+use crate::auth::generate_secret;
 use crate::fhir::{id_of, url_params};
 use crate::orders;
 use crate::store::is_cached;
@@ -30,6 +31,31 @@ fn public(r: &Value) -> Value {
         obj.remove("secret");
     }
     v
+}
+
+/// A ClientApplication written without a secret gets a generated one (256 bits); the secret
+/// is returned once, in the answer to that write. `Ok(None)`: nothing generated.
+fn generate_secret_if_missing(ty: &str, resource: &mut Value) -> Result<Option<String>, Response> {
+    if ty != "ClientApplication" || resource.get("secret").is_some_and(|s| !s.is_null()) {
+        return Ok(None);
+    }
+    let Some(secret) = generate_secret() else {
+        return Err(outcome(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "transient",
+            "no system randomness to generate a client secret",
+        ));
+    };
+    resource["secret"] = Value::String(secret.clone());
+    Ok(Some(secret))
+}
+
+/// The answer to a write, with the generated secret (the only time it is shown).
+fn with_generated(mut public: Value, generated: Option<String>) -> Value {
+    if let Some(secret) = generated {
+        public["secret"] = Value::String(secret);
+    }
+    public
 }
 
 fn method_not_allowed() -> Response {
@@ -64,7 +90,7 @@ pub(crate) async fn route(
         .await;
     }
     match (id, method) {
-        (None, Method::GET) => search(&state, &ty, &query).await,
+        (None, Method::GET) => search(&state, &caller, &ty, &query).await,
         (None, Method::POST) => {
             let mut resource = match resource_body(&state, body, &ty).await {
                 Ok(v) => v,
@@ -76,6 +102,10 @@ pub(crate) async fn route(
             if let Err(r) = check_written(&ty, &resource) {
                 return r;
             }
+            let generated = match generate_secret_if_missing(&ty, &mut resource) {
+                Ok(g) => g,
+                Err(r) => return r,
+            };
             match state.registry.create(resource).await {
                 Ok(created) => {
                     after_write(&state, &ty, &created, true).await;
@@ -85,7 +115,10 @@ pub(crate) async fn route(
                         id = id_of(&created),
                         "created"
                     );
-                    let mut r = fhir(StatusCode::CREATED, &public(&created));
+                    let mut r = fhir(
+                        StatusCode::CREATED,
+                        &with_generated(public(&created), generated),
+                    );
                     if let Ok(loc) = format!("fhir/R4/{ty}/{}", id_of(&created)).parse() {
                         r.headers_mut().insert(header::LOCATION, loc);
                     }
@@ -115,6 +148,15 @@ pub(crate) async fn route(
             if let Err(r) = check_written(&ty, &resource) {
                 return r;
             }
+            // An update without a secret keeps the stored one; a new client gets one.
+            let generated = if state.registry.cached(&ty, &id).is_none() {
+                match generate_secret_if_missing(&ty, &mut resource) {
+                    Ok(g) => g,
+                    Err(r) => return r,
+                }
+            } else {
+                None
+            };
             match state.registry.put(resource).await {
                 Ok((stored, created)) => {
                     after_write(&state, &ty, &stored, created).await;
@@ -124,7 +166,7 @@ pub(crate) async fn route(
                     } else {
                         StatusCode::OK
                     };
-                    fhir(status, &public(&stored))
+                    fhir(status, &with_generated(public(&stored), generated))
                 }
                 Err(e) => put_failed(&e),
             }
@@ -141,7 +183,12 @@ pub(crate) async fn route(
     }
 }
 
-async fn search(state: &RelayState, ty: &str, query: &[(String, String)]) -> Response {
+async fn search(
+    state: &RelayState,
+    caller: &Caller,
+    ty: &str,
+    query: &[(String, String)],
+) -> Response {
     let count = query
         .iter()
         .find(|(k, _)| k == "_count")
@@ -151,10 +198,19 @@ async fn search(state: &RelayState, ty: &str, query: &[(String, String)]) -> Res
         None if is_cached(ty) => usize::MAX,
         None => DEFAULT_COUNT,
     };
-    let found = match state.registry.search(ty, query, limit).await {
+    // A tenant's caller searches only the registry types, held in memory: all matches are
+    // filtered to its own, then cut to the limit.
+    let first = if caller.is_tenant() {
+        usize::MAX
+    } else {
+        limit
+    };
+    let mut found = match state.registry.search(ty, query, first).await {
         Ok(f) => f,
         Err(e) => return store_failed(&e),
     };
+    found.retain(|r| caller.sees(state, ty, id_of(r)));
+    found.truncate(limit);
     let entry: Vec<Value> = found
         .iter()
         .map(|r| json!({"fullUrl": format!("{ty}/{}", id_of(r)), "resource": public(r), "search": {"mode": "match"}}))

@@ -1,20 +1,23 @@
 //! `POST /oauth2/token`: client credentials, from the form or HTTP Basic → an access token.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::RelayState;
 use super::body::read_body;
-use super::extract::{check_client, parse_basic};
+use super::extract::{check_client, parse_basic, too_many};
+use crate::auth::LoginError;
 use crate::fhir::{now_secs, url_params};
 
 pub(crate) async fn token(
     State(state): State<Arc<RelayState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -60,13 +63,24 @@ pub(crate) async fn token(
             );
         }
     };
-    if !check_client(&state, &id, &secret) {
-        tracing::warn!(client = id, "token request with invalid client credentials");
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "Invalid client credentials",
-        );
+    match check_client(&state, &id, &secret, Some(peer.ip())).await {
+        Ok(()) => {}
+        Err(LoginError::Throttled(wait)) => {
+            let text = format!(
+                "Too many failed logins for this client or from this address; retry in {} s",
+                wait.as_secs().max(1)
+            );
+            return too_many(&text, wait, |t| {
+                error(StatusCode::TOO_MANY_REQUESTS, "slow_down", &t)
+            });
+        }
+        Err(LoginError::Invalid) => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "Invalid client credentials",
+            );
+        }
     }
     let access_token = state.tokens.issue(&id, now_secs());
     (

@@ -8,6 +8,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// The thread hashing a client secret did not finish (the runtime is shutting down).
+    #[error("client secret hashing did not finish")]
+    Hashing,
     /// SQLite refused or failed (disk full, locked, I/O error, ...).
     #[error("SQLite")]
     Sqlite(#[from] rusqlite::Error),

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::cache::{RegistryCache, is_cached};
 use super::{Filter, Store, StoreError, matches};
-use crate::auth::{HASHED_PREFIX, hash_secret};
+use crate::auth::{MIN_SECRET_LEN, hash_secret, is_hashed};
 use crate::fhir::{RESOURCE_TYPES, check_address, now_rfc3339, valid_id};
 
 /// A resource the relay will not store: the caller's mistake.
@@ -27,6 +27,16 @@ pub enum InvalidResource {
     /// A bootstrap entry without a resource.
     #[error("bootstrap: entry without resource")]
     EntryWithoutResource,
+    /// A ClientApplication secret shorter than [`MIN_SECRET_LEN`](crate::MIN_SECRET_LEN).
+    #[error(
+        "ClientApplication/{id}: secret too short ({len} characters, at least {MIN_SECRET_LEN}); leave it out to have one generated"
+    )]
+    ShortSecret {
+        /// The ClientApplication id.
+        id: String,
+        /// The characters given.
+        len: usize,
+    },
     /// A Device `url` or Endpoint `address` the agent could not use (unknown scheme, no
     /// `host:port`); the text names the resource and the URL.
     #[error("{0}")]
@@ -131,7 +141,9 @@ impl Registry {
 
     /// Creates or replaces a resource (it must have `resourceType` and `id`), setting
     /// `meta.versionId` and `meta.lastUpdated`. A ClientApplication's secret is kept when an
-    /// update has none, and stored salted and hashed. Returns the stored resource and whether
+    /// update has none, and stored hashed (PBKDF2); a secret given in the clear must have at
+    /// least [`MIN_SECRET_LEN`](crate::MIN_SECRET_LEN) characters, one already hashed is stored
+    /// as it is. Returns the stored resource and whether
     /// it is new.
     ///
     /// # Errors
@@ -160,10 +172,18 @@ impl Registry {
                 resource["secret"] = old.clone();
             }
             if let Some(plain) = resource["secret"].as_str()
-                && !plain.is_empty()
-                && !plain.starts_with(HASHED_PREFIX)
+                && !is_hashed(plain)
             {
-                resource["secret"] = Value::String(hash_secret(plain));
+                let len = plain.chars().count();
+                if len < MIN_SECRET_LEN {
+                    return Err(InvalidResource::ShortSecret { id, len }.into());
+                }
+                let plain = plain.to_owned();
+                // PBKDF2 takes a fraction of a second: not on the async runtime.
+                let hashed = tokio::task::spawn_blocking(move || hash_secret(&plain))
+                    .await
+                    .map_err(|_| StoreError::Hashing)?;
+                resource["secret"] = Value::String(hashed);
             }
         }
         resource["meta"] = json!({
@@ -389,15 +409,17 @@ mod tests {
     #[tokio::test]
     async fn client_secret_is_kept_on_update_without_one() {
         let s = Registry::open_sqlite(None).await.unwrap();
-        s.put(json!({"resourceType":"ClientApplication","id":"c1","secret":"s3cret"}))
-            .await
-            .unwrap();
+        s.put(
+            json!({"resourceType":"ClientApplication","id":"c1","secret":"s3cret-s3cret-s3cret"}),
+        )
+        .await
+        .unwrap();
         let hashed = s.get("ClientApplication", "c1").await.unwrap().unwrap()["secret"].clone();
         assert!(
             hashed
                 .as_str()
                 .unwrap()
-                .starts_with(crate::auth::HASHED_PREFIX)
+                .starts_with("pbkdf2-sha256:600000:")
         );
         s.put(json!({"resourceType":"ClientApplication","id":"c1","name":"renamed"}))
             .await
@@ -407,13 +429,49 @@ mod tests {
             hashed
         );
         let tokens = crate::auth::Tokens::new(b"0123456789abcdef0123456789abcdef");
+        let logins = crate::auth::Logins::new(tokens, crate::LoginLimits::default());
         let app = s.cached("ClientApplication", "c1");
-        assert!(crate::auth::check_secret(&tokens, app.as_deref(), "s3cret"));
-        assert!(!crate::auth::check_secret(
-            &tokens,
-            app.as_deref(),
-            "s3creT"
-        ));
+        assert_eq!(
+            logins
+                .check(app.clone(), "c1", "s3cret-s3cret-s3cret", None)
+                .await,
+            Ok(None)
+        );
+        assert!(
+            logins
+                .check(app, "c1", "s3cret-s3cret-s3creT", None)
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn short_secrets_are_refused_and_hashed_ones_kept() {
+        let s = Registry::open_sqlite(None).await.unwrap();
+        for short in ["", "a", "fifteen-chars-x"] {
+            let e = s
+                .put(json!({"resourceType":"ClientApplication","id":"c1","secret":short}))
+                .await
+                .unwrap_err();
+            assert!(
+                e.to_string().contains(&format!(
+                    "secret too short ({} characters, at least 16)",
+                    short.len()
+                )),
+                "{e}"
+            );
+        }
+        s.put(json!({"resourceType":"ClientApplication","id":"c1","secret":"sixteen-chars-xx"}))
+            .await
+            .unwrap();
+        let legacy = "sha256:AAAAAAAAAAAAAAAAAAAAAA==:AAAA";
+        s.put(json!({"resourceType":"ClientApplication","id":"c2","secret":legacy}))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.cached("ClientApplication", "c2").unwrap()["secret"],
+            legacy
+        );
     }
 
     #[tokio::test]
