@@ -34,7 +34,12 @@ fn oru(id: &str) -> String {
 async fn fleet(base: &str, extra: &[&str]) -> (i32, String) {
     let mut cmd = outpost();
     cmd.args(["fleet", "dead-letters", AGENT, "--base-url", base])
-        .args(["--client-id", "caller", "--client-secret", "caller-secret-0123456"])
+        .args([
+            "--client-id",
+            "caller",
+            "--client-secret",
+            "caller-secret-0123456",
+        ])
         .args(extra);
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
