@@ -33,15 +33,22 @@ fn bundle(device: &str, channels: &[(&str, &str)]) -> Value {
 
 /// A relay on a port of its choosing with `bundle`; returns it and its base URL.
 fn relay(dir: &std::path::Path, bundle: &Value) -> (Proc, String) {
-    std::fs::write(dir.join("bundle.json"), bundle.to_string()).unwrap();
+    support::relay_process(dir, bundle, &[])
+}
+
+/// `outpost agent --check` against `base` as client `agent` with `secret`.
+fn agent_check(base: &str, secret: &str) -> (i32, String, String) {
     let mut cmd = outpost();
-    cmd.args(["server", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.join("relay"))
-        .arg("--bootstrap")
-        .arg(dir.join("bundle.json"));
-    let mut p = Proc::spawn("outpost server", cmd);
-    let base = p.listening_url(WAIT);
-    (p, base)
+    cmd.args([
+        "agent",
+        "--check",
+        "--base-url",
+        base,
+        "--client-id",
+        "agent",
+    ])
+    .args(["--client-secret", secret, "--agent-id", "site"]);
+    run("outpost agent --check", cmd, WAIT)
 }
 
 #[test]
@@ -133,56 +140,19 @@ fn agent_check_reads_the_relay_and_names_what_would_stop_a_channel() {
     assert!(!dir.join("agent-queue.sqlite").exists());
 
     // The same from flags: each channel listed, the clash again.
-    let mut cmd = outpost();
-    cmd.args([
-        "agent",
-        "--check",
-        "--base-url",
-        &base,
-        "--client-id",
-        "agent",
-    ])
-    .args([
-        "--client-secret",
-        "agent-secret-0123456",
-        "--agent-id",
-        "site",
-    ]);
-    let (code, out, err) = run("outpost agent --check", cmd, WAIT);
+    let (code, out, err) = agent_check(&base, "agent-secret-0123456");
     assert_eq!(code, 2, "{out}{err}");
     assert!(out.contains("channel adt: mllp://0.0.0.0:41000"), "{out}");
 
     // Refused credentials: exit 4; nobody there: exit 3.
-    let mut cmd = outpost();
-    cmd.args([
-        "agent",
-        "--check",
-        "--base-url",
-        &base,
-        "--client-id",
-        "agent",
-    ])
-    .args(["--client-secret", "wrong", "--agent-id", "site"]);
-    let (code, out, err) = run("outpost agent --check", cmd, WAIT);
+    let (code, out, err) = agent_check(&base, "wrong");
     assert_eq!(code, 4, "{out}{err}");
     assert!(out.contains("problem: relay: login failed"), "{out}");
     let nobody = ClosedPort::new();
-    let mut cmd = outpost();
-    cmd.args([
-        "agent",
-        "--check",
-        "--base-url",
+    let (code, out, err) = agent_check(
         &format!("http://{}/", nobody.addr()),
-    ])
-    .args([
-        "--client-id",
-        "agent",
-        "--client-secret",
         "agent-secret-0123456",
-        "--agent-id",
-        "site",
-    ]);
-    let (code, out, err) = run("outpost agent --check", cmd, WAIT);
+    );
     assert_eq!(code, 3, "{out}{err}");
     assert!(out.contains("problem: cannot reach the relay"), "{out}");
 }
@@ -194,22 +164,7 @@ fn agent_check_passes_a_clean_configuration() {
         &dir,
         &bundle("127.0.0.1:2575", &[("adt", "mllp://0.0.0.0:0")]),
     );
-    let mut cmd = outpost();
-    cmd.args([
-        "agent",
-        "--check",
-        "--base-url",
-        &base,
-        "--client-id",
-        "agent",
-    ])
-    .args([
-        "--client-secret",
-        "agent-secret-0123456",
-        "--agent-id",
-        "site",
-    ]);
-    let (code, out, err) = run("outpost agent --check", cmd, WAIT);
+    let (code, out, err) = agent_check(&base, "agent-secret-0123456");
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("channel adt: mllp://0.0.0.0:0"), "{out}");
     assert!(

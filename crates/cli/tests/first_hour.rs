@@ -112,14 +112,7 @@ fn site(label: &str) -> Site {
         {"resource": {"resourceType": "Device", "id": "down", "url": format!("mllp://{}", down.addr())}},
         {"resource": {"resourceType": "Device", "id": "silent", "url": format!("mllp://{silent_addr}")}},
     ]});
-    std::fs::write(dir.join("bundle.json"), bundle.to_string()).unwrap();
-    let mut cmd = outpost();
-    cmd.args(["server", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.join("relay"))
-        .arg("--bootstrap")
-        .arg(dir.join("bundle.json"));
-    let mut relay = Proc::spawn("outpost server", cmd);
-    let base = relay.listening_url(WAIT);
+    let (relay, base) = support::relay_process(&dir, &bundle, &[]);
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let mut cmd = outpost();
