@@ -613,7 +613,8 @@ pub fn pad(vr: [u8; 2], mut v: Vec<u8>) -> Vec<u8> {
 /// the same, padding odd values), streaming (see [`crate::Transcoder`]).
 ///
 /// # Errors
-/// [`Error::DataSet`] when `bytes` is not a data set in the source syntax.
+/// [`Error::DataSet`] when `bytes` is not a data set in the source syntax;
+/// [`Error::NeedsExplicitVr`] for an element Implicit VR cannot carry.
 pub fn transcode(bytes: &[u8], from_explicit: bool, to_explicit: bool) -> Result<Vec<u8>, Error> {
     let enc = |explicit| {
         if explicit {

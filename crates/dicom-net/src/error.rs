@@ -23,6 +23,24 @@ pub enum Error {
         /// What.
         reason: String,
     },
+    /// An element Implicit VR cannot carry: its tag is a sequence in the data dictionary
+    /// (PS3.6), the source labels it with another VR, and its value would be read back in
+    /// Implicit VR (PS3.5 §7.1.3) as a sequence that does not parse. The data set can go only
+    /// in an Explicit VR transfer syntax.
+    #[error(
+        "{tag} at byte {offset} has VR {vr} but is a sequence in the data dictionary, and its \
+         value would not read back as one in Implicit VR ({reason}): send it in Explicit VR"
+    )]
+    NeedsExplicitVr {
+        /// Where the element begins in the source data set.
+        offset: usize,
+        /// The tag, as `(gggg,eeee)`.
+        tag: String,
+        /// The VR the source gave it.
+        vr: String,
+        /// How reading it back failed.
+        reason: String,
+    },
     /// Not a Part 10 file.
     #[error("not a DICOM Part 10 file: {0}")]
     NotPart10(String),

@@ -80,7 +80,9 @@ impl ElementWriter {
         self.padded
     }
 
-    fn encoding(&self) -> Encoding {
+    /// The encoding the next element is written in: the target's, or Implicit VR Little
+    /// Endian inside a CP-246 UN sequence.
+    pub fn encoding(&self) -> Encoding {
         match self.stack.last() {
             Some(Frame::Sequence { content }) => *content,
             Some(Frame::Item { encoding } | Frame::Fragments { encoding }) => *encoding,
