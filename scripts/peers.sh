@@ -103,8 +103,10 @@ ensure_fhir_validator() {
     export OUTPOST_FHIR_PYTHON="$dir/bin/python"
 }
 
-# TLS toward devices: socat (OpenSSL) terminates TLS in front of a plain MLLP device in the
-# mllps:// tests (crates/agent-core/tests/mllps.rs); stunnel4 and openssl for trying it by hand.
+# TLS with devices: socat (OpenSSL) terminates TLS in front of a plain MLLP device and sends to
+# mllps:// channels, and `openssl s_client` talks to mllps:// and TLS dicom:// channels
+# (crates/agent-core/tests/device_tls.rs, dicom_in.rs); stunnel4 for trying it by hand. dcmtk's
+# storescu +tls (ensure_dcmtk) is the TLS DICOM sender.
 ensure_tls_peers() {
     local missing="" prog pkg
     for pair in socat:socat stunnel4:stunnel4 openssl:openssl; do
@@ -120,6 +122,7 @@ ensure_tls_peers() {
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
     fi
     export OUTPOST_SOCAT=/usr/bin/socat
+    export OUTPOST_OPENSSL=/usr/bin/openssl
 }
 
 ensure_peers() {

@@ -200,7 +200,7 @@ pub enum ChannelProblem {
     /// `?encoding=` names no known character set.
     #[error("{0}")]
     Encoding(#[source] hl7v2::Error),
-    /// An `mllps://` channel's TLS settings cannot be used.
+    /// The TLS settings of an `mllps://` or `dicom://...?tls=true` channel cannot be used.
     #[error("TLS: {0}")]
     Tls(String),
     /// `startChar`/`endChar` missing.

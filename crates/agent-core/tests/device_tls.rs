@@ -356,3 +356,85 @@ async fn an_mllps_channel_takes_messages_over_mutual_tls_only() {
     assert!(err.contains("certificate verify failed"), "{err}");
     assert_eq!(stored().await.len(), 1, "only the trusted device's message");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_s_client_gets_the_ack_from_an_mllps_channel_over_verified_mutual_tls() {
+    let agent_pki = Pki::new(&tmp("pki-s-client-agent"), "Agent channel CA");
+    let devices = Pki::new(&tmp("pki-s-client-devices"), "Devices CA");
+    let mut b = bundle(0, 0);
+    b["entry"][3]["resource"]["address"] = format!(
+        "mllps://127.0.0.1:0?cert={}&key={}&ca={}",
+        agent_pki.cert.display(),
+        agent_pki.key.display(),
+        devices.ca.display()
+    )
+    .into();
+    let relay = start_relay("127.0.0.1:0", None, &b, Duration::from_secs(3600)).await;
+    let agent = start_agent(agent_config(&relay.base_url(), tmp("agent"))).await;
+    let port = channel_port(&agent, "adt-in").await;
+    let mut frame = vec![0x0b];
+    frame.extend_from_slice(oru("S-CLIENT-1").as_bytes());
+    frame.extend_from_slice(&[0x1c, 0x0d]);
+    // The agent's certificate verified against its CA and for the name `localhost`; the device
+    // presents its own.
+    let args = [
+        "-CAfile".to_owned(),
+        agent_pki.ca.display().to_string(),
+        "-verify_return_error".into(),
+        "-verify_hostname".into(),
+        "localhost".into(),
+        "-cert".into(),
+        devices.cert.display().to_string(),
+        "-key".into(),
+        devices.key.display().to_string(),
+    ];
+    let (out, _) = s_client(port, &args, &frame, &[0x1c, 0x0d]).await;
+    let text = String::from_utf8_lossy(&out);
+    // The ACK, MLLP-framed, for this message.
+    let start = out
+        .iter()
+        .position(|&b| b == 0x0b)
+        .unwrap_or_else(|| panic!("no MLLP frame: {text}"));
+    let end = out.len() - 2;
+    assert_eq!(&out[end..], &[0x1c, 0x0d], "{text}");
+    let (code, control_id, _) = msa(&out[start + 1..end]);
+    assert_eq!((code.as_str(), control_id.as_str()), ("AA", "S-CLIENT-1"));
+    // TLS 1.2 or 1.3, the agent's certificate verified by OpenSSL, a client certificate asked
+    // for from the devices' CA.
+    assert!(
+        text.contains("New, TLSv1.3, Cipher is") || text.contains("New, TLSv1.2, Cipher is"),
+        "{text}"
+    );
+    assert!(text.contains("issuer=CN = Agent channel CA"), "{text}");
+    assert!(text.contains("Verification: OK"), "{text}");
+    assert!(text.contains("Verified peername: localhost"), "{text}");
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+    assert!(
+        text.contains("Acceptable client certificate CA names\nCN = Devices CA"),
+        "{text}"
+    );
+    let rows = relay
+        .registry()
+        .inbound(Some(AGENT), None, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].body.contains("|S-CLIENT-1|"), "{}", rows[0].body);
+
+    // Without a client certificate the agent ends the connection at the handshake: no ACK.
+    let anonymous = &args[..5];
+    let (out, err) = s_client(port, anonymous, &frame, &[0x1c, 0x0d]).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(!text.contains("MSA|"), "{text}");
+    assert!(err.contains("alert certificate required"), "{err}");
+    assert_eq!(
+        relay
+            .registry()
+            .inbound(Some(AGENT), None, 0, 100)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    drop(agent);
+}

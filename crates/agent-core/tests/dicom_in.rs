@@ -1,6 +1,7 @@
 //! The `dicom://` channel with real senders (dcmtk's `storescu` and `echoscu`, pynetdicom's
 //! `storescu`), end to end: each instance reaches the relay as a `Binary` holding what was
-//! sent, and an `agent:transmit:request` in Medplum's shape naming it.
+//! sent, and an `agent:transmit:request` in Medplum's shape naming it. The same over TLS
+//! (`dicom://...?tls=true&cert=&key=&ca=`, DICOM's TLS profile) with `storescu +tls`.
 
 mod common;
 
@@ -17,6 +18,7 @@ use common::*;
 use dcmtk::{Spec, TempDir, data_set_of, make_file};
 use relay::{Relay, RelayConfig};
 use serde_json::{Value, json};
+use test_support::Pki;
 
 /// Channels: `dicom-in` (any called AE title) and `dicom-ae` (`?aeTitle=OUTPOST`, its host
 /// 127.0.0.1), both on port 0 (any free port; the SCP listens on every interface whatever the
@@ -580,4 +582,188 @@ async fn the_archive_corpus_through_the_dicom_channel_arrives_unchanged() {
         files.len(),
         sent.len()
     );
+}
+
+/// A relay and an agent whose one channel, `dicom-tls`, is DICOM over TLS on port 0: the
+/// agent presents `agent`'s certificate and asks SCUs for one from `modalities`' CA.
+struct TlsWorld {
+    relay: Relay,
+    agent: agent_core::Agent,
+    agent_dir: PathBuf,
+    port: u16,
+}
+
+async fn tls_world(agent: &Pki, modalities: &Pki) -> TlsWorld {
+    let mut b = bundle(0, 0);
+    let entries = b["entry"].as_array_mut().unwrap();
+    for e in entries.iter_mut() {
+        if e["resource"]["resourceType"] == "Agent" {
+            e["resource"]["channel"] = json!([
+                {"name": "dicom-tls", "endpoint": {"reference": "Endpoint/dicom-tls"}},
+            ]);
+        }
+    }
+    let address = format!(
+        "dicom://127.0.0.1:0?tls=true&cert={}&key={}&ca={}",
+        agent.cert.display(),
+        agent.key.display(),
+        modalities.ca.display()
+    );
+    entries.push(
+        json!({"resource": {"resourceType": "Endpoint", "id": "dicom-tls",
+        "status": "active", "address": address}}),
+    );
+    let relay = start_relay(
+        "127.0.0.1:0",
+        Some(tmp("dicom-tls-relay")),
+        &b,
+        Duration::from_secs(3600),
+    )
+    .await;
+    let agent_dir = tmp("dicom-tls-agent");
+    let agent = start_agent(agent_config(&relay.base_url(), agent_dir.clone())).await;
+    let port = channel_port(&agent, "dicom-tls").await;
+    TlsWorld {
+        relay,
+        agent,
+        agent_dir,
+        port,
+    }
+}
+
+/// dcmtk's `storescu` over TLS (`+tls KEY CERT`, or `+tla` for none), trusting `ca` for the
+/// agent's certificate, then `args`.
+fn storescu_tls(
+    port: u16,
+    identity: Option<&Pki>,
+    ca: &Pki,
+    args: &[&str],
+    files: &[&Path],
+) -> Command {
+    let mut tls: Vec<String> = match identity {
+        Some(id) => vec![
+            "+tls".into(),
+            id.key.display().to_string(),
+            id.cert.display().to_string(),
+        ],
+        None => vec!["+tla".into()],
+    };
+    tls.extend(["+cf".into(), ca.ca.display().to_string()]);
+    tls.extend(args.iter().map(|a| a.to_string()));
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let mut c = storescu(port, &tls, files);
+    c.env("TCP_NODELAY", "1");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storescu_over_tls_with_a_client_certificate_reaches_the_relay_as_binaries() {
+    let dir = TempDir::new("dicom-in-tls");
+    let agent_pki = Pki::new(&dir.path().join("pki-agent"), "Agent CA");
+    let modalities = Pki::new(&dir.path().join("pki-modalities"), "Modality CA");
+    let w = tls_world(&agent_pki, &modalities).await;
+    let (ex, im) = files(dir.path());
+    let (ok, text) = run(storescu_tls(
+        w.port,
+        Some(&modalities),
+        &agent_pki,
+        &["-v", "-aec", "PACS"],
+        &[&ex, &im],
+    ))
+    .await;
+    assert!(ok, "{text}");
+    assert_eq!(
+        text.matches("Received Store Response (Success)").count(),
+        2,
+        "{text}"
+    );
+    let rows = rows(&w.relay, "dicom-tls", 2).await;
+    assert_eq!(rows.len(), 2);
+    let mut found = Vec::new();
+    for row in &rows {
+        assert_eq!(row.remote, "STORESCU");
+        found.push(instance(&w.relay, row, dir.path()).await);
+    }
+    for (original, sop) in [(&ex, "2.25.9001"), (&im, "2.25.9002")] {
+        let (body, binary) = by_sop(&found, sop);
+        assert_eq!(body["association"]["calledAeTitle"], "PACS");
+        assert_eq!(uid(&body["dataset"], "0020000D"), "2.25.9000");
+        assert!(
+            data_set_of(binary) == data_set_of(original),
+            "{sop}: the Binary holds the data set sent"
+        );
+    }
+    assert_eq!(w.agent.queue_depth(), 0);
+    assert_eq!(waiting_files(&w.agent_dir, "dicom-tls"), 0);
+    w.relay.shutdown().await;
+}
+
+/// What the channel has kept of `channel` so far: queue rows, files waiting, partial files.
+fn kept(w: &TlsWorld, channel: &str) -> (i64, usize, usize) {
+    let incoming = std::fs::read_dir(w.agent_dir.join("dicom").join(channel).join("incoming"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    (
+        w.agent.queue_depth(),
+        waiting_files(&w.agent_dir, channel),
+        incoming,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_channel_refuses_senders_without_a_trusted_certificate_and_plain_dicom() {
+    let dir = TempDir::new("dicom-in-tls-refused");
+    let agent_pki = Pki::new(&dir.path().join("pki-agent"), "Agent CA");
+    let modalities = Pki::new(&dir.path().join("pki-modalities"), "Modality CA");
+    let stranger = Pki::new(&dir.path().join("pki-stranger"), "Stranger CA");
+    let w = tls_world(&agent_pki, &modalities).await;
+    let (ex, im) = files(dir.path());
+
+    // TLS without a client certificate: the agent ends the handshake (TLS 1.3: after the
+    // client's Finished, so storescu sees the connection end when it requests the association).
+    let (ok, text) = run(storescu_tls(w.port, None, &agent_pki, &["-v"], &[&ex])).await;
+    assert!(!ok && !text.contains("(Success)"), "{text}");
+    assert!(text.contains("Peer aborted Association"), "{text}");
+    // The alert, as OpenSSL reports it.
+    let anonymous = ["-CAfile".to_owned(), agent_pki.ca.display().to_string()];
+    let (out, err) = s_client(w.port, &anonymous, b"", b"never").await;
+    assert!(
+        err.contains("alert certificate required"),
+        "{err} {}",
+        String::from_utf8_lossy(&out)
+    );
+    // A certificate from a CA the channel does not trust.
+    let (ok, text) = run(storescu_tls(
+        w.port,
+        Some(&stranger),
+        &agent_pki,
+        &["-v"],
+        &[&ex],
+    ))
+    .await;
+    assert!(!ok && !text.contains("(Success)"), "{text}");
+    // Plain DICOM at the TLS port: the A-ASSOCIATE-RQ is not a ClientHello, and the answer is a
+    // TLS alert record (content type 21), which storescu reads as PDU type 0x15.
+    let mut plain = storescu(w.port, &["-v"], &[&ex]);
+    plain.env("TCP_NODELAY", "1");
+    let (ok, text) = run(plain).await;
+    assert!(!ok && !text.contains("(Success)"), "{text}");
+    assert!(text.contains("Unrecognized PDU type: 15"), "{text}");
+    assert_eq!(kept(&w, "dicom-tls"), (0, 0, 0), "nothing kept");
+
+    // The trusted modality's instance is the first and only one that reaches the relay.
+    let (ok, text) = run(storescu_tls(
+        w.port,
+        Some(&modalities),
+        &agent_pki,
+        &["-v"],
+        &[&im],
+    ))
+    .await;
+    assert!(ok && text.contains("(Success)"), "{text}");
+    let rows = rows(&w.relay, "dicom-tls", 1).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (body, _) = instance(&w.relay, &rows[0], dir.path()).await;
+    assert_eq!(uid(&body["dataset"], "00080018"), "2.25.9002");
+    w.relay.shutdown().await;
 }

@@ -373,6 +373,54 @@ async fn byte_stream_channel_without_end_char_fails_saying_so() {
 }
 
 #[tokio::test]
+async fn a_dicom_tls_channel_that_cannot_use_its_settings_fails_at_start_naming_the_problem() {
+    let w = world().await;
+    let pki = test_support::Pki::new(&tmp("pki-dicom-bad"), "Agent CA");
+    let cert = pki.cert.display().to_string();
+    let cases = [
+        (
+            "no-key",
+            format!("dicom://127.0.0.1:0?tls=true&cert={cert}&key=/nonexistent/key.pem"),
+            "TLS: /nonexistent/key.pem: ".to_owned(),
+        ),
+        (
+            "no-cert",
+            format!("dicom://127.0.0.1:0?tls=true&key={}", pki.key.display()),
+            "dicom:// channels over TLS need cert=FILE and key=FILE (PEM)".to_owned(),
+        ),
+        (
+            "not-tls",
+            format!("dicom://127.0.0.1:0?cert={cert}&key={}", pki.key.display()),
+            "cert= is for TLS channels: add tls=true".to_owned(),
+        ),
+        (
+            "tls-yes",
+            format!("dicom://127.0.0.1:0?tls=yes&cert={cert}"),
+            "tls=\"yes\": true or false".to_owned(),
+        ),
+    ];
+    for (name, address, expected) in cases {
+        let mut events = w.agent.events();
+        add_channel(&w, name, &address).await;
+        let failed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Ok(Event::ChannelFailed { name: n, error }) = events.recv().await
+                    && n == name
+                {
+                    return error;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("channel {name} did not fail"));
+        assert!(failed.contains(&expected), "{name}: {failed}");
+    }
+    // The agent runs on: its MLLP channel still answers.
+    let ack = send(w.channel_port, &oru("AFTER")).await;
+    assert_eq!(msa(ack.bytes()).0, "AA");
+}
+
+#[tokio::test]
 async fn analyzer_message_is_stored_before_its_last_frame_is_acknowledged() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut bundle = bundle(0, 0);

@@ -23,8 +23,9 @@
 //! - [`acceptor`]: the SCP side, sans-IO: negotiation (Verification and every Storage SOP
 //!   class, in Implicit/Explicit VR LE, Deflate or an encapsulated syntax as it is), C-ECHO,
 //!   C-STORE data sets handed out fragment by fragment, the status decided by the application.
-//! - [`scp`] (feature `tokio`): the SCP over TCP, bounded (PDU, associations, idle time, object
-//!   size); objects streamed to Part 10 files and handed to the application with their DICOM
+//! - [`scp`] (feature `tokio`): the SCP over TCP, or over a stream the caller makes of each
+//!   connection (TLS: this crate does no TLS itself), bounded (PDU, associations, handshake and
+//!   idle time, object size); objects streamed to Part 10 files and handed to the application with their DICOM
 //!   JSON (no Pixel Data) before the C-STORE is answered.
 //!
 //! ```

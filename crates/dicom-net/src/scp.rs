@@ -9,13 +9,19 @@
 //! transient, "local limit exceeded"), the idle time between two reads (then A-ABORT), the
 //! largest data set of one C-STORE (then A-ABORT), and how long the application may take to
 //! answer (then 0xA700).
+//!
+//! [`serve_over`] runs the same over a stream made from each accepted connection (a TLS
+//! handshake for DICOM's TLS profiles, PS3.15 Annex B), within [`ScpOptions::handshake_timeout`]:
+//! this crate does no TLS itself.
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -48,6 +54,9 @@ pub struct ScpOptions {
     /// How long the application may take to answer a stored object (default 30 s), after
     /// which the SCU hears 0xA700.
     pub answer_timeout: Duration,
+    /// How long [`serve_over`]'s stream may take to open (a TLS handshake) before the
+    /// connection is closed (default 10 s).
+    pub handshake_timeout: Duration,
 }
 
 impl Default for ScpOptions {
@@ -60,6 +69,7 @@ impl Default for ScpOptions {
             idle_timeout: Duration::from_secs(60),
             max_object: 4 << 30,
             answer_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -115,8 +125,31 @@ pub async fn serve(
     opts: ScpOptions,
     objects: mpsc::Sender<Received>,
 ) -> Result<(), Error> {
+    serve_over(listener, opts, objects, |tcp| std::future::ready(Ok(tcp))).await
+}
+
+/// [`serve`] over the stream `open` makes of each accepted connection (for example a TLS
+/// server handshake), run in the association's own task within
+/// [`ScpOptions::handshake_timeout`]; a connection it cannot open is closed and logged, naming
+/// the problem, and nothing is received from it. A connection over the association limit is
+/// opened too, so that its A-ASSOCIATE-RJ reaches the SCU over the same stream.
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_over<O, F, S>(
+    listener: TcpListener,
+    opts: ScpOptions,
+    objects: mpsc::Sender<Received>,
+    open: O,
+) -> Result<(), Error>
+where
+    O: Fn(TcpStream) -> F + Send + Sync + 'static,
+    F: Future<Output = std::io::Result<S>> + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     tokio::fs::create_dir_all(&opts.output_dir).await?;
     let opts = Arc::new(opts);
+    let open = Arc::new(open);
     let slots = Arc::new(Semaphore::new(opts.max_associations));
     // Associations are owned here: when this future is dropped (the server stopped), every
     // association it started is aborted with it.
@@ -126,11 +159,16 @@ pub async fn serve(
             a = listener.accept() => a,
             Some(_) = associations.join_next(), if !associations.is_empty() => continue,
         };
-        let (mut stream, peer) = accepted?;
+        let (stream, peer) = accepted?;
         let _ = stream.set_nodelay(true);
+        let opening = tokio::time::timeout(opts.handshake_timeout, open(stream));
+        let within = opts.handshake_timeout;
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "association refused: limit reached");
             tokio::spawn(async move {
+                let Some(mut stream) = opened(opening.await, peer, within) else {
+                    return;
+                };
                 let mut rj = Vec::new();
                 pdu::encode(
                     &Pdu::AssociateRj {
@@ -143,16 +181,38 @@ pub async fn serve(
                 let mut head = [0u8; 1024];
                 let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut head)).await;
                 let _ = stream.write_all(&rj).await;
+                let _ = stream.shutdown().await;
             });
             continue;
         };
         let (opts, objects) = (opts.clone(), objects.clone());
         associations.spawn(async move {
-            if let Err(e) = association(stream, &opts, &objects).await {
+            if let Some(stream) = opened(opening.await, peer, within)
+                && let Err(e) = association(stream, &opts, &objects).await
+            {
                 tracing::warn!(%peer, "association ended: {e}");
             }
             drop(permit);
         });
+    }
+}
+
+/// The stream [`serve_over`]'s `open` made, or `None` (logged) when it failed or took too long.
+fn opened<S>(
+    result: Result<std::io::Result<S>, tokio::time::error::Elapsed>,
+    peer: SocketAddr,
+    within: Duration,
+) -> Option<S> {
+    match result {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "connection closed before the association: handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "connection closed before the association: handshake not completed within {} s", within.as_secs());
+            None
+        }
     }
 }
 
@@ -170,8 +230,8 @@ struct Incoming {
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
-async fn association(
-    mut stream: TcpStream,
+async fn association<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     opts: &ScpOptions,
     objects: &mpsc::Sender<Received>,
 ) -> Result<(), Error> {

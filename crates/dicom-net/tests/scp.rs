@@ -198,3 +198,28 @@ async fn the_application_decides_the_status() {
     assert!(text.to_lowercase().contains("a700"), "{text}");
     next(&mut rx).await;
 }
+
+#[tokio::test]
+async fn over_the_association_limit_echoscu_hears_a_transient_rejection() {
+    let dir = TempDir::new("scp-limit");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, _rx) = mpsc::channel::<Received>(1);
+    let opts = ScpOptions {
+        output_dir: dir.path().join("received"),
+        max_associations: 1,
+        ..ScpOptions::default()
+    };
+    tokio::spawn(async move { serve(listener, opts, tx).await });
+    // A connection that says nothing holds the one slot (accepted first: the server accepts in
+    // order).
+    let _silent = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut echo = Command::new(dcmtk::bin("echoscu"));
+    echo.args(["127.0.0.1", &port.to_string()]);
+    let (ok, text) = run(echo).await;
+    assert!(!ok, "{text}");
+    assert!(text.contains("Rejected Transient"), "{text}");
+    assert!(text.contains("Local Limit Exceeded"), "{text}");
+}

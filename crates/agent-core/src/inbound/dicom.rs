@@ -6,6 +6,14 @@
 //! (`0.0.0.0:PORT`), whatever the host says. `?aeTitle=` (optional, an Outpost extension)
 //! restricts the called AE title; without it any called AE title is accepted, as Medplum does.
 //!
+//! `dicom://HOST:PORT?tls=true&cert=FILE&key=FILE[&ca=FILE]` (spelled as an outbound DICOM push
+//! spells it): the same over TLS 1.2/1.3, DICOM's TLS profiles (PS3.15 Annex B), configured as
+//! an `mllps://` channel is (`device_tls::server_config`): the agent presents `cert`; with `ca`
+//! every SCU must present a client certificate from those CAs and one without is refused at
+//! the handshake (within 10 s). A certificate or key that cannot be read stops the channel at
+//! start, naming the file. `cert`, `key` or `ca` without `tls=true`, or a `tls` other than
+//! `true` or `false`, is refused too: a channel is never plain when TLS was meant.
+//!
 //! Each instance is streamed to a Part 10 file (synced) by [`dicom_net::scp`], moved into the
 //! channel's directory under the agent's data directory, and committed to the durable queue;
 //! only then does the C-STORE response say Success. When the file or the queue cannot be
@@ -95,6 +103,7 @@ pub(crate) async fn start(
             }
         }
     }
+    let tls = tls_config(url)?;
     let listener = TcpListener::bind(&addr).await.map_err(listen_failed)?;
     let local = listener.local_addr().map_err(listen_failed)?;
     let opts = ScpOptions {
@@ -109,7 +118,14 @@ pub(crate) async fn start(
     let (tx, rx) = mpsc::channel(opts.max_associations);
     let channel = name.to_owned();
     let serve = tokio::spawn(async move {
-        if let Err(e) = scp::serve(listener, opts, tx).await {
+        let served = match tls {
+            Some(config) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                scp::serve_over(listener, opts, tx, move |tcp| acceptor.accept(tcp)).await
+            }
+            None => scp::serve(listener, opts, tx).await,
+        };
+        if let Err(e) = served {
             tracing::error!(channel, error = %e, "DICOM channel stopped");
         }
     });
@@ -119,6 +135,25 @@ pub(crate) async fn start(
         serve,
         commit,
     }))
+}
+
+/// The TLS configuration of a `?tls=true` channel (`None` for plain DICOM).
+fn tls_config(url: &DeviceUrl) -> Result<Option<Arc<rustls::ServerConfig>>, ChannelProblem> {
+    match url.get("tls") {
+        Some("true") => crate::outbound::device_tls::server_config(url)
+            .map(Some)
+            .map_err(ChannelProblem::Tls),
+        Some("false") | None => match ["cert", "key", "ca"]
+            .into_iter()
+            .find(|k| url.get(k).is_some())
+        {
+            Some(k) => Err(ChannelProblem::Tls(format!(
+                "{k}= is for TLS channels: add tls=true, or remove {k}="
+            ))),
+            None => Ok(None),
+        },
+        Some(other) => Err(ChannelProblem::Tls(format!("tls={other:?}: true or false"))),
+    }
 }
 
 /// A channel name as a directory name: letters, digits, `-` and `_` kept, the rest `_`.

@@ -1,5 +1,6 @@
-//! TLS with devices (`mllps://`): whom the agent trusts and what it presents, from the
-//! destination's URL (and, for an `mllps://` channel, [`server_config`]). `?ca=FILE` (PEM, a file on the agent's host): only those CAs; without it
+//! TLS with devices (`mllps://`, `dicom://...?tls=true`): whom the agent trusts and what it
+//! presents, from the destination's URL (and, for an `mllps://` or a TLS `dicom://` channel,
+//! [`server_config`]). `?ca=FILE` (PEM, a file on the agent's host): only those CAs; without it
 //! the system roots plus the agent's `caFile`. `?cert=FILE&key=FILE` (PEM): a client
 //! certificate for mutual TLS (IHE ATNA). TLS 1.2 and 1.3 (rustls, ring). The server name
 //! checked is the URL's host. Configurations are built once per set of files.
@@ -123,12 +124,15 @@ fn build(
     Ok(Arc::new(config))
 }
 
-/// The TLS configuration of an `mllps://` channel: `?cert=FILE&key=FILE` (PEM, required) is the
-/// agent's certificate; with `?ca=FILE` a device must present a client certificate from those
+/// The TLS configuration of an `mllps://` channel or a `dicom://...?tls=true` one:
+/// `?cert=FILE&key=FILE` (PEM, required) is the agent's certificate; with `?ca=FILE` a device must present a client certificate from those
 /// CAs (mutual TLS), without it none is asked.
 pub(crate) fn server_config(url: &DeviceUrl) -> Result<Arc<rustls::ServerConfig>, String> {
     let (Some(cert), Some(key)) = (url.get("cert"), url.get("key")) else {
-        return Err("mllps:// channels need cert=FILE and key=FILE (PEM)".to_owned());
+        return Err(format!(
+            "{}:// channels over TLS need cert=FILE and key=FILE (PEM)",
+            url.scheme
+        ));
     };
     let chain = certs(Path::new(cert))?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{key}: {e}"))?;

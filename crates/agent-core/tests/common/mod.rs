@@ -186,3 +186,56 @@ pub fn msa(ack: &[u8]) -> (String, String, String) {
     let g = |p: &str| m.get(p).unwrap().text().into_owned();
     (g("MSA-1"), g("MSA-2"), g("MSA-3"))
 }
+
+/// Debian's `openssl` (scripts/peers.sh `ensure_tls_peers`).
+pub fn openssl() -> tokio::process::Command {
+    let path = std::env::var("OUTPOST_OPENSSL").unwrap_or_else(|_| "/usr/bin/openssl".into());
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "openssl not found at {path}: run `source scripts/peers.sh && ensure_peers`"
+    );
+    tokio::process::Command::new(path)
+}
+
+/// `openssl s_client` to `127.0.0.1:port` with `args` (CA, certificate, ...): writes `input`,
+/// then reads until its stdout holds `until` or the server closes the connection (`-ign_eof`:
+/// the end of `input` does not end the connection), and ends it. Its stdout and stderr.
+pub async fn s_client(port: u16, args: &[String], input: &[u8], until: &[u8]) -> (Vec<u8>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut cmd = openssl();
+    cmd.args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-ign_eof", "-nocommands"])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("openssl s_client starts");
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).await.unwrap();
+    drop(stdin);
+    let mut stdout = child.stdout.take().unwrap();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut chunk = [0u8; 4096];
+    while !out.windows(until.len()).any(|w| w == until) {
+        match tokio::time::timeout_at(deadline, stdout.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&chunk[..n]),
+            Err(_) => panic!(
+                "s_client: no {:?} within 20 s: {}",
+                String::from_utf8_lossy(until),
+                String::from_utf8_lossy(&out)
+            ),
+        }
+    }
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    (out, errors.await.unwrap())
+}
