@@ -176,6 +176,27 @@ pub enum ConfigError {
     /// Both `clientSecret` and `clientSecretFile` were given.
     #[error("give clientSecret or clientSecretFile, not both")]
     SecretTwice,
+    /// A log level is not one of Medplum's.
+    #[error("{key}: not a log level: {value} (NONE, ERROR, WARN, INFO or DEBUG)")]
+    LogLevel {
+        /// The key (`logLevel`, `logger.main.logLevel`, ...).
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// `maxFileSizeMb` or `filesToKeep` is not a positive number.
+    #[error("{key}: not a positive number: {value}")]
+    LoggerNumber {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// No data directory was given and there is no per-user state directory to default to.
+    #[error(
+        "no data directory: neither XDG_STATE_HOME nor HOME (LOCALAPPDATA on Windows) is set; give dataDir or --data-dir"
+    )]
+    NoDataDir,
     /// Several problems at once.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Several(Vec<ConfigError>),

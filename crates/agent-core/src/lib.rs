@@ -76,11 +76,14 @@ use byte_stream::Budget;
 use tokio::sync::watch;
 
 pub use client::{PushAnswer, PushOptions, RelayClient};
-pub use config::{AgentConfig, PROPERTY_KEYS, read_secret_file, unknown_property_keys};
+pub use config::{
+    AgentConfig, DEFAULT_FILES_TO_KEEP, DEFAULT_MAX_FILE_SIZE_MB, LogLevel, LoggerConfig,
+    PROPERTY_KEYS, data_dir_beside, default_data_dir, read_secret_file, unknown_property_keys,
+};
 pub use error::{ChannelProblem, ConfigError, Error};
 pub use event::Event;
 pub use inbound::queue;
-pub use logs::{LogBuffer, LogLayer};
+pub use logs::{CHANNEL_FILE, CHANNEL_TARGET, LogBuffer, LogFiles, LogLayer, MAIN_FILE};
 pub use outbound::{Fault, PushError};
 pub use tls::client_config;
 pub use url::UrlError;
@@ -384,14 +387,20 @@ impl link::Handler for Wiring {
             }
             AgentMessage::LogsRequest(r) => {
                 let limit = r.limit.unwrap_or(20).min(1000) as usize;
-                self.answer(
-                    session,
-                    AgentMessage::LogsResponse(LogsResponse {
+                // The lines may come from the log files: read them off the runtime's threads.
+                let logs = self.logs.clone();
+                let relay = self.relay.clone();
+                tokio::spawn(async move {
+                    let logs = tokio::task::spawn_blocking(move || logs.recent(limit))
+                        .await
+                        .unwrap_or_default();
+                    let answer = AgentMessage::LogsResponse(LogsResponse {
                         status_code: 200,
-                        logs: self.logs.recent(limit),
+                        logs,
                         callback: r.callback,
-                    }),
-                );
+                    });
+                    relay.answer(session, answer).await;
+                });
             }
             AgentMessage::UpgradeRequest(r) => self.answer(
                 session,

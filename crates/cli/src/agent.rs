@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use agent_core::{Agent, AgentConfig, LogBuffer, PushAnswer, PushOptions, RelayClient};
+use agent_core::{Agent, AgentConfig, LogBuffer, LogLevel, PushAnswer, PushOptions, RelayClient};
 use anyhow::Context;
 use clap::Args;
 
@@ -16,8 +16,17 @@ use crate::exit;
 pub struct AgentArgs {
     #[command(subcommand)]
     command: Option<AgentCommand>,
+    /// Medplum's positional form, as its Docker image runs the agent: BASE_URL CLIENT_ID
+    /// CLIENT_SECRET AGENT_ID [LOG_LEVEL] (the secret is then visible in `ps`).
+    #[arg(
+        value_names = ["BASE_URL", "CLIENT_ID", "CLIENT_SECRET", "AGENT_ID", "LOG_LEVEL"],
+        num_args = 4..=5,
+        conflicts_with_all = ["config", "base_url", "client_id", "client_secret", "client_secret_file", "agent_id"]
+    )]
+    positional: Vec<String>,
     /// Medplum's `agent.properties` (baseUrl, clientId, clientSecret or clientSecretFile,
-    /// agentId, logLevel). `MEDPLUM_CLIENT_SECRET` in the environment overrides its secret.
+    /// agentId, logLevel, logger.main.* and logger.channel.*). `MEDPLUM_CLIENT_SECRET` in the
+    /// environment overrides its secret.
     #[arg(long, conflicts_with_all = ["base_url", "client_id", "client_secret", "client_secret_file", "agent_id"])]
     config: Option<PathBuf>,
     /// The relay's base URL.
@@ -40,8 +49,12 @@ pub struct AgentArgs {
     #[arg(long)]
     ca_file: Option<PathBuf>,
     /// Directory for the durable inbound queue.
-    #[arg(long)]
+    #[arg(long, help = data_dir_help())]
     data_dir: Option<PathBuf>,
+    /// NONE, ERROR, WARN, INFO or DEBUG (overrides `logLevel`; `RUST_LOG`, when set, still
+    /// decides what reaches stderr).
+    #[arg(long)]
+    log_level: Option<String>,
     /// Check the settings and what the relay configures for this agent (log in, read the
     /// Agent and its channels' Endpoints), print each problem on its own line, and exit: 0
     /// when it would start cleanly, 2 with problems, 3 relay unreachable, 4 credentials
@@ -110,8 +123,47 @@ fn dead_letters(args: &DeadLettersArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
+/// `--data-dir`'s help, naming the default directory of this user.
+fn data_dir_help() -> String {
+    let state = agent_core::default_data_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|| "none here: HOME is not set".to_owned());
+    format!(
+        "Directory for the durable inbound queue (`dataDir`). Default: outpost-agent-data next to the properties file when one is read, else the per-user state directory: {state}"
+    )
+}
+
+/// The configuration of Medplum's positional form: `BASE_URL CLIENT_ID CLIENT_SECRET AGENT_ID
+/// [LOG_LEVEL]`.
+fn positional_config(values: &[String]) -> Result<AgentConfig, agent_core::ConfigError> {
+    let log_level = values
+        .get(4)
+        .map(|l| LogLevel::parse("LOG_LEVEL", l))
+        .transpose()?;
+    Ok(AgentConfig {
+        base_url: values[0].clone(),
+        client_id: values[1].clone(),
+        client_secret: values[2].clone(),
+        agent_id: values[3].clone(),
+        log_level,
+        ..AgentConfig::default()
+    })
+}
+
+/// The `tracing` directive for the agent's stderr: the main logger's level, and the channel
+/// logger's for the inbound channels.
+fn agent_directive(config: &AgentConfig) -> String {
+    format!(
+        "{},{}={}",
+        config.main_level().directive(),
+        agent_core::CHANNEL_TARGET,
+        config.channel_level().directive()
+    )
+}
+
+pub fn run(args: AgentArgs, log_format: crate::LogFormat) -> anyhow::Result<ExitCode> {
     if let Some(AgentCommand::DeadLetters(d)) = &args.command {
+        crate::init_logging(log_format, "info", Vec::new(), None);
         return dead_letters(d);
     }
     // The secret, by precedence: --client-secret, --client-secret-file, MEDPLUM_CLIENT_SECRET,
@@ -125,12 +177,22 @@ pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
         (None, None) => env_secret,
     };
     let implicit = std::path::Path::new("agent.properties");
+    let positional = !args.positional.is_empty();
     let settings = match &args.config {
+        _ if positional => "settings from the command line".to_owned(),
         Some(path) => format!("settings from {}", path.display()),
         None if implicit.exists() => "settings from ./agent.properties".to_owned(),
         None => "settings from the flags".to_owned(),
     };
     let mut config = match &args.config {
+        // Medplum's agent reads no file when given its four arguments.
+        _ if positional => match positional_config(&args.positional) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(exit::USAGE));
+            }
+        },
         Some(path) => AgentConfig::read_file(path)?,
         None if implicit.exists() => {
             // A file found in the current directory and flags must not disagree silently:
@@ -158,8 +220,18 @@ pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
             ..AgentConfig::default()
         },
     };
-    if let Some(secret) = override_secret {
+    // The secret given as an argument of the positional form is the one meant.
+    if let (Some(secret), false) = (override_secret, positional) {
         config.client_secret = secret;
+    }
+    if let Some(level) = &args.log_level {
+        match LogLevel::parse("--log-level", level) {
+            Ok(level) => config.log_level = Some(level),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(exit::USAGE));
+            }
+        }
     }
     if args.ca_file.is_some() {
         config.ca_file = args.ca_file.clone();
@@ -174,6 +246,7 @@ pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(exit::USAGE));
     }
     if args.check {
+        crate::init_logging(log_format, &agent_directive(&config), Vec::new(), None);
         let file = args
             .config
             .clone()
@@ -193,6 +266,38 @@ pub fn run(args: AgentArgs, logs: LogBuffer) -> anyhow::Result<ExitCode> {
         };
         return crate::runtime()?.block_on(check(&config, &settings, &unknown));
     }
+    // Logging as the settings say: stderr, the files of `logger.*.logDir` (kept open, and
+    // flushed when dropped, for as long as the agent runs), and `$fetch-logs`'s lines.
+    let mut files = match agent_core::LogFiles::open(&config) {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!("error: cannot open the log file: {e}");
+            return Ok(ExitCode::from(exit::USAGE));
+        }
+    };
+    let logs = match files.main_file() {
+        Some(path) => LogBuffer::with_file(path.to_owned()),
+        None => LogBuffer::new(),
+    };
+    crate::init_logging(
+        log_format,
+        &agent_directive(&config),
+        files.take_layers(),
+        Some(logs.clone()),
+    );
+    if let Some(path) = files.main_file() {
+        tracing::info!(file = %path.display(), "logging to a file");
+    }
+    if files.channels_merged() {
+        tracing::info!("logger.channel.logDir is not set: channel lines go to the main log file");
+    }
+    let result = run_agent(config, logs, settings);
+    drop(files);
+    result
+}
+
+/// Runs the agent until Ctrl-C or SIGTERM.
+fn run_agent(config: AgentConfig, logs: LogBuffer, settings: String) -> anyhow::Result<ExitCode> {
     crate::runtime()?.block_on(async {
         let agent = Agent::start(config.clone(), logs)
             .await

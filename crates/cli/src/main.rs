@@ -152,48 +152,66 @@ fn dcmtk_spellings(args: Vec<OsString>) -> (Vec<OsString>, Option<&'static str>)
     (out, level)
 }
 
+/// The agent's log files, as `tracing` layers for the registry.
+type FileLayers =
+    Vec<Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>>;
+
+/// Installs the process's logging: stderr (text or JSON) at `RUST_LOG` when it is set, else at
+/// `directive`; and, for the agent, its log files (`files`, each filtered by its own logger's
+/// level) and the lines kept for `$fetch-logs` (`buffer`).
+fn init_logging(
+    format: LogFormat,
+    directive: &str,
+    files: FileLayers,
+    buffer: Option<agent_core::LogBuffer>,
+) {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directive));
+    let (text, json) = match format {
+        LogFormat::Text => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            ),
+            None,
+        ),
+        LogFormat::Json => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            ),
+        ),
+    };
+    tracing_subscriber::registry()
+        .with(files)
+        .with(text.with_filter(filter.clone()))
+        .with(json.with_filter(filter))
+        .with(buffer.map(agent_core::LogLayer::new))
+        .init();
+}
+
 fn main() -> std::process::ExitCode {
     let (args, dcmtk_level) = dcmtk_spellings(std::env::args_os().collect());
     let cli = Cli::parse_from(args);
-    // Logs to stderr; the agent also keeps its recent lines for `$fetch-logs`.
-    let logs = agent_core::LogBuffer::new();
-    {
-        use tracing_subscriber::prelude::*;
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(
-                dcmtk_level.unwrap_or_else(|| default_log_level(&cli)),
-            )
-        });
-        let (text, json) = match cli.log_format {
-            LogFormat::Text => (
-                Some(
-                    tracing_subscriber::fmt::layer()
-                        .with_writer(std::io::stderr)
-                        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-                ),
-                None,
-            ),
-            LogFormat::Json => (
-                None,
-                Some(
-                    tracing_subscriber::fmt::layer()
-                        .json()
-                        .with_writer(std::io::stderr),
-                ),
-            ),
-        };
-        tracing_subscriber::registry()
-            .with(text.with_filter(filter.clone()))
-            .with(json.with_filter(filter))
-            .with(agent_core::LogLayer::new(logs.clone()))
-            .init();
+    // The agent sets its logging up once it has read its settings (`logLevel`, `logger.*`).
+    if !matches!(cli.command, Command::Agent(_)) {
+        init_logging(
+            cli.log_format,
+            dcmtk_level.unwrap_or_else(|| default_log_level(&cli)),
+            Vec::new(),
+            None,
+        );
     }
     let result = match cli.command {
         Command::Hl7(cmd) => hl7::run(cmd),
         Command::Astm(cmd) => astm_cmd::run(cmd),
         Command::Dicom(cmd) => dicom_cmd::run(cmd),
         Command::Server(args) => server::run(args),
-        Command::Agent(args) => agent::run(args, logs),
+        Command::Agent(args) => agent::run(args, cli.log_format),
         Command::Push(args) => agent::push(args),
         Command::Fleet(cmd) => fleet::run(cmd),
         Command::Demo => demo::run(),

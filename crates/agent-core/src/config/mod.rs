@@ -2,7 +2,10 @@
 //! ([`AgentConfig`]); and what the relay configures — the Agent's channels and status — read
 //! from it and kept in the data directory for a start without it ([`remote`]).
 
+mod logger;
 pub(crate) mod remote;
+
+pub use logger::{DEFAULT_FILES_TO_KEEP, DEFAULT_MAX_FILE_SIZE_MB, LogLevel, LoggerConfig};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,13 +23,20 @@ pub struct AgentConfig {
     pub client_secret: String,
     /// The Agent resource id (`agentId`).
     pub agent_id: String,
-    /// `NONE`, `ERROR`, `WARN`, `INFO` or `DEBUG` (`logLevel`).
-    pub log_level: String,
+    /// `NONE`, `ERROR`, `WARN`, `INFO` or `DEBUG` (`logLevel`): when given, it overrides both
+    /// loggers' own `logLevel`, as in Medplum.
+    pub log_level: Option<LogLevel>,
+    /// The main logger (`logger.main.*`): the agent's own lines.
+    pub logger_main: LoggerConfig,
+    /// The channel logger (`logger.channel.*`): the lines of the inbound channels.
+    pub logger_channel: LoggerConfig,
     /// Extra CA certificate (PEM) trusted for the relay's TLS, besides the system roots
     /// (`caFile`, an Outpost addition).
     pub ca_file: Option<PathBuf>,
-    /// Where the durable inbound queue lives (`dataDir`, an Outpost addition; default
-    /// `./outpost-agent-data`).
+    /// Where the durable inbound queue lives (`dataDir`, an Outpost addition). Default:
+    /// `outpost-agent-data` next to the properties file when one is read, else the per-user
+    /// state directory ([`default_data_dir`]); never the current directory. Empty when neither
+    /// exists ([`AgentConfig::validate`] refuses it).
     pub data_dir: PathBuf,
     /// Heartbeat period (Medplum: 10 s). A relay silent for three periods means reconnect.
     pub heartbeat_interval: Duration,
@@ -57,9 +67,11 @@ impl Default for AgentConfig {
             client_id: String::new(),
             client_secret: String::new(),
             agent_id: String::new(),
-            log_level: "INFO".into(),
+            log_level: None,
+            logger_main: LoggerConfig::default(),
+            logger_channel: LoggerConfig::default(),
             ca_file: None,
-            data_dir: PathBuf::from("outpost-agent-data"),
+            data_dir: default_data_dir().unwrap_or_default(),
             heartbeat_interval: Duration::from_secs(10),
             ack_timeout: Duration::from_secs(55),
             min_backoff: Duration::from_secs(1),
@@ -69,6 +81,35 @@ impl Default for AgentConfig {
             inbound_max_attempts: 5,
         }
     }
+}
+
+/// The agent's per-user state directory: `$XDG_STATE_HOME/outpost/agent`, else
+/// `~/.local/state/outpost/agent` (`%LOCALAPPDATA%\outpost\agent` on Windows); `None` when
+/// the environment names no home.
+pub fn default_data_dir() -> Option<PathBuf> {
+    state_dir(|name| std::env::var_os(name))
+}
+
+/// [`default_data_dir`] with the environment given by `env`.
+fn state_dir(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<PathBuf> {
+    let var = |name| env(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let state = if cfg!(windows) {
+        var("LOCALAPPDATA")
+    } else {
+        var("XDG_STATE_HOME")
+            .filter(|p| p.is_absolute())
+            .or_else(|| var("HOME").map(|h| h.join(".local").join("state")))
+    };
+    state.map(|s| s.join("outpost").join("agent"))
+}
+
+/// The data directory used with a properties file that sets no `dataDir`: next to the file.
+pub fn data_dir_beside(properties: &Path) -> PathBuf {
+    properties
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join("outpost-agent-data")
 }
 
 /// A duration in milliseconds.
@@ -96,10 +137,18 @@ pub const PROPERTY_KEYS: &[&str] = &[
     "inboundReplyWaitMs",
     "inboundAnswerWaitMs",
     "inboundMaxAttempts",
+    "logger.main.logDir",
+    "logger.main.maxFileSizeMb",
+    "logger.main.filesToKeep",
+    "logger.main.logLevel",
+    "logger.channel.logDir",
+    "logger.channel.maxFileSizeMb",
+    "logger.channel.filesToKeep",
+    "logger.channel.logLevel",
 ];
 
 /// Keys of an `agent.properties` text that Outpost does not read, with their line numbers
-/// (1-based); Medplum's `logger.*` keys are listed too (Outpost logs to stderr).
+/// (1-based).
 pub fn unknown_property_keys(text: &str) -> Vec<(usize, String)> {
     text.lines()
         .enumerate()
@@ -117,10 +166,11 @@ pub fn unknown_property_keys(text: &str) -> Vec<(usize, String)> {
 
 impl AgentConfig {
     /// Reads `agent.properties`: `key=value` lines, `#` and `!` comments, blank lines ignored.
-    /// Keys: `baseUrl`, `clientId`, `clientSecret`, `agentId`, `logLevel` (Medplum's), and
-    /// `clientSecretFile`, `caFile`, `dataDir`, `ackTimeoutMs`, `inboundReplyWaitMs`,
-    /// `inboundAnswerWaitMs`, `inboundMaxAttempts` (Outpost's). Unknown keys (Medplum's
-    /// `logger.*`) are ignored.
+    /// Keys: `baseUrl`, `clientId`, `clientSecret`, `agentId`, `logLevel`,
+    /// `logger.main.*` and `logger.channel.*` (`logDir`, `maxFileSizeMb`, `filesToKeep`,
+    /// `logLevel`) (Medplum's), and `clientSecretFile`, `caFile`, `dataDir`, `ackTimeoutMs`,
+    /// `inboundReplyWaitMs`, `inboundAnswerWaitMs`, `inboundMaxAttempts` (Outpost's). Other
+    /// keys are ignored (`outpost agent --check` lists them).
     ///
     /// `clientSecretFile` names a file holding the secret (surrounding whitespace ignored),
     /// instead of `clientSecret`; on Unix it must not be readable by group or others.
@@ -133,8 +183,15 @@ impl AgentConfig {
     /// The same, without [`AgentConfig::validate`]: for a caller that fills in values from
     /// elsewhere (the command line, `MEDPLUM_CLIENT_SECRET`) before validating.
     pub fn parse_properties(text: &str) -> Result<AgentConfig, Error> {
+        AgentConfig::parse(text, None)
+    }
+
+    /// Parses `text`, read from `file` if it came from one (the default data directory is then
+    /// next to it).
+    fn parse(text: &str, file: Option<&Path>) -> Result<AgentConfig, Error> {
         let mut c = AgentConfig::default();
         let mut secret_file = None;
+        let mut data_dir_given = false;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
@@ -150,9 +207,12 @@ impl AgentConfig {
                 "clientSecret" => c.client_secret = value,
                 "clientSecretFile" => secret_file = Some(PathBuf::from(value)),
                 "agentId" => c.agent_id = value,
-                "logLevel" => c.log_level = value,
+                "logLevel" => c.log_level = Some(LogLevel::parse("logLevel", &value)?),
                 "caFile" => c.ca_file = Some(PathBuf::from(value)),
-                "dataDir" => c.data_dir = PathBuf::from(value),
+                "dataDir" => {
+                    c.data_dir = PathBuf::from(value);
+                    data_dir_given = true;
+                }
                 "ackTimeoutMs" => c.ack_timeout = millis("ackTimeoutMs", &value)?,
                 "inboundReplyWaitMs" => {
                     c.inbound_reply_wait = millis("inboundReplyWaitMs", &value)?;
@@ -169,8 +229,15 @@ impl AgentConfig {
                         })?
                         .max(1);
                 }
-                _ => {}
+                key => match logger::split_logger_key(key) {
+                    Some(("main", name)) => c.logger_main.set(key, name, &value)?,
+                    Some((_, name)) => c.logger_channel.set(key, name, &value)?,
+                    None => {}
+                },
             }
+        }
+        if let (Some(file), false) = (file, data_dir_given) {
+            c.data_dir = data_dir_beside(file);
         }
         if let Some(path) = secret_file {
             if !c.client_secret.is_empty() {
@@ -195,7 +262,21 @@ impl AgentConfig {
             path: path.to_owned(),
             source,
         })?;
-        AgentConfig::parse_properties(&text)
+        AgentConfig::parse(&text, Some(path))
+    }
+
+    /// The main logger's level: `logLevel`, else `logger.main.logLevel`, else `INFO`.
+    pub fn main_level(&self) -> LogLevel {
+        self.log_level
+            .or(self.logger_main.log_level)
+            .unwrap_or(LogLevel::Info)
+    }
+
+    /// The channel logger's level: `logLevel`, else `logger.channel.logLevel`, else `INFO`.
+    pub fn channel_level(&self) -> LogLevel {
+        self.log_level
+            .or(self.logger_channel.log_level)
+            .unwrap_or(LogLevel::Info)
     }
 
     /// Checks that the four required values are there and the URL is usable.
@@ -215,6 +296,9 @@ impl AgentConfig {
             }
         }
         check_base_url(&self.base_url)?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::NoDataDir.into());
+        }
         Ok(())
     }
 
@@ -360,7 +444,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.client_secret, "s=e=c");
-        assert_eq!(c.log_level, "DEBUG");
+        assert_eq!(c.log_level, Some(LogLevel::Debug));
+        assert_eq!(c.logger_main.log_dir, Some(PathBuf::from("C:/logs")));
         assert_eq!(c.ws_url(), "wss://relay.example.org/ws/agent");
         assert_eq!(c.base(), "https://relay.example.org/medplum/");
     }
@@ -393,6 +478,139 @@ mod tests {
             e.to_string(),
             "configuration: inboundReplyWaitMs: not a number: soon"
         );
+    }
+
+    const REQUIRED: &str = "baseUrl=http://x\nclientId=a\nclientSecret=s\nagentId=b\n";
+
+    #[test]
+    fn medplum_logger_keys_are_read() {
+        let c = AgentConfig::from_properties(&format!(
+            "{REQUIRED}logger.main.logDir=/var/log/outpost\nlogger.main.maxFileSizeMb=2\nlogger.main.filesToKeep=3\nlogger.main.logLevel=warn\nlogger.channel.logDir=/var/log/channels\nlogger.channel.maxFileSizeMb=0.5\nlogger.channel.logLevel=DEBUG\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.logger_main,
+            LoggerConfig {
+                log_dir: Some(PathBuf::from("/var/log/outpost")),
+                max_file_size: 2 * 1024 * 1024,
+                files_to_keep: 3,
+                log_level: Some(LogLevel::Warn),
+            }
+        );
+        assert_eq!(c.logger_channel.max_file_size, 512 * 1024, "a decimal MB");
+        assert_eq!(c.logger_channel.files_to_keep, DEFAULT_FILES_TO_KEEP);
+        assert_eq!(
+            (c.main_level(), c.channel_level()),
+            (LogLevel::Warn, LogLevel::Debug)
+        );
+        // The top-level logLevel overrides both, as in Medplum's agent-main.ts.
+        let c = AgentConfig::from_properties(&format!(
+            "{REQUIRED}logLevel=ERROR\nlogger.main.logLevel=DEBUG\nlogger.channel.logLevel=DEBUG\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.main_level(), c.channel_level()),
+            (LogLevel::Error, LogLevel::Error)
+        );
+        // Nothing said: INFO, no files, Medplum's sizes.
+        let c = AgentConfig::from_properties(REQUIRED).unwrap();
+        assert_eq!(
+            (c.main_level(), c.channel_level()),
+            (LogLevel::Info, LogLevel::Info)
+        );
+        assert_eq!(c.logger_main, LoggerConfig::default());
+        assert_eq!(c.logger_main.max_file_size, 10 * 1024 * 1024);
+        assert!(
+            unknown_property_keys(&format!(
+                "{REQUIRED}logger.channel.filesToKeep=2\nlogger.main.bogus=1\n"
+            )) == [(6, "logger.main.bogus".to_owned())]
+        );
+    }
+
+    #[test]
+    fn bad_logger_values_are_refused_naming_the_key() {
+        for (line, error) in [
+            (
+                "logLevel=LOUD",
+                "configuration: logLevel: not a log level: LOUD (NONE, ERROR, WARN, INFO or DEBUG)",
+            ),
+            (
+                "logger.channel.logLevel=2",
+                "configuration: logger.channel.logLevel: not a log level: 2 (NONE, ERROR, WARN, INFO or DEBUG)",
+            ),
+            (
+                "logger.main.maxFileSizeMb=0",
+                "configuration: logger.main.maxFileSizeMb: not a positive number: 0",
+            ),
+            (
+                "logger.main.maxFileSizeMb=ten",
+                "configuration: logger.main.maxFileSizeMb: not a positive number: ten",
+            ),
+            (
+                "logger.main.filesToKeep=0",
+                "configuration: logger.main.filesToKeep: not a positive number: 0",
+            ),
+        ] {
+            let e = AgentConfig::from_properties(&format!("{REQUIRED}{line}\n")).unwrap_err();
+            assert_eq!(e.to_string(), error);
+        }
+        for (value, level) in [("none", LogLevel::None), ("Info", LogLevel::Info)] {
+            assert_eq!(LogLevel::parse("logLevel", value).unwrap(), level);
+        }
+        assert_eq!(LogLevel::None.directive(), "off");
+    }
+
+    #[test]
+    fn the_default_data_dir_is_per_user_or_beside_the_properties_file() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        if !cfg!(windows) {
+            assert_eq!(
+                state_dir(env(&[("XDG_STATE_HOME", "/s"), ("HOME", "/h")])),
+                Some(PathBuf::from("/s/outpost/agent"))
+            );
+            assert_eq!(
+                state_dir(env(&[("XDG_STATE_HOME", "relative"), ("HOME", "/h")])),
+                Some(PathBuf::from("/h/.local/state/outpost/agent")),
+                "XDG: a relative path is ignored"
+            );
+            assert_eq!(state_dir(env(&[("HOME", "")])), None);
+        }
+        assert_eq!(
+            data_dir_beside(Path::new("/etc/outpost/agent.properties")),
+            PathBuf::from("/etc/outpost/outpost-agent-data")
+        );
+        assert_eq!(
+            data_dir_beside(Path::new("agent.properties")),
+            PathBuf::from("./outpost-agent-data")
+        );
+        let dir = std::env::temp_dir().join(format!("outpost-datadir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let props = dir.join("agent.properties");
+        std::fs::write(&props, REQUIRED).unwrap();
+        assert_eq!(
+            AgentConfig::from_file(&props).unwrap().data_dir,
+            dir.join("outpost-agent-data")
+        );
+        std::fs::write(&props, format!("{REQUIRED}dataDir=/q\n")).unwrap();
+        assert_eq!(
+            AgentConfig::from_file(&props).unwrap().data_dir,
+            PathBuf::from("/q")
+        );
+        let _ = std::fs::remove_dir_all(dir);
+        let e = AgentConfig {
+            data_dir: PathBuf::new(),
+            ..AgentConfig::from_properties(REQUIRED).unwrap()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("give dataDir or --data-dir"), "{e}");
     }
 
     #[test]

@@ -1,11 +1,18 @@
-//! The agent's recent log lines, for `$fetch-logs` (`agent:logs:request`).
+//! The agent's recent log lines, for `$fetch-logs` (`agent:logs:request`), and its log files.
 //!
 //! [`LogLayer`] is a `tracing` layer that keeps the last lines at INFO and above in a
 //! [`LogBuffer`]. Message bodies are never logged at INFO, so what the relay can fetch carries no
-//! patient data.
+//! patient data. With `logger.main.logDir` set, [`LogFiles`] writes the lines to rotating files
+//! as well, and the buffer answers from the newest file instead (lines from before a restart
+//! included).
+
+mod file;
+
+pub use file::{CHANNEL_FILE, CHANNEL_TARGET, LogFiles, MAIN_FILE};
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use agent_protocol::LogMessage;
@@ -15,16 +22,31 @@ use tracing_subscriber::layer::Context;
 /// Lines kept.
 const KEEP: usize = 1000;
 
-/// The last log lines, newest last.
+/// The most bytes read from the log files for one `$fetch-logs` (1000 lines of a few hundred
+/// bytes fit several times over).
+const MAX_FILE_READ: u64 = 2 * 1024 * 1024;
+
+/// The last log lines, newest last; or, given a log file, the lines at its end.
 #[derive(Debug, Clone, Default)]
 pub struct LogBuffer {
     lines: Arc<Mutex<VecDeque<LogMessage>>>,
+    file: Option<PathBuf>,
 }
 
 impl LogBuffer {
     /// An empty buffer.
     pub fn new() -> Self {
         LogBuffer::default()
+    }
+
+    /// A buffer whose [`LogBuffer::recent`] reads `file` (the main log file written by
+    /// [`LogFiles`]) and the files rotated from it, falling back to the lines in memory when
+    /// they cannot be read.
+    pub fn with_file(file: PathBuf) -> Self {
+        LogBuffer {
+            file: Some(file),
+            ..LogBuffer::default()
+        }
     }
 
     fn push(&self, line: LogMessage) {
@@ -35,8 +57,19 @@ impl LogBuffer {
         lines.push_back(line);
     }
 
-    /// The newest `limit` lines, newest first (Medplum's order).
+    /// The newest `limit` lines, newest first (Medplum's order): from the log files when there
+    /// are some (reading at most 2 MiB of them), else from memory.
     pub fn recent(&self, limit: usize) -> Vec<LogMessage> {
+        if let Some(path) = &self.file {
+            match file::read_recent(path, limit, MAX_FILE_READ) {
+                Ok(lines) => return lines,
+                Err(e) => tracing::warn!(
+                    file = %path.display(),
+                    error = %e,
+                    "cannot read the log file; answering from the lines in memory"
+                ),
+            }
+        }
         let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
         lines.iter().rev().take(limit).cloned().collect()
     }
@@ -84,20 +117,24 @@ impl Fields {
     }
 }
 
+/// `event` as Medplum's agent logs a line: `{level, msg, timestamp, ...fields}`.
+fn log_message(event: &tracing::Event<'_>) -> LogMessage {
+    let mut fields = Fields::default();
+    event.record(&mut fields);
+    LogMessage {
+        level: event.metadata().level().to_string(),
+        msg: fields.msg,
+        timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        extra: fields.extra,
+    }
+}
+
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for LogLayer {
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
-        let level = *event.metadata().level();
-        if level > tracing::Level::INFO {
+        if *event.metadata().level() > tracing::Level::INFO {
             return;
         }
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        self.buffer.push(LogMessage {
-            level: level.to_string(),
-            msg: fields.msg,
-            timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            extra: fields.extra,
-        });
+        self.buffer.push(log_message(event));
     }
 }
 
