@@ -8,19 +8,19 @@ use std::sync::{Arc, Mutex};
 use agent_protocol::AgentMessage;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 use tokio::time::Instant;
 
 use super::AskError;
+use super::session::SharedLink;
 use crate::fhir::{now_ms, now_rfc3339};
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Hands `cmd` to the session, never waiting: a full queue or an unresponsive agent is an
-/// error.
-fn hand_to(agent: &str, session: &SessionHandle, cmd: Command) -> Result<(), AskError> {
+/// An unresponsive agent is refused before anything is queued for it.
+fn check_responsive(agent: &str, session: &SessionHandle) -> Result<(), AskError> {
     let h = &session.health;
     if h.unresponsive.load(Ordering::Acquire) {
         let since = h.silent_since_ms.load(Ordering::Acquire) as i64;
@@ -29,10 +29,7 @@ fn hand_to(agent: &str, session: &SessionHandle, cmd: Command) -> Result<(), Ask
             silent_ms: u64::try_from(now_ms() - since).unwrap_or(0),
         });
     }
-    session.commands.try_send(cmd).map_err(|e| match e {
-        mpsc::error::TrySendError::Full(_) => AskError::Backlogged(agent.to_owned()),
-        mpsc::error::TrySendError::Closed(_) => AskError::NotConnected(agent.to_owned()),
-    })
+    Ok(())
 }
 
 /// `connected`, `disconnected` or `unknown` (never seen), as `$status` reports it.
@@ -53,32 +50,12 @@ pub(crate) enum Reply {
     Message(AgentMessage),
     /// The agent's connection closed before it answered.
     Disconnected,
-    /// The session has too many requests in flight.
-    Busy,
     /// The request's deadline passed on the link before an answer came (its caller's wait
     /// ends at the same time: a timeout, not a disconnection).
     Expired,
 }
 
-/// What a caller asks of a session.
-#[derive(Debug)]
-pub(crate) enum Command {
-    /// Send `msg` (carrying `callback`) and pass its answer on, unless `deadline` passes first.
-    Request {
-        msg: AgentMessage,
-        callback: String,
-        deadline: Instant,
-        reply: oneshot::Sender<Reply>,
-    },
-    /// Send `msg`; `written` hears when it is on the socket.
-    Send {
-        msg: AgentMessage,
-        written: oneshot::Sender<()>,
-    },
-}
-
-/// What every holder of a session handle can see of it, or ask of it, without going through
-/// its command queue.
+/// What every holder of a session handle can see of it, or ask of it, besides its link.
 #[derive(Debug)]
 pub(crate) struct Health {
     /// A heartbeat request has been outstanding past the grace period: the agent is not
@@ -107,10 +84,11 @@ impl Health {
     }
 }
 
-/// A way to reach one live session. Sending never waits: a full command queue is an error.
+/// A way to reach one live session. Sending never waits: too many requests in flight is an
+/// error.
 #[derive(Debug, Clone)]
 pub(crate) struct SessionHandle {
-    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) link: Arc<SharedLink>,
     pub(crate) health: Arc<Health>,
 }
 
@@ -265,13 +243,16 @@ impl LocalAgents {
         allowed: Duration,
     ) -> Result<AgentMessage, AskError> {
         let (reply, answer) = oneshot::channel();
-        let cmd = Command::Request {
-            msg,
-            callback: callback.to_owned(),
-            deadline,
-            reply,
-        };
-        hand_to(agent, session, cmd)?;
+        check_responsive(agent, session)?;
+        if deadline <= Instant::now() {
+            return Err(AskError::Timeout {
+                agent: agent.to_owned(),
+                ms: ms(allowed),
+            });
+        }
+        session
+            .link
+            .request(agent, msg, callback.to_owned(), deadline, reply)?;
         match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(Reply::Message(m))) => Ok(m),
             Ok(Ok(Reply::Disconnected)) => Err(AskError::Disconnected(agent.to_owned())),
@@ -279,7 +260,6 @@ impl LocalAgents {
             Ok(Err(_)) if Instant::now() < deadline => {
                 Err(AskError::Disconnected(agent.to_owned()))
             }
-            Ok(Ok(Reply::Busy)) => Err(AskError::Backlogged(agent.to_owned())),
             Ok(Ok(Reply::Expired) | Err(_)) | Err(_) => Err(AskError::Timeout {
                 agent: agent.to_owned(),
                 ms: ms(allowed),
@@ -298,7 +278,8 @@ impl LocalAgents {
         allowed: Duration,
     ) -> Result<(), AskError> {
         let (written, on_socket) = oneshot::channel();
-        hand_to(agent, session, Command::Send { msg, written })?;
+        check_responsive(agent, session)?;
+        session.link.send(agent, msg, written)?;
         match tokio::time::timeout_at(deadline, on_socket).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(AskError::Disconnected(agent.to_owned())),

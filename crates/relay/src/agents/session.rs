@@ -11,10 +11,14 @@
 //! [`Link`] from `agent-protocol`; this module drives it over the socket and applies the
 //! relay's decisions (who may connect, inbound messages, caps).
 //!
-//! Nothing in the session loop waits on the socket or on a queue: frames go to the
-//! [`Outbox`](super::outbox) (bounded in bytes, each write with a deadline), commands arrive
-//! through a bounded queue that callers fill with `try_send`. So the heartbeat, the silence
-//! check and the write deadline always run:
+//! The link and the table of who waits on each request are a [`SharedLink`]: a caller (a
+//! push) registers its request and queues its frame itself, under a short lock, so a push
+//! costs no hop through the session task; the session is woken only when the request's
+//! deadline comes before the timer it has armed.
+//!
+//! Nothing in the session loop, and nothing a caller does, waits on the socket: frames go to
+//! the [`Outbox`](super::outbox) (bounded in bytes, each write with a deadline). So the
+//! heartbeat, the silence check and the write deadline always run:
 //!
 //! - an agent silent for the agent timeout is disconnected, so `$status` tells the truth;
 //! - a heartbeat request unanswered past the grace period marks the agent unresponsive, and
@@ -26,8 +30,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use agent_protocol::link::{CloseReason, Event, Link, LinkError, LinkOptions};
@@ -36,11 +40,12 @@ use agent_protocol::{
 };
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::StreamExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::AskError;
 use super::cluster::Cluster;
-use super::local::{Command, Health, LocalAgents, Reply, SessionHandle};
+use super::local::{Health, LocalAgents, Reply, SessionHandle};
 use super::outbox::{self, Outbox};
 use crate::auth::{Tokens, may_act_as};
 use crate::fhir::{now_ms, now_secs};
@@ -71,8 +76,9 @@ pub(crate) struct SessionConfig {
     pub(crate) max_inbound_per_socket: usize,
 }
 
-/// Commands waiting for one session (pushes, operations): callers never wait for room.
-const COMMAND_QUEUE: usize = 1024;
+/// Requests in flight on one link (pushes, operations); past it a caller is told the agent is
+/// backlogged.
+const MAX_IN_FLIGHT: usize = 4096;
 
 /// What every session needs.
 #[derive(Debug)]
@@ -87,16 +93,108 @@ pub(crate) struct Sessions {
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
+/// One session's link, shared by its task and its callers (see the module docs).
+#[derive(Debug)]
+pub(crate) struct SharedLink {
+    state: Mutex<LinkState>,
+    outbox: Outbox,
+    /// Wakes the session to re-arm its timer for a deadline before the one it armed.
+    rearm: Notify,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+#[derive(Debug)]
+struct LinkState {
+    link: Link,
+    /// Who waits for the answer to each request in flight on the link.
+    replies: HashMap<String, oneshot::Sender<Reply>>,
+    /// What the session's timer is armed for.
+    armed: Option<std::time::Instant>,
+    /// The session has ended: its agent is not connected here any more.
+    ended: bool,
+}
+
+impl SharedLink {
+    fn lock(&self) -> MutexGuard<'_, LinkState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues what the link has to send (the caller holds the lock, so frames keep their
+    /// order).
+    fn flush(&self, st: &mut LinkState) {
+        while let Some(msg) = st.link.poll_send() {
+            self.metrics.ws_message("out");
+            let _ = self.outbox.push(msg.to_json(), None);
+        }
+    }
+
+    /// Sends `msg` (carrying `callback`) on the link; `reply` hears its answer, or why none
+    /// came (the link closed, or `deadline` passed on the link).
+    ///
+    /// # Errors
+    /// [`AskError::NotConnected`] once the session has ended, [`AskError::Backlogged`] with
+    /// too many requests in flight (or that callback in flight already),
+    /// [`AskError::Disconnected`] when the link is closing.
+    pub(crate) fn request(
+        &self,
+        agent: &str,
+        msg: AgentMessage,
+        callback: String,
+        deadline: Instant,
+        reply: oneshot::Sender<Reply>,
+    ) -> Result<(), AskError> {
+        let mut st = self.lock();
+        if st.ended {
+            return Err(AskError::NotConnected(agent.to_owned()));
+        }
+        let now = Instant::now().into_std();
+        match st.link.request(msg, deadline.into_std(), now) {
+            Ok(()) => {}
+            Err(LinkError::TooManyInFlight | LinkError::DuplicateCallback) => {
+                return Err(AskError::Backlogged(agent.to_owned()));
+            }
+            Err(_) => return Err(AskError::Disconnected(agent.to_owned())),
+        }
+        st.replies.insert(callback, reply);
+        self.flush(&mut st);
+        let due = st.link.poll_timeout();
+        if due.is_some() && (st.armed.is_none() || due < st.armed) {
+            self.rearm.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Sends `msg` outside the link's table; `written` hears when it is on the socket.
+    ///
+    /// # Errors
+    /// [`AskError::NotConnected`] once the session has ended, [`AskError::Disconnected`]
+    /// when the link is closing.
+    pub(crate) fn send(
+        &self,
+        agent: &str,
+        msg: AgentMessage,
+        written: oneshot::Sender<()>,
+    ) -> Result<(), AskError> {
+        let st = self.lock();
+        if st.ended {
+            return Err(AskError::NotConnected(agent.to_owned()));
+        }
+        if !st.link.is_live() {
+            return Err(AskError::Disconnected(agent.to_owned()));
+        }
+        self.metrics.ws_message("out");
+        let _ = self.outbox.push(msg.to_json(), Some(written));
+        Ok(())
+    }
+}
+
 struct Session {
     ctx: Arc<Sessions>,
-    link: Link,
-    outbox: Outbox,
+    shared: Arc<SharedLink>,
     handle: SessionHandle,
     /// The agent id and connection number, once connected.
     live: Option<(String, u64)>,
     peer: SocketAddr,
-    /// Who waits for the answer to each request in flight on the link.
-    replies: HashMap<String, oneshot::Sender<Reply>>,
     /// Inbound messages of this socket being handled.
     inbound: Arc<Semaphore>,
     /// Answers of inbound messages, from their tasks (as many as `inbound` allows).
@@ -112,7 +210,6 @@ pub(crate) async fn serve(ctx: Arc<Sessions>, socket: WebSocket, peer: SocketAdd
     let cfg = ctx.config.clone();
     let (sink, mut stream) = socket.split();
     let (outbox, mut failure, writer) = outbox::start(sink, cfg.max_unsent, cfg.write_timeout);
-    let (commands_tx, mut commands) = mpsc::channel(COMMAND_QUEUE);
     let (answers, mut answered) = mpsc::unbounded_channel();
     let health = Arc::new(Health::default());
     let mut close_asked = health.close.subscribe();
@@ -120,21 +217,30 @@ pub(crate) async fn serve(ctx: Arc<Sessions>, socket: WebSocket, peer: SocketAdd
         heartbeat_interval: cfg.heartbeat_interval,
         silence_timeout: cfg.agent_timeout,
         connect_timeout: cfg.connect_timeout,
-        max_in_flight: COMMAND_QUEUE * 4,
+        max_in_flight: MAX_IN_FLIGHT,
         max_message: cfg.max_message,
         version: VERSION.into(),
     };
+    let shared = Arc::new(SharedLink {
+        state: Mutex::new(LinkState {
+            link: Link::relay(options, Instant::now().into_std()),
+            replies: HashMap::new(),
+            armed: None,
+            ended: false,
+        }),
+        outbox: outbox.clone(),
+        rearm: Notify::new(),
+        metrics: ctx.metrics.clone(),
+    });
     let mut s = Session {
         ctx: ctx.clone(),
-        link: Link::relay(options, Instant::now().into_std()),
-        outbox: outbox.clone(),
+        shared: shared.clone(),
         handle: SessionHandle {
-            commands: commands_tx,
+            link: shared.clone(),
             health: health.clone(),
         },
         live: None,
         peer,
-        replies: HashMap::new(),
         inbound: Arc::new(Semaphore::new(cfg.max_inbound_per_socket)),
         answers,
         heartbeat_sent: None,
@@ -143,7 +249,11 @@ pub(crate) async fn serve(ctx: Arc<Sessions>, socket: WebSocket, peer: SocketAdd
     let mut stopping = ctx.stopping.clone();
     let mut stalled = false;
     while s.closing.is_none() {
-        let timer = s.link.poll_timeout().map(Instant::from_std);
+        let timer = {
+            let mut st = shared.lock();
+            st.armed = st.link.poll_timeout();
+            st.armed.map(Instant::from_std)
+        };
         let grace_end = s
             .heartbeat_sent
             .filter(|_| !health.unresponsive.load(Ordering::Relaxed))
@@ -154,26 +264,28 @@ pub(crate) async fn serve(ctx: Arc<Sessions>, socket: WebSocket, peer: SocketAdd
                 match frame {
                     Some(Ok(Message::Text(t))) => {
                         ctx.metrics.ws_message("in");
-                        s.link.handle_bytes(t.as_bytes(), now);
+                        shared.lock().link.handle_bytes(t.as_bytes(), now);
                     }
                     Some(Ok(Message::Binary(b))) => {
                         ctx.metrics.ws_message("in");
-                        s.link.handle_bytes(&b, now);
+                        shared.lock().link.handle_bytes(&b, now);
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     // Closed, broken, or a message over the limit: close our side too.
                     Some(Ok(Message::Close(_)) | Err(_)) | None => {
-                        s.link.close(CloseReason::TransportClosed);
+                        shared.lock().link.close(CloseReason::TransportClosed);
                     }
                 }
             }
-            Some(cmd) = commands.recv() => s.on_command(cmd),
+            () = shared.rearm.notified() => {}
             Some(answer) = answered.recv() => {
-                if s.link.send(answer).is_err() {
+                if shared.lock().link.send(answer).is_err() {
                     tracing::debug!(agent = s.agent_id(), "inbound answer after the link closed");
                 }
             }
-            () = sleep_until_some(timer) => s.link.handle_timeout(Instant::now().into_std()),
+            () = sleep_until_some(timer) => {
+                shared.lock().link.handle_timeout(Instant::now().into_std());
+            }
             () = sleep_until_some(grace_end) => {
                 health.silent_since_ms.store(
                     (now_ms() - cfg.heartbeat_grace.as_millis() as i64) as u64,
@@ -188,18 +300,18 @@ pub(crate) async fn serve(ctx: Arc<Sessions>, socket: WebSocket, peer: SocketAdd
             why = failure.wait() => {
                 tracing::warn!(agent = s.agent_id(), %peer, reason = %why, "closing the agent's socket");
                 stalled = true;
-                s.link.close(CloseReason::Local);
+                shared.lock().link.close(CloseReason::Local);
             }
             Ok(()) = close_asked.changed() => {
                 let reason = close_asked.borrow().clone().unwrap_or_default();
                 if let Some((agent, _)) = &s.live {
                     tracing::info!(agent, %peer, reason, "closing the agent's socket");
                 }
-                s.link.close(CloseReason::Local);
+                shared.lock().link.close(CloseReason::Local);
                 s.closing = Some(reason);
             }
             _ = stopping.changed() => {
-                s.link.close(CloseReason::Local);
+                shared.lock().link.close(CloseReason::Local);
                 s.closing = Some("relay shutting down".into());
             }
         }
@@ -214,8 +326,15 @@ pub(crate) async fn serve(ctx: Arc<Sessions>, socket: WebSocket, peer: SocketAdd
         }
         tracing::info!(agent = agent_id, %peer, "agent disconnected");
     }
-    s.outbox.close(s.closing.as_deref().unwrap_or(""));
+    {
+        // Whoever still waits hears the disconnection; later callers, that it is gone.
+        let mut st = shared.lock();
+        st.ended = true;
+        st.replies.clear();
+    }
+    shared.outbox.close(s.closing.as_deref().unwrap_or(""));
     drop(s);
+    drop(shared);
     drop(outbox);
     if stalled {
         // The socket does not drain: drop it with whatever is queued.
@@ -250,23 +369,32 @@ impl Session {
     /// outbox closes the socket (through the failure branch).
     fn send(&self, msg: &AgentMessage) {
         self.ctx.metrics.ws_message("out");
-        let _ = self.outbox.push(msg.to_json(), None);
+        let _ = self.shared.outbox.push(msg.to_json(), None);
     }
 
     /// After anything happened: writes what the link has to send, and acts on its events.
     fn drive(&mut self) {
         loop {
-            while let Some(msg) = self.link.poll_send() {
-                if matches!(msg, AgentMessage::HeartbeatRequest(_)) {
-                    self.heartbeat_sent.get_or_insert_with(Instant::now);
+            let event = {
+                let mut st = self.shared.lock();
+                while let Some(msg) = st.link.poll_send() {
+                    if matches!(msg, AgentMessage::HeartbeatRequest(_)) {
+                        self.heartbeat_sent.get_or_insert_with(Instant::now);
+                    }
+                    self.send(&msg);
                 }
-                self.send(&msg);
-            }
-            let Some(event) = self.link.poll_event() else {
+                st.link.poll_event()
+            };
+            let Some(event) = event else {
                 return;
             };
             self.on_event(event);
         }
+    }
+
+    /// The waiter for `callback`, taken from the table.
+    fn take_reply(&self, callback: &str) -> Option<oneshot::Sender<Reply>> {
+        self.shared.lock().replies.remove(callback)
     }
 
     fn on_event(&mut self, event: Event) {
@@ -293,13 +421,13 @@ impl Session {
                         "agent reported an error"
                     );
                 }
-                if let Some(reply) = self.replies.remove(&callback) {
+                if let Some(reply) = self.take_reply(&callback) {
                     let _ = reply.send(Reply::Message(message));
                 }
             }
             Event::Expired { callback } => {
                 // Its caller times out too (same deadline): say so, in case this comes first.
-                if let Some(reply) = self.replies.remove(&callback) {
+                if let Some(reply) = self.take_reply(&callback) {
                     let _ = reply.send(Reply::Expired);
                 }
             }
@@ -336,7 +464,7 @@ impl Session {
             }
             Event::Undecodable(e) => self.send(&AgentMessage::error(e.to_string(), None)),
             Event::Failed { callback } => {
-                if let Some(reply) = self.replies.remove(&callback) {
+                if let Some(reply) = self.take_reply(&callback) {
                     let _ = reply.send(Reply::Disconnected);
                 }
             }
@@ -357,40 +485,6 @@ impl Session {
         }
     }
 
-    fn on_command(&mut self, cmd: Command) {
-        let now = Instant::now();
-        match cmd {
-            Command::Request {
-                msg,
-                callback,
-                deadline,
-                reply,
-            } => {
-                if deadline <= now || reply.is_closed() {
-                    return;
-                }
-                match self.link.request(msg, deadline.into_std(), now.into_std()) {
-                    Ok(()) => {
-                        self.replies.insert(callback, reply);
-                    }
-                    Err(LinkError::TooManyInFlight | LinkError::DuplicateCallback) => {
-                        let _ = reply.send(Reply::Busy);
-                    }
-                    Err(_) => {
-                        let _ = reply.send(Reply::Disconnected);
-                    }
-                }
-            }
-            Command::Send { msg, written } => {
-                if self.link.is_live() {
-                    // Outside the link's queue, to hear when this frame is on the socket.
-                    self.ctx.metrics.ws_message("out");
-                    let _ = self.outbox.push(msg.to_json(), Some(written));
-                }
-            }
-        }
-    }
-
     /// An inbound message: handled in its own task (stored, then answered when the webhook, if
     /// any, replies) within the socket's and the agent's caps; past them, a 429 at once.
     fn inbound(&mut self, req: TransmitRequest, size: usize) {
@@ -401,9 +495,8 @@ impl Session {
             Ok(p) => p,
             Err(why) => {
                 tracing::warn!(agent, peer = %self.peer, "inbound message shed: {why}");
-                let _ = self
-                    .link
-                    .send(AgentMessage::TransmitResponse(TransmitResponse {
+                let _ = self.shared.lock().link.send(AgentMessage::TransmitResponse(
+                    TransmitResponse {
                         channel: req.channel.clone(),
                         remote: req.remote.clone(),
                         callback: req.callback.clone(),
@@ -411,7 +504,8 @@ impl Session {
                         status_code: Some(429),
                         status: None,
                         body: format!("relay is busy: {why}; retry"),
-                    }));
+                    },
+                ));
                 return;
             }
         };
@@ -463,7 +557,7 @@ impl Session {
     /// Refuses the connect request: `agent:error`, then the socket closes.
     fn refuse(&mut self, text: String) {
         tracing::warn!(peer = %self.peer, reason = text, "agent connection refused");
-        let _ = self.link.refuse(text);
+        let _ = self.shared.lock().link.refuse(text);
     }
 
     /// `agent:connect:request`: check it, register the agent, accept.
@@ -515,6 +609,6 @@ impl Session {
         tracing::info!(agent = agent_id, peer = %self.peer, client = claims.client_id, "agent connected");
         self.ctx.inbound.check_targets(&agent_id);
         self.live = Some((agent_id, conn));
-        let _ = self.link.accept(Instant::now().into_std());
+        let _ = self.shared.lock().link.accept(Instant::now().into_std());
     }
 }
