@@ -406,6 +406,52 @@ async fn agent_status_off_refuses_pushes() {
     assert!(err.contains("Agent.status is 'off'"), "{err}");
 }
 
+/// Medplum's agent refuses transmits unless `Agent.status` is `active`
+/// (packages/agent/src/app.ts: `this.config?.status !== 'active'` sends "Agent.status is
+/// currently set to off"); only `off` stops the channels. The relay refuses only `off`, so a
+/// push to an agent whose status is `error` reaches the agent and is refused there.
+#[tokio::test]
+async fn agent_status_other_than_active_stops_pushes_but_not_channels() {
+    let w = world().await;
+    let mut agent = w.bundle["entry"][2]["resource"].clone();
+    agent["status"] = "error".into();
+    w.relay.registry().put(agent.clone()).await.unwrap();
+    let token = caller(&w.relay.base_url()).token().await.unwrap();
+    let reload = || {
+        reqwest::Client::new()
+            .get(format!(
+                "{}fhir/R4/Agent/{AGENT}/$reload-config",
+                w.relay.base_url()
+            ))
+            .bearer_auth(&token)
+            .send()
+    };
+    assert_eq!(reload().await.unwrap().status(), 200);
+    assert!(w.agent.is_off(), "transmits are stopped");
+    let err = push(&w, &wait(5_000)).await.unwrap_err().to_string();
+    assert!(
+        err.contains("Agent.status is currently set to off"),
+        "{err}"
+    );
+    assert!(w.device.received().is_empty(), "nothing reached the device");
+    // The channel still listens and relays.
+    assert!(
+        w.agent
+            .wait_channel("adt-in", Duration::from_secs(5))
+            .await
+            .is_some()
+    );
+    // Back to active: pushes go again.
+    agent["status"] = "active".into();
+    w.relay.registry().put(agent).await.unwrap();
+    assert_eq!(reload().await.unwrap().status(), 200);
+    assert!(!w.agent.is_off());
+    assert!(matches!(
+        push(&w, &wait(10_000)).await.unwrap(),
+        PushAnswer::Answer { .. }
+    ));
+}
+
 #[path = "../../dicom-net/tests/dcmtk/mod.rs"]
 mod dcmtk;
 
