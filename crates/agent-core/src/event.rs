@@ -1,5 +1,8 @@
 //! [`Event`]: what the agent did, for demos, tests and monitoring.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
 use tokio::sync::broadcast;
 
 /// Something the agent did, for demos, tests and monitoring.
@@ -74,21 +77,64 @@ pub enum Event {
     },
 }
 
+/// What one inbound channel did since the agent started (`logStatsFreqSecs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ChannelCounts {
+    /// Device messages committed to the queue.
+    pub(crate) received: u64,
+    /// Messages the relay took (an answer below 400).
+    pub(crate) sent: u64,
+    /// Answers of 400 or more, and messages moved to the dead letters.
+    pub(crate) errored: u64,
+}
+
 /// Where events go: any number of subscribers, none needed. A subscriber that falls behind
-/// loses the oldest events, never slows the agent.
+/// loses the oldest events, never slows the agent. Inbound events are also counted per
+/// channel.
 #[derive(Debug, Clone)]
-pub(crate) struct Events(broadcast::Sender<Event>);
+pub(crate) struct Events {
+    tx: broadcast::Sender<Event>,
+    counts: Arc<Mutex<BTreeMap<String, ChannelCounts>>>,
+}
 
 impl Events {
     pub(crate) fn new() -> Events {
-        Events(broadcast::channel(1024).0)
+        Events {
+            tx: broadcast::channel(1024).0,
+            counts: Arc::default(),
+        }
     }
 
     pub(crate) fn emit(&self, event: Event) {
-        let _ = self.0.send(event);
+        let counted = match &event {
+            Event::InboundQueued { channel, .. } => Some((channel, 1, 0, 0)),
+            Event::InboundAnswered {
+                channel, status, ..
+            } if *status < 400 => Some((channel, 0, 1, 0)),
+            Event::InboundAnswered { channel, .. } | Event::InboundDeadLettered { channel, .. } => {
+                Some((channel, 0, 0, 1))
+            }
+            _ => None,
+        };
+        if let Some((channel, received, sent, errored)) = counted {
+            let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+            let c = counts.entry(channel.clone()).or_default();
+            c.received += received;
+            c.sent += sent;
+            c.errored += errored;
+        }
+        let _ = self.tx.send(event);
+    }
+
+    /// The inbound counts per channel, by name.
+    pub(crate) fn counts(&self) -> BTreeMap<String, ChannelCounts> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.0.subscribe()
+        self.tx.subscribe()
     }
 }

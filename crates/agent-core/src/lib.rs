@@ -188,7 +188,7 @@ impl Agent {
             relay.clone(),
             client.clone(),
             events.clone(),
-            stopping,
+            stopping.clone(),
         ));
         let outbound = Arc::new(Outbound::new(config.clone(), events.clone()));
         let wiring = Wiring {
@@ -198,6 +198,10 @@ impl Agent {
             inbound: inbound.clone(),
             outbound: outbound.clone(),
             logs,
+            events: events.clone(),
+            stopping,
+            settings_seen: Arc::default(),
+            stats_timer: Arc::default(),
         };
         wiring.open_saved().await;
         // Messages left in the queue by a previous run go out as soon as a session is live.
@@ -315,6 +319,9 @@ fn connection_budget() -> Budget {
     Budget::new(budget)
 }
 
+/// The `logStatsFreqSecs` task, with its period in seconds.
+type StatsTimer = (u64, tokio::task::JoinHandle<()>);
+
 /// The one place the parts meet: what the relay asks, routed to the part that answers it.
 #[derive(Debug, Clone)]
 struct Wiring {
@@ -324,6 +331,12 @@ struct Wiring {
     inbound: Arc<Inbound>,
     outbound: Arc<Outbound>,
     logs: LogBuffer,
+    events: Events,
+    stopping: watch::Receiver<bool>,
+    /// `Agent.setting` names already logged as ignored: each is said once.
+    settings_seen: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// The `logStatsFreqSecs` task and its period.
+    stats_timer: Arc<std::sync::Mutex<Option<StatsTimer>>>,
 }
 
 impl Wiring {
@@ -338,8 +351,90 @@ impl Wiring {
     }
 
     async fn apply(&self, remote: &RemoteConfig) {
-        self.outbound.set_off(remote.off);
+        self.outbound
+            .set_off(remote.off || remote.transmits_stopped);
+        self.apply_settings(&remote.settings);
         self.inbound.apply(&remote.channels).await;
+    }
+
+    /// `Agent.setting`: connections for pushes, the stats line, and each ignored name said
+    /// once.
+    fn apply_settings(&self, settings: &config::remote::AgentSettings) {
+        {
+            let mut seen = self.settings_seen.lock().unwrap_or_else(|p| p.into_inner());
+            for (name, why) in &settings.ignored {
+                if seen.insert(name.clone()) {
+                    tracing::warn!(setting = name, "Agent.setting {name} ignored: {why}");
+                }
+            }
+        }
+        self.outbound.apply_settings(settings);
+        let mut timer = self.stats_timer.lock().unwrap_or_else(|p| p.into_inner());
+        let period = settings.log_stats_freq_secs;
+        if timer.as_ref().map(|(p, _)| *p) == period {
+            return;
+        }
+        if let Some((_, task)) = timer.take() {
+            task.abort();
+        }
+        if let Some(secs) = period {
+            tracing::info!("stats logging enabled: every {secs} s");
+            let this = self.clone();
+            *timer = Some((
+                secs,
+                tokio::spawn(this.log_stats(Duration::from_secs(secs))),
+            ));
+        }
+    }
+
+    /// Every `period`, one line with each inbound channel's counts since the start and its
+    /// queue (Medplum's `logStatsFreqSecs`, packages/agent/src/app.ts `logStats`).
+    async fn log_stats(self, period: Duration) {
+        let mut stopping = self.stopping.clone();
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+            let counts = self.events.counts();
+            let inbox = self.inbound.inbox().clone();
+            let depths = tokio::task::spawn_blocking(move || inbox.queue().depth_by_channel())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            let names: std::collections::BTreeSet<String> = self
+                .inbound
+                .listening()
+                .await
+                .into_iter()
+                .map(|(name, _)| name)
+                .chain(counts.keys().cloned())
+                .chain(depths.keys().cloned())
+                .collect();
+            let line = names
+                .iter()
+                .map(|name| {
+                    let c = counts.get(name).copied().unwrap_or_default();
+                    let queued = depths.get(name).copied().unwrap_or(0);
+                    format!(
+                        "{name}: received={} sent={} errored={} queued={queued}",
+                        c.received, c.sent, c.errored
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            tracing::info!(
+                live = self.relay.is_live(),
+                "agent stats: {}",
+                if line.is_empty() {
+                    "no channels"
+                } else {
+                    &line
+                }
+            );
+        }
     }
 
     /// Store and forward across restarts: the channels of the last configuration seen open at

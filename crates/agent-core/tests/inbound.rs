@@ -455,3 +455,176 @@ async fn analyzer_message_is_stored_before_its_last_frame_is_acknowledged() {
     assert_eq!(rows[0].body.as_bytes(), message);
     drop(agent);
 }
+
+/// Adds a channel whose Endpoint is `address` and whose `targetReference` is `target`.
+async fn add_channel_to(w: &World, name: &str, address: &str, target: Option<&str>) {
+    add_channel(w, name, address).await;
+    if let Some(target) = target {
+        let store = w.relay.registry();
+        let mut agent = (*store.get("Agent", AGENT).await.unwrap().unwrap()).clone();
+        for ch in agent["channel"].as_array_mut().unwrap() {
+            if ch["name"] == name {
+                ch["targetReference"] = serde_json::json!({ "reference": target });
+            }
+        }
+        store.put(agent).await.unwrap();
+    }
+    let token = caller(&w.relay.base_url()).token().await.unwrap();
+    let r = reqwest::Client::new()
+        .get(format!(
+            "{}fhir/R4/Agent/{AGENT}/$reload-config",
+            w.relay.base_url()
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// A connection that waits for the application acknowledgement (past a CA), at most `wait`.
+async fn application_ack(port: u16, msg: &str, wait: Duration) -> Result<mllp::Ack, mllp::Error> {
+    let opts = ClientOptions {
+        return_ack: mllp::ReturnAck::Application,
+        ack_timeout: wait,
+        ..ClientOptions::default()
+    };
+    let mut c = Connection::connect(&format!("127.0.0.1:{port}"), opts)
+        .await
+        .unwrap();
+    c.send(msg.as_bytes()).await
+}
+
+/// `appLevelAck` (Medplum's hl7.ts): in `enhanced=true` mode, `SU` sends the relay's AA after
+/// the CA, `ER` does not, and `ER` does send an AE.
+#[tokio::test]
+async fn app_level_ack_chooses_which_application_answers_an_enhanced_channel_sends() {
+    let w = world().await;
+    add_channel_to(
+        &w,
+        "su",
+        "mllp://127.0.0.1:0?enhanced=true&appLevelAck=SU",
+        None,
+    )
+    .await;
+    add_channel_to(
+        &w,
+        "er",
+        "mllp://127.0.0.1:0?enhanced=true&appLevelAck=ER",
+        None,
+    )
+    .await;
+    add_channel_to(
+        &w,
+        "er-bot",
+        "mllp://127.0.0.1:0?enhanced=true&appLevelAck=er",
+        Some("Bot/123"),
+    )
+    .await;
+    let port = |n| {
+        let a = &w.agent;
+        async move {
+            a.wait_channel(n, Duration::from_secs(10))
+                .await
+                .unwrap()
+                .port()
+        }
+    };
+    let (su, er, er_bot) = (port("su").await, port("er").await, port("er-bot").await);
+
+    let ack = application_ack(su, &oru("SU-1"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(msa(ack.bytes()).0, "AA", "SU: the AA is sent");
+
+    match application_ack(er_bot, &oru("ER-2"), Duration::from_secs(10)).await {
+        Err(mllp::Error::Negative { code, .. }) => assert_eq!(code.as_str(), "AE"),
+        other => panic!("ER: the AE is sent: {other:?}"),
+    }
+
+    // ER and an AA: the device gets its CA, and then nothing, though the relay answered.
+    let mut events = w.agent.events();
+    let answered = async {
+        loop {
+            match events.recv().await {
+                Ok(Event::InboundAnswered {
+                    channel, status, ..
+                }) if channel == "er" => return status,
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    let msg = oru("ER-1");
+    let (got, status) = tokio::join!(application_ack(er, &msg, Duration::from_secs(2)), answered);
+    assert_eq!(status, 200, "the relay answered");
+    assert!(
+        matches!(got, Err(mllp::Error::AckTimeout { .. })),
+        "ER: no AA after the CA: {got:?}"
+    );
+}
+
+/// `assignSeqNo=true` (Medplum's hl7.ts): MSH-13 of each message the channel forwards is the
+/// channel's counter, 0 first.
+#[tokio::test]
+async fn assign_seq_no_sets_msh_13_of_forwarded_messages() {
+    let w = world().await;
+    add_channel_to(&w, "seq", "mllp://127.0.0.1:0?assignSeqNo=true", None).await;
+    let port = w
+        .agent
+        .wait_channel("seq", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .port();
+    for id in ["S-1", "S-2", "S-3"] {
+        assert_eq!(msa(send(port, &oru(id)).await.bytes()).0, "AA");
+    }
+    let rows = wait_for_rows(&w.relay, 3).await;
+    let mut seq: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            let m = hl7v2::Message::parse(r.body.as_bytes()).unwrap();
+            let g = |p: &str| m.get(p).unwrap().text().into_owned();
+            (g("MSH-10"), g("MSH-13"))
+        })
+        .collect();
+    seq.sort();
+    assert_eq!(
+        seq,
+        [("S-1", "0"), ("S-2", "1"), ("S-3", "2")].map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    // The default channel leaves MSH-13 alone.
+    send(w.channel_port, &oru("plain")).await;
+    let rows = wait_for_rows(&w.relay, 4).await;
+    let plain = rows.iter().find(|r| r.channel == "adt-in").unwrap();
+    assert_eq!(plain.body, oru("plain"));
+}
+
+/// `messagesPerMin=N` (Medplum's packages/hl7/src/connection.ts): a connection's messages are
+/// spaced a minute / N apart; those over the rate are delayed, none dropped.
+#[tokio::test]
+async fn messages_per_min_delays_a_connections_messages_and_drops_none() {
+    let w = world().await;
+    add_channel_to(&w, "slow", "mllp://127.0.0.1:0?messagesPerMin=150", None).await;
+    let port = w
+        .agent
+        .wait_channel("slow", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .port();
+    let mut c = Connection::connect(&format!("127.0.0.1:{port}"), ClientOptions::default())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut at = Vec::new();
+    for i in 0..4 {
+        let ack = c.send(oru(&format!("T-{i}")).as_bytes()).await.unwrap();
+        assert_eq!(msa(ack.bytes()).0, "AA");
+        at.push(started.elapsed());
+    }
+    // 150 a minute: 400 ms apart; the first goes at once.
+    assert!(at[0] < Duration::from_millis(400), "{at:?}");
+    assert!(at[3] >= Duration::from_millis(1150), "{at:?}");
+    let rows = wait_for_rows(&w.relay, 4).await;
+    assert_eq!(rows.iter().filter(|r| r.channel == "slow").count(), 4);
+}

@@ -92,18 +92,22 @@ async fn device_down_is_a_400_saying_connection_refused() {
     );
 }
 
+/// Issue 18: a device that answers has answered, whatever its MSA-1. The caller gets the ACK
+/// with 200 (Medplum's meaning; code that reads MSA-1 works unchanged); only transport
+/// failures are 400.
 #[tokio::test]
-async fn device_nak_is_a_400_with_its_text_and_ack() {
+async fn device_nak_is_a_200_answer_carrying_the_ack() {
     let w = world().await;
     w.device.mode.store(ANSWER_AE, Ordering::SeqCst);
-    let err = push(&w, &wait(10_000)).await.unwrap_err().to_string();
+    let answer = push(&w, &wait(10_000)).await.unwrap();
+    let PushAnswer::Answer { content_type, body } = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(content_type, "x-application/hl7-v2+er7");
+    assert_eq!(msa(body.as_bytes()).0, "AE", "{body}");
     assert!(
-        err.contains("did not accept the message: AE: Unknown patient: MRN 12345 not on file"),
-        "{err}"
-    );
-    assert!(
-        err.contains("MSA|AE|1698105185516|Unknown patient"),
-        "the ACK is included: {err}"
+        body.contains("MSA|AE|1698105185516|Unknown patient"),
+        "the ACK is the answer: {body}"
     );
 }
 
@@ -400,6 +404,52 @@ async fn agent_status_off_refuses_pushes() {
     // The relay itself refuses pushes to an agent that is off.
     let err = push(&w, &wait(5_000)).await.unwrap_err().to_string();
     assert!(err.contains("Agent.status is 'off'"), "{err}");
+}
+
+/// Medplum's agent refuses transmits unless `Agent.status` is `active`
+/// (packages/agent/src/app.ts: `this.config?.status !== 'active'` sends "Agent.status is
+/// currently set to off"); only `off` stops the channels. The relay refuses only `off`, so a
+/// push to an agent whose status is `error` reaches the agent and is refused there.
+#[tokio::test]
+async fn agent_status_other_than_active_stops_pushes_but_not_channels() {
+    let w = world().await;
+    let mut agent = w.bundle["entry"][2]["resource"].clone();
+    agent["status"] = "error".into();
+    w.relay.registry().put(agent.clone()).await.unwrap();
+    let token = caller(&w.relay.base_url()).token().await.unwrap();
+    let reload = || {
+        reqwest::Client::new()
+            .get(format!(
+                "{}fhir/R4/Agent/{AGENT}/$reload-config",
+                w.relay.base_url()
+            ))
+            .bearer_auth(&token)
+            .send()
+    };
+    assert_eq!(reload().await.unwrap().status(), 200);
+    assert!(w.agent.is_off(), "transmits are stopped");
+    let err = push(&w, &wait(5_000)).await.unwrap_err().to_string();
+    assert!(
+        err.contains("Agent.status is currently set to off"),
+        "{err}"
+    );
+    assert!(w.device.received().is_empty(), "nothing reached the device");
+    // The channel still listens and relays.
+    assert!(
+        w.agent
+            .wait_channel("adt-in", Duration::from_secs(5))
+            .await
+            .is_some()
+    );
+    // Back to active: pushes go again.
+    agent["status"] = "active".into();
+    w.relay.registry().put(agent).await.unwrap();
+    assert_eq!(reload().await.unwrap().status(), 200);
+    assert!(!w.agent.is_off());
+    assert!(matches!(
+        push(&w, &wait(10_000)).await.unwrap(),
+        PushAnswer::Answer { .. }
+    ));
 }
 
 #[path = "../../dicom-net/tests/dcmtk/mod.rs"]

@@ -468,11 +468,12 @@ pub struct PushArgs {
     /// Wait for the device's answer and print it.
     #[arg(long)]
     wait: bool,
-    /// How long the relay waits for the answer (default 10000, at most 55000).
-    #[arg(long)]
+    /// How long the relay waits for the answer (default 10000, at most 55000); only with
+    /// `--wait`.
+    #[arg(long, requires = "wait")]
     wait_timeout_ms: Option<u64>,
-    /// HL7: `first` or `application` acknowledgement.
-    #[arg(long)]
+    /// HL7: `first` or `application` acknowledgement; only with `--wait`.
+    #[arg(long, requires = "wait")]
     return_ack: Option<String>,
     /// The relay's base URL.
     #[arg(long, env = "MEDPLUM_BASE_URL")]
@@ -593,12 +594,15 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         let (outcome, answer, error, code) = match &result {
             Ok(PushAnswer::Delivered) => ("sent", None, None, exit::OK),
-            Ok(PushAnswer::Answer { content_type, body }) => (
-                "answered",
-                Some((content_type.as_str(), body.as_str())),
-                None,
-                exit::OK,
-            ),
+            Ok(PushAnswer::Answer { content_type, body }) => {
+                let negative = negative_ack(content_type, body).is_some();
+                (
+                    if negative { "negative" } else { "answered" },
+                    Some((content_type.as_str(), body.as_str())),
+                    None,
+                    if negative { exit::NEGATIVE } else { exit::OK },
+                )
+            }
             Err(e) => {
                 let (outcome, code) = push_failure(e);
                 let text = match e {
@@ -613,12 +617,9 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     }
     match result {
         Ok(PushAnswer::Delivered) => {
-            // "All OK" without waiting confirms the relay's side only: say so.
-            println!("Sent: the relay wrote the message to {agent}'s connection.");
-            println!(
-                "Not confirmed: delivery to {}; the agent logs why when it cannot deliver. Add --wait for the device's answer.",
-                args.destination
-            );
+            // "All OK" without waiting confirms the relay's side only: nothing here may read
+            // as delivered (issue 18).
+            println!("accepted by the agent; delivery not confirmed (use --wait)");
             Ok(ExitCode::SUCCESS)
         }
         Ok(PushAnswer::Answer { content_type, body }) => {
@@ -628,6 +629,14 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
                 }
             } else {
                 println!("{body}");
+            }
+            // The device answered (200) but refused: the ACK is printed, the exit says so.
+            if let Some(code) = negative_ack(&content_type, &body) {
+                eprintln!(
+                    "error: {} answered {code} (the acknowledgement is above)",
+                    args.destination
+                );
+                return Ok(ExitCode::from(exit::NEGATIVE));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -649,6 +658,16 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(code))
         }
     }
+}
+
+/// MSA-1 of an HL7 answer when it is negative (AE, AR, CE or CR).
+fn negative_ack(content_type: &str, body: &str) -> Option<&'static str> {
+    if content_type != agent_protocol::CONTENT_TYPE_HL7_V2 {
+        return None;
+    }
+    let msg = hl7v2::Message::parse(body.as_bytes()).ok()?;
+    let code = hl7v2::Acknowledgment::read(&msg)?.code();
+    (!code.is_positive()).then_some(code.as_str())
 }
 
 /// What kind of failure a push error is, and its exit code.

@@ -82,6 +82,7 @@ struct Site {
     bin: std::path::PathBuf,
     _rt: tokio::runtime::Runtime,
     _device: mllp::Server,
+    _nak: mllp::Server,
     _down: ClosedPort,
     relay: Proc,
     agent: Proc,
@@ -91,6 +92,7 @@ struct Site {
 fn site(label: &str) -> Site {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let device = rt.block_on(ack_device("127.0.0.1:0", Arc::new(Mutex::new(Vec::new()))));
+    let nak = rt.block_on(nak_device());
     let dir = scratch(label);
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_addr = silent.local_addr().unwrap();
@@ -110,6 +112,7 @@ fn site(label: &str) -> Site {
             "identifier": [{"system": "urn:site", "value": "lab-1"}]}},
         {"resource": {"resourceType": "Device", "id": "lis", "url": format!("mllp://{}", device.local_addr())}},
         {"resource": {"resourceType": "Device", "id": "down", "url": format!("mllp://{}", down.addr())}},
+        {"resource": {"resourceType": "Device", "id": "nak", "url": format!("mllp://{}", nak.local_addr())}},
         {"resource": {"resourceType": "Device", "id": "silent", "url": format!("mllp://{silent_addr}")}},
     ]});
     let (relay, base) = support::relay_process(&dir, &bundle, &[]);
@@ -134,11 +137,29 @@ fn site(label: &str) -> Site {
         bin,
         _rt: rt,
         _device: device,
+        _nak: nak,
         _down: down,
         relay,
         agent,
         base,
     }
+}
+
+/// An MLLP device that answers every message AE "Unknown patient".
+async fn nak_device() -> mllp::Server {
+    mllp::Server::bind(
+        "127.0.0.1:0",
+        mllp::ServerOptions::default(),
+        |req: mllp::Request| async move {
+            let msg = req.message().unwrap();
+            let o = mllp::ack_options(Some("Unknown patient".into()));
+            let _ = req
+                .reply(&hl7v2::build_ack(&msg, hl7v2::AckCode::AE, &o))
+                .await;
+        },
+    )
+    .await
+    .unwrap()
 }
 
 fn push(base: &str, args: &[&str]) -> (i32, String, String) {
@@ -164,8 +185,7 @@ fn push_without_wait_says_what_was_confirmed_and_the_agent_logs_why_it_was_not_d
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(
         out,
-        "Sent: the relay wrote the message to Agent/site-a's connection.\n\
-         Not confirmed: delivery to Device/down; the agent logs why when it cannot deliver. Add --wait for the device's answer.\n"
+        "accepted by the agent; delivery not confirmed (use --wait)\n"
     );
     // The agent says why, at the default level, without the message.
     let line = site.agent.wait_for("push not delivered", WAIT);
@@ -176,6 +196,57 @@ fn push_without_wait_says_what_was_confirmed_and_the_agent_logs_why_it_was_not_d
     let logs = site.agent.output(Duration::from_millis(200));
     assert!(!logs.contains("Doe^Jane"), "{logs}");
     let _ = &site.relay;
+}
+
+/// Issue 18: the device's AE reaches the caller as an answer (200 at the relay); `outpost push`
+/// prints the ACK and exits 1. Wait options without `--wait` are a usage error.
+#[test]
+fn push_prints_a_negative_ack_and_exits_1_and_wait_options_need_wait() {
+    let site = site("push-nak");
+    let (code, out, err) = push(
+        &site.base,
+        &[
+            "site-a",
+            "--destination",
+            "Device/nak",
+            "--wait",
+            "--body",
+            ADT,
+        ],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.lines().any(|l| l == "MSA|AE|FH-1|Unknown patient"),
+        "the ACK is printed: {out}"
+    );
+    assert!(err.contains("Device/nak answered AE"), "{err}");
+    let (code, out, err) = push(
+        &site.base,
+        &[
+            "site-a",
+            "--destination",
+            "Device/nak",
+            "--wait",
+            "--json",
+            "--body",
+            ADT,
+        ],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let o: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(o["outcome"], "negative", "{o}");
+    assert!(o["body"].as_str().unwrap().contains("MSA|AE|FH-1"), "{o}");
+    for extra in [
+        ["--wait-timeout-ms", "500"],
+        ["--return-ack", "application"],
+    ] {
+        let mut args = vec!["site-a", "--destination", "Device/lis", "--body", ADT];
+        args.extend(extra);
+        let (code, out, err) = push(&site.base, &args);
+        assert_eq!(code, 2, "{extra:?}: {out}{err}");
+        assert!(err.contains("--wait"), "{err}");
+        assert!(out.is_empty(), "{out}");
+    }
 }
 
 #[test]

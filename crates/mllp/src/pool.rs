@@ -25,7 +25,8 @@ pub struct PoolOptions {
     /// Keep connections open between messages. When `false`, a connection is reused only if
     /// the next message comes within `idle_timeout`, and closed otherwise.
     pub keep_alive: bool,
-    /// How long an unused connection is kept when `keep_alive` is off.
+    /// How long an unused connection is kept when `keep_alive` is off. Zero: a connection per
+    /// message, closed once its acknowledgement is in (Medplum's agent without `keepAlive`).
     pub idle_timeout: Duration,
 }
 
@@ -205,7 +206,8 @@ impl Pool {
     }
 
     fn give_back(&self, dest: &Destination, conn: Connection) {
-        if conn.is_reusable() {
+        let kept = self.opts.keep_alive || !self.opts.idle_timeout.is_zero();
+        if kept && conn.is_reusable() {
             dest.idle
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

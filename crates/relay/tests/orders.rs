@@ -257,23 +257,21 @@ async fn failures_are_retried_then_recorded_with_the_reason() {
     assert!(why.contains("is not connected"), "{why}");
     assert_eq!(detail(&a[0], "attempts"), "3");
 
-    // The device refuses (the agent's 400 for a NAK): final at once.
+    // The device refuses: the agent answers 200 with the device's ACK (Medplum's meaning,
+    // issue 18) and the relay reads MSA-1, whatever the text says. Final at once.
     let mut agent = ScriptedAgent::connect(&relay).await;
     put(&relay, &t, &service_request("sr-nak", "active")).await;
     answer(
         &mut agent,
-        400,
-        "device at 127.0.0.1:56000 did not accept the message: AR unknown test",
+        200,
+        "MSH|^~\\&|LIS|LAB|||20240101||ACK|A1|P|2.5\rMSA|AR|X|unknown test\r",
     )
     .await;
     let a = audits(&relay, &t, "sr-nak", 1).await;
     assert_eq!(a[0]["outcome"], "8");
-    assert!(
-        a[0]["outcomeDesc"]
-            .as_str()
-            .unwrap()
-            .contains("did not accept the message: AR unknown test")
-    );
+    assert!(a[0]["outcomeDesc"].as_str().unwrap().contains(
+        "the device answered AR: MSH|^~\\&|LIS|LAB|||20240101||ACK|A1|P|2.5\nMSA|AR|X|unknown test"
+    ));
     assert_eq!(detail(&a[0], "attempts"), "1");
 
     // The device is down once, then answers: retried, delivered.

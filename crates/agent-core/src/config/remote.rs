@@ -1,7 +1,7 @@
-//! What the relay configures for this agent: `Agent.status` and `Agent.channel[]` with each
-//! channel's `Endpoint.address`. Read from the relay at every connection and on
-//! `agent:reloadconfig:request`; the last one read is kept in the data directory
-//! (`last-config.json`) so that an agent started while the relay is unreachable opens the same
+//! What the relay configures for this agent: `Agent.status`, `Agent.setting[]`
+//! ([`AgentSettings`]) and `Agent.channel[]` with each channel's `Endpoint.address`. Read from
+//! the relay at every connection and on `agent:reloadconfig:request`; the last one read is kept
+//! in the data directory (`last-config.json`) so that an agent started while the relay is unreachable opens the same
 //! channels and goes on queueing device messages.
 
 use std::collections::HashMap;
@@ -24,11 +24,104 @@ pub(crate) struct ChannelSpec {
     pub(crate) address: String,
 }
 
+/// `Agent.setting[]` names Medplum's agent reads that do not apply to Outpost, and why.
+const NOT_APPLICABLE: &[(&str, &str)] = &[
+    ("durableQueue", "Outpost's inbound queue is always durable"),
+    (
+        "queueDbPath",
+        "Outpost's queue is in the data directory (dataDir)",
+    ),
+    (
+        "queueRetentionDays",
+        "Outpost deletes a message once the relay has it",
+    ),
+    (
+        "queueRetentionMaxMb",
+        "Outpost deletes a message once the relay has it",
+    ),
+    (
+        "queueErroredRetentionDays",
+        "Outpost keeps refused messages as dead letters until retried",
+    ),
+    (
+        "queueSweepIntervalSecs",
+        "Outpost deletes a message once the relay has it",
+    ),
+];
+
+/// What the agent reads of `Agent.setting[]` (`name` and one `value[x]`), with the names and
+/// value types of Medplum's agent (packages/agent/src/app.ts, `reloadConfig`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub(crate) struct AgentSettings {
+    /// `keepAlive` (`valueBoolean`): `true` keeps outbound MLLP connections open per
+    /// destination; `false` opens one per message. Absent: Outpost's pool (a connection is
+    /// reused when the next message comes within 10 s).
+    pub(crate) keep_alive: Option<bool>,
+    /// `maxClientsPerRemote` (`valueInteger`, at least 1): most outbound connections open to
+    /// one `host:port` at once. Absent: 1 with `keepAlive=true`, else 5 (Outpost's pool).
+    pub(crate) max_clients_per_remote: Option<u32>,
+    /// `logStatsFreqSecs` (`valueInteger`): every N seconds, a stats line per inbound channel.
+    /// Absent or not positive: none.
+    pub(crate) log_stats_freq_secs: Option<u64>,
+    /// Settings not applied: `(name, why)`.
+    pub(crate) ignored: Vec<(String, String)>,
+}
+
+impl AgentSettings {
+    /// Reads `Agent.setting[]`. A setting with the wrong `value[x]` is ignored, saying so.
+    pub(crate) fn read(settings: &serde_json::Value) -> AgentSettings {
+        let mut s = AgentSettings::default();
+        for setting in settings.as_array().into_iter().flatten() {
+            let name = setting["name"].as_str().unwrap_or_default();
+            let mut wrong = |want: &str| {
+                s.ignored
+                    .push((name.to_owned(), format!("{name} needs a {want}")));
+            };
+            match name {
+                "keepAlive" => match setting["valueBoolean"].as_bool() {
+                    Some(v) => s.keep_alive = Some(v),
+                    None => wrong("valueBoolean"),
+                },
+                "maxClientsPerRemote" => {
+                    match setting["valueInteger"]
+                        .as_u64()
+                        .and_then(|v| u32::try_from(v).ok())
+                    {
+                        Some(v) if v > 0 => s.max_clients_per_remote = Some(v),
+                        _ => wrong("positive valueInteger"),
+                    }
+                }
+                "logStatsFreqSecs" => match setting["valueInteger"].as_i64() {
+                    Some(v) => s.log_stats_freq_secs = u64::try_from(v).ok().filter(|v| *v > 0),
+                    None => wrong("valueInteger"),
+                },
+                other => {
+                    let why = NOT_APPLICABLE
+                        .iter()
+                        .find(|(n, _)| *n == other)
+                        .map_or("not a setting Outpost knows", |(_, why)| why);
+                    s.ignored.push((other.to_owned(), why.to_owned()));
+                }
+            }
+        }
+        s
+    }
+}
+
 /// The relay's configuration of this agent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct RemoteConfig {
     /// `Agent.status` is `off`: pushes are refused and no channel runs.
     pub(crate) off: bool,
+    /// `Agent.status` is neither absent nor `active` (`off`, `error`): pushes are refused, as
+    /// Medplum's agent refuses transmits unless its status is `active`; the channels run unless
+    /// it is `off`.
+    #[serde(default)]
+    pub(crate) transmits_stopped: bool,
+    /// `Agent.setting[]`.
+    #[serde(default)]
+    pub(crate) settings: AgentSettings,
     /// The channels whose Endpoint is not `off`.
     pub(crate) channels: Vec<ChannelSpec>,
 }
@@ -57,6 +150,8 @@ impl RemoteConfig {
     ) -> Result<(RemoteConfig, Vec<ConfigError>), Error> {
         let agent = client.read("Agent", agent_id).await?;
         let off = agent["status"].as_str() == Some("off");
+        let transmits_stopped = agent["status"].as_str().is_some_and(|s| s != "active");
+        let settings = AgentSettings::read(&agent["setting"]);
         let mut channels = Vec::new();
         let mut problems = Vec::new();
         if !off {
@@ -84,7 +179,12 @@ impl RemoteConfig {
                 }
             }
         }
-        let config = RemoteConfig { off, channels };
+        let config = RemoteConfig {
+            off,
+            transmits_stopped,
+            settings,
+            channels,
+        };
         problems.extend(config.problems());
         Ok((config, problems))
     }
@@ -188,12 +288,67 @@ mod tests {
     use super::*;
 
     #[test]
+    fn settings_are_read_with_medplums_names_and_types() {
+        let s = AgentSettings::read(&serde_json::json!([
+            {"name": "keepAlive", "valueBoolean": true},
+            {"name": "maxClientsPerRemote", "valueInteger": 3},
+            {"name": "logStatsFreqSecs", "valueInteger": 60},
+            {"name": "durableQueue", "valueBoolean": true},
+            {"name": "colour", "valueString": "blue"},
+        ]));
+        assert_eq!(
+            (
+                s.keep_alive,
+                s.max_clients_per_remote,
+                s.log_stats_freq_secs
+            ),
+            (Some(true), Some(3), Some(60))
+        );
+        assert_eq!(
+            s.ignored,
+            [
+                (
+                    "durableQueue".into(),
+                    "Outpost's inbound queue is always durable".into()
+                ),
+                ("colour".into(), "not a setting Outpost knows".into()),
+            ]
+        );
+        let s = AgentSettings::read(&serde_json::json!([
+            {"name": "keepAlive", "valueString": "true"},
+            {"name": "maxClientsPerRemote", "valueInteger": 0},
+            {"name": "logStatsFreqSecs", "valueInteger": -1},
+        ]));
+        assert_eq!(
+            (
+                s.keep_alive,
+                s.max_clients_per_remote,
+                s.log_stats_freq_secs
+            ),
+            (None, None, None)
+        );
+        assert_eq!(
+            s.ignored,
+            [
+                ("keepAlive".into(), "keepAlive needs a valueBoolean".into()),
+                (
+                    "maxClientsPerRemote".into(),
+                    "maxClientsPerRemote needs a positive valueInteger".into()
+                ),
+            ]
+        );
+        assert_eq!(
+            AgentSettings::read(&serde_json::Value::Null),
+            AgentSettings::default()
+        );
+    }
+
+    #[test]
     fn saved_and_loaded_and_checked() {
         let dir = std::env::temp_dir().join(format!("outpost-remote-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         assert_eq!(RemoteConfig::load(&dir), None);
         let c = RemoteConfig {
-            off: false,
             channels: vec![
                 ChannelSpec {
                     name: "adt".into(),
@@ -204,6 +359,7 @@ mod tests {
                     address: "astm://0.0.0.0:2576".into(),
                 },
             ],
+            ..RemoteConfig::default()
         };
         c.save(&dir).unwrap();
         assert_eq!(RemoteConfig::load(&dir), Some(c.clone()));
@@ -217,6 +373,9 @@ mod tests {
         any.channels[0].address = "mllp://127.0.0.1:0".into();
         any.channels[1].address = "astm://127.0.0.1:0".into();
         assert!(any.problems().is_empty(), "port 0 is any free port");
+        // A file written before settings were kept still reads.
+        std::fs::write(dir.join(FILE), br#"{"off":false,"channels":[]}"#).unwrap();
+        assert_eq!(RemoteConfig::load(&dir), Some(RemoteConfig::default()));
         std::fs::write(dir.join(FILE), b"{not json").unwrap();
         assert_eq!(RemoteConfig::load(&dir), None);
         let _ = std::fs::remove_dir_all(dir);

@@ -301,6 +301,18 @@ impl Queue {
     }
 }
 
+impl Queue {
+    /// Unanswered messages per channel (channels with none are absent).
+    pub fn depth_by_channel(&self) -> Result<std::collections::BTreeMap<String, i64>, Error> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT channel, COUNT(*) FROM queue WHERE state = 'queued' GROUP BY channel",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
 /// `PRAGMA quick_check` on the file: `Err` unless it says `ok`.
 fn check(conn: &rusqlite::Connection, path: &Path) -> Result<(), Error> {
     let damaged = |detail: String| Error::QueueDamaged {

@@ -89,16 +89,6 @@ pub enum PushError {
         /// The push's time, from its arrival at the agent.
         within: Duration,
     },
-    /// The device answered AE, AR, CE or CR.
-    #[error("device at {addr} did not accept the message: {description}\n\n{ack}")]
-    Negative {
-        /// The device.
-        addr: String,
-        /// Code, MSA-3 and ERR text.
-        description: String,
-        /// Its acknowledgement, as text.
-        ack: String,
-    },
     /// The analyzer could not be reached.
     #[error("cannot connect to {addr}: {source}")]
     AstmConnect {
@@ -193,9 +183,6 @@ impl PushError {
     /// (acknowledgement and error texts, DICOM error comments), which may carry patient data.
     pub fn reason_for_log(&self) -> String {
         match self {
-            PushError::Negative { addr, .. } => {
-                format!("device at {addr} did not accept the message (negative acknowledgement)")
-            }
             PushError::Mllp(mllp::Error::Negative {
                 code, control_id, ..
             }) => format!("message {control_id} not accepted ({code:?})"),
@@ -276,15 +263,5 @@ mod tests {
                 .reason_for_log()
                 .contains("cannot connect to 127.0.0.1:9")
         );
-        let nak = PushError::Negative {
-            addr: "127.0.0.1:9".into(),
-            description: "AE: patient Roe^Richard unknown".into(),
-            ack: "MSH|...|ERR|Roe^Richard".into(),
-        };
-        assert_eq!(
-            nak.reason_for_log(),
-            "device at 127.0.0.1:9 did not accept the message (negative acknowledgement)"
-        );
-        assert!(nak.to_string().contains("Roe"));
     }
 }

@@ -1,6 +1,7 @@
 //! `mllp://host:port[?encoding=LABEL&returnAck=first|application]`: send over a pooled MLLP
 //! connection (`mllps://`: over TLS) and wait for the ACK, all within the push's time (waiting for a free connection
-//! included; a push that gets none in time is not sent).
+//! included; a push that gets none in time is not sent). Whatever the ACK's MSA-1, the device
+//! answered: the ACK is the push's answer (200); a transport failure is a [`PushError`] (400).
 
 use agent_protocol::{CONTENT_TYPE_HL7_V2, TransmitRequest};
 use hl7v2::Charset;
@@ -45,13 +46,18 @@ pub(crate) async fn push(
             CONTENT_TYPE_HL7_V2.to_owned(),
             hl7_text(charset, ack.bytes()),
         )),
-        Err(mllp::Error::Negative {
-            description, ack, ..
-        }) => Err(PushError::Negative {
-            addr: url.addr.clone(),
-            description,
-            ack: hl7_text(charset, &ack),
-        }),
+        // The device answered: its answer is the push's answer whatever MSA-1 says (AE, AR,
+        // CE, CR as well as AA, CA), with 200, as Medplum's agent answers a push with the
+        // device's ACK (packages/agent/src/app.ts, `pushMessage`: any reply resolves
+        // `sendAndWait`). Callers read MSA-1; 400 is kept for transport failures.
+        Err(mllp::Error::Negative { code, ack, .. }) => {
+            tracing::info!(
+                remote = req.remote,
+                code = code.as_str(),
+                "device answered with a negative acknowledgement"
+            );
+            Ok((CONTENT_TYPE_HL7_V2.to_owned(), hl7_text(charset, &ack)))
+        }
         Err(mllp::Error::NotSent { addr, .. }) => Err(PushError::NotSent {
             addr,
             within: budget.total(),

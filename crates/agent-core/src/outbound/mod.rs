@@ -35,6 +35,7 @@ use tokio::time::Instant;
 pub use error::{Fault, PushError};
 
 use crate::AgentConfig;
+use crate::config::remote::AgentSettings;
 use crate::event::{Event, Events};
 use crate::link::{RelayLink, Session};
 use crate::url::DeviceUrl;
@@ -81,7 +82,9 @@ impl TimeBudget {
 #[derive(Debug)]
 pub(crate) struct Outbound {
     config: Arc<AgentConfig>,
-    pool: ::mllp::Pool,
+    /// Replaced when `Agent.setting` changes how connections are kept; a push holds the pool
+    /// it started with.
+    pool: std::sync::RwLock<::mllp::Pool>,
     device_tls: device_tls::DeviceTls,
     /// `Agent.status` is `off`: pushes are refused.
     off: AtomicBool,
@@ -90,20 +93,36 @@ pub(crate) struct Outbound {
 
 impl Outbound {
     pub(crate) fn new(config: Arc<AgentConfig>, events: Events) -> Outbound {
-        let pool = ::mllp::Pool::new(::mllp::PoolOptions {
-            client: ::mllp::ClientOptions {
-                ack_timeout: config.ack_timeout,
-                ..::mllp::ClientOptions::default()
-            },
-            ..::mllp::PoolOptions::default()
-        });
+        let pool = ::mllp::Pool::new(pool_options(&config, &AgentSettings::default()));
         Outbound {
             config,
-            pool,
+            pool: std::sync::RwLock::new(pool),
             device_tls: device_tls::DeviceTls::default(),
             off: AtomicBool::new(false),
             events,
         }
+    }
+
+    /// Applies `keepAlive` and `maxClientsPerRemote`: a new pool when they change them (the
+    /// old one's idle connections close; pushes on them finish), as Medplum's agent resets its
+    /// client pools when `keepAlive` changes.
+    pub(crate) fn apply_settings(&self, settings: &AgentSettings) {
+        let opts = pool_options(&self.config, settings);
+        let mut pool = self.pool.write().unwrap_or_else(|p| p.into_inner());
+        if *pool.options() != opts {
+            tracing::info!(
+                keep_alive = opts.keep_alive,
+                connection_per_message = !opts.keep_alive && opts.idle_timeout.is_zero(),
+                max_clients_per_remote = opts.max_per_destination,
+                "outbound MLLP connections reconfigured"
+            );
+            pool.clear();
+            *pool = ::mllp::Pool::new(opts);
+        }
+    }
+
+    fn pool(&self) -> ::mllp::Pool {
+        self.pool.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub(crate) fn set_off(&self, off: bool) {
@@ -176,9 +195,9 @@ impl Outbound {
         } else {
             match DeviceUrl::parse(&req.remote) {
                 Ok(url) => match url.scheme.as_str() {
-                    "mllp" => mllp::push(&self.pool, &url, None, req, budget).await,
+                    "mllp" => mllp::push(&self.pool(), &url, None, req, budget).await,
                     "mllps" => match self.device_tls.target(&url, self.config.ca_file.as_deref()) {
-                        Ok(tls) => mllp::push(&self.pool, &url, Some(&tls), req, budget).await,
+                        Ok(tls) => mllp::push(&self.pool(), &url, Some(&tls), req, budget).await,
                         Err(e) => Err(e),
                     },
                     "astm" => astm::push(&url, req, budget).await,
@@ -231,6 +250,27 @@ impl Outbound {
             status: None,
             body,
         }
+    }
+}
+
+/// The MLLP pool's options for `Agent.setting` (Medplum's packages/agent/src/app.ts,
+/// `reloadConfig`: `keepAlive` keeps connections, and then one per remote unless
+/// `maxClientsPerRemote` says otherwise; without it a client per message).
+fn pool_options(config: &AgentConfig, settings: &AgentSettings) -> ::mllp::PoolOptions {
+    let defaults = ::mllp::PoolOptions::default();
+    let (keep_alive, idle_timeout, max) = match settings.keep_alive {
+        Some(true) => (true, defaults.idle_timeout, 1),
+        Some(false) => (false, Duration::ZERO, defaults.max_per_destination),
+        None => (false, defaults.idle_timeout, defaults.max_per_destination),
+    };
+    ::mllp::PoolOptions {
+        client: ::mllp::ClientOptions {
+            ack_timeout: config.ack_timeout,
+            ..::mllp::ClientOptions::default()
+        },
+        keep_alive,
+        idle_timeout,
+        max_per_destination: settings.max_clients_per_remote.map_or(max, |m| m as usize),
     }
 }
 

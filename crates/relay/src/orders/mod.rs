@@ -56,14 +56,23 @@ enum PushFailure {
     Device(String),
     /// The message did not reach the agent, or no answer came.
     Agent(AskError),
-    /// The agent or device answered with an error (`statusCode`, text).
-    Answered(Option<u16>, String),
+    /// The agent answered with an error (its text).
+    Answered(String),
+    /// The device answered with a negative acknowledgement (MSA-1 AE, AR, CE or CR): the
+    /// code and the acknowledgement.
+    Refused(hl7v2::AckCode, String),
 }
 
 impl std::fmt::Display for PushFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PushFailure::Device(t) | PushFailure::Answered(_, t) => f.write_str(t),
+            PushFailure::Device(t) | PushFailure::Answered(t) => f.write_str(t),
+            PushFailure::Refused(code, ack) => write!(
+                f,
+                "the device answered {}: {}",
+                code.as_str(),
+                ack.replace('\r', "\n").trim_end()
+            ),
             PushFailure::Agent(e) => write!(f, "{e}"),
         }
     }
@@ -72,13 +81,16 @@ impl std::fmt::Display for PushFailure {
 impl PushFailure {
     /// A device's own negative acknowledgement: final, not worth retrying.
     fn is_final(&self) -> bool {
-        // The agent reports a device's NAK as a 400 whose text says so; 5xx and 429 are
-        // temporary by the agent link's contract.
-        matches!(self, PushFailure::Answered(status, text)
-            if status.is_none_or(|s| s < 500 && s != 429)
-                && text.starts_with("device at ")
-                && text.contains(" did not accept the message"))
+        matches!(self, PushFailure::Refused(..))
     }
+}
+
+/// MSA-1 of an HL7 answer when it is negative (AE, AR, CE, CR); `None` for a positive one
+/// or an answer that is not an acknowledgement.
+fn negative_ack(body: &str) -> Option<hl7v2::AckCode> {
+    let msg = hl7v2::Message::parse(body.as_bytes()).ok()?;
+    let code = hl7v2::Acknowledgment::read(&msg)?.code();
+    (!code.is_positive()).then_some(code)
 }
 
 impl Orders {
@@ -412,15 +424,18 @@ impl Orders {
             )
             .await
         {
-            Ok(AgentMessage::TransmitResponse(r)) if !r.is_error() => Ok(r.body),
-            Ok(AgentMessage::TransmitResponse(r)) => {
-                Err(PushFailure::Answered(r.status_code, r.body))
-            }
-            Ok(AgentMessage::Error(e)) => Err(PushFailure::Answered(None, e.body)),
-            Ok(other) => Err(PushFailure::Answered(
-                None,
-                format!("unexpected answer from the agent: {}", other.kind()),
-            )),
+            // The device's answer comes with 200 whatever its MSA-1 (Medplum's meaning, issue
+            // 18): a refusal is read from MSA-1, not from the text.
+            Ok(AgentMessage::TransmitResponse(r)) if !r.is_error() => match negative_ack(&r.body) {
+                Some(code) => Err(PushFailure::Refused(code, r.body)),
+                None => Ok(r.body),
+            },
+            Ok(AgentMessage::TransmitResponse(r)) => Err(PushFailure::Answered(r.body)),
+            Ok(AgentMessage::Error(e)) => Err(PushFailure::Answered(e.body)),
+            Ok(other) => Err(PushFailure::Answered(format!(
+                "unexpected answer from the agent: {}",
+                other.kind()
+            ))),
             Err(e) => Err(PushFailure::Agent(e)),
         }
     }
