@@ -92,6 +92,7 @@ mod report;
 pub mod scp;
 mod transcode;
 pub mod uids;
+pub mod ul;
 pub mod writer;
 
 #[cfg(feature = "tokio")]
