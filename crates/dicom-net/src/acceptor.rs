@@ -1,7 +1,9 @@
 //! The association acceptor (the SCP side), sans-IO: bytes from the SCU in, [`ScpEvent`]s and
-//! bytes to send out. It shares the PDU codec ([`crate::pdu`]) and DIMSE command sets
-//! ([`crate::dimse`]) with the requestor; it does no I/O and keeps no clock (the tokio server
-//! in [`crate::scp`] owns the timers).
+//! bytes to send out. The upper layer (states, PDU order, PDV reassembly, release, abort, the
+//! peer's maximum PDU length) is the association state machine it shares with the requestor,
+//! [`crate::ul::UpperLayer`]; this module is only the SCP's policy: which contexts to accept,
+//! and what C-ECHO and C-STORE get. It does no I/O and keeps no clock (the tokio server in
+//! [`crate::scp`] owns the timers).
 //!
 //! Negotiation (PS3.8 §9.3.2-3, PS3.7 Annex D): the called AE title must match when one is
 //! configured (else A-ASSOCIATE-RJ, reason 7); Verification and every Storage SOP class
@@ -14,14 +16,12 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::dimse::{self, Command, Status};
-use crate::pdu::{self, Associate, Pdu, PresentationContext, UserInfo};
+use crate::pdu::{self, Associate, PresentationContext, UserInfo};
+use crate::ul::{Event, UpperLayer};
 use crate::{Error, uids};
-
-/// Largest command set accepted: 64 KiB.
-const MAX_COMMAND: usize = 64 << 10;
 
 /// How the acceptor negotiates.
 #[derive(Debug, Clone)]
@@ -81,13 +81,6 @@ pub enum ScpEvent {
     Aborted(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    AwaitRequest,
-    Established,
-    Closed,
-}
-
 /// A C-STORE in progress: its context, message id, and bytes received.
 #[derive(Debug, Clone)]
 struct Store {
@@ -103,16 +96,9 @@ struct Store {
 #[derive(Debug)]
 pub struct Acceptor {
     cfg: AcceptorConfig,
-    state: State,
-    rbuf: BytesMut,
-    out: Vec<u8>,
-    /// Accepted contexts: (id, abstract syntax, transfer syntax).
-    contexts: Vec<(u8, String, String)>,
-    command: Vec<u8>,
+    ul: UpperLayer,
     store: Option<Store>,
     events: VecDeque<ScpEvent>,
-    /// The SCU's maximum PDU length (0 = unlimited).
-    peer_max: u32,
 }
 
 /// Whether this SCP stores objects of `sop_class`.
@@ -134,21 +120,21 @@ impl Acceptor {
     /// An acceptor waiting for an A-ASSOCIATE-RQ.
     pub fn new(cfg: AcceptorConfig) -> Acceptor {
         Acceptor {
+            ul: UpperLayer::acceptor(cfg.max_pdu),
             cfg,
-            state: State::AwaitRequest,
-            rbuf: BytesMut::new(),
-            out: Vec::new(),
-            contexts: Vec::new(),
-            command: Vec::new(),
             store: None,
             events: VecDeque::new(),
-            peer_max: 0,
         }
+    }
+
+    /// The association state machine underneath (its state, negotiated contexts, ARTIM).
+    pub fn upper_layer(&self) -> &UpperLayer {
+        &self.ul
     }
 
     /// Whether the association is over (after a reject, release or abort).
     pub fn is_closed(&self) -> bool {
-        self.state == State::Closed
+        self.ul.is_finished()
     }
 
     /// The next event.
@@ -158,14 +144,13 @@ impl Acceptor {
 
     /// Bytes to send to the SCU, if any.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        (!self.out.is_empty()).then(|| std::mem::take(&mut self.out))
+        self.ul.poll_transmit()
     }
 
     /// Aborts (A-ABORT from the service provider, reason 0 unless `reason`) and closes.
     pub fn abort(&mut self, why: String, reason: u8) {
-        if self.state != State::Closed {
-            pdu::encode(&Pdu::Abort { source: 2, reason }, &mut self.out);
-            self.state = State::Closed;
+        if !self.ul.is_finished() {
+            self.ul.abort(2, reason);
             self.events.push_back(ScpEvent::Aborted(why));
         }
     }
@@ -173,89 +158,68 @@ impl Acceptor {
     /// Takes bytes from the SCU. Faults of the SCU end in an A-ABORT (queued) and an
     /// [`ScpEvent::Aborted`], not an error.
     pub fn handle_bytes(&mut self, bytes: &[u8]) {
-        self.rbuf.extend_from_slice(bytes);
-        while self.state != State::Closed {
-            let max = if self.state == State::AwaitRequest {
-                pdu::MAX_CONTROL_PDU
-            } else {
-                self.cfg.max_pdu
-            };
-            match pdu::decode(&mut self.rbuf, max) {
-                Ok(Some(p)) => self.pdu(p),
-                Ok(None) => break,
-                Err(e) => {
-                    let reason = if matches!(e, Error::Pdu(ref m) if m.starts_with("unknown")) {
-                        1
-                    } else {
-                        6
-                    };
-                    self.abort(e.to_string(), reason);
-                }
+        let mut input = bytes;
+        loop {
+            if let Err(e) = self.ul.handle_bytes(input) {
+                self.events.push_back(ScpEvent::Aborted(e.to_string()));
+            }
+            input = &[];
+            // Bytes after the A-ASSOCIATE-RQ wait in the machine until it is answered.
+            let answered = self.drain();
+            if !answered {
+                return;
             }
         }
     }
 
-    fn pdu(&mut self, p: Pdu) {
-        match (self.state, p) {
-            (State::AwaitRequest, Pdu::AssociateRq(rq)) => self.negotiate(rq),
-            (State::Established, Pdu::PData(pdvs)) => {
-                for pdv in pdvs {
-                    if self.state != State::Established {
-                        break;
-                    }
-                    self.pdv(pdv);
+    /// Acts on the machine's events; `true` when an A-ASSOCIATE-RQ was answered (so bytes
+    /// held back behind it are to be read).
+    fn drain(&mut self) -> bool {
+        let mut answered = false;
+        while let Some(e) = self.ul.poll_event() {
+            match e {
+                Event::AssociateRequested(rq) => {
+                    self.negotiate(rq);
+                    answered = true;
                 }
+                // What was already decoded when this side aborted is dropped.
+                Event::Command { .. } | Event::Data { .. } if self.ul.is_finished() => {}
+                Event::Command { pc, command } => self.command_set(pc, command),
+                Event::Data { pc, data, last } => self.data(pc, data, last),
+                Event::ReleaseRequested => {
+                    if self.ul.release_response().is_ok() {
+                        self.events.push_back(ScpEvent::Released);
+                    }
+                }
+                Event::Released => self.events.push_back(ScpEvent::Released),
+                Event::Aborted { source, reason } => {
+                    let (s, r) = pdu::abort_reason(source, reason);
+                    self.events
+                        .push_back(ScpEvent::Aborted(format!("aborted by the {s}: {r}")));
+                }
+                // Requestor-side events.
+                Event::Accepted(_) | Event::Rejected { .. } => {}
             }
-            (State::Established, Pdu::ReleaseRq) => {
-                pdu::encode(&Pdu::ReleaseRp, &mut self.out);
-                self.state = State::Closed;
-                self.events.push_back(ScpEvent::Released);
-            }
-            (_, Pdu::Abort { source, reason }) => {
-                let (s, r) = pdu::abort_reason(source, reason);
-                self.state = State::Closed;
-                self.events
-                    .push_back(ScpEvent::Aborted(format!("aborted by the {s}: {r}")));
-            }
-            (_, other) => self.abort(format!("unexpected PDU {other:?}"), 2),
         }
+        answered && !self.ul.is_finished()
+    }
+
+    fn reject(&mut self, reason: u8, why: String) {
+        // Only fails outside Sta3, and negotiate runs only in Sta3.
+        let _ = self.ul.reject(1, 1, reason);
+        self.events.push_back(ScpEvent::Rejected(why));
     }
 
     fn negotiate(&mut self, rq: Associate) {
         if let Some(me) = &self.cfg.ae_title
             && rq.called_ae != *me
         {
-            pdu::encode(
-                &Pdu::AssociateRj {
-                    result: 1,
-                    source: 1,
-                    reason: 7,
-                },
-                &mut self.out,
-            );
-            self.state = State::Closed;
-            self.events.push_back(ScpEvent::Rejected(format!(
-                "called AE title {:?} is not {me:?}",
-                rq.called_ae
-            )));
-            return;
+            let why = format!("called AE title {:?} is not {me:?}", rq.called_ae);
+            return self.reject(7, why);
         }
         if rq.application_context != uids::APPLICATION_CONTEXT {
-            pdu::encode(
-                &Pdu::AssociateRj {
-                    result: 1,
-                    source: 1,
-                    reason: 2,
-                },
-                &mut self.out,
-            );
-            self.state = State::Closed;
-            self.events.push_back(ScpEvent::Rejected(
-                "application context not supported".into(),
-            ));
-            return;
+            return self.reject(2, "application context not supported".into());
         }
-        self.peer_max = rq.user.max_length.unwrap_or(0);
         let mut answers = Vec::new();
         for pc in &rq.presentation_contexts {
             let known =
@@ -270,11 +234,7 @@ impl Acceptor {
             let (result, ts) = match (known, ts) {
                 (false, _) => (3, pc.transfer_syntaxes.first().cloned()),
                 (true, None) => (4, pc.transfer_syntaxes.first().cloned()),
-                (true, Some(ts)) => {
-                    self.contexts
-                        .push((pc.id, pc.abstract_syntax.clone(), ts.clone()));
-                    (0, Some(ts.clone()))
-                }
+                (true, Some(ts)) => (0, Some(ts.clone())),
             };
             answers.push(PresentationContext {
                 id: pc.id,
@@ -295,64 +255,45 @@ impl Acceptor {
                 other: Vec::new(),
             },
         };
-        pdu::encode(&Pdu::AssociateAc(ac), &mut self.out);
-        self.state = State::Established;
-        self.events.push_back(ScpEvent::Associated {
-            calling_ae: rq.calling_ae,
-            called_ae: rq.called_ae,
-        });
+        if self.ul.accept(ac).is_ok() {
+            self.events.push_back(ScpEvent::Associated {
+                calling_ae: rq.calling_ae,
+                called_ae: rq.called_ae,
+            });
+        }
     }
 
-    fn pdv(&mut self, pdv: pdu::Pdv) {
-        if pdv.command {
-            if self.store.is_some() {
-                return self.abort(
-                    "a command arrived before the C-STORE was answered".into(),
-                    5,
-                );
-            }
-            if self.command.len() + pdv.data.len() > MAX_COMMAND {
-                return self.abort(format!("command set over {MAX_COMMAND} bytes"), 6);
-            }
-            self.command.extend_from_slice(&pdv.data);
-            if pdv.last {
-                let bytes = std::mem::take(&mut self.command);
-                match Command::decode(&bytes) {
-                    Ok(c) => self.command_set(pdv.pc_id, c),
-                    Err(e) => self.abort(format!("bad command set: {e}"), 6),
-                }
-            }
-            return;
-        }
+    fn data(&mut self, pc: u8, data: Bytes, last: bool) {
         let max = self.cfg.max_object;
         let Some(store) = self.store.as_mut().filter(|s| !s.complete) else {
             return self.abort("a data set fragment without its C-STORE-RQ".into(), 5);
         };
-        if store.pc != pdv.pc_id {
+        if store.pc != pc {
             return self.abort("a data set on another presentation context".into(), 5);
         }
-        store.received += pdv.data.len() as u64;
+        store.received += data.len() as u64;
         if store.received > max {
             return self.abort(format!("data set larger than {max} bytes"), 0);
         }
-        store.complete = pdv.last;
-        self.events.push_back(ScpEvent::StoreData {
-            data: pdv.data,
-            last: pdv.last,
-        });
-    }
-
-    fn context(&self, pc: u8) -> Option<&(u8, String, String)> {
-        self.contexts.iter().find(|c| c.0 == pc)
+        store.complete = last;
+        self.events.push_back(ScpEvent::StoreData { data, last });
     }
 
     fn command_set(&mut self, pc: u8, c: Command) {
-        let Some((_, abstract_syntax, ts)) = self.context(pc).cloned() else {
+        if self.store.is_some() {
+            return self.abort(
+                "a command arrived before the C-STORE was answered".into(),
+                5,
+            );
+        }
+        // The machine passes on commands only on accepted contexts.
+        let Some(ctx) = self.ul.accepted_context(pc) else {
             return self.abort(
                 format!("command on presentation context {pc}, not accepted"),
                 6,
             );
         };
+        let (abstract_syntax, ts) = (ctx.abstract_syntax.clone(), ctx.transfer_syntax.clone());
         match c.command_field {
             dimse::C_ECHO_RQ => {
                 let rsp = Command {
@@ -363,8 +304,9 @@ impl Acceptor {
                     status: Some(0),
                     ..Command::default()
                 };
-                self.send_command(pc, &rsp);
-                self.events.push_back(ScpEvent::Echo);
+                if self.ul.send_command(pc, &rsp).is_ok() {
+                    self.events.push_back(ScpEvent::Echo);
+                }
             }
             dimse::C_STORE_RQ if c.has_data_set() => {
                 let sop_class = c.affected_sop_class.unwrap_or_default();
@@ -393,19 +335,6 @@ impl Acceptor {
         }
     }
 
-    fn send_command(&mut self, pc: u8, cmd: &Command) {
-        let bytes = cmd.encode();
-        let frag = if self.peer_max == 0 {
-            bytes.len().max(1)
-        } else {
-            (self.peer_max as usize).saturating_sub(6).max(2) & !1
-        };
-        let mut chunks = bytes.chunks(frag).peekable();
-        while let Some(chunk) = chunks.next() {
-            pdu::encode_pdata(pc, true, chunks.peek().is_none(), chunk, &mut self.out);
-        }
-    }
-
     /// Answers the C-STORE whose data set is complete with `status` (0x0000 Success once the
     /// object is safe; 0xA700 Out of Resources when it could not be kept).
     ///
@@ -424,8 +353,8 @@ impl Acceptor {
             affected_sop_instance: Some(store.sop_instance),
             ..Command::default()
         };
-        if self.state == State::Established {
-            self.send_command(store.pc, &rsp);
+        if self.ul.can_send_data() {
+            self.ul.send_command(store.pc, &rsp)?;
         }
         Ok(())
     }
@@ -434,6 +363,8 @@ impl Acceptor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pdu::Pdu;
+    use bytes::BytesMut;
 
     fn rq(called: &str, contexts: &[(&str, &[&str])]) -> Vec<u8> {
         let mut out = Vec::new();

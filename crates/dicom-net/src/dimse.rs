@@ -240,13 +240,115 @@ pub struct DimseMessage {
     pub data: Option<Bytes>,
 }
 
+/// Largest command set accepted: 64 KiB.
+const MAX_COMMAND: usize = 64 << 10;
+
+/// One part of a DIMSE message, as its PDVs give it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// A whole command set, reassembled from its fragments.
+    Command {
+        /// The presentation context it came on.
+        pc: u8,
+        /// The command.
+        command: Command,
+    },
+    /// A fragment of the data set the last command announced; `last` ends it.
+    Data {
+        /// The presentation context it came on.
+        pc: u8,
+        /// The bytes.
+        data: Bytes,
+        /// Whether the data set is complete.
+        last: bool,
+    },
+}
+
+/// Where a [`PdvStream`] is between PDVs.
+#[derive(Debug, Default)]
+enum Expect {
+    /// Between messages.
+    #[default]
+    Command,
+    /// Command fragments so far, on this context.
+    MoreCommand(u8, Vec<u8>),
+    /// The command announced a data set on this context; its fragments are due.
+    Data(u8),
+}
+
+/// PDVs in the order PS3.7 §9.3 and PS3.8 Annex E allow, whatever PDUs they came in: command
+/// fragments gathered (up to 64 KiB) and decoded, then the data set's fragments passed on as
+/// they come, on the command's context. The association state machine
+/// ([`crate::ul::UpperLayer`]) and [`Reassembler`] both read PDVs through it.
+#[derive(Debug, Default)]
+pub struct PdvStream {
+    expect: Expect,
+}
+
+impl PdvStream {
+    /// Takes one PDV; a part when it completes a command set or is a data set fragment.
+    ///
+    /// # Errors
+    /// [`Error::Protocol`] for a PDV out of order or a command set over 64 KiB,
+    /// [`Error::DataSet`] for a command set that does not decode.
+    pub fn push(&mut self, pdv: Pdv) -> Result<Option<Part>, Error> {
+        let pc = pdv.pc_id;
+        let order = |why: String| Err(Error::Protocol(why));
+        match (std::mem::take(&mut self.expect), pdv.command) {
+            (Expect::Command, true) => self.command(pc, Vec::new(), pdv),
+            (Expect::MoreCommand(at, sofar), true) if at == pc => self.command(pc, sofar, pdv),
+            (Expect::MoreCommand(at, _), true) => order(format!(
+                "command fragment on presentation context {pc}, its start on {at}"
+            )),
+            (Expect::Data(at), false) if at == pc => {
+                if !pdv.last {
+                    self.expect = Expect::Data(pc);
+                }
+                Ok(Some(Part::Data {
+                    pc,
+                    data: pdv.data,
+                    last: pdv.last,
+                }))
+            }
+            (Expect::Data(at), false) => order(format!(
+                "data set on presentation context {pc} but its command on {at}"
+            )),
+            (Expect::Data(_), true) => order("a command before the data set it announced".into()),
+            (Expect::Command | Expect::MoreCommand(..), false) => {
+                order("a data set fragment without its command".into())
+            }
+        }
+    }
+
+    fn command(&mut self, pc: u8, mut sofar: Vec<u8>, pdv: Pdv) -> Result<Option<Part>, Error> {
+        if sofar.len() + pdv.data.len() > MAX_COMMAND {
+            return Err(Error::Protocol(format!(
+                "command set over {MAX_COMMAND} bytes"
+            )));
+        }
+        sofar.extend_from_slice(&pdv.data);
+        if !pdv.last {
+            self.expect = Expect::MoreCommand(pc, sofar);
+            return Ok(None);
+        }
+        let command = Command::decode(&sofar)?;
+        if command.has_data_set() {
+            self.expect = Expect::Data(pc);
+        }
+        Ok(Some(Part::Command { pc, command }))
+    }
+}
+
 /// Gathers PDVs into messages by their flags (command/data, last), whatever PDUs they came in:
-/// a command and its data set may share one PDU or be spread over many.
+/// a command and its data set may share one PDU or be spread over many. The order is
+/// [`PdvStream`]'s; this adds the data set, kept whole, and a bound.
 #[derive(Debug, Default)]
 pub struct Reassembler {
-    command: Vec<u8>,
+    stream: PdvStream,
     data: Vec<u8>,
     parsed: Option<(u8, Command)>,
+    /// Bytes of the message so far (command and data).
+    size: usize,
     max: usize,
 }
 
@@ -259,59 +361,70 @@ impl Reassembler {
         }
     }
 
-    /// Adds one PDV; a whole message when this one completes it.
-    pub fn push(&mut self, pdv: Pdv) -> Result<Option<DimseMessage>, Error> {
-        if self.command.len() + self.data.len() + pdv.data.len() > self.max {
+    fn grow(&mut self, n: usize) -> Result<(), Error> {
+        self.size += n;
+        if self.size > self.max {
             return Err(Error::Protocol(format!(
                 "DIMSE message larger than {} bytes",
                 self.max
             )));
         }
+        Ok(())
+    }
+
+    /// Adds one PDV; a whole message when this one completes it.
+    pub fn push(&mut self, pdv: Pdv) -> Result<Option<DimseMessage>, Error> {
         if pdv.command {
-            if self.parsed.is_some() {
-                return Err(Error::Protocol(
-                    "command fragment after a complete command".into(),
-                ));
+            self.grow(pdv.data.len())?;
+        }
+        match self.stream.push(pdv)? {
+            Some(part) => self.assemble(part),
+            None => Ok(None),
+        }
+    }
+
+    /// Adds one part (from a [`PdvStream`] that already put the PDVs in order); a whole
+    /// message when this one completes it.
+    pub fn assemble(&mut self, part: Part) -> Result<Option<DimseMessage>, Error> {
+        match part {
+            Part::Command { pc, command } if command.has_data_set() => {
+                self.parsed = Some((pc, command));
+                Ok(None)
             }
-            self.command.extend_from_slice(&pdv.data);
-            if !pdv.last {
-                return Ok(None);
-            }
-            let command = Command::decode(&std::mem::take(&mut self.command))?;
-            if !command.has_data_set() {
-                return Ok(Some(DimseMessage {
-                    pc_id: pdv.pc_id,
+            Part::Command { pc, command } => {
+                self.size = 0;
+                Ok(Some(DimseMessage {
+                    pc_id: pc,
                     command,
                     data: None,
-                }));
+                }))
             }
-            self.parsed = Some((pdv.pc_id, command));
-            return Ok(None);
+            Part::Data { pc, data, last } => {
+                self.grow(data.len())?;
+                match &self.parsed {
+                    Some((at, _)) if *at == pc => {}
+                    _ => {
+                        return Err(Error::Protocol(
+                            "data set fragment before its command".into(),
+                        ));
+                    }
+                }
+                self.data.extend_from_slice(&data);
+                if !last {
+                    return Ok(None);
+                }
+                let (pc_id, command) = self
+                    .parsed
+                    .take()
+                    .ok_or_else(|| Error::Protocol("lost command".into()))?;
+                self.size = 0;
+                Ok(Some(DimseMessage {
+                    pc_id,
+                    command,
+                    data: Some(Bytes::from(std::mem::take(&mut self.data))),
+                }))
+            }
         }
-        let Some((pc, _)) = &self.parsed else {
-            return Err(Error::Protocol(
-                "data set fragment before its command".into(),
-            ));
-        };
-        if *pc != pdv.pc_id {
-            return Err(Error::Protocol(format!(
-                "data set on presentation context {} but its command on {pc}",
-                pdv.pc_id
-            )));
-        }
-        self.data.extend_from_slice(&pdv.data);
-        if !pdv.last {
-            return Ok(None);
-        }
-        let (pc_id, command) = self
-            .parsed
-            .take()
-            .ok_or_else(|| Error::Protocol("lost command".into()))?;
-        Ok(Some(DimseMessage {
-            pc_id,
-            command,
-            data: Some(Bytes::from(std::mem::take(&mut self.data))),
-        }))
     }
 }
 

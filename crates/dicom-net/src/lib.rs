@@ -3,6 +3,12 @@
 //!
 //! - [`pdu`]: every upper-layer PDU (PS3.8 §9.3), sans-IO, decoding bounded by the maximum
 //!   length this side advertised.
+//! - [`ul`]: the association state machine (PS3.8 §9.2, Sta1-Sta13), sans-IO and shared by
+//!   both roles: PDUs in, events (association, DIMSE commands and data set fragments,
+//!   release, abort) and PDUs out, P-DATA fragmented to the peer's maximum and refused over
+//!   this side's, unexpected PDUs answered with A-ABORT (Table 9-10), no clock (the driver
+//!   runs ARTIM when told to). The SCU ([`Association`]) and the SCP ([`acceptor`]) are thin
+//!   layers on it.
 //! - [`dimse`]: command sets (always Implicit VR LE, group length first), status codes with
 //!   their standard names, and a [`dimse::Reassembler`] that follows PDV flags, never PDU
 //!   boundaries.
@@ -18,9 +24,10 @@
 //!   sent unparsed whenever the SCP accepts its transfer syntax and no value needs padding.
 //! - [`FindModel`] picks a C-FIND information model for an identifier; [`store_json`] and
 //!   [`matches_json`] report a C-STORE's or a C-FIND's outcome as JSON.
-//! - [`Association`] (feature `tokio`): connect, propose contexts, echo, store (streamed from the
-//!   file), find (matches streamed, C-CANCEL), release, abort, with ACSE and DIMSE timeouts.
-//! - [`acceptor`]: the SCP side, sans-IO: negotiation (Verification and every Storage SOP
+//! - [`Association`] (feature `tokio`): the SCU, a tokio driver of [`UpperLayer`]: connect,
+//!   propose contexts, echo, store (streamed from the file), find (matches streamed,
+//!   C-CANCEL), release, abort, with ACSE and DIMSE timeouts.
+//! - [`acceptor`]: the SCP's policy on the same [`UpperLayer`], sans-IO: negotiation (Verification and every Storage SOP
 //!   class, in Implicit/Explicit VR LE, Deflate or an encapsulated syntax as it is), C-ECHO,
 //!   C-STORE data sets handed out fragment by fragment, the status decided by the application.
 //! - [`scp`] (feature `tokio`): the SCP over TCP, or over a stream the caller makes of each
@@ -92,10 +99,11 @@ mod report;
 pub mod scp;
 mod transcode;
 pub mod uids;
+pub mod ul;
 pub mod writer;
 
 #[cfg(feature = "tokio")]
-pub use client::{Association, Context, Find, FindEnd, Options, Proposal, StoreResult};
+pub use client::{Association, Find, FindEnd, Options, Proposal, StoreResult};
 pub use dataset::{DataSet, DataSetStream, Element, Value, pad, transcode};
 pub use dimse::{Status, StatusKind};
 pub use error::Error;
@@ -107,3 +115,4 @@ pub use object::{Inspection, Object, detect_encoding, inspect};
 pub use report::store_json;
 pub use report::{FindModel, UnknownModel, matches_json, status_hex};
 pub use transcode::{Inflater, Transcoder, transcode_syntax};
+pub use ul::{Context, UpperLayer};

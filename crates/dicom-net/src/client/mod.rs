@@ -5,27 +5,29 @@
 //!
 //! Sockets get `TCP_NODELAY`, and every PDU leaves in one write (several PDUs of a data set are
 //! batched into one write), so no C-STORE waits on Nagle's algorithm and a delayed ACK.
+//!
+//! The upper layer (states, PDU order, command reassembly, fragmenting to the SCP's maximum
+//! PDU length, release, abort) is the sans-IO [`UpperLayer`] the SCP shares; this module only
+//! moves its bytes over tokio, keeps the timeouts, and runs the DIMSE operations.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, ToSocketAddrs};
 
 use crate::dataset::DataSet;
-use crate::dimse::{self, Command, DimseMessage, Reassembler, Status, StatusKind};
-use crate::pdu::{self, Associate, Pdu, PresentationContext, UserInfo};
+use crate::dimse::{self, Command, DimseMessage, Part, Reassembler, Status, StatusKind};
+use crate::pdu::{self, Associate, PresentationContext, UserInfo};
+use crate::ul::{Event, State, UpperLayer};
 use crate::{Error, uids};
+
+pub use crate::ul::Context;
 
 mod store;
 
 /// Largest DIMSE response (command and data set) accepted: 16 MiB.
 const MAX_RESPONSE: usize = 16 << 20;
-/// The peer's receive limit assumed when its A-ASSOCIATE-AC has no maximum length sub-item.
-const ABSENT_PEER_MAX: u32 = 16_384;
-/// Fragment size used when the peer says "unlimited" (0).
-const UNLIMITED_FRAGMENT: usize = 1 << 20;
 /// Smallest peer maximum this side works with.
 const MIN_PEER_MAX: u32 = 128;
 /// P-DATA PDUs are gathered up to this many bytes before a write.
@@ -115,39 +117,6 @@ impl Proposal {
     }
 }
 
-/// What the SCP answered for one proposed context.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Context {
-    /// Presentation context id.
-    pub id: u8,
-    /// The SOP class proposed.
-    pub abstract_syntax: String,
-    /// The transfer syntaxes proposed.
-    pub proposed: Vec<String>,
-    /// The one the SCP chose (meaningful only when accepted).
-    pub transfer_syntax: String,
-    /// 0 accepted; see [`PresentationContext::result_text`].
-    pub result: u8,
-}
-
-impl Context {
-    /// Whether the SCP accepted it.
-    pub fn accepted(&self) -> bool {
-        self.result == 0
-    }
-
-    /// The SCP's answer in words.
-    pub fn result_text(&self) -> &'static str {
-        PresentationContext {
-            id: self.id,
-            abstract_syntax: String::new(),
-            transfer_syntaxes: Vec::new(),
-            result: self.result,
-        }
-        .result_text()
-    }
-}
-
 /// The outcome of one C-STORE.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreResult {
@@ -180,13 +149,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> Transport for T
 #[derive(Debug)]
 pub struct Association {
     stream: Box<dyn Transport>,
-    rbuf: BytesMut,
+    ul: UpperLayer,
+    rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     opts: Options,
-    /// Largest PDV fragment to send.
-    fragment: usize,
     peer: Associate,
-    contexts: Vec<Context>,
     next_id: u16,
     reassembler: Reassembler,
     ready: VecDeque<DimseMessage>,
@@ -280,22 +247,20 @@ impl Association {
         };
         let mut a = Association {
             stream,
-            rbuf: BytesMut::with_capacity(64 << 10),
+            ul: UpperLayer::requestor(rq),
+            rbuf: vec![0; 64 << 10],
             wbuf: Vec::with_capacity(WRITE_BATCH + (64 << 10)),
             opts: opts.clone(),
-            fragment: 0,
             peer: Associate::default(),
-            contexts: Vec::new(),
             next_id: 1,
             reassembler: Reassembler::new(MAX_RESPONSE),
             ready: VecDeque::new(),
             dead: None,
         };
-        pdu::encode(&Pdu::AssociateRq(rq), &mut a.wbuf);
         a.flush(opts.acse_timeout).await?;
-        let ac = match a.read_pdu(opts.acse_timeout, "A-ASSOCIATE-AC").await? {
-            Pdu::AssociateAc(ac) => ac,
-            Pdu::AssociateRj {
+        let ac = match a.read_event(opts.acse_timeout, "A-ASSOCIATE-AC").await? {
+            Event::Accepted(ac) => ac,
+            Event::Rejected {
                 result,
                 source,
                 reason,
@@ -307,7 +272,7 @@ impl Association {
                     reason,
                 });
             }
-            Pdu::Abort { source, reason } => {
+            Event::Aborted { source, reason } => {
                 let (source_name, reason) = pdu::abort_reason(source, reason);
                 return Err(Error::Aborted {
                     source_name,
@@ -317,43 +282,22 @@ impl Association {
             other => {
                 a.abort().await;
                 return Err(Error::Protocol(format!(
-                    "expected A-ASSOCIATE-AC, got {}",
-                    pdu_name(&other)
+                    "expected A-ASSOCIATE-AC, got {other:?}"
                 )));
             }
         };
-        let peer_max = ac.user.max_length.unwrap_or(ABSENT_PEER_MAX);
+        let peer_max = a.ul.peer_max_pdu();
         if peer_max != 0 && peer_max < MIN_PEER_MAX {
             a.abort().await;
             return Err(Error::Protocol(format!(
                 "the SCP's maximum PDU length {peer_max} is below {MIN_PEER_MAX}"
             )));
         }
-        // Even, so that every fragment of an even data set is even (PS3.8 Annex E).
-        a.fragment = if peer_max == 0 {
-            UNLIMITED_FRAGMENT
-        } else {
-            (peer_max as usize - 6).min(UNLIMITED_FRAGMENT) & !1
-        };
-        for (i, p) in proposals.iter().enumerate() {
-            let id = (2 * i + 1) as u8;
-            let answer = ac.presentation_contexts.iter().find(|c| c.id == id);
-            a.contexts.push(Context {
-                id,
-                abstract_syntax: p.abstract_syntax.clone(),
-                proposed: p.transfer_syntaxes.clone(),
-                transfer_syntax: answer
-                    .and_then(|c| c.transfer_syntaxes.first().cloned())
-                    .unwrap_or_default(),
-                // An SCP that leaves a context out of its answer did not accept it.
-                result: answer.map_or(2, |c| c.result),
-            });
-        }
         a.peer = ac;
         tracing::debug!(
             peer_max,
             implementation = %a.peer.user.implementation_class_uid,
-            accepted = a.contexts.iter().filter(|c| c.accepted()).count(),
+            accepted = a.contexts().iter().filter(|c| c.accepted()).count(),
             "association accepted"
         );
         Ok(a)
@@ -361,7 +305,7 @@ impl Association {
 
     /// The SCP's answer for each proposed context, in proposal order.
     pub fn contexts(&self) -> &[Context] {
-        &self.contexts
+        self.ul.contexts()
     }
 
     /// The SCP's A-ASSOCIATE-AC (its maximum length, implementation class and version).
@@ -371,7 +315,7 @@ impl Association {
 
     /// The largest PDV fragment this side sends (the SCP's maximum less 6).
     pub fn max_fragment(&self) -> usize {
-        self.fragment
+        self.ul.max_fragment()
     }
 
     fn usable(&self) -> Result<(), Error> {
@@ -390,7 +334,7 @@ impl Association {
     }
 
     fn accepted_for(&self, sop_class: &str) -> Option<&Context> {
-        self.contexts
+        self.contexts()
             .iter()
             .find(|c| c.accepted() && c.abstract_syntax == sop_class)
     }
@@ -410,7 +354,7 @@ impl Association {
             data_set_type: dimse::NO_DATA_SET,
             ..Command::default()
         };
-        self.send_command(pc, &cmd);
+        self.ul.send_command(pc, &cmd)?;
         self.flush(self.opts.dimse_timeout).await?;
         let rsp = self.response(dimse::C_ECHO_RSP, id, "C-ECHO-RSP").await?;
         Ok(Status(rsp.command.status.unwrap_or(0xFFFF)))
@@ -419,7 +363,7 @@ impl Association {
     /// Why no accepted context carries `sop_class` (in `ts`).
     fn no_context(&self, sop_class: &str, ts: Option<&str>) -> Error {
         let answers: Vec<String> = self
-            .contexts
+            .contexts()
             .iter()
             .filter(|c| c.abstract_syntax == sop_class)
             .map(|c| {
@@ -464,7 +408,7 @@ impl Association {
             data_set_type: DATA_SET_PRESENT,
             ..Command::default()
         };
-        self.send_command(pc, &cmd);
+        self.ul.send_command(pc, &cmd)?;
         let mut data = Vec::new();
         identifier.write(explicit, &mut data);
         self.send_data(pc, &data, None, false).await?;
@@ -478,26 +422,29 @@ impl Association {
         })
     }
 
-    /// Releases the association (A-RELEASE-RQ, waits for A-RELEASE-RP) and closes.
+    /// Releases the association (A-RELEASE-RQ, waits for A-RELEASE-RP) and closes. In a
+    /// release collision (the SCP asked too) both sides answer, as PS3.8 §9.2 has it.
     pub async fn release(mut self) -> Result<(), Error> {
         if self.dead.is_some() {
             return Ok(());
         }
-        pdu::encode(&Pdu::ReleaseRq, &mut self.wbuf);
+        self.ul.release()?;
         self.flush(self.opts.acse_timeout).await?;
         loop {
-            match self
-                .read_pdu(self.opts.acse_timeout, "A-RELEASE-RP")
-                .await?
+            let event = match self
+                .read_event(self.opts.acse_timeout, "A-RELEASE-RP")
+                .await
             {
-                Pdu::ReleaseRp => break,
-                // A release collision: answer and close.
-                Pdu::ReleaseRq => {
-                    pdu::encode(&Pdu::ReleaseRp, &mut self.wbuf);
-                    self.flush(self.opts.acse_timeout).await?;
+                Ok(e) => e,
+                // An SCP that closes after our answer in a collision has released too.
+                Err(Error::Closed) if self.ul.state() == State::CollisionAwaitingReleaseRp => {
                     break;
                 }
-                Pdu::Abort { source, reason } => {
+                Err(e) => return Err(e),
+            };
+            match event {
+                Event::Released => break,
+                Event::Aborted { source, reason } => {
                     let (source_name, reason) = pdu::abort_reason(source, reason);
                     return Err(Error::Aborted {
                         source_name,
@@ -505,50 +452,41 @@ impl Association {
                     });
                 }
                 // Late responses (after a C-CANCEL) are dropped.
-                Pdu::PData(_) => {}
+                Event::Command { .. } | Event::Data { .. } => {}
                 other => {
                     self.abort().await;
                     return Err(Error::Protocol(format!(
-                        "expected A-RELEASE-RP, got {}",
-                        pdu_name(&other)
+                        "expected A-RELEASE-RP, got {other:?}"
                     )));
                 }
+            }
+            // A release collision: the machine answered the SCP's A-RELEASE-RQ.
+            if self.ul.pending_transmit() > 0 {
+                self.flush(self.opts.acse_timeout).await?;
             }
         }
         let _ = self.stream.shutdown().await;
         Ok(())
     }
 
-    /// Sends A-ABORT and closes.
+    /// Sends A-ABORT (unless the association is already over: then whatever the machine
+    /// queued, its own A-ABORT included) and closes.
     pub async fn abort(&mut self) {
         self.dead
             .get_or_insert_with(|| "aborted by this side".into());
-        self.wbuf.clear();
-        pdu::encode(
-            &Pdu::Abort {
-                source: 0,
-                reason: 0,
-            },
-            &mut self.wbuf,
-        );
+        if !self.ul.is_finished() {
+            self.ul.discard_unsent();
+            self.ul.abort(0, 0);
+        }
+        self.ul.transmit_into(&mut self.wbuf);
         let _ =
             tokio::time::timeout(Duration::from_secs(1), self.stream.write_all(&self.wbuf)).await;
         self.wbuf.clear();
         let _ = self.stream.shutdown().await;
     }
 
-    /// Queues a command as P-DATA PDUs (one, unless the SCP's maximum is tiny).
-    fn send_command(&mut self, pc: u8, cmd: &Command) {
-        let bytes = cmd.encode();
-        let mut chunks = bytes.chunks(self.fragment).peekable();
-        while let Some(chunk) = chunks.next() {
-            pdu::encode_pdata(pc, true, chunks.peek().is_none(), chunk, &mut self.wbuf);
-        }
-    }
-
-    /// Sends a data set: `head` from memory, then `tail_len` bytes of `tail` read straight into
-    /// the PDU buffer, then one NUL when `pad`, in fragments of at most the SCP's maximum less
-    /// 6, flushed in batches.
+    /// Sends a data set: `head` from memory, then `tail_len` bytes of `tail`, then one NUL
+    /// when `pad`, in fragments of [`UpperLayer::max_fragment`], flushed in batches.
     async fn send_data(
         &mut self,
         pc: u8,
@@ -556,44 +494,41 @@ impl Association {
         mut tail: Option<(&mut BufReader<tokio::fs::File>, u64)>,
         pad: bool,
     ) -> Result<(), Error> {
+        let fragment = self.ul.max_fragment();
         let mut remaining = head.len() as u64 + tail.as_ref().map_or(0, |t| t.1) + u64::from(pad);
+        let mut stage: Vec<u8> = Vec::with_capacity(fragment.min(remaining as usize));
         loop {
-            let n = remaining.min(self.fragment as u64) as usize;
+            let n = remaining.min(fragment as u64) as usize;
             remaining -= n as u64;
             let last = remaining == 0;
-            self.wbuf.extend_from_slice(&[4, 0]);
-            self.wbuf.extend_from_slice(&(n as u32 + 6).to_be_bytes());
-            self.wbuf.extend_from_slice(&(n as u32 + 2).to_be_bytes());
-            self.wbuf.push(pc);
-            self.wbuf.push(u8::from(last) << 1);
+            stage.clear();
             let from_head = n.min(head.len());
-            self.wbuf.extend_from_slice(&head[..from_head]);
+            stage.extend_from_slice(&head[..from_head]);
             head = &head[from_head..];
-            let mut filled = from_head;
             if let Some((file, left)) = tail.as_mut()
-                && filled < n
+                && stage.len() < n
                 && *left > 0
             {
-                let take = ((n - filled) as u64).min(*left) as usize;
-                let start = self.wbuf.len();
-                self.wbuf.resize(start + take, 0);
-                if let Err(e) = file.read_exact(&mut self.wbuf[start..]).await {
+                let start = stage.len();
+                let take = ((n - start) as u64).min(*left) as usize;
+                stage.resize(start + take, 0);
+                if let Err(e) = file.read_exact(&mut stage[start..]).await {
                     // Part of the data set is out: the association cannot carry on.
                     self.abort().await;
                     return Err(Error::Io(e));
                 }
                 *left -= take as u64;
-                filled += take;
             }
-            if filled < n {
-                if pad && last && filled + 1 == n {
-                    self.wbuf.push(0);
+            if stage.len() < n {
+                if pad && last && stage.len() + 1 == n {
+                    stage.push(0);
                 } else {
                     self.abort().await;
                     return Err(Error::Protocol("data set shorter than announced".into()));
                 }
             }
-            if last || self.wbuf.len() >= WRITE_BATCH {
+            self.ul.send_data(pc, &stage, last)?;
+            if last || self.ul.pending_transmit() >= WRITE_BATCH {
                 self.flush(self.opts.dimse_timeout).await?;
             }
             if last {
@@ -604,6 +539,7 @@ impl Association {
 
     /// Writes the queued PDUs.
     async fn flush(&mut self, limit: Duration) -> Result<(), Error> {
+        self.ul.transmit_into(&mut self.wbuf);
         let written = tokio::time::timeout(limit, self.stream.write_all(&self.wbuf)).await;
         self.wbuf.clear();
         match written {
@@ -611,8 +547,8 @@ impl Association {
             Ok(Err(e)) => {
                 // The SCP may have aborted and closed: its A-ABORT explains better than EPIPE.
                 self.dead = Some(format!("write failed: {e}"));
-                match tokio::time::timeout(Duration::from_millis(500), self.next_pdu()).await {
-                    Ok(Ok(Pdu::Abort { source, reason })) => {
+                match tokio::time::timeout(Duration::from_millis(500), self.next_event()).await {
+                    Ok(Ok(Event::Aborted { source, reason })) => {
                         let (source_name, reason) = pdu::abort_reason(source, reason);
                         Err(Error::Aborted {
                             source_name,
@@ -632,35 +568,32 @@ impl Association {
         }
     }
 
-    async fn next_pdu(&mut self) -> Result<Pdu, Error> {
+    /// The machine's next event, reading from the SCP as long as it has none. A fault of the
+    /// SCP's ends the association: the machine's A-ABORT is sent, the error returned.
+    async fn next_event(&mut self) -> Result<Event, Error> {
         loop {
-            match pdu::decode(&mut self.rbuf, self.opts.max_pdu) {
-                Ok(Some(p)) => return Ok(p),
-                Ok(None) => {}
-                Err(e) => {
-                    let reason = if matches!(e, Error::Pdu(ref m) if m.starts_with("unknown")) {
-                        1
-                    } else {
-                        6
-                    };
-                    self.wbuf.clear();
-                    pdu::encode(&Pdu::Abort { source: 2, reason }, &mut self.wbuf);
-                    let _ = self.stream.write_all(&self.wbuf).await;
-                    let _ = self.stream.shutdown().await;
-                    self.wbuf.clear();
-                    self.dead = Some(e.to_string());
-                    return Err(e);
-                }
+            if let Some(e) = self.ul.poll_event() {
+                return Ok(e);
             }
-            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+            let n = self.stream.read(&mut self.rbuf).await?;
+            if n == 0 {
+                self.ul.handle_closed();
                 self.dead = Some("connection closed by the peer".into());
                 return Err(Error::Closed);
+            }
+            if let Err(e) = self.ul.handle_bytes(&self.rbuf[..n]) {
+                self.ul.transmit_into(&mut self.wbuf);
+                let _ = self.stream.write_all(&self.wbuf).await;
+                let _ = self.stream.shutdown().await;
+                self.wbuf.clear();
+                self.dead = Some(e.to_string());
+                return Err(e);
             }
         }
     }
 
-    async fn read_pdu(&mut self, limit: Duration, what: &'static str) -> Result<Pdu, Error> {
-        match tokio::time::timeout(limit, self.next_pdu()).await {
+    async fn read_event(&mut self, limit: Duration, what: &'static str) -> Result<Event, Error> {
+        match tokio::time::timeout(limit, self.next_event()).await {
             Ok(r) => r,
             Err(_) => {
                 self.abort().await;
@@ -679,20 +612,10 @@ impl Association {
             if let Some(m) = self.ready.pop_front() {
                 return Ok(m);
             }
-            match self.read_pdu(self.opts.dimse_timeout, what).await? {
-                Pdu::PData(pdvs) => {
-                    for pdv in pdvs {
-                        match self.reassembler.push(pdv) {
-                            Ok(Some(m)) => self.ready.push_back(m),
-                            Ok(None) => {}
-                            Err(e) => {
-                                self.abort().await;
-                                return Err(e);
-                            }
-                        }
-                    }
-                }
-                Pdu::Abort { source, reason } => {
+            match self.read_event(self.opts.dimse_timeout, what).await? {
+                Event::Command { pc, command } => self.part(Part::Command { pc, command }).await?,
+                Event::Data { pc, data, last } => self.part(Part::Data { pc, data, last }).await?,
+                Event::Aborted { source, reason } => {
                     let (source_name, reason) = pdu::abort_reason(source, reason);
                     self.dead = Some(format!("aborted by the {source_name}: {reason}"));
                     return Err(Error::Aborted {
@@ -700,8 +623,8 @@ impl Association {
                         reason,
                     });
                 }
-                Pdu::ReleaseRq => {
-                    pdu::encode(&Pdu::ReleaseRp, &mut self.wbuf);
+                Event::ReleaseRequested => {
+                    let _ = self.ul.release_response();
                     let _ = self.flush(self.opts.acse_timeout).await;
                     self.dead = Some("released by the SCP".into());
                     return Err(Error::Protocol(format!(
@@ -710,13 +633,23 @@ impl Association {
                 }
                 other => {
                     self.abort().await;
-                    return Err(Error::Protocol(format!(
-                        "expected {what}, got {}",
-                        pdu_name(&other)
-                    )));
+                    return Err(Error::Protocol(format!("expected {what}, got {other:?}")));
                 }
             }
         }
+    }
+
+    /// Adds a part of a response to the message being put together.
+    async fn part(&mut self, part: Part) -> Result<(), Error> {
+        match self.reassembler.assemble(part) {
+            Ok(Some(m)) => self.ready.push_back(m),
+            Ok(None) => {}
+            Err(e) => {
+                self.abort().await;
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// The response to request `id`, of kind `field`.
@@ -737,18 +670,6 @@ impl Association {
             )));
         }
         Ok(m)
-    }
-}
-
-fn pdu_name(p: &Pdu) -> &'static str {
-    match p {
-        Pdu::AssociateRq(_) => "A-ASSOCIATE-RQ",
-        Pdu::AssociateAc(_) => "A-ASSOCIATE-AC",
-        Pdu::AssociateRj { .. } => "A-ASSOCIATE-RJ",
-        Pdu::PData(_) => "P-DATA-TF",
-        Pdu::ReleaseRq => "A-RELEASE-RQ",
-        Pdu::ReleaseRp => "A-RELEASE-RP",
-        Pdu::Abort { .. } => "A-ABORT",
     }
 }
 
@@ -809,7 +730,7 @@ impl Find<'_> {
             data_set_type: dimse::NO_DATA_SET,
             ..Command::default()
         };
-        self.assoc.send_command(self.pc, &cmd);
+        self.assoc.ul.send_command(self.pc, &cmd)?;
         self.assoc.flush(self.assoc.opts.dimse_timeout).await
     }
 

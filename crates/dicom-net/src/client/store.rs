@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, BufReader};
 
 use super::{Association, Context, DATA_SET_PRESENT, StoreResult, WRITE_BATCH};
 use crate::dimse::{self, Command, Status};
-use crate::{Error, Object, Transcoder, pdu, uids};
+use crate::{Error, Object, Transcoder, uids};
 
 /// How a data set goes out.
 #[derive(Debug, Clone, Copy)]
@@ -47,7 +47,7 @@ impl Association {
         let ts = obj.transfer_syntax.as_str();
         let syntax = uids::syntax(ts);
         let accepted: Vec<&Context> = self
-            .contexts
+            .contexts()
             .iter()
             .filter(|c| c.accepted() && c.abstract_syntax == obj.sop_class)
             .collect();
@@ -103,7 +103,7 @@ impl Association {
         file.seek(std::io::SeekFrom::Start(obj.data_offset)).await?;
         // One trip to the blocking pool per batch, not per fragment.
         let mut file = BufReader::with_capacity(WRITE_BATCH, file);
-        let id = self.store_command(pc, &obj);
+        let id = self.store_command(pc, &obj)?;
         let sent = match plan {
             Plan::AsIs { pad } => self
                 .send_data(pc, &[], Some((&mut file, obj.data_length)), pad)
@@ -123,7 +123,7 @@ impl Association {
         let obj = crate::inspect(file)?;
         let (pc, ts, plan) = self.plan(&obj)?;
         let data = &file[obj.data_offset as usize..];
-        let id = self.store_command(pc, &obj);
+        let id = self.store_command(pc, &obj)?;
         let sent = match plan {
             Plan::AsIs { pad } => self
                 .send_data(pc, data, None, pad)
@@ -151,7 +151,8 @@ impl Association {
             to,
             Some(obj.data_length),
         );
-        let mut staged: Vec<u8> = Vec::with_capacity(WRITE_BATCH + self.fragment);
+        let fragment = self.ul.max_fragment();
+        let mut staged: Vec<u8> = Vec::with_capacity(WRITE_BATCH + fragment);
         let mut chunk = vec![0u8; 64 << 10];
         let mut left = obj.data_length;
         let mut sent = 0u64;
@@ -177,19 +178,14 @@ impl Association {
                 left -= n as u64;
                 t.push(&chunk[..n], &mut staged)?;
                 let mut at = 0;
-                while staged.len() - at > self.fragment {
-                    pdu::encode_pdata(
-                        pc,
-                        false,
-                        false,
-                        &staged[at..at + self.fragment],
-                        &mut self.wbuf,
-                    );
-                    at += self.fragment;
+                let whole = (staged.len().saturating_sub(1) / fragment) * fragment;
+                if whole > 0 {
+                    self.ul.send_data(pc, &staged[..whole], false)?;
+                    at = whole;
                 }
                 staged.drain(..at);
                 sent += at as u64;
-                if self.wbuf.len() >= WRITE_BATCH {
+                if self.ul.pending_transmit() >= WRITE_BATCH {
                     flushed = true;
                     self.flush(self.opts.dimse_timeout).await?;
                 }
@@ -202,18 +198,18 @@ impl Association {
                 // Part of the data set is out: the association cannot carry on.
                 self.abort().await;
             } else {
-                self.wbuf.clear();
+                self.ul.discard_unsent();
             }
             return Err(e);
         }
-        pdu::encode_pdata(pc, false, true, &staged, &mut self.wbuf);
+        self.ul.send_data(pc, &staged, true)?;
         sent += staged.len() as u64;
         self.flush(self.opts.dimse_timeout).await?;
         Ok(sent)
     }
 
     /// Queues the C-STORE-RQ command; returns its message id.
-    fn store_command(&mut self, pc: u8, obj: &Object) -> u16 {
+    fn store_command(&mut self, pc: u8, obj: &Object) -> Result<u16, Error> {
         let id = self.message_id();
         let cmd = Command {
             affected_sop_class: Some(obj.sop_class.clone()),
@@ -224,8 +220,8 @@ impl Association {
             affected_sop_instance: Some(obj.sop_instance.clone()),
             ..Command::default()
         };
-        self.send_command(pc, &cmd);
-        id
+        self.ul.send_command(pc, &cmd)?;
+        Ok(id)
     }
 
     async fn finish_store(
