@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::dimse::{self, Command, Status};
+use crate::dimse::{self, Command, Part, Status};
 use crate::pdu::{self, Associate, PresentationContext, UserInfo};
 use crate::ul::{Event, UpperLayer};
 use crate::{Error, uids};
@@ -183,9 +183,9 @@ impl Acceptor {
                     answered = true;
                 }
                 // What was already decoded when this side aborted is dropped.
-                Event::Command { .. } | Event::Data { .. } if self.ul.is_finished() => {}
-                Event::Command { pc, command } => self.command_set(pc, command),
-                Event::Data { pc, data, last } => self.data(pc, data, last),
+                Event::Part(_) if self.ul.is_finished() => {}
+                Event::Part(Part::Command { pc, command }) => self.command_set(pc, command),
+                Event::Part(Part::Data { pc, data, last }) => self.data(pc, data, last),
                 Event::ReleaseRequested => {
                     if self.ul.release_response().is_ok() {
                         self.events.push_back(ScpEvent::Released);

@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use crate::Error;
 use crate::dimse::{Command, Part, PdvStream};
@@ -106,22 +106,9 @@ pub enum Event {
         /// Why ([`pdu::reject_reason`]).
         reason: u8,
     },
-    /// A whole command set, reassembled from its PDVs.
-    Command {
-        /// The presentation context it came on.
-        pc: u8,
-        /// The command.
-        command: Command,
-    },
-    /// A fragment of the data set that the last command announced; `last` ends it.
-    Data {
-        /// The presentation context it came on.
-        pc: u8,
-        /// The bytes.
-        data: Bytes,
-        /// Whether the data set is complete.
-        last: bool,
-    },
+    /// A whole command set, or a fragment of the data set the last command announced,
+    /// reassembled from its PDVs.
+    Part(Part),
     /// A-RELEASE indication (Sta6 → Sta8): answer with [`UpperLayer::release_response`].
     ReleaseRequested,
     /// A-RELEASE confirmation: the peer's A-RELEASE-RP came (Sta7 → Sta1, or in a collision).
@@ -546,12 +533,7 @@ impl UpperLayer {
         }
         match self.pdvs.push(pdv) {
             Ok(None) => {}
-            Ok(Some(Part::Command { pc, command })) => {
-                self.events.push_back(Event::Command { pc, command });
-            }
-            Ok(Some(Part::Data { pc, data, last })) => {
-                self.events.push_back(Event::Data { pc, data, last });
-            }
+            Ok(Some(part)) => self.events.push_back(Event::Part(part)),
             // Out of order: unexpected PDU parameter; else an invalid value.
             Err(e) => {
                 let reason = if matches!(e, Error::Protocol(_)) {

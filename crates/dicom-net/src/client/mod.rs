@@ -452,7 +452,7 @@ impl Association {
                     });
                 }
                 // Late responses (after a C-CANCEL) are dropped.
-                Event::Command { .. } | Event::Data { .. } => {}
+                Event::Part(_) => {}
                 other => {
                     self.abort().await;
                     return Err(Error::Protocol(format!(
@@ -613,8 +613,7 @@ impl Association {
                 return Ok(m);
             }
             match self.read_event(self.opts.dimse_timeout, what).await? {
-                Event::Command { pc, command } => self.part(Part::Command { pc, command }).await?,
-                Event::Data { pc, data, last } => self.part(Part::Data { pc, data, last }).await?,
+                Event::Part(part) => self.part(part).await?,
                 Event::Aborted { source, reason } => {
                     let (source_name, reason) = pdu::abort_reason(source, reason);
                     self.dead = Some(format!("aborted by the {source_name}: {reason}"));

@@ -1,7 +1,7 @@
 //! The association state machine driven by PDUs, both roles, no sockets: a requestor and an
 //! acceptor wired back to back (quinn's `Pair`), and hand-made PDUs for the faults.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use super::*;
 use crate::dimse;
@@ -162,14 +162,14 @@ fn a_store_fragmented_across_pdus_then_release() {
     let got = events(&mut scp);
     assert_eq!(
         got[0],
-        Event::Command {
+        Event::Part(Part::Command {
             pc: 1,
             command: store_rq()
-        }
+        })
     );
     let mut received = Vec::new();
     for (i, e) in got[1..].iter().enumerate() {
-        let Event::Data { pc: 1, data, last } = e else {
+        let Event::Part(Part::Data { pc: 1, data, last }) = e else {
             panic!("{e:?}")
         };
         assert_eq!(*last, i == got.len() - 2);
@@ -182,10 +182,10 @@ fn a_store_fragmented_across_pdus_then_release() {
     deliver(&mut scp, &mut scu).unwrap();
     assert_eq!(
         events(&mut scu),
-        [Event::Command {
+        [Event::Part(Part::Command {
             pc: 1,
             command: rsp()
-        }]
+        })]
     );
     scu.release().unwrap();
     assert_eq!(scu.state(), State::AwaitingReleaseRp);
@@ -220,7 +220,7 @@ fn data_in_several_pdvs_of_one_pdu_and_bytes_held_behind_the_request() {
     scp.handle_bytes(&[]).unwrap();
     assert!(matches!(
         events(&mut scp)[..],
-        [Event::Command { pc: 1, .. }]
+        [Event::Part(Part::Command { pc: 1, .. })]
     ));
     // Several PDVs in one PDU, as some SCUs send them: one message all the same.
     let mut p = Vec::new();
@@ -241,7 +241,9 @@ fn data_in_several_pdvs_of_one_pdu_and_bytes_held_behind_the_request() {
     scp.handle_bytes(&p).unwrap();
     let got = events(&mut scp);
     assert_eq!(got.len(), 3);
-    assert!(matches!(&got[2], Event::Data { data, last: true, .. } if &data[..] == b"cd"));
+    assert!(
+        matches!(&got[2], Event::Part(Part::Data { data, last: true, .. }) if &data[..] == b"cd")
+    );
 }
 
 #[test]
