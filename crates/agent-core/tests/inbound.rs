@@ -47,17 +47,8 @@ async fn add_channel(w: &World, name: &str, address: &str) {
         serde_json::json!({"name": name, "endpoint": {"reference": format!("Endpoint/{name}")}}),
     );
     store.put(agent).await.unwrap();
-    let token = caller(&w.relay.base_url()).token().await.unwrap();
-    let r = reqwest::Client::new()
-        .get(format!(
-            "{}fhir/R4/Agent/{AGENT}/$reload-config",
-            w.relay.base_url()
-        ))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (status, body) = reload_config(&w.relay).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]
@@ -469,17 +460,8 @@ async fn add_channel_to(w: &World, name: &str, address: &str, target: Option<&st
         }
         store.put(agent).await.unwrap();
     }
-    let token = caller(&w.relay.base_url()).token().await.unwrap();
-    let r = reqwest::Client::new()
-        .get(format!(
-            "{}fhir/R4/Agent/{AGENT}/$reload-config",
-            w.relay.base_url()
-        ))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (status, body) = reload_config(&w.relay).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 /// A connection that waits for the application acknowledgement (past a CA), at most `wait`.

@@ -385,21 +385,8 @@ async fn agent_status_off_refuses_pushes() {
     agent["status"] = "off".into();
     w.relay.registry().put(agent).await.unwrap();
     // the agent re-reads its configuration when told to
-    let tls = agent_core::client_config(None).unwrap();
-    let c =
-        agent_core::RelayClient::new(&w.relay.base_url(), "caller", "caller-secret-0123456", tls)
-            .unwrap();
-    let token = c.token().await.unwrap();
-    let r = reqwest::Client::new()
-        .get(format!(
-            "{}fhir/R4/Agent/{AGENT}/$reload-config",
-            w.relay.base_url()
-        ))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let (status, body) = reload_config(&w.relay).await;
+    assert_eq!(status, 200, "{body}");
     assert!(w.agent.is_off());
     // The relay itself refuses pushes to an agent that is off.
     let err = push(&w, &wait(5_000)).await.unwrap_err().to_string();
@@ -416,17 +403,7 @@ async fn agent_status_other_than_active_stops_pushes_but_not_channels() {
     let mut agent = w.bundle["entry"][2]["resource"].clone();
     agent["status"] = "error".into();
     w.relay.registry().put(agent.clone()).await.unwrap();
-    let token = caller(&w.relay.base_url()).token().await.unwrap();
-    let reload = || {
-        reqwest::Client::new()
-            .get(format!(
-                "{}fhir/R4/Agent/{AGENT}/$reload-config",
-                w.relay.base_url()
-            ))
-            .bearer_auth(&token)
-            .send()
-    };
-    assert_eq!(reload().await.unwrap().status(), 200);
+    assert_eq!(reload_config(&w.relay).await.0, 200);
     assert!(w.agent.is_off(), "transmits are stopped");
     let err = push(&w, &wait(5_000)).await.unwrap_err().to_string();
     assert!(
@@ -444,7 +421,7 @@ async fn agent_status_other_than_active_stops_pushes_but_not_channels() {
     // Back to active: pushes go again.
     agent["status"] = "active".into();
     w.relay.registry().put(agent).await.unwrap();
-    assert_eq!(reload().await.unwrap().status(), 200);
+    assert_eq!(reload_config(&w.relay).await.0, 200);
     assert!(!w.agent.is_off());
     assert!(matches!(
         push(&w, &wait(10_000)).await.unwrap(),

@@ -70,17 +70,8 @@ async fn reload_with(w: &World, settings: Value) {
     let mut agent = (*store.get("Agent", AGENT).await.unwrap().unwrap()).clone();
     agent["setting"] = settings;
     store.put(agent).await.unwrap();
-    let token = caller(&w.relay.base_url()).token().await.unwrap();
-    let r = reqwest::Client::new()
-        .get(format!(
-            "{}fhir/R4/Agent/{AGENT}/$reload-config",
-            w.relay.base_url()
-        ))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (status, body) = reload_config(&w.relay).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 async fn push_to_counting(w: &World) {

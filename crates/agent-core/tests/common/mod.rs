@@ -149,6 +149,21 @@ pub fn caller(relay_base: &str) -> RelayClient {
     RelayClient::new(relay_base, "caller", "caller-secret-0123456", tls).unwrap()
 }
 
+/// `GET Agent/{AGENT}/$reload-config` as a caller: the relay's HTTP status and body.
+pub async fn reload_config(relay: &Relay) -> (reqwest::StatusCode, String) {
+    let token = caller(&relay.base_url()).token().await.unwrap();
+    let r = reqwest::Client::new()
+        .get(format!(
+            "{}fhir/R4/Agent/{AGENT}/$reload-config",
+            relay.base_url()
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.text().await.unwrap())
+}
+
 /// Everything up: device (on `device_port`, 0 for any), relay, agent.
 pub struct World {
     pub device: Device,
