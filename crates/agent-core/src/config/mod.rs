@@ -451,6 +451,24 @@ mod tests {
     }
 
     #[test]
+    fn metrics_listen_is_a_socket_address() {
+        let base = "baseUrl=http://r/\nclientId=c\nclientSecret=s\nagentId=a\n";
+        let c = AgentConfig::parse_properties(&format!("{base}metricsListen=127.0.0.1:9464\n"))
+            .unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(
+            AgentConfig::parse_properties(base).unwrap().metrics_listen,
+            None
+        );
+        let e =
+            AgentConfig::parse_properties(&format!("{base}metricsListen=localhost\n")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "configuration: metricsListen: not a socket address (IP:port): localhost"
+        );
+    }
+
+    #[test]
     fn medplum_properties_file() {
         let c = AgentConfig::from_properties(
             "# Medplum agent\r\nbaseUrl=https://relay.example.org/medplum/\r\nclientId=abc\r\nclientSecret=s=e=c\r\nagentId=1080ee82\r\nlogLevel=DEBUG\r\nlogger.main.logDir=C:/logs\r\n",
