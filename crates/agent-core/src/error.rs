@@ -133,6 +133,14 @@ pub enum ConfigError {
         /// The value.
         value: String,
     },
+    /// A value that should be a socket address (`host:port`) is not one.
+    #[error("{key}: not a socket address (IP:port): {value}")]
+    NotAnAddress {
+        /// The key.
+        key: &'static str,
+        /// The value.
+        value: String,
+    },
     /// A file could not be read or a directory created.
     #[error("{}: {source}", .path.display())]
     File {

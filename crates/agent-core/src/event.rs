@@ -5,6 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
+use crate::metrics::Metrics;
+use crate::stats::RttStats;
+
 /// Something the agent did, for demos, tests and monitoring.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -90,11 +93,14 @@ pub(crate) struct ChannelCounts {
 
 /// Where events go: any number of subscribers, none needed. A subscriber that falls behind
 /// loses the oldest events, never slows the agent. Inbound events are also counted per
-/// channel.
+/// channel (the stats line, `$stats`) and in the [`Metrics`]; the round-trip times for
+/// `$stats` are kept beside them.
 #[derive(Debug, Clone)]
 pub(crate) struct Events {
     tx: broadcast::Sender<Event>,
     counts: Arc<Mutex<BTreeMap<String, ChannelCounts>>>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) rtt: RttStats,
 }
 
 impl Events {
@@ -102,21 +108,25 @@ impl Events {
         Events {
             tx: broadcast::channel(1024).0,
             counts: Arc::default(),
+            metrics: Arc::default(),
+            rtt: RttStats::default(),
         }
     }
 
     pub(crate) fn emit(&self, event: Event) {
         let counted = match &event {
-            Event::InboundQueued { channel, .. } => Some((channel, 1, 0, 0)),
+            Event::InboundQueued { channel, .. } => Some((channel, 1, 0, 0, "received")),
             Event::InboundAnswered {
                 channel, status, ..
-            } if *status < 400 => Some((channel, 0, 1, 0)),
-            Event::InboundAnswered { channel, .. } | Event::InboundDeadLettered { channel, .. } => {
-                Some((channel, 0, 0, 1))
-            }
+            } if *status < 400 => Some((channel, 0, 1, 0, "sent")),
+            Event::InboundAnswered { channel, .. } => Some((channel, 0, 0, 1, "errored")),
+            Event::InboundDeadLettered { channel, .. } => Some((channel, 0, 0, 1, "dead_lettered")),
             _ => None,
         };
-        if let Some((channel, received, sent, errored)) = counted {
+        if let Some((channel, .., outcome)) = counted {
+            self.metrics.message(channel, outcome);
+        }
+        if let Some((channel, received, sent, errored, _)) = counted {
             let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
             let c = counts.entry(channel.clone()).or_default();
             c.received += received;

@@ -64,7 +64,9 @@ mod event;
 mod inbound;
 mod link;
 mod logs;
+mod metrics;
 mod outbound;
+mod stats;
 mod tls;
 mod url;
 
@@ -178,10 +180,11 @@ impl Agent {
             events.clone(),
             stopping.clone(),
         );
+        let (budget, connections) = connection_budget();
         let ctx = ChannelContext {
             inbox: Arc::new(Inbox::new(queue, &config.agent_id, events.clone())),
             config: config.clone(),
-            budget: connection_budget(),
+            budget: budget.clone(),
         };
         let inbound = Arc::new(Inbound::new(
             ctx,
@@ -202,6 +205,8 @@ impl Agent {
             stopping,
             settings_seen: Arc::default(),
             stats_timer: Arc::default(),
+            budget,
+            connections,
         };
         wiring.open_saved().await;
         // Messages left in the queue by a previous run go out as soon as a session is live.
@@ -286,6 +291,25 @@ impl Agent {
         self.inbound.retry_dead_letter(id).await
     }
 
+    /// The agent's metrics in Prometheus's text exposition format (`--metrics-listen`):
+    /// `outpost_agent_messages_total{channel,outcome}`, `outpost_agent_pushes_total{outcome}`,
+    /// `outpost_agent_push_duration_seconds`, `outpost_agent_queue_depth{channel}` and
+    /// `outpost_agent_relay_connected`. Reads the queue: call it off the runtime's threads
+    /// or accept a short block.
+    pub fn metrics_text(&self) -> String {
+        let mut depths = self
+            .inbound
+            .inbox()
+            .queue()
+            .depth_by_channel()
+            .unwrap_or_default();
+        // A channel that has had messages shows an empty queue as 0, not as nothing.
+        for channel in self.events.counts().into_keys() {
+            depths.entry(channel).or_insert(0);
+        }
+        self.events.metrics.render(self.relay.is_live(), &depths)
+    }
+
     /// Whether `Agent.status` is `off`.
     pub fn is_off(&self) -> bool {
         self.outbound.is_off()
@@ -300,8 +324,8 @@ impl Agent {
 }
 
 /// Raises the soft file-descriptor limit to the hard one where the system allows, and sizes
-/// the device connections all channels may hold together below it.
-fn connection_budget() -> Budget {
+/// the device connections all channels may hold together below it: the budget and its size.
+fn connection_budget() -> (Budget, usize) {
     let soft = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => n,
         Err(e) => {
@@ -316,7 +340,7 @@ fn connection_budget() -> Budget {
         device_connections = budget,
         "device connections capped below the file-descriptor limit"
     );
-    Budget::new(budget)
+    (Budget::new(budget), budget)
 }
 
 /// The `logStatsFreqSecs` task, with its period in seconds.
@@ -337,6 +361,9 @@ struct Wiring {
     settings_seen: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// The `logStatsFreqSecs` task and its period.
     stats_timer: Arc<std::sync::Mutex<Option<StatsTimer>>>,
+    /// The device connections of all channels, and how many it allows (`$stats`).
+    budget: Budget,
+    connections: usize,
 }
 
 impl Wiring {
@@ -505,19 +532,16 @@ impl link::Handler for Wiring {
                 ),
             ),
             AgentMessage::StatsRequest(r) => {
-                let stats = serde_json::json!({
-                    "live": self.relay.is_live(),
-                    "queueDepth": self.inbound.inbox().queue().depth().unwrap_or(-1),
-                    "version": VERSION,
-                });
-                self.answer(
-                    session,
-                    AgentMessage::StatsResponse(StatsResponse {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let stats = this.stats().await;
+                    let answer = AgentMessage::StatsResponse(StatsResponse {
                         status_code: 200,
                         stats,
                         callback: r.callback,
-                    }),
-                );
+                    });
+                    this.relay.answer(session, answer).await;
+                });
             }
             AgentMessage::DeadLettersRequest(r) => {
                 let this = self.clone();
@@ -532,6 +556,52 @@ impl link::Handler for Wiring {
 }
 
 impl Wiring {
+    /// `agent:stats:response`'s `stats`, in Medplum's shape: `hl7ConnectionsOpen` (device
+    /// connections open on every inbound channel), `hl7QueueDepth` (the queue),
+    /// `live`, `channelStats` (per channel: `rtt` as Medplum's, and Outpost's `received`,
+    /// `sent`, `errored` since the start and `queued` now) and `clientStats` (per push
+    /// destination: `rtt`). Medplum's `ping`, `webSocketQueueDepth`, `hl7ClientCount` and
+    /// `outstandingHeartbeats` are not measured by Outpost and are left out; `version` is
+    /// added.
+    async fn stats(&self) -> serde_json::Value {
+        let counts = self.events.counts();
+        let inbox = self.inbound.inbox().clone();
+        let depths = tokio::task::spawn_blocking(move || inbox.queue().depth_by_channel())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let mut channels = self.events.rtt.to_json(stats::Kind::Channel);
+        let names: std::collections::BTreeSet<String> = self
+            .inbound
+            .listening()
+            .await
+            .into_iter()
+            .map(|(name, _)| name)
+            .chain(counts.keys().cloned())
+            .chain(depths.keys().cloned())
+            .collect();
+        for name in names {
+            let c = counts.get(&name).copied().unwrap_or_default();
+            let entry = channels.entry(name.clone()).or_insert_with(|| {
+                serde_json::json!({"rtt": {"count": 0, "min": -1, "max": -1, "average": -1,
+                    "p50": -1, "p95": -1, "p99": -1, "pendingCount": 0}})
+            });
+            entry["received"] = c.received.into();
+            entry["sent"] = c.sent.into();
+            entry["errored"] = c.errored.into();
+            entry["queued"] = depths.get(&name).copied().unwrap_or(0).into();
+        }
+        serde_json::json!({
+            "hl7ConnectionsOpen": self.connections.saturating_sub(self.budget.available()),
+            "hl7QueueDepth": depths.values().sum::<i64>(),
+            "live": self.relay.is_live(),
+            "channelStats": channels,
+            "clientStats": self.events.rtt.to_json(stats::Kind::Remote),
+            "version": VERSION,
+        })
+    }
+
     /// `agent:deadletters:request` (Outpost): send one again if asked, then list what is left.
     async fn dead_letters(&self, r: agent_protocol::DeadLettersRequest) -> AgentMessage {
         let mut status_code = 200;

@@ -55,6 +55,10 @@ pub struct AgentArgs {
     /// decides what reaches stderr).
     #[arg(long)]
     log_level: Option<String>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (`metricsListen` in agent.properties);
+    /// port 0 picks a free port, printed as "Metrics listening on URL".
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Check the settings and what the relay configures for this agent (log in, read the
     /// Agent and its channels' Endpoints), print each problem on its own line, and exit: 0
     /// when it would start cleanly, 2 with problems, 3 relay unreachable, 4 credentials
@@ -239,6 +243,9 @@ pub fn run(args: AgentArgs, log_format: crate::LogFormat) -> anyhow::Result<Exit
     if let Some(d) = args.data_dir.clone() {
         config.data_dir = d;
     }
+    if args.metrics_listen.is_some() {
+        config.metrics_listen = args.metrics_listen;
+    }
     if let Err(e) = config.validate() {
         eprintln!(
             "error: {e} (give --config agent.properties, or --base-url, --client-id, --client-secret (or MEDPLUM_CLIENT_SECRET, or --client-secret-file) and --agent-id)"
@@ -299,9 +306,19 @@ pub fn run(args: AgentArgs, log_format: crate::LogFormat) -> anyhow::Result<Exit
 /// Runs the agent until Ctrl-C or SIGTERM.
 fn run_agent(config: AgentConfig, logs: LogBuffer, settings: String) -> anyhow::Result<ExitCode> {
     crate::runtime()?.block_on(async {
-        let agent = Agent::start(config.clone(), logs)
-            .await
-            .context("cannot start the agent")?;
+        let agent = std::sync::Arc::new(
+            Agent::start(config.clone(), logs)
+                .await
+                .context("cannot start the agent")?,
+        );
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(
+                serve_metrics(addr, agent.clone())
+                    .await
+                    .with_context(|| format!("cannot serve metrics on {addr}"))?,
+            ),
+            None => None,
+        };
         println!(
             "Agent {} starting; relay {} ({settings})",
             config.agent_id,
@@ -348,9 +365,54 @@ fn run_agent(config: AgentConfig, logs: LogBuffer, settings: String) -> anyhow::
             () = crate::shutdown_signal() => {}
             () = announce => {}
         }
-        agent.shutdown().await;
+        if let Some(server) = metrics {
+            server.abort();
+            let _ = server.await;
+        }
+        // The metrics server held the only other handle, and it is gone.
+        if let Ok(agent) = std::sync::Arc::try_unwrap(agent) {
+            agent.shutdown().await;
+        }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Serves `GET /metrics` (Prometheus text) on `addr` until aborted; says where on stdout.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    agent: std::sync::Arc<Agent>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use axum::response::IntoResponse;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!(
+        "Metrics listening on http://{}/metrics",
+        listener.local_addr()?
+    );
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let agent = agent.clone();
+            async move {
+                // Reading the queue's depth is a SQLite query: off the runtime's threads.
+                let text = tokio::task::spawn_blocking(move || agent.metrics_text())
+                    .await
+                    .unwrap_or_default();
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    text,
+                )
+                    .into_response()
+            }
+        }),
+    );
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "metrics server stopped");
+        }
+    }))
 }
 
 /// `outpost agent --check`.

@@ -8,20 +8,48 @@ use clap::{Args, Subcommand};
 
 use crate::exit;
 
+mod report;
+
 #[derive(Debug, Subcommand)]
 pub enum FleetCommand {
+    /// Each agent's connection and version (`$bulk-status`, as `medplum agent status`).
+    /// Exit 1 when one is not connected.
+    Status(Targets),
+    /// Each agent's counters and round-trip times (`$stats`): per channel, messages received,
+    /// sent, errored and queued with the relay's round trip; per push destination, the device's.
+    Stats(Targets),
+    /// Each agent's recent log lines, newest first (`$fetch-logs`).
+    Logs(LogsArgs),
+    /// Make each agent read its configuration again (`$reload-config`).
+    Reload(Targets),
+    /// Ping a host from each agent (`$push` of `x-application/ping`, as `medplum agent
+    /// ping`): the agent runs the system's `ping` and answers with its output.
+    Ping(PingArgs),
+    /// Ask each agent to upgrade itself (`$upgrade`). Outpost's agent answers that it cannot
+    /// (install the new binary and restart the service): the command exits 1 with its answer.
+    Upgrade(UpgradeArgs),
     /// The inbound messages an agent moved aside after too many errors (its dead letters);
     /// `--retry ID` sends one again. Through the relay's `Agent/{id}/$dead-letters`.
     DeadLetters(DeadLettersArgs),
 }
 
+/// Which agents, and how to reach the relay.
 #[derive(Debug, Args)]
-pub struct DeadLettersArgs {
-    /// The Agent's id.
-    agent: String,
-    /// Put this dead letter back in its channel's queue (same callback, errors forgotten).
+pub struct Targets {
+    /// Agents: an id, `Agent/<id>`, or a search such as `Agent?name=Lab` or
+    /// `Agent?identifier=sys|value`. None: every Agent.
+    #[arg(value_name = "AGENT")]
+    agents: Vec<String>,
+    /// One JSON array on stdout instead of a table.
     #[arg(long)]
-    retry: Option<i64>,
+    json: bool,
+    #[command(flatten)]
+    relay: RelayArgs,
+}
+
+/// The relay and the caller's credentials (as `outpost push`).
+#[derive(Debug, Args)]
+pub struct RelayArgs {
     /// The relay's base URL.
     #[arg(long, env = "MEDPLUM_BASE_URL")]
     base_url: String,
@@ -36,21 +64,92 @@ pub struct DeadLettersArgs {
     ca_file: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    targets: Targets,
+    /// Lines per agent (the agent's default 20, at most 1000).
+    #[arg(long)]
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct PingArgs {
+    #[command(flatten)]
+    targets: Targets,
+    /// The host or IPv4 address each agent pings.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Pings per agent (1 to 10).
+    #[arg(long, default_value_t = 1)]
+    count: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    #[command(flatten)]
+    targets: Targets,
+    /// The version to upgrade to (default: the latest).
+    #[arg(long)]
+    version: Option<String>,
+    /// Upgrade even when the agent thinks it should not.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeadLettersArgs {
+    /// The Agent's id.
+    agent: String,
+    /// Put this dead letter back in its channel's queue (same callback, errors forgotten).
+    #[arg(long)]
+    retry: Option<i64>,
+    #[command(flatten)]
+    relay: RelayArgs,
+}
+
 pub fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        FleetCommand::Status(t) => report::run(&t, Op::Status),
+        FleetCommand::Stats(t) => report::run(&t, Op::Stats),
+        FleetCommand::Logs(a) => report::run(&a.targets, Op::Logs(a.limit)),
+        FleetCommand::Reload(t) => report::run(&t, Op::Reload),
+        FleetCommand::Ping(a) => report::run(&a.targets, Op::Ping(a.host.clone(), a.count)),
+        FleetCommand::Upgrade(a) => {
+            report::run(&a.targets, Op::Upgrade(a.version.clone(), a.force))
+        }
         FleetCommand::DeadLetters(args) => dead_letters(&args),
     }
 }
 
-fn dead_letters(args: &DeadLettersArgs) -> anyhow::Result<ExitCode> {
-    let tls = agent_core::client_config(args.ca_file.as_deref())?;
-    let client = match RelayClient::new(&args.base_url, &args.client_id, &args.client_secret, tls) {
-        Ok(c) => c,
+/// One `outpost fleet` operation.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    Status,
+    Stats,
+    Logs(Option<u32>),
+    Reload,
+    Ping(String, u32),
+    Upgrade(Option<String>, bool),
+}
+
+/// A client for `relay`, or the exit code of a base URL that cannot be one.
+pub(crate) fn client(relay: &RelayArgs) -> anyhow::Result<Result<RelayClient, ExitCode>> {
+    let tls = agent_core::client_config(relay.ca_file.as_deref())?;
+    match RelayClient::new(&relay.base_url, &relay.client_id, &relay.client_secret, tls) {
+        Ok(c) => Ok(Ok(c)),
         Err(agent_core::Error::Config(e)) => {
             eprintln!("error: --base-url: {e}");
-            return Ok(ExitCode::from(exit::USAGE));
+            Ok(Err(ExitCode::from(exit::USAGE)))
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn dead_letters(args: &DeadLettersArgs) -> anyhow::Result<ExitCode> {
+    let client = match client(&args.relay)? {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
     };
     let agent = args.agent.trim_start_matches("Agent/");
     let op = match args.retry {

@@ -2,7 +2,7 @@
 //!
 //! Human output goes to stdout, logs (`RUST_LOG`, default `warn`) to stderr. Exit codes: 0
 //! success, 1 a negative answer from the peer (NAK, rejected), 2 bad usage or input, 3 no
-//! answer (refused, timeout, connection closed).
+//! answer (refused, timeout, connection closed), 4 the relay refused the credentials.
 
 mod agent;
 mod astm_cmd;
@@ -108,7 +108,8 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Push a message to a device through an agent (like MedplumClient.pushToAgent).
     Push(agent::PushArgs),
-    /// Look after agents through the relay (dead letters).
+    /// Look after agents through the relay: status, stats, logs, reload, ping, upgrade, dead
+    /// letters.
     #[command(subcommand)]
     Fleet(fleet::FleetCommand),
     /// The whole push flow in one process: relay, agent and an HL7 device on loopback.

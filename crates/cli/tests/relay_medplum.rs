@@ -7,7 +7,8 @@ mod support;
 use std::time::Duration;
 
 use agent_protocol::{
-    AgentMessage, ConnectRequest, Decoded, Direction, HeartbeatResponse, TransmitResponse,
+    AgentMessage, ConnectRequest, Decoded, Direction, HeartbeatResponse, StatusResponse,
+    TransmitResponse,
 };
 use futures_util::{SinkExt, StreamExt};
 use support::{Proc, medplum, outpost, repo, run, token};
@@ -70,6 +71,31 @@ fn scripted_agent(base: &str) -> std::sync::mpsc::Receiver<String> {
                         AgentMessage::HeartbeatResponse(HeartbeatResponse {
                             version: "scripted-1".into(),
                             callback: None,
+                        })
+                    }
+                    AgentMessage::ReloadConfigRequest(req) => {
+                        let _ = tx.send("reload-config".to_owned());
+                        AgentMessage::ReloadConfigResponse(StatusResponse {
+                            status_code: 200,
+                            callback: req.callback,
+                        })
+                    }
+                    // A ping: answered as the agent does, with ping's output.
+                    AgentMessage::TransmitRequest(req)
+                        if req.content_type == agent_protocol::CONTENT_TYPE_PING =>
+                    {
+                        let _ = tx.send(format!("{} to {}", req.body, req.remote));
+                        AgentMessage::TransmitResponse(TransmitResponse {
+                            channel: None,
+                            remote: req.remote.clone(),
+                            callback: req.callback,
+                            content_type: agent_protocol::CONTENT_TYPE_PING.into(),
+                            status_code: Some(200),
+                            status: None,
+                            body: format!(
+                                "PING {0}: 56 data bytes\n--- {0} ping statistics ---\n1 packets transmitted, 1 packets received, 0% packet loss",
+                                req.remote
+                            ),
                         })
                     }
                     AgentMessage::TransmitRequest(req) => {
@@ -192,6 +218,23 @@ fn medplum_get_status_and_agent_status() {
     let (code, out, err) = medplum_with(&base, &["agent", "status", AGENT, "--output", "json"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("connected"), "{out}");
+}
+
+#[test]
+fn medplum_agent_reload_config_and_ping() {
+    let (_relay, base) = relay();
+    let seen = scripted_agent(&base);
+    let (code, out, err) = medplum_with(
+        &base,
+        &["agent", "reload-config", AGENT, "--output", "json"],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains(AGENT), "{out}");
+    assert_eq!(seen.recv_timeout(WAIT).unwrap(), "reload-config");
+    let (code, out, err) = medplum_with(&base, &["agent", "ping", "127.0.0.1", AGENT]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("1 packets received"), "{out}");
+    assert_eq!(seen.recv_timeout(WAIT).unwrap(), "PING 1 to 127.0.0.1");
 }
 
 #[test]

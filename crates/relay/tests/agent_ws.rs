@@ -514,3 +514,98 @@ async fn reload_config_and_fetch_logs_reach_the_agent() {
             .contains("\"msg\":\"hello\"")
     );
 }
+
+#[tokio::test]
+async fn stats_carries_the_agents_answer_and_fetch_logs_takes_limit_from_a_post_body() {
+    let relay = start().await;
+    let mut agent = ScriptedAgent::connect(&relay).await;
+    let t = token(&relay, CALLER, CALLER_SECRET).await;
+    let stats = json!({"hl7ConnectionsOpen": 1, "hl7QueueDepth": 0, "live": true,
+        "channelStats": {"in": {"rtt": {"count": 1, "min": 3.0, "max": 3.0, "average": 3.0,
+            "p50": 3.0, "p95": 3.0, "p99": 3.0, "pendingCount": 0}}},
+        "clientStats": {}});
+    let url = format!("{}fhir/R4/Agent/{AGENT}/$stats", relay.base_url());
+    let answer = async {
+        let AgentMessage::StatsRequest(r) = agent.recv_kind("agent:stats:request").await else {
+            unreachable!()
+        };
+        agent
+            .send(&AgentMessage::StatsResponse(
+                agent_protocol::StatsResponse {
+                    status_code: 200,
+                    stats: stats.clone(),
+                    callback: r.callback,
+                },
+            ))
+            .await;
+    };
+    let (resp, ()) = tokio::join!(call(client().get(url).bearer_auth(&t)), answer);
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    assert_eq!(resp.json["resourceType"], "Parameters");
+    assert_eq!(resp.json["parameter"][0]["name"], "stats");
+    let got: serde_json::Value =
+        serde_json::from_str(resp.json["parameter"][0]["valueString"].as_str().unwrap()).unwrap();
+    assert_eq!(got, stats);
+
+    // Bulk: every Agent the search selects, one Bundle entry each; the one not connected
+    // gets an OperationOutcome.
+    let url = format!(
+        "{}fhir/R4/Agent/$stats?_id={AGENT},{AGENT2}",
+        relay.base_url()
+    );
+    let answer = async {
+        let AgentMessage::StatsRequest(r) = agent.recv_kind("agent:stats:request").await else {
+            unreachable!()
+        };
+        agent
+            .send(&AgentMessage::StatsResponse(
+                agent_protocol::StatsResponse {
+                    status_code: 200,
+                    stats: stats.clone(),
+                    callback: r.callback,
+                },
+            ))
+            .await;
+    };
+    let (resp, ()) = tokio::join!(call(client().get(url).bearer_auth(&t)), answer);
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    assert_eq!(resp.json["type"], "collection");
+    let entries = resp.json["entry"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{}", resp.text);
+    let result_of = |id: &str| {
+        entries
+            .iter()
+            .find(|e| e["resource"]["parameter"][0]["resource"]["id"] == id)
+            .map(|e| e["resource"]["parameter"][1]["resource"].clone())
+            .unwrap()
+    };
+    assert_eq!(result_of(AGENT)["resourceType"], "Parameters");
+    assert_eq!(result_of(AGENT2)["resourceType"], "OperationOutcome");
+
+    // $fetch-logs: `limit` in a POST body's Parameters, as Medplum's operation reads it.
+    let url = format!("{}fhir/R4/Agent/{AGENT}/$fetch-logs", relay.base_url());
+    let answer = async {
+        let AgentMessage::LogsRequest(r) = agent.recv_kind("agent:logs:request").await else {
+            unreachable!()
+        };
+        assert_eq!(r.limit, Some(7));
+        agent
+            .send(&AgentMessage::LogsResponse(agent_protocol::LogsResponse {
+                status_code: 200,
+                logs: Vec::new(),
+                callback: r.callback,
+            }))
+            .await;
+    };
+    let body =
+        json!({"resourceType": "Parameters", "parameter": [{"name": "limit", "valueInteger": 7}]});
+    let (resp, ()) = tokio::join!(
+        call(client().post(&url).bearer_auth(&t).json(&body)),
+        answer
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    // A limit that is not a count is the caller's mistake, not sent to the agent.
+    let resp = call(client().get(format!("{url}?limit=-1")).bearer_auth(&t)).await;
+    assert_eq!(resp.status, 400, "{}", resp.text);
+    assert!(oo_text(&resp.json).contains("limit"), "{}", resp.text);
+}

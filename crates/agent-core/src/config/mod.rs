@@ -58,6 +58,9 @@ pub struct AgentConfig {
     /// Errors (`agent:error`) a message may get before it is moved to the dead letters and the
     /// channel moves on (`inboundMaxAttempts`, an Outpost addition; 5, at least 1).
     pub inbound_max_attempts: u32,
+    /// Where to serve Prometheus metrics (`metricsListen`, an Outpost addition; the command
+    /// line's `--metrics-listen`): none by default.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for AgentConfig {
@@ -78,6 +81,7 @@ impl Default for AgentConfig {
             max_backoff: Duration::from_secs(30),
             inbound_reply_wait: Duration::from_secs(30),
             inbound_answer_wait: Duration::from_secs(60),
+            metrics_listen: None,
             inbound_max_attempts: 5,
         }
     }
@@ -137,6 +141,7 @@ pub const PROPERTY_KEYS: &[&str] = &[
     "inboundReplyWaitMs",
     "inboundAnswerWaitMs",
     "inboundMaxAttempts",
+    "metricsListen",
     "logger.main.logDir",
     "logger.main.maxFileSizeMb",
     "logger.main.filesToKeep",
@@ -169,7 +174,8 @@ impl AgentConfig {
     /// Keys: `baseUrl`, `clientId`, `clientSecret`, `agentId`, `logLevel`,
     /// `logger.main.*` and `logger.channel.*` (`logDir`, `maxFileSizeMb`, `filesToKeep`,
     /// `logLevel`) (Medplum's), and `clientSecretFile`, `caFile`, `dataDir`, `ackTimeoutMs`,
-    /// `inboundReplyWaitMs`, `inboundAnswerWaitMs`, `inboundMaxAttempts` (Outpost's). Other
+    /// `inboundReplyWaitMs`, `inboundAnswerWaitMs`, `inboundMaxAttempts`, `metricsListen`
+    /// (Outpost's). Other
     /// keys are ignored (`outpost agent --check` lists them).
     ///
     /// `clientSecretFile` names a file holding the secret (surrounding whitespace ignored),
@@ -228,6 +234,13 @@ impl AgentConfig {
                             value: value.clone(),
                         })?
                         .max(1);
+                }
+                "metricsListen" => {
+                    c.metrics_listen =
+                        Some(value.parse().map_err(|_| ConfigError::NotAnAddress {
+                            key: "metricsListen",
+                            value: value.clone(),
+                        })?);
                 }
                 key => match logger::split_logger_key(key) {
                     Some(("main", name)) => c.logger_main.set(key, name, &value)?,
@@ -435,6 +448,24 @@ mod tests {
             check_base_url("127.0.0.1:8103"),
             Err(ConfigError::BaseUrl(_))
         ));
+    }
+
+    #[test]
+    fn metrics_listen_is_a_socket_address() {
+        let base = "baseUrl=http://r/\nclientId=c\nclientSecret=s\nagentId=a\n";
+        let c = AgentConfig::parse_properties(&format!("{base}metricsListen=127.0.0.1:9464\n"))
+            .unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(
+            AgentConfig::parse_properties(base).unwrap().metrics_listen,
+            None
+        );
+        let e =
+            AgentConfig::parse_properties(&format!("{base}metricsListen=localhost\n")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "configuration: metricsListen: not a socket address (IP:port): localhost"
+        );
     }
 
     #[test]

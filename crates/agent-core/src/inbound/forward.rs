@@ -34,6 +34,7 @@ use crate::event::{Event, Events};
 use crate::inbound::inbox::{Answer, Inbox};
 use crate::inbound::queue::Queued;
 use crate::link::RelayLink;
+use crate::stats::Kind;
 
 /// First and longest retry delay.
 const MIN_RETRY: Duration = Duration::from_millis(500);
@@ -102,7 +103,15 @@ impl Forwarder {
             if !self.relay.wait_live().await {
                 return;
             }
+            self.events.rtt.started(Kind::Channel, &channel);
+            let sent = Instant::now();
             let outcome = self.attempt(&channel, &m).await;
+            // A round trip is an answer from the relay (as Medplum's `channelStats`): a final
+            // one or a refusal, not a message that did not get there.
+            let answered = matches!(outcome, Outcome::Final { .. } | Outcome::Refused(_));
+            self.events
+                .rtt
+                .finished(Kind::Channel, &channel, answered.then(|| sent.elapsed()));
             // An expired token is not the message's fault: the first refusal in a row costs
             // nothing, the next ones (a new token refused too) count.
             let token_issue = matches!(&outcome, Outcome::Refused(w) if w == TOKEN_REFUSED);

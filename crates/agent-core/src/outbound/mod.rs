@@ -38,6 +38,7 @@ use crate::AgentConfig;
 use crate::config::remote::AgentSettings;
 use crate::event::{Event, Events};
 use crate::link::{RelayLink, Session};
+use crate::stats::Kind;
 use crate::url::DeviceUrl;
 
 /// What a delivered push answers: a content type and a body.
@@ -143,14 +144,25 @@ impl Outbound {
                 content_type: req.content_type.clone(),
             });
             if this.is_off() {
+                this.events.metrics.push("refused", None);
                 let refusal =
                     AgentMessage::error("Agent.status is currently set to off", req.callback);
                 relay.answer(session, refusal).await;
                 return;
             }
             let budget = this.budget(arrived, req.deadline_ms);
+            this.events.rtt.started(Kind::Remote, &req.remote);
             let resp = this.deliver(&req, budget).await;
             let status = resp.status_code.unwrap_or(200);
+            let took = arrived.elapsed();
+            let answered = !resp.is_error();
+            // Only an answer from the device is a round trip (as Medplum's `clientStats`).
+            this.events
+                .rtt
+                .finished(Kind::Remote, &req.remote, answered.then_some(took));
+            this.events
+                .metrics
+                .push(if answered { "answered" } else { "error" }, Some(took));
             tracing::info!(remote = req.remote, status, "push answered");
             this.events.emit(Event::PushAnswered {
                 remote: req.remote.clone(),

@@ -1,5 +1,5 @@
 //! Agent operations: `$push`, `$status`, `$bulk-status`, `$reload-config`, `$fetch-logs`,
-//! `$upgrade`.
+//! `$stats`, `$upgrade`.
 //!
 //! A push's `waitTimeout` counts from the request's arrival. With `waitForResponse` the caller
 //! gets the device's answer, or a 400 saying why there is none. Without it, "All OK" means the
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_protocol::{
-    AgentMessage, CONTENT_TYPE_PING, LogsRequest, PushRequest, ReloadConfigRequest,
+    AgentMessage, CONTENT_TYPE_PING, LogsRequest, PushRequest, ReloadConfigRequest, StatsRequest,
     TransmitRequest, UpgradeRequest,
 };
 use axum::body::Body;
@@ -29,7 +29,8 @@ use super::response::{all_ok, bad_request, fhir, not_found, outcome, raw, store_
 use crate::agents::AskError;
 use crate::fhir::{id_of, url_params};
 
-/// Default wait for `$reload-config`, `$fetch-logs` (Medplum: 5 s) and `$upgrade` (45 s).
+/// Default wait for `$reload-config`, `$fetch-logs`, `$stats` (Medplum: 5 s) and `$upgrade`
+/// (45 s).
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(45);
 
@@ -334,6 +335,8 @@ enum AgentOp {
     ReloadConfig,
     /// `$fetch-logs`
     FetchLogs,
+    /// `$stats`
+    Stats,
     /// `$upgrade`
     Upgrade,
     /// `$dead-letters` (Outpost): the agent's dead letters; `?retry=ID` sends one again.
@@ -366,9 +369,16 @@ async fn agent_op(
             callback,
         }),
         AgentOp::FetchLogs => AgentMessage::LogsRequest(LogsRequest {
-            limit: q("limit").and_then(|l| l.parse().ok()),
+            limit: match q("limit").map(|l| l.parse::<u32>()) {
+                None => None,
+                Some(Ok(l)) => Some(l),
+                Some(Err(_)) => {
+                    return Err(bad_request("'limit' must be a non-negative integer"));
+                }
+            },
             callback,
         }),
+        AgentOp::Stats => AgentMessage::StatsRequest(StatsRequest { callback }),
         AgentOp::Upgrade => AgentMessage::UpgradeRequest(UpgradeRequest {
             access_token: None,
             version: q("version"),
@@ -408,6 +418,11 @@ async fn agent_op(
                 .collect();
             Ok(json!({"resourceType": "Parameters", "parameter": [
                 {"name": "logs", "valueString": lines.join("\n")}
+            ]}))
+        }
+        (AgentMessage::StatsResponse(r), AgentOp::Stats) if r.status_code < 400 => {
+            Ok(json!({"resourceType": "Parameters", "parameter": [
+                {"name": "stats", "valueString": r.stats.to_string()}
             ]}))
         }
         (AgentMessage::DeadLettersResponse(r), AgentOp::DeadLetters) if r.status_code == 404 => {
@@ -478,6 +493,39 @@ async fn agent_op_route(
     bulk_bundle(results)
 }
 
+/// A POST body's `Parameters` as `(name, value)` pairs (integers, strings, booleans, codes);
+/// an empty body has none.
+async fn body_parameters(
+    state: &RelayState,
+    body: Body,
+) -> Result<Vec<(String, String)>, Response> {
+    let bytes = body_bytes(state, body).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    let v: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| bad_request(format!("body is not JSON: {e}")))?;
+    if v["resourceType"] != "Parameters" {
+        return Err(bad_request("body must be a Parameters resource"));
+    }
+    Ok(v["parameter"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let name = p["name"].as_str()?.to_owned();
+            let value = ["valueInteger", "valueString", "valueBoolean", "valueCode"]
+                .iter()
+                .find_map(|k| match &p[*k] {
+                    Value::Null => None,
+                    Value::String(s) => Some(s.clone()),
+                    other => Some(other.to_string()),
+                })?;
+            Some((name, value))
+        })
+        .collect())
+}
+
 /// The OperationOutcome JSON inside an error response.
 async fn outcome_of(resp: Response) -> Value {
     let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
@@ -545,7 +593,18 @@ pub(crate) async fn operation(
             agent_op_route(state, caller, id, AgentOp::ReloadConfig, query, arrived).await
         }
         ("Agent", "fetch-logs", &(Method::GET | Method::POST)) => {
-            agent_op_route(state, caller, id, AgentOp::FetchLogs, query, arrived).await
+            // `limit` may also come as a POST body's Parameters (`valueInteger`).
+            let mut query = query.to_vec();
+            if method == Method::POST {
+                match body_parameters(state, body).await {
+                    Ok(params) => query.extend(params),
+                    Err(r) => return r,
+                }
+            }
+            agent_op_route(state, caller, id, AgentOp::FetchLogs, &query, arrived).await
+        }
+        ("Agent", "stats", &(Method::GET | Method::POST)) => {
+            agent_op_route(state, caller, id, AgentOp::Stats, query, arrived).await
         }
         ("Agent", "upgrade", &(Method::GET | Method::POST)) => {
             agent_op_route(state, caller, id, AgentOp::Upgrade, query, arrived).await
