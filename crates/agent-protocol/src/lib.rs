@@ -33,6 +33,7 @@
 //!
 //! None.
 
+pub mod channel;
 mod error;
 pub mod link;
 mod message;

@@ -69,7 +69,13 @@ fn server_check_names_every_problem_and_starts_nothing() {
     assert_eq!(out, "OK: the relay would start with these settings\n");
     assert!(!dir.join("relay").exists(), "--check stores nothing");
 
-    let mut bad = bundle("127.0.0.1:2575", &[("adt", "mllp://0.0.0.0:2575")]);
+    let mut bad = bundle(
+        "127.0.0.1:2575",
+        &[
+            ("adt", "mllp://0.0.0.0:2575"),
+            ("images", "dicom://0.0.0.0:11112?cert=/c.pem&key=/k.pem"),
+        ],
+    );
     bad["entry"][2]["resource"]["url"] = "mlp://127.0.0.1:2575".into();
     bad["entry"].as_array_mut().unwrap().push(
         json!({"resource": {"resourceType": "Agent", "id": "site", "channel": [{"name": "x", "endpoint": {"reference": "Endpoint/none"}}]}}),
@@ -84,7 +90,7 @@ fn server_check_names_every_problem_and_starts_nothing() {
     let (code, out, err) = run("outpost server --check", cmd, WAIT);
     assert_eq!(code, 2, "{out}{err}");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 5, "{out}");
+    assert_eq!(lines.len(), 6, "{out}");
     assert!(lines.iter().all(|l| l.starts_with("problem: ")), "{out}");
     assert!(
         lines[0].contains("--listen nowhere: expected HOST:PORT"),
@@ -98,9 +104,14 @@ fn server_check_names_every_problem_and_starts_nothing() {
         lines[2].contains("Device/lis: url \"mlp://127.0.0.1:2575\": unknown scheme mlp://"),
         "{out}"
     );
-    assert!(lines[3].contains("Agent/site again"), "{out}");
     assert!(
-        lines[4].contains("Agent/site channel x: Endpoint/none is not an Endpoint in the bundle"),
+        lines[3].contains("Endpoint/images: address")
+            && lines[3].contains("cert= is for TLS channels: add tls=true"),
+        "{out}"
+    );
+    assert!(lines[4].contains("Agent/site again"), "{out}");
+    assert!(
+        lines[5].contains("Agent/site channel x: Endpoint/none is not an Endpoint in the bundle"),
         "{out}"
     );
 }
@@ -171,6 +182,33 @@ fn agent_check_passes_a_clean_configuration() {
         out.contains("OK: logged in, 1 channel(s) would start"),
         "{out}"
     );
+}
+
+#[test]
+fn agent_check_reads_a_tls_channels_certificate_files() {
+    let dir = scratch("agent-check-tls");
+    let missing = dir.join("no-such-cert.pem");
+    let missing = missing.display();
+    let dicom = format!("dicom://0.0.0.0:0?tls=true&cert={missing}&key={missing}");
+    let mllps = format!("mllps://0.0.0.0:0?cert={missing}&key={missing}");
+    let (_relay, base) = relay(
+        &dir,
+        &bundle(
+            "127.0.0.1:2575",
+            &[("images", dicom.as_str()), ("results", mllps.as_str())],
+        ),
+    );
+    let (code, out, err) = agent_check(&base, "agent-secret-0123456");
+    assert_eq!(code, 2, "{out}{err}");
+    for channel in ["images", "results"] {
+        assert!(
+            out.lines().any(|l| l.starts_with("problem: ")
+                && l.contains(channel)
+                && l.contains("no-such-cert.pem")),
+            "{channel}: {out}"
+        );
+    }
+    assert!(!out.contains("would start"), "{out}");
 }
 
 #[test]

@@ -28,8 +28,9 @@ pub enum Error {
     /// Implicit VR (PS3.5 §7.1.3) as a sequence that does not parse. The data set can go only
     /// in an Explicit VR transfer syntax.
     #[error(
-        "{tag} at byte {offset} has VR {vr} but is a sequence in the data dictionary, and its \
-         value would not read back as one in Implicit VR ({reason}): send it in Explicit VR"
+        "{tag} at byte {offset} has VR {vr} but is a sequence in the data dictionary, and \
+         Implicit VR would make a receiver read its value as a broken sequence: send it in \
+         Explicit VR (detail: {reason})"
     )]
     NeedsExplicitVr {
         /// Where the element begins in the source data set.

@@ -16,6 +16,11 @@ pub fn hl7_now(now: DateTime<Utc>) -> String {
 /// An ADT^A01 (admit) of the same shape as the one `medplum hl7 send --generate-example`
 /// builds: MSH, EVN, PID, PV1, control ID the milliseconds since the epoch, segments ended by
 /// `\r`.
+///
+/// The PID segment is Medplum's example as it is, with its quirk kept so that messages compare
+/// equal: the birth date and sex sit one field early (PID-6 `19800101`, PID-7 `M`, where
+/// HL7 v2.5 §3.4.2 has mother's maiden name, date/time of birth and administrative sex at
+/// PID-6, PID-7 and PID-8). Use another message where those fields matter.
 pub fn example_adt_a01(now: DateTime<Utc>) -> String {
     let ts = hl7_now(now);
     let control_id = now.timestamp_millis();

@@ -98,6 +98,15 @@ pub(crate) fn check_address(resource: &Value) -> Result<(), String> {
             "{name}: {field} {url:?} has no host:port; expected {expected}"
         ));
     }
+    if field == "address" {
+        // The agent reads the certificate files; what can be told here is whether the
+        // options can work at all.
+        let query = url_params(rest.split_once('?').map_or("", |(_, q)| q));
+        agent_protocol::channel::listener_tls(scheme, |k| {
+            query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+        })
+        .map_err(|e| format!("{name}: {field} {url:?}: {e}"))?;
+    }
     Ok(())
 }
 
@@ -136,6 +145,28 @@ mod tests {
         );
         // tcp:// is for listeners only.
         assert!(check_address(&dev("tcp://h:1")).is_err());
+        let endpoint =
+            |address: &str| json!({"resourceType": "Endpoint", "id": "in", "address": address});
+        assert_eq!(
+            check_address(&endpoint(
+                "dicom://0.0.0.0:11112?tls=true&cert=/c.pem&key=/k.pem"
+            )),
+            Ok(())
+        );
+        assert_eq!(
+            check_address(&endpoint("dicom://0.0.0.0:11112?cert=/c.pem&key=/k.pem")),
+            Err("Endpoint/in: address \"dicom://0.0.0.0:11112?cert=/c.pem&key=/k.pem\": cert= is for TLS channels: add tls=true, or remove cert=".to_owned())
+        );
+        assert!(
+            check_address(&endpoint(
+                "dicom://0.0.0.0:11112?tls=yes&cert=/c.pem&key=/k.pem"
+            ))
+            .is_err_and(|e| e.ends_with("tls=\"yes\": true or false"))
+        );
+        assert!(
+            check_address(&endpoint("mllps://0.0.0.0:2576"))
+                .is_err_and(|e| e.contains("need cert=FILE and key=FILE"))
+        );
         let ep = json!({"resourceType": "Endpoint", "address": "tcp://0.0.0.0:9000"});
         assert_eq!(check_address(&ep), Ok(()));
         // The agent's DICOM channel (an SCP).

@@ -191,7 +191,8 @@ impl RemoteConfig {
 
     /// Checks what the relay configures for `agent_id` without starting anything: each
     /// channel as `(name, address)`, and every problem that would stop one (an address that
-    /// does not parse or whose scheme has no listener, no Endpoint, two channels on one port).
+    /// does not parse or whose scheme has no listener, an encoding, delimiter or TLS setting
+    /// that the channel's start refuses, no Endpoint, two channels on one port).
     ///
     /// # Errors
     ///
@@ -203,13 +204,15 @@ impl RemoteConfig {
         let (config, problems) = RemoteConfig::fetch(client, agent_id).await?;
         let mut problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
         for ch in &config.channels {
-            if let Ok(u) = DeviceUrl::parse(&ch.address)
-                && !crate::inbound::CHANNEL_SCHEMES.contains(&u.scheme.as_str())
-            {
+            // An address that does not parse is among `problems` already.
+            if DeviceUrl::parse(&ch.address).is_err() {
+                continue;
+            }
+            if let Err(problem) = crate::inbound::check_settings(&ch.address) {
                 problems.push(
                     ConfigError::Channel {
                         channel: ch.name.clone(),
-                        problem: ChannelProblem::Scheme(u.scheme.clone()),
+                        problem,
                     }
                     .to_string(),
                 );

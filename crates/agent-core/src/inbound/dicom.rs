@@ -103,7 +103,7 @@ pub(crate) async fn start(
             }
         }
     }
-    let tls = tls_config(url)?;
+    let tls = super::tls_config(url)?;
     let listener = TcpListener::bind(&addr).await.map_err(listen_failed)?;
     let local = listener.local_addr().map_err(listen_failed)?;
     let opts = ScpOptions {
@@ -135,25 +135,6 @@ pub(crate) async fn start(
         serve,
         commit,
     }))
-}
-
-/// The TLS configuration of a `?tls=true` channel (`None` for plain DICOM).
-fn tls_config(url: &DeviceUrl) -> Result<Option<Arc<rustls::ServerConfig>>, ChannelProblem> {
-    match url.get("tls") {
-        Some("true") => crate::outbound::device_tls::server_config(url)
-            .map(Some)
-            .map_err(ChannelProblem::Tls),
-        Some("false") | None => match ["cert", "key", "ca"]
-            .into_iter()
-            .find(|k| url.get(k).is_some())
-        {
-            Some(k) => Err(ChannelProblem::Tls(format!(
-                "{k}= is for TLS channels: add tls=true, or remove {k}="
-            ))),
-            None => Ok(None),
-        },
-        Some(other) => Err(ChannelProblem::Tls(format!("tls={other:?}: true or false"))),
-    }
 }
 
 /// A channel name as a directory name: letters, digits, `-` and `_` kept, the rest `_`.

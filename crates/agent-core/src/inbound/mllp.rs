@@ -196,8 +196,7 @@ pub(crate) async fn start(
         addr: url.addr.clone(),
         source,
     };
-    if url.scheme == "mllps" {
-        let tls = crate::outbound::device_tls::server_config(url).map_err(ChannelProblem::Tls)?;
+    if let Some(tls) = super::tls_config(url)? {
         let listener = tokio::net::TcpListener::bind(&url.addr)
             .await
             .map_err(listen)?;

@@ -40,9 +40,6 @@ pub(crate) struct ChannelContext {
     pub(crate) budget: Budget,
 }
 
-/// The schemes an inbound channel's `Endpoint.address` may have.
-pub(crate) const CHANNEL_SCHEMES: &[&str] = &["mllp", "mllps", "astm", "tcp", "dicom"];
-
 /// A channel's listener.
 #[derive(Debug)]
 pub(crate) enum Listener {
@@ -79,6 +76,37 @@ fn charset(url: &DeviceUrl, default: Charset) -> Result<Charset, ChannelProblem>
         Some(label) => Charset::from_label(label).map_err(ChannelProblem::Encoding),
         None => Ok(default),
     }
+}
+
+/// The TLS configuration of a channel that listens over TLS (`mllps://`, `dicom://...?tls=true`),
+/// `None` for one that does not.
+fn tls_config(url: &DeviceUrl) -> Result<Option<Arc<rustls::ServerConfig>>, ChannelProblem> {
+    match agent_protocol::channel::listener_tls(&url.scheme, |k| url.get(k)) {
+        Ok(true) => crate::outbound::device_tls::server_config(url)
+            .map(Some)
+            .map_err(ChannelProblem::Tls),
+        Ok(false) => Ok(None),
+        Err(e) => Err(ChannelProblem::Tls(e)),
+    }
+}
+
+/// What would stop the channel at `address` from starting, short of binding its port: the
+/// address, the scheme, its encoding and delimiters, and its TLS settings with the
+/// certificate files read (the same functions the channel's start calls).
+///
+/// # Errors
+///
+/// The first [`ChannelProblem`] found.
+pub(crate) fn check_settings(address: &str) -> Result<(), ChannelProblem> {
+    let url = DeviceUrl::parse(address)?;
+    match url.scheme.as_str() {
+        "mllp" | "mllps" => charset(&url, Charset::Utf8).map(drop),
+        "astm" => charset(&url, Charset::Latin1).map(drop),
+        "tcp" => tcp::delimiters(&url).map(drop),
+        "dicom" => Ok(()),
+        other => Err(ChannelProblem::Scheme(other.to_owned())),
+    }?;
+    tls_config(&url).map(drop)
 }
 
 #[derive(Debug, Default)]

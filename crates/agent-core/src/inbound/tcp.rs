@@ -31,8 +31,7 @@ pub(crate) async fn start(
     name: &str,
     url: &DeviceUrl,
 ) -> Result<Listener, ChannelProblem> {
-    let start = delimiter(url, "startChar")?;
-    let end = delimiter(url, "endChar")?;
+    let (start, end) = delimiters(url)?;
     let opts = ServerOptions {
         max_frame: MAX_FRAME,
         max_connections: MAX_CONNECTIONS,
@@ -52,6 +51,11 @@ pub(crate) async fn start(
             addr: url.addr.clone(),
             source,
         })
+}
+
+/// A byte-stream channel's `startChar` and `endChar`.
+pub(super) fn delimiters(url: &DeviceUrl) -> Result<(u8, u8), ChannelProblem> {
+    Ok((delimiter(url, "startChar")?, delimiter(url, "endChar")?))
 }
 
 /// A byte-stream channel's delimiter (`startChar`, `endChar`): the first character of the
