@@ -424,27 +424,11 @@ impl Wiring {
                 _ = tick.tick() => {}
                 _ = stopping.wait_for(|s| *s) => return,
             }
-            let counts = self.events.counts();
-            let inbox = self.inbound.inbox().clone();
-            let depths = tokio::task::spawn_blocking(move || inbox.queue().depth_by_channel())
+            let line = self
+                .channel_counts()
                 .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
-            let names: std::collections::BTreeSet<String> = self
-                .inbound
-                .listening()
-                .await
-                .into_iter()
-                .map(|(name, _)| name)
-                .chain(counts.keys().cloned())
-                .chain(depths.keys().cloned())
-                .collect();
-            let line = names
                 .iter()
-                .map(|name| {
-                    let c = counts.get(name).copied().unwrap_or_default();
-                    let queued = depths.get(name).copied().unwrap_or(0);
+                .map(|(name, (c, queued))| {
                     format!(
                         "{name}: received={} sent={} errored={} queued={queued}",
                         c.received, c.sent, c.errored
@@ -559,30 +543,15 @@ impl Wiring {
     /// `agent:stats:response`'s `stats`, in Medplum's shape: `hl7ConnectionsOpen` (device
     /// connections open on every inbound channel), `hl7QueueDepth` (the queue),
     /// `live`, `channelStats` (per channel: `rtt` as Medplum's, and Outpost's `received`,
-    /// `sent`, `errored` since the start and `queued` now) and `clientStats` (per push
-    /// destination: `rtt`). Medplum's `ping`, `webSocketQueueDepth`, `hl7ClientCount` and
-    /// `outstandingHeartbeats` are not measured by Outpost and are left out; `version` is
-    /// added.
+    /// `sent`, `errored` since the start and `queued` now), `clientStats` (per push
+    /// destination: `rtt`), `ping` (the last heartbeat round trip to the relay in ms, `null`
+    /// before the first), `webSocketQueueDepth` (messages waiting to be written to the
+    /// relay), `hl7ClientCount` (device connections of pushes, open or held) and
+    /// `outstandingHeartbeats`; `version` is added.
     async fn stats(&self) -> serde_json::Value {
-        let counts = self.events.counts();
-        let inbox = self.inbound.inbox().clone();
-        let depths = tokio::task::spawn_blocking(move || inbox.queue().depth_by_channel())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
+        let rows = self.channel_counts().await;
         let mut channels = self.events.rtt.to_json(stats::Kind::Channel);
-        let names: std::collections::BTreeSet<String> = self
-            .inbound
-            .listening()
-            .await
-            .into_iter()
-            .map(|(name, _)| name)
-            .chain(counts.keys().cloned())
-            .chain(depths.keys().cloned())
-            .collect();
-        for name in names {
-            let c = counts.get(&name).copied().unwrap_or_default();
+        for (name, (c, queued)) in &rows {
             let entry = channels.entry(name.clone()).or_insert_with(|| {
                 serde_json::json!({"rtt": {"count": 0, "min": -1, "max": -1, "average": -1,
                     "p50": -1, "p95": -1, "p99": -1, "pendingCount": 0}})
@@ -590,16 +559,50 @@ impl Wiring {
             entry["received"] = c.received.into();
             entry["sent"] = c.sent.into();
             entry["errored"] = c.errored.into();
-            entry["queued"] = depths.get(&name).copied().unwrap_or(0).into();
+            entry["queued"] = (*queued).into();
         }
+        let link = self.relay.health();
         serde_json::json!({
             "hl7ConnectionsOpen": self.connections.saturating_sub(self.budget.available()),
-            "hl7QueueDepth": depths.values().sum::<i64>(),
+            "ping": link.ping_ms,
+            "webSocketQueueDepth": link.queued,
+            "hl7QueueDepth": rows.values().map(|(_, queued)| queued).sum::<i64>(),
+            "hl7ClientCount": self.outbound.device_connections(),
             "live": self.relay.is_live(),
+            "outstandingHeartbeats": link.outstanding_heartbeats,
             "channelStats": channels,
             "clientStats": self.events.rtt.to_json(stats::Kind::Remote),
             "version": VERSION,
         })
+    }
+
+    /// Each inbound channel's counts since the start and its queue now, by name: every
+    /// channel listening, counted or with messages queued (the stats line and `$stats`).
+    async fn channel_counts(
+        &self,
+    ) -> std::collections::BTreeMap<String, (event::ChannelCounts, i64)> {
+        let mut counts = self.events.counts();
+        let inbox = self.inbound.inbox().clone();
+        let depths = tokio::task::spawn_blocking(move || inbox.queue().depth_by_channel())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let listening = self.inbound.listening().await;
+        let names = listening
+            .into_iter()
+            .map(|(name, _)| name)
+            .chain(counts.keys().cloned())
+            .chain(depths.keys().cloned())
+            .collect::<std::collections::BTreeSet<String>>();
+        names
+            .into_iter()
+            .map(|name| {
+                let c = counts.remove(&name).unwrap_or_default();
+                let queued = depths.get(&name).copied().unwrap_or(0);
+                (name, (c, queued))
+            })
+            .collect()
     }
 
     /// `agent:deadletters:request` (Outpost): send one again if asked, then list what is left.

@@ -233,6 +233,24 @@ fn fleet_commands_read_the_relay_and_the_agent_serves_metrics() {
     let stats: Value =
         serde_json::from_str(v["parameter"][0]["valueString"].as_str().unwrap()).unwrap();
     assert_eq!(stats["live"], true);
+    // Medplum's link fields: nothing waits to be written, at most the heartbeat of this
+    // period unanswered, a round trip once a heartbeat was answered; the push's device
+    // connection counted while the pool holds it.
+    assert_eq!(stats["webSocketQueueDepth"], 0, "{stats}");
+    assert!(
+        stats["outstandingHeartbeats"]
+            .as_u64()
+            .is_some_and(|n| n <= 1),
+        "{stats}"
+    );
+    assert!(
+        stats["ping"].is_null() || stats["ping"].as_f64().is_some_and(|ms| ms >= 0.0),
+        "{stats}"
+    );
+    assert!(
+        stats["hl7ClientCount"].as_u64().is_some_and(|n| n <= 1),
+        "{stats}"
+    );
     assert_eq!(stats["channelStats"]["in"]["received"], 1);
     assert_eq!(stats["channelStats"]["in"]["sent"], 1);
     assert_eq!(stats["channelStats"]["in"]["rtt"]["count"], 1);

@@ -235,6 +235,24 @@ impl Pool {
             .len()
     }
 
+    /// Connections open or being opened, to every destination: idle ones and those a send
+    /// holds.
+    pub fn connections(&self) -> usize {
+        let dests = self.dests.lock().unwrap_or_else(|p| p.into_inner());
+        dests
+            .values()
+            .map(|d| {
+                let idle = d.idle.lock().unwrap_or_else(|p| p.into_inner()).len();
+                let busy = self
+                    .opts
+                    .max_per_destination
+                    .max(1)
+                    .saturating_sub(d.permits.available_permits());
+                idle + busy
+            })
+            .sum()
+    }
+
     /// Closes every idle connection.
     pub fn clear(&self) {
         let dests = self.dests.lock().unwrap_or_else(|p| p.into_inner());

@@ -499,6 +499,7 @@ async fn pool_reuses_caps_and_reconnects() {
         "at most two messages in flight to one destination"
     );
     assert_eq!(pool.idle_connections(&a), 2);
+    assert_eq!(pool.connections(), 2, "two idle, none held by a send");
 
     // The peer restarts: idle connections are dead, and the next send reconnects.
     let port = server.local_addr().port();

@@ -20,9 +20,12 @@ pub(crate) mod socket;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use agent_protocol::link::{CloseReason, Event as LinkEvent, Link, LinkError, LinkOptions};
+use agent_protocol::link::{
+    CloseReason, Event as LinkEvent, Link, LinkError, LinkOptions, LinkStats,
+};
 use agent_protocol::{AgentMessage, ConnectRequest, ErrorKind};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -89,6 +92,39 @@ pub(crate) struct RelayLink {
     commands: mpsc::Sender<Command>,
     live: watch::Receiver<Option<Session>>,
     stop: watch::Receiver<bool>,
+    health: Arc<Health>,
+}
+
+/// What the driver last saw of the link's heartbeats, for `$stats`.
+#[derive(Debug)]
+struct Health {
+    /// The last heartbeat round trip in µs; -1 before the first.
+    ping_us: AtomicI64,
+    /// Heartbeats sent and not answered.
+    outstanding: AtomicU32,
+}
+
+impl Health {
+    fn record(&self, stats: &LinkStats) {
+        let ping = stats
+            .ping
+            .map_or(-1, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        self.ping_us.store(ping, Ordering::Relaxed);
+        self.outstanding
+            .store(stats.outstanding_heartbeats, Ordering::Relaxed);
+    }
+}
+
+/// The link's side of `$stats`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct LinkHealth {
+    /// The last heartbeat round trip, in ms (Medplum's `ping`).
+    pub(crate) ping_ms: Option<f64>,
+    /// Heartbeats sent and not answered (Medplum's `outstandingHeartbeats`).
+    pub(crate) outstanding_heartbeats: u32,
+    /// Requests and answers waiting for the driver to write them to the WebSocket (Medplum's
+    /// `webSocketQueueDepth`).
+    pub(crate) queued: usize,
 }
 
 impl std::fmt::Debug for Command {
@@ -101,6 +137,17 @@ impl std::fmt::Debug for Command {
 }
 
 impl RelayLink {
+    /// Heartbeat round trip, unanswered heartbeats and the write queue.
+    pub(crate) fn health(&self) -> LinkHealth {
+        let ping_us = self.health.ping_us.load(Ordering::Relaxed);
+        LinkHealth {
+            #[allow(clippy::cast_precision_loss)] // µs below 2^53
+            ping_ms: (ping_us >= 0).then(|| ping_us as f64 / 1000.0),
+            outstanding_heartbeats: self.health.outstanding.load(Ordering::Relaxed),
+            queued: self.commands.max_capacity() - self.commands.capacity(),
+        }
+    }
+
     /// Whether a session is live.
     pub(crate) fn is_live(&self) -> bool {
         self.live.borrow().is_some()
@@ -165,6 +212,7 @@ pub(crate) struct Driver {
     stop: watch::Receiver<bool>,
     commands: mpsc::Receiver<Command>,
     live: watch::Sender<Option<Session>>,
+    health: Arc<Health>,
 }
 
 /// A handle and the driver behind it; run the driver with [`Driver::run`].
@@ -177,10 +225,15 @@ pub(crate) fn new(
 ) -> (RelayLink, Driver) {
     let (tx, rx) = mpsc::channel(COMMANDS);
     let (live, live_rx) = watch::channel(None);
+    let health = Arc::new(Health {
+        ping_us: AtomicI64::new(-1),
+        outstanding: AtomicU32::new(0),
+    });
     let handle = RelayLink {
         commands: tx,
         live: live_rx,
         stop: stop.clone(),
+        health: health.clone(),
     };
     let driver = Driver {
         config,
@@ -190,6 +243,7 @@ pub(crate) fn new(
         stop,
         commands: rx,
         live,
+        health,
     };
     (handle, driver)
 }
@@ -286,6 +340,7 @@ impl Driver {
                 link.close(CloseReason::TransportClosed);
                 transport.get_or_insert(why);
             }
+            self.health.record(&link.stats());
             while let Some(event) = link.poll_event() {
                 if let LinkEvent::UncorrelatedError { error, in_flight } = &event {
                     transmits.retain(|cb| waiters.contains_key(cb));

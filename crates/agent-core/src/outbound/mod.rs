@@ -122,6 +122,11 @@ impl Outbound {
         }
     }
 
+    /// MLLP connections to devices open or held by a push (`$stats` `hl7ClientCount`).
+    pub(crate) fn device_connections(&self) -> usize {
+        self.pool().connections()
+    }
+
     fn pool(&self) -> ::mllp::Pool {
         self.pool.read().unwrap_or_else(|p| p.into_inner()).clone()
     }

@@ -228,6 +228,12 @@ pub struct LinkStats {
     pub expired: u64,
     /// Answers that came after their request expired.
     pub late: u64,
+    /// Heartbeat requests sent since the peer last sent a heartbeat request or answered one
+    /// (Medplum's `outstandingHeartbeats`).
+    pub outstanding_heartbeats: u32,
+    /// The round trip of the last heartbeat answered: from sending the request to the peer's
+    /// response (Medplum's `ping`, in ms there). `None` before the first answer.
+    pub ping: Option<Duration>,
 }
 
 /// One agent↔relay connection, sans I/O. See the [module docs](self).
@@ -243,6 +249,8 @@ pub struct Link {
     connect_deadline: Instant,
     last_heard: Instant,
     next_heartbeat: Option<Instant>,
+    /// When the last heartbeat request went out.
+    heartbeat_sent: Option<Instant>,
     callbacks: Callbacks,
     outgoing: VecDeque<AgentMessage>,
     events: VecDeque<Event>,
@@ -274,6 +282,7 @@ impl Link {
             deciding: false,
             last_heard: now,
             next_heartbeat: None,
+            heartbeat_sent: None,
             callbacks: Callbacks::default(),
             outgoing: VecDeque::new(),
             events: VecDeque::new(),
@@ -361,12 +370,17 @@ impl Link {
         self.heard(now);
         match msg {
             AgentMessage::HeartbeatRequest(_) => {
+                self.stats.outstanding_heartbeats = 0;
                 self.queue(AgentMessage::HeartbeatResponse(HeartbeatResponse {
                     version: self.opts.version.clone(),
                     callback: None,
                 }));
             }
             AgentMessage::HeartbeatResponse(r) => {
+                self.stats.outstanding_heartbeats = 0;
+                if let Some(sent) = self.heartbeat_sent.take() {
+                    self.stats.ping = Some(now.saturating_duration_since(sent));
+                }
                 self.events
                     .push_back(Event::Heartbeat { version: r.version });
             }
@@ -431,6 +445,8 @@ impl Link {
             {
                 self.queue(AgentMessage::HeartbeatRequest(HeartbeatRequest::default()));
                 self.stats.heartbeats += 1;
+                self.stats.outstanding_heartbeats += 1;
+                self.heartbeat_sent = Some(now);
                 let next = at + self.opts.heartbeat_interval;
                 // A driver that woke late does not send a burst to catch up.
                 self.next_heartbeat = Some(if next <= now {

@@ -87,6 +87,49 @@ fn handshake_then_heartbeats_keep_both_ends_up() {
 }
 
 #[test]
+fn heartbeats_unanswered_are_counted_and_an_answer_gives_the_ping() {
+    use agent_protocol::link::Link;
+    use agent_protocol::{ConnectResponse, HeartbeatRequest, HeartbeatResponse};
+    let t0 = std::time::Instant::now();
+    let mut agent = Link::agent(options(), pair::hello(), t0);
+    agent.handle_message(
+        AgentMessage::ConnectResponse(ConnectResponse::default()),
+        t0,
+    );
+    assert_eq!(agent.state(), State::Live);
+    assert_eq!(
+        (agent.stats().outstanding_heartbeats, agent.stats().ping),
+        (0, None)
+    );
+    let heartbeat = |agent: &mut Link, at| {
+        agent.handle_timeout(at);
+        while agent.poll_send().is_some() {}
+    };
+    heartbeat(&mut agent, t0 + Duration::from_secs(10));
+    heartbeat(&mut agent, t0 + Duration::from_secs(20));
+    assert_eq!(agent.stats().outstanding_heartbeats, 2);
+    // The answer to the second, 250 ms after it went out.
+    let answer = AgentMessage::HeartbeatResponse(HeartbeatResponse {
+        version: "relay".into(),
+        callback: None,
+    });
+    agent.handle_message(answer, t0 + Duration::from_millis(20_250));
+    assert_eq!(
+        (agent.stats().outstanding_heartbeats, agent.stats().ping),
+        (0, Some(Duration::from_millis(250)))
+    );
+    // A heartbeat request of the peer's own also shows it is there (Medplum resets on both).
+    heartbeat(&mut agent, t0 + Duration::from_secs(30));
+    assert_eq!(agent.stats().outstanding_heartbeats, 1);
+    agent.handle_message(
+        AgentMessage::HeartbeatRequest(HeartbeatRequest::default()),
+        t0 + Duration::from_secs(31),
+    );
+    assert_eq!(agent.stats().outstanding_heartbeats, 0);
+    assert_eq!(agent.stats().ping, Some(Duration::from_millis(250)));
+}
+
+#[test]
 fn relay_silence_closes_the_agent_link_at_the_silence_timeout() {
     let mut p = Pair::connected();
     let t0 = p.now;
