@@ -118,11 +118,10 @@ async fn hanging_device_times_out_for_the_caller_and_the_agent_answers_anyway() 
     let mut events = w.agent.events();
     let t = Instant::now();
     let err = push(&w, &wait(500)).await.unwrap_err().to_string();
-    // Either the relay's timeout or the agent's own answer (the agent stops at the same
-    // deadline and says why) reaches the caller first; both say what happened, in time.
+    // The agent stops a fifth of the wait before the caller does and says why: the caller
+    // learns that the device, not the agent, did not answer.
     assert!(
-        err.contains("Timeout: no answer from Agent/agent-1 within 500 ms")
-            || err.contains("no acknowledgement for message 1698105185516 within"),
+        err.contains("no acknowledgement for message 1698105185516 within"),
         "{err}"
     );
     assert!(t.elapsed() < Duration::from_secs(3));
@@ -153,8 +152,8 @@ async fn hanging_device_times_out_for_the_caller_and_the_agent_answers_anyway() 
         .and_then(|ms| ms.parse().ok())
         .unwrap_or_else(|| panic!("no wait in {}", answered.1));
     assert!(
-        waited <= 500,
-        "the agent waited past the caller: {}",
+        waited <= 400,
+        "the agent waited past its share of the caller's 500 ms: {}",
         answered.1
     );
 }

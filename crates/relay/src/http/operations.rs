@@ -29,6 +29,12 @@ use super::response::{all_ok, bad_request, fhir, not_found, outcome, raw, store_
 use crate::agents::AskError;
 use crate::fhir::{id_of, url_params};
 
+/// What the agent's deadline for a push leaves before the caller's for its answer to travel
+/// back: a fifth of the wait, at least this...
+const ANSWER_MARGIN_MIN: Duration = Duration::from_millis(20);
+/// ...and at most this.
+const ANSWER_MARGIN_MAX: Duration = Duration::from_secs(1);
+
 /// Default wait for `$reload-config`, `$fetch-logs`, `$stats` (Medplum: 5 s) and `$upgrade`
 /// (45 s).
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -129,8 +135,11 @@ async fn push(
     let url = destination_url(state, caller, &params)?;
     let allowed = Duration::from_millis(params.wait_timeout);
     let deadline = arrived + allowed;
-    // The agent gives up on the push when its caller does (`deadlineMs`: what is left).
+    // The agent gives up on the push a little before its caller does (`deadlineMs`: what is
+    // left, less the time its answer needs to come back), so a device that does not answer in
+    // time is reported as that, by the agent, rather than as an agent that did not answer.
     let left = deadline.saturating_duration_since(Instant::now());
+    let left = left.saturating_sub((left / 5).clamp(ANSWER_MARGIN_MIN, ANSWER_MARGIN_MAX));
     let mut request = TransmitRequest {
         remote: url,
         content_type: params.content_type.clone(),
