@@ -114,7 +114,7 @@ async fn heartbeats_both_ways_and_status() {
         json!({"name": "status", "valueCode": "unknown"})
     );
     let mut agent = ScriptedAgent::connect(&relay).await;
-    // the relay sends heartbeat requests on its own
+    // the relay sends heartbeat requests on its own, the first as it accepts the agent
     let frame = tokio::time::timeout(
         Duration::from_secs(5),
         futures_util::StreamExt::next(&mut agent.ws),

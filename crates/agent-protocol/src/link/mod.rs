@@ -443,10 +443,7 @@ impl Link {
             if let Some(at) = self.next_heartbeat
                 && now >= at
             {
-                self.queue(AgentMessage::HeartbeatRequest(HeartbeatRequest::default()));
-                self.stats.heartbeats += 1;
-                self.stats.outstanding_heartbeats += 1;
-                self.heartbeat_sent = Some(now);
+                self.send_heartbeat(now);
                 let next = at + self.opts.heartbeat_interval;
                 // A driver that woke late does not send a burst to catch up.
                 self.next_heartbeat = Some(if next <= now {
@@ -573,6 +570,9 @@ impl Link {
         self.queue(AgentMessage::ConnectResponse(ConnectResponse::default()));
         if self.state == State::Connecting {
             self.go_live(now);
+            // The agent says its version only in answer to a heartbeat: ask at once rather
+            // than a heartbeat period later, so `$status` knows it from the start.
+            self.send_heartbeat(now);
         }
         Ok(())
     }
@@ -614,6 +614,13 @@ impl Link {
         }
         self.close_reason = Some(reason.clone());
         self.events.push_back(Event::Closed(reason));
+    }
+
+    fn send_heartbeat(&mut self, now: Instant) {
+        self.queue(AgentMessage::HeartbeatRequest(HeartbeatRequest::default()));
+        self.stats.heartbeats += 1;
+        self.stats.outstanding_heartbeats += 1;
+        self.heartbeat_sent = Some(now);
     }
 
     fn go_live(&mut self, now: Instant) {
