@@ -33,6 +33,8 @@ impl Stream {
     /// Whether the peer has neither closed the connection nor sent anything unasked: a
     /// non-blocking look at the TCP socket that takes nothing from it.
     pub(crate) fn is_quiet(&self) -> bool {
+        // One arm without the `tls` feature.
+        #[cfg_attr(not(feature = "tls"), allow(clippy::infallible_destructuring_match))]
         let tcp = match self {
             Stream::Plain(s) => s,
             #[cfg(feature = "tls")]
