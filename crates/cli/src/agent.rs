@@ -77,18 +77,43 @@ enum AgentCommand {
 
 #[derive(Debug, Args)]
 struct DeadLettersArgs {
-    /// The agent's data directory (`dataDir`).
+    /// The agent's data directory (`dataDir`). Default: the one the agent uses with the same
+    /// `--config` (or ./agent.properties), else the per-user state directory.
     #[arg(long)]
-    data_dir: PathBuf,
+    data_dir: Option<PathBuf>,
+    /// The agent's properties file, to find its data directory as the agent does.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Put this dead letter back in its channel's queue (same callback, errors forgotten).
     #[arg(long)]
     retry: Option<i64>,
 }
 
+/// The data directory `outpost agent` would use: `--data-dir`, else the properties file's
+/// (`--config`, or ./agent.properties), else the per-user default.
+fn agent_data_dir(args: &DeadLettersArgs) -> anyhow::Result<PathBuf> {
+    if let Some(d) = &args.data_dir {
+        return Ok(d.clone());
+    }
+    let implicit = std::path::Path::new("agent.properties");
+    let file = args
+        .config
+        .as_deref()
+        .or_else(|| implicit.exists().then_some(implicit));
+    Ok(match file {
+        Some(f) => AgentConfig::read_file(f)?.data_dir,
+        None => AgentConfig::default().data_dir,
+    })
+}
+
 fn dead_letters(args: &DeadLettersArgs) -> anyhow::Result<ExitCode> {
-    let path = args.data_dir.join("agent-queue.sqlite");
+    let data_dir = agent_data_dir(args)?;
+    let path = data_dir.join("agent-queue.sqlite");
     if !path.exists() {
-        eprintln!("error: no agent queue at {}", path.display());
+        eprintln!(
+            "error: no agent queue at {} (give the agent's --data-dir or --config)",
+            path.display()
+        );
         return Ok(ExitCode::from(exit::USAGE));
     }
     let queue = agent_core::queue::Queue::open(Some(&path))
@@ -102,7 +127,7 @@ fn dead_letters(args: &DeadLettersArgs) -> anyhow::Result<ExitCode> {
             None => {
                 eprintln!(
                     "error: no dead letter {id} (see `outpost agent dead-letters --data-dir {}`)",
-                    args.data_dir.display()
+                    data_dir.display()
                 );
                 ExitCode::from(exit::USAGE)
             }

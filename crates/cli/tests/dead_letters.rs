@@ -204,5 +204,48 @@ async fn refused_messages_are_dead_lettered_listed_and_sent_again_through_the_re
         .unwrap();
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "no dead letters\n");
+    // Without --data-dir: the directory the agent's properties file names, or the per-user
+    // one (here an empty state directory: no queue, said so, exit 2).
+    let props = data.with_extension("properties");
+    std::fs::write(
+        &props,
+        format!(
+            "baseUrl={base}\nclientId=agent\nclientSecret=s\nagentId={AGENT}\ndataDir={}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let state = data.with_extension("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let mut by_config = outpost();
+    by_config
+        .args(["agent", "dead-letters", "--config"])
+        .arg(&props);
+    let mut by_default = outpost();
+    by_default
+        .args(["agent", "dead-letters"])
+        .env("XDG_STATE_HOME", &state)
+        .current_dir(&state);
+    let (by_config, by_default) = tokio::task::spawn_blocking(move || {
+        (by_config.output().unwrap(), by_default.output().unwrap())
+    })
+    .await
+    .unwrap();
+    assert!(by_config.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&by_config.stdout),
+        "no dead letters\n"
+    );
+    assert_eq!(by_default.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&by_default.stderr);
+    assert!(
+        err.contains(&format!(
+            "no agent queue at {}",
+            state.join("outpost/agent/agent-queue.sqlite").display()
+        )),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(data);
+    let _ = std::fs::remove_file(props);
+    let _ = std::fs::remove_dir_all(state);
 }
