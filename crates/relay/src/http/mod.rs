@@ -7,6 +7,7 @@
 
 mod binary;
 mod body;
+mod console;
 mod extract;
 mod operations;
 mod outpost;
@@ -56,6 +57,7 @@ pub(crate) fn router(state: Arc<RelayState>) -> Router {
         .route("/fhir/R4/{ty}", any(resources::route))
         .route("/fhir/R4/{ty}/{id}", any(resources::route))
         .route("/fhir/R4/{ty}/{id}/{op}", any(resources::route))
+        .merge(console::router())
         .fallback(|| async { not_found("Not found: no such route") })
         .with_state(state)
 }

@@ -624,3 +624,64 @@ pub(crate) async fn operation(
         _ => not_found(format!("Unsupported operation {method} {ty}/${op}")),
     }
 }
+
+/// For the console: an agent-side operation (`reload-config`, `fetch-logs`, `stats`,
+/// `upgrade`) on one agent, as `$op` runs it; the answer's JSON, or its error text.
+pub(super) async fn console_agent_op(
+    state: &RelayState,
+    agent_id: &str,
+    op: &str,
+    query: &[(String, String)],
+) -> Result<Value, String> {
+    let op = match op {
+        "reload-config" => AgentOp::ReloadConfig,
+        "fetch-logs" => AgentOp::FetchLogs,
+        "stats" => AgentOp::Stats,
+        "upgrade" => AgentOp::Upgrade,
+        other => return Err(format!("no operation {other}")),
+    };
+    match agent_op(state, agent_id, op, query, Instant::now()).await {
+        Ok(v) => Ok(v),
+        Err(resp) => {
+            let v = outcome_of(resp).await;
+            Err(v["issue"][0]["details"]["text"]
+                .as_str()
+                .unwrap_or("the agent gave no answer")
+                .to_owned())
+        }
+    }
+}
+
+/// For the console: `$push` of `body` (the operation's JSON parameters) through `agent` as
+/// operator `client_id`; the HTTP status, content type and body the caller would get.
+pub(super) async fn console_push(
+    state: &RelayState,
+    client_id: &str,
+    agent: &Value,
+    body: &[u8],
+) -> (u16, String, String) {
+    let caller = Caller {
+        client_id: client_id.to_owned(),
+        agents: Vec::new(),
+        tenant: Vec::new(),
+    };
+    let resp = match push(state, &caller, agent, body, Instant::now()).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let bytes = axum::body::to_bytes(resp.into_body(), 16 << 20)
+        .await
+        .unwrap_or_default();
+    (
+        status,
+        content_type,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}

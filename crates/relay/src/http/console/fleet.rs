@@ -1,0 +1,476 @@
+//! The fleet: every Agent with its live status, an agent's page, and what an operator asks of
+//! an agent (reload its configuration, ping a host, upgrade, push a message).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use futures_util::Stream;
+use maud::{Markup, html};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::{Session, audit};
+use super::{hl7_view, view};
+use crate::fhir::id_of;
+use crate::http::RelayState;
+use crate::http::operations::{console_agent_op, console_push};
+
+/// Longest search text accepted.
+const MAX_QUERY: usize = 200;
+/// How often the live view looks for status changes.
+const LIVE_PERIOD: Duration = Duration::from_secs(1);
+/// Most agents listed on one page.
+const PAGE: usize = 1000;
+
+/// One agent as the fleet shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Row {
+    id: String,
+    name: String,
+    site: String,
+    status: String,
+    version: String,
+    last_heartbeat: String,
+    relay: &'static str,
+    channels: Vec<String>,
+}
+
+async fn row(state: &RelayState, agent: &Value) -> Row {
+    let id = id_of(agent).to_owned();
+    let p = state.router.presence(&id).await;
+    let here = state.router.local().presence(&id).status == "connected";
+    Row {
+        name: agent["name"].as_str().unwrap_or_default().to_owned(),
+        site: agent["identifier"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["value"].as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        status: p.status.to_owned(),
+        version: p.version,
+        last_heartbeat: p.last_updated.unwrap_or_default(),
+        relay: match (here, p.status) {
+            (true, _) => "this process",
+            (false, "connected") => "another process",
+            _ => "",
+        },
+        channels: agent["channel"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str().map(str::to_owned))
+            .collect(),
+        id,
+    }
+}
+
+fn row_html(r: &Row) -> Markup {
+    html! {
+        tr id={"agent-" (r.id)} sse-swap={"agent-" (r.id)} hx-swap="outerHTML" data-status=(r.status) {
+            td { a href={"/console/agents/" (r.id)} { (if r.name.is_empty() { &r.id } else { &r.name }) } br; small { (r.id) } }
+            td { (r.site) }
+            td.status { (view::status_badge(&r.status)) }
+            td { (r.version) }
+            td { time { (r.last_heartbeat) } }
+            td { (r.relay) }
+            td { (r.channels.join(", ")) }
+        }
+    }
+}
+
+/// `?q=` (name, id or site contains) and `?status=`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct FleetQuery {
+    q: Option<String>,
+    status: Option<String>,
+}
+
+/// The Agents a fleet query selects, at most [`PAGE`].
+async fn agents(state: &RelayState) -> Vec<Arc<Value>> {
+    state
+        .registry
+        .search("Agent", &[], PAGE)
+        .await
+        .unwrap_or_default()
+}
+
+/// `GET /console`: the fleet.
+pub(super) async fn page(
+    State(state): State<Arc<RelayState>>,
+    session: Session,
+    Query(q): Query<FleetQuery>,
+) -> Response {
+    let text = q.q.unwrap_or_default();
+    if text.len() > MAX_QUERY {
+        return view::error_page(
+            StatusCode::BAD_REQUEST,
+            &format!("The search text is longer than {MAX_QUERY} characters."),
+        );
+    }
+    let needle = text.to_lowercase();
+    let status = q.status.unwrap_or_default();
+    let mut rows = Vec::new();
+    for a in agents(&state).await {
+        let r = row(&state, &a).await;
+        let hit = needle.is_empty()
+            || [&r.id, &r.name, &r.site]
+                .iter()
+                .any(|s| s.to_lowercase().contains(&needle));
+        if hit && (status.is_empty() || r.status == status) {
+            rows.push(r);
+        }
+    }
+    let connected = rows.iter().filter(|r| r.status == "connected").count();
+    let body = html! {
+        h1 { "Fleet" }
+        form.filters method="get" action="/console" {
+            input name="q" value=(text) placeholder="name, id or site" maxlength=(MAX_QUERY);
+            select name="status" {
+                option value="" { "any status" }
+                @for s in ["connected", "disconnected", "unknown"] {
+                    option value=(s) selected[status == s] { (if s == "unknown" { "never seen" } else { s }) }
+                }
+            }
+            button type="submit" { "Filter" }
+        }
+        p.summary { (rows.len()) " agents, " (connected) " connected. Live: status changes show as they happen." }
+        table.fleet #fleet hx-ext="sse" sse-connect="/console/events" {
+            thead { tr { th { "Agent" } th { "Site" } th { "Status" } th { "Version" } th { "Last heartbeat" } th { "Relay" } th { "Channels" } } }
+            tbody { @for r in &rows { (row_html(r)) } }
+        }
+    };
+    view::page("Fleet", Some(&session.csrf), "Fleet", &body).into_response()
+}
+
+/// `GET /console/events`: server-sent events, one per agent whose row changed (named
+/// `agent-<id>`, the row's new HTML), checked every second.
+pub(super) async fn events(
+    State(state): State<Arc<RelayState>>,
+    _session: Session,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let seen: HashMap<String, Row> = HashMap::new();
+    let stream = futures_util::stream::unfold(
+        (state, seen, Vec::<Event>::new(), true),
+        |(state, mut seen, mut pending, first)| async move {
+            loop {
+                if let Some(e) = pending.pop() {
+                    return Some((Ok(e), (state, seen, pending, false)));
+                }
+                if !first {
+                    tokio::time::sleep(LIVE_PERIOD).await;
+                }
+                for a in agents(&state).await {
+                    let r = row(&state, &a).await;
+                    if seen.get(&r.id) != Some(&r) {
+                        pending.push(
+                            Event::default()
+                                .event(format!("agent-{}", r.id))
+                                .data(row_html(&r).into_string()),
+                        );
+                        seen.insert(r.id.clone(), r);
+                    }
+                }
+                if pending.is_empty() {
+                    // Nothing changed: wait for the next look.
+                    return Some((
+                        Ok(Event::default().comment("unchanged")),
+                        (state, seen, pending, false),
+                    ));
+                }
+            }
+        },
+    );
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// The Agent `id`, or the console's 404 page.
+fn agent_or_404(state: &RelayState, id: &str) -> Result<Arc<Value>, Response> {
+    if id.len() > 64 {
+        return Err(view::error_page(
+            StatusCode::BAD_REQUEST,
+            "That is not an Agent id.",
+        ));
+    }
+    state
+        .registry
+        .cached("Agent", id)
+        .ok_or_else(|| view::error_page(StatusCode::NOT_FOUND, "There is no such Agent."))
+}
+
+/// `GET /console/agents/{id}`.
+pub(super) async fn agent_page(
+    State(state): State<Arc<RelayState>>,
+    session: Session,
+    Path(id): Path<String>,
+) -> Response {
+    let agent = match agent_or_404(&state, &id) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let r = row(&state, &agent).await;
+    let channels: Vec<(String, String)> = agent["channel"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let name = c["name"].as_str().unwrap_or_default().to_owned();
+            let address = c["endpoint"]["reference"]
+                .as_str()
+                .and_then(|r| r.strip_prefix("Endpoint/"))
+                .and_then(|e| state.registry.cached("Endpoint", e))
+                .and_then(|e| e["address"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "(no Endpoint)".to_owned());
+            (name, address)
+        })
+        .collect();
+    let devices = state
+        .registry
+        .search("Device", &[], 200)
+        .await
+        .unwrap_or_default();
+    let example = hl7v2::example_adt_a01(chrono::Utc::now()).replace('\r', "\n");
+    let body = html! {
+        h1 { (if r.name.is_empty() { &r.id } else { &r.name }) " " (view::status_badge(&r.status)) }
+        p.summary { "Agent/" (r.id) " · version " (r.version) " · last heartbeat " (r.last_heartbeat) }
+        section {
+            h2 { "Channels" }
+            table { thead { tr { th { "Channel" } th { "Endpoint address" } } }
+                tbody { @for (name, address) in &channels { tr { td { (name) } td { code { (address) } } } } } }
+        }
+        section.actions {
+            h2 { "Actions" }
+            div.action {
+                button #reload hx-post={"/console/agents/" (r.id) "/action/reload-config"} hx-target="#answer" { "Reload configuration" }
+            }
+            form.action hx-post={"/console/agents/" (r.id) "/action/ping"} hx-target="#answer" {
+                input name="host" placeholder="host to ping" required maxlength="253";
+                button #ping { "Ping" }
+            }
+            form.action hx-post={"/console/agents/" (r.id) "/action/upgrade"} hx-target="#answer"
+                hx-confirm="Upgrade this agent? It restarts with the new version." {
+                input name="version" placeholder="version (empty: latest)" maxlength="64";
+                button #upgrade { "Upgrade" }
+            }
+            div #answer.answer {}
+        }
+        section.push {
+            h2 { "Push a message" }
+            form #push-form hx-post={"/console/agents/" (r.id) "/action/push"} hx-target="#push-answer"
+                hx-confirm="Send this message to the device?" {
+                label { "Device "
+                    select #push-device name="device" {
+                        @for d in &devices {
+                            option value=(id_of(d)) { (id_of(d)) " — " (d["url"].as_str().unwrap_or("no url")) }
+                        }
+                    }
+                }
+                label { "Content type "
+                    select name="content_type" {
+                        option value="x-application/hl7-v2+er7" { "HL7 v2" }
+                        option value="application/astm" { "ASTM" }
+                        option value="text/plain" { "text" }
+                    }
+                }
+                textarea #push-body name="body" rows="8" { (example) }
+                button #push { "Push and wait for the answer" }
+            }
+            div #push-answer.answer {}
+        }
+        section {
+            h2 { "Stats" }
+            div hx-get={"/console/agents/" (r.id) "/panel/stats"} hx-trigger="load" { "Asking the agent…" }
+        }
+        section {
+            h2 { "Recent logs" }
+            div hx-get={"/console/agents/" (r.id) "/panel/logs"} hx-trigger="load" { "Asking the agent…" }
+        }
+    };
+    view::page(&r.id, Some(&session.csrf), "Fleet", &body).into_response()
+}
+
+/// `GET /console/agents/{id}/panel/{stats|logs}`: the agent's `$stats` or `$fetch-logs`.
+pub(super) async fn panel(
+    State(state): State<Arc<RelayState>>,
+    _session: Session,
+    Path((id, panel)): Path<(String, String)>,
+) -> Response {
+    if let Err(r) = agent_or_404(&state, &id) {
+        return r;
+    }
+    let html = match panel.as_str() {
+        "stats" => match console_agent_op(&state, &id, "stats", &[]).await {
+            Ok(v) => {
+                let stats: Value = v["parameter"][0]["valueString"]
+                    .as_str()
+                    .and_then(|s| serde_json::from_str(s).ok())
+                    .unwrap_or(Value::Null);
+                stats_html(&stats)
+            }
+            Err(e) => html! { p.error { (e) } },
+        },
+        "logs" => {
+            let q = [("limit".to_owned(), "50".to_owned())];
+            match console_agent_op(&state, &id, "fetch-logs", &q).await {
+                Ok(v) => {
+                    let lines = v["parameter"][0]["valueString"].as_str().unwrap_or("");
+                    html! { pre.logs { (lines) } }
+                }
+                Err(e) => html! { p.error { (e) } },
+            }
+        }
+        _ => return view::error_page(StatusCode::NOT_FOUND, "No such panel."),
+    };
+    Html(html.into_string()).into_response()
+}
+
+fn stats_html(stats: &Value) -> Markup {
+    let channels = stats["channelStats"].as_object();
+    html! {
+        table.stats {
+            thead { tr { th { "Channel" } th { "Received" } th { "Sent" } th { "Errored" } th { "Queued at the agent" } th { "RTT p50 (ms)" } } }
+            tbody {
+                @for (name, c) in channels.into_iter().flatten() {
+                    tr { td { (name) } td { (c["received"]) } td { (c["sent"]) } td { (c["errored"]) } td { (c["queued"]) } td { (c["rtt"]["p50"]) } }
+                }
+            }
+        }
+        details { summary { "All stats" } (view::json_block(stats)) }
+    }
+}
+
+/// The forms of the agent page's actions (an empty body is an empty form).
+#[derive(Debug, Default)]
+struct ActionForm {
+    host: Option<String>,
+    version: Option<String>,
+    device: Option<String>,
+    content_type: Option<String>,
+    body: Option<String>,
+}
+
+impl ActionForm {
+    fn parse(bytes: &[u8]) -> ActionForm {
+        let mut f = ActionForm::default();
+        for (k, v) in form_urlencoded::parse(bytes) {
+            let slot = match k.as_ref() {
+                "host" => &mut f.host,
+                "version" => &mut f.version,
+                "device" => &mut f.device,
+                "content_type" => &mut f.content_type,
+                "body" => &mut f.body,
+                _ => continue,
+            };
+            *slot = Some(v.into_owned());
+        }
+        f
+    }
+}
+
+/// `POST /console/agents/{id}/action/{reload-config|ping|upgrade|push}` (with the CSRF
+/// header): asks the agent, shows its answer, and records an AuditEvent.
+pub(super) async fn action(
+    State(state): State<Arc<RelayState>>,
+    session: Session,
+    Path((id, action)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let form = ActionForm::parse(&body);
+    let agent = match agent_or_404(&state, &id) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let entity = format!("Agent/{id}");
+    let (ok, html) = match action.as_str() {
+        "reload-config" => match console_agent_op(&state, &id, "reload-config", &[]).await {
+            Ok(_) => (
+                true,
+                html! { p.ok { "The agent reloaded its configuration." } },
+            ),
+            Err(e) => (false, html! { p.error { (e) } }),
+        },
+        "upgrade" => {
+            let q: Vec<(String, String)> = form
+                .version
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| ("version".to_owned(), v.trim().to_owned()))
+                .into_iter()
+                .collect();
+            match console_agent_op(&state, &id, "upgrade", &q).await {
+                Ok(_) => (true, html! { p.ok { "The agent is upgrading." } }),
+                Err(e) => (false, html! { p.error { (e) } }),
+            }
+        }
+        "ping" => {
+            let host = form.host.unwrap_or_default();
+            let body = json!({"destination": host.trim(), "contentType": "x-application/ping",
+                "body": "PING", "waitForResponse": true});
+            let (status, _, text) = console_push(
+                &state,
+                &session.client_id,
+                &agent,
+                body.to_string().as_bytes(),
+            )
+            .await;
+            (
+                status == 200,
+                html! { p class=(if status == 200 { "ok" } else { "error" }) { "HTTP " (status) } pre { (text) } },
+            )
+        }
+        "push" => {
+            let device = form.device.unwrap_or_default();
+            let content_type = form
+                .content_type
+                .unwrap_or_else(|| agent_protocol::CONTENT_TYPE_HL7_V2.to_owned());
+            // Line breaks typed in the box end segments (HL7 wants CR).
+            let body = form
+                .body
+                .unwrap_or_default()
+                .replace("\r\n", "\r")
+                .replace('\n', "\r");
+            let push = json!({"destination": format!("Device/{device}"), "contentType": content_type,
+                "body": body, "waitForResponse": true});
+            let started = std::time::Instant::now();
+            let (status, ct, text) = console_push(
+                &state,
+                &session.client_id,
+                &agent,
+                push.to_string().as_bytes(),
+            )
+            .await;
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            let answer = if ct.starts_with(agent_protocol::CONTENT_TYPE_HL7_V2) {
+                hl7_view::message(&text)
+            } else {
+                html! { pre { (text) } }
+            };
+            (
+                status == 200,
+                html! {
+                    p class=(if status == 200 { "ok" } else { "error" }) #push-status {
+                        "HTTP " (status) " in " (format!("{ms:.1}")) " ms (relay → agent → device → back)"
+                    }
+                    div #push-reply { (answer) }
+                },
+            )
+        }
+        _ => return view::error_page(StatusCode::NOT_FOUND, "No such action."),
+    };
+    audit(
+        &state,
+        &session.client_id,
+        &action,
+        Some(&entity),
+        ok,
+        if ok { "done" } else { "failed" },
+    )
+    .await;
+    Html(html.into_string()).into_response()
+}

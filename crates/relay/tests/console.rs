@@ -1,0 +1,326 @@
+//! The console at `/console`, over HTTP as a browser speaks it: login with an operator's
+//! credentials (agent credentials refused), the session cookie's flags, CSRF on every action
+//! (a forged or missing token changes nothing), live status over server-sent events, an
+//! agent's action answered by the agent and audited, and bad input answered with an error page.
+
+use std::time::Duration;
+
+use agent_protocol::{AgentMessage, StatusResponse};
+use test_support::relay::*;
+
+fn url(relay: &relay::Relay, path: &str) -> String {
+    format!("{}{path}", relay.base_url())
+}
+
+/// A client that does not follow redirects (the tests look at them).
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// `name=value` of the `Set-Cookie` header setting `name`, and the whole header.
+fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<(String, String)> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| (v.split(';').next().unwrap().to_owned(), v.to_owned()))
+}
+
+/// The value of `<input name="csrf" value="...">` or `"X-CSRF-Token":"..."` in a page.
+fn csrf_in(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .map(|i| i + "name=\"csrf\" value=\"".len())
+        .or_else(|| {
+            html.find("X-CSRF-Token&quot;:&quot;")
+                .map(|i| i + "X-CSRF-Token&quot;:&quot;".len())
+        })
+        .unwrap_or_else(|| panic!("no CSRF token in {html}"));
+    html[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+/// Logs in as `id`; the login response.
+async fn login(relay: &relay::Relay, id: &str, secret: &str) -> reqwest::Response {
+    let b = browser();
+    let page = b.get(url(relay, "console/login")).send().await.unwrap();
+    let (login_cookie, _) = set_cookie(&page, "outpost_console_login").unwrap();
+    let csrf = csrf_in(&page.text().await.unwrap());
+    b.post(url(relay, "console/login"))
+        .header("cookie", login_cookie)
+        .form(&[
+            ("client_id", id),
+            ("client_secret", secret),
+            ("csrf", &csrf),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A logged-in operator: the session cookie and the page CSRF token.
+async fn operator(relay: &relay::Relay) -> (String, String) {
+    let resp = login(relay, CALLER, CALLER_SECRET).await;
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()["location"], "/console");
+    let (cookie, header) = set_cookie(&resp, "outpost_console").unwrap();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+        assert!(header.contains(flag), "{header}");
+    }
+    assert!(!header.contains("Secure"), "plain HTTP: {header}");
+    let page = browser()
+        .get(url(relay, "console"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let csrf = csrf_in(&page.text().await.unwrap());
+    (cookie, csrf)
+}
+
+#[tokio::test]
+async fn pages_need_a_login_and_agent_credentials_cannot_log_in() {
+    let relay = start().await;
+    let r = browser().get(url(&relay, "console")).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/console/login");
+    // An access token is not a session.
+    let t = token(&relay, CALLER, CALLER_SECRET).await;
+    let r = browser()
+        .get(url(&relay, "console"))
+        .header("cookie", format!("outpost_console={t}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+
+    for (id, secret, why) in [
+        (AGENT_CLIENT, AGENT_SECRET, "not-operator"),
+        (CALLER, "wrong-secret", "credentials"),
+    ] {
+        let r = login(&relay, id, secret).await;
+        assert_eq!(r.status(), 303, "{id}");
+        assert_eq!(
+            r.headers()["location"],
+            format!("/console/login?error={why}").as_str()
+        );
+        assert!(set_cookie(&r, "outpost_console").is_none(), "{id}");
+    }
+    // A login form from elsewhere (no matching login cookie) is refused.
+    let r = browser()
+        .post(url(&relay, "console/login"))
+        .form(&[
+            ("client_id", CALLER),
+            ("client_secret", CALLER_SECRET),
+            ("csrf", "made-up"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(set_cookie(&r, "outpost_console").is_none());
+
+    let (cookie, _) = operator(&relay).await;
+    let fleet = browser()
+        .get(url(&relay, "console"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for text in ["Lab agent", AGENT, "lab-1", "Off agent", "never seen"] {
+        assert!(fleet.contains(text), "{text} missing from the fleet page");
+    }
+    // Each login is audited, the refused ones too.
+    let t = token(&relay, CALLER, CALLER_SECRET).await;
+    let audit = call(
+        client()
+            .get(url(&relay, "fhir/R4/AuditEvent"))
+            .bearer_auth(&t),
+    )
+    .await;
+    let outcomes: Vec<(String, String)> = audit.json["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resource"]["type"]["code"] == "console")
+        .map(|e| {
+            (
+                e["resource"]["agent"][0]["who"]["reference"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+                e["resource"]["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(outcomes.contains(&(format!("ClientApplication/{AGENT_CLIENT}"), "8".into())));
+    assert!(outcomes.contains(&(format!("ClientApplication/{CALLER}"), "8".into())));
+    assert!(outcomes.contains(&(format!("ClientApplication/{CALLER}"), "0".into())));
+}
+
+#[tokio::test]
+async fn actions_need_the_sessions_csrf_token_and_are_audited() {
+    let relay = start().await;
+    let (cookie, csrf) = operator(&relay).await;
+    let mut agent = ScriptedAgent::connect(&relay).await;
+    let action = |token: Option<&str>| {
+        let mut req = browser()
+            .post(url(
+                &relay,
+                &format!("console/agents/{AGENT}/action/reload-config"),
+            ))
+            .header("cookie", &cookie);
+        if let Some(t) = token {
+            req = req.header("x-csrf-token", t);
+        }
+        req.send()
+    };
+    // Forged and missing tokens: 403, and the agent is asked nothing.
+    for token in [Some("forged"), None] {
+        let r = action(token).await.unwrap();
+        assert_eq!(r.status(), 403);
+        assert!(r.text().await.unwrap().contains("nothing was done"));
+    }
+    // With the token: the agent is asked, and its answer shown.
+    let asked = async {
+        let AgentMessage::ReloadConfigRequest(r) =
+            agent.recv_kind("agent:reloadconfig:request").await
+        else {
+            unreachable!()
+        };
+        agent
+            .send(&AgentMessage::ReloadConfigResponse(StatusResponse {
+                status_code: 200,
+                callback: r.callback,
+            }))
+            .await;
+    };
+    let (resp, ()) = tokio::join!(action(Some(&csrf)), asked);
+    let resp = resp.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("The agent reloaded its configuration.")
+    );
+    let t = token(&relay, CALLER, CALLER_SECRET).await;
+    let audit = call(
+        client()
+            .get(url(&relay, "fhir/R4/AuditEvent"))
+            .bearer_auth(&t),
+    )
+    .await;
+    assert!(
+        audit.json["entry"].as_array().unwrap().iter().any(|e| {
+            e["resource"]["subtype"][0]["code"] == "reload-config"
+                && e["resource"]["entity"][0]["what"]["reference"] == format!("Agent/{AGENT}")
+                && e["resource"]["outcome"] == "0"
+        }),
+        "{}",
+        audit.text
+    );
+}
+
+#[tokio::test]
+async fn the_live_view_sends_a_row_when_an_agent_connects() {
+    let relay = start().await;
+    let (cookie, _) = operator(&relay).await;
+    let resp = browser()
+        .get(url(&relay, "console/events"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut resp = resp;
+    let mut text = String::new();
+    let mut agent = None;
+    let connected = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = resp.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            // The first look sends every row; then the agent connects.
+            if agent.is_none() && text.contains(&format!("event: agent-{AGENT}")) {
+                assert!(text.contains("data-status=\"unknown\""), "{text}");
+                agent = Some(ScriptedAgent::connect(&relay).await);
+                text.clear();
+            }
+            if agent.is_some() && text.contains("data-status=\"connected\"") {
+                return text;
+            }
+        }
+        panic!("the stream ended: {text}");
+    })
+    .await
+    .expect("no row for the connected agent within 10 s");
+    assert!(
+        connected.contains(&format!("event: agent-{AGENT}")),
+        "{connected}"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_an_error_page() {
+    let relay = start().await;
+    let (cookie, csrf) = operator(&relay).await;
+    let get = |path: String| {
+        browser()
+            .get(url(&relay, &path))
+            .header("cookie", &cookie)
+            .send()
+    };
+    for (path, status, text) in [
+        (
+            "console/agents/no-such-agent".to_owned(),
+            404,
+            "There is no such Agent.",
+        ),
+        (
+            format!("console?q={}", "x".repeat(10_000)),
+            400,
+            "longer than 200",
+        ),
+        (
+            "console/messages/12345".to_owned(),
+            404,
+            "There is no such message.",
+        ),
+        (
+            "console/messages/abc".to_owned(),
+            400,
+            "A message number is a number.",
+        ),
+        (
+            "console/assets/..%2F..%2FCargo.toml".to_owned(),
+            404,
+            "No such file.",
+        ),
+    ] {
+        let r = get(path.clone()).await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{path}");
+        let html = r.text().await.unwrap();
+        assert!(html.contains(text), "{path}: {html}");
+    }
+    // An action on an unknown agent, with a valid token: 404, nothing audited.
+    let r = browser()
+        .post(url(
+            &relay,
+            "console/agents/no-such-agent/action/reload-config",
+        ))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
