@@ -324,3 +324,99 @@ async fn bad_input_gets_an_error_page() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn an_inbound_message_shows_live_and_can_be_resent() {
+    let relay = start().await;
+    let (cookie, csrf) = operator(&relay).await;
+    let mut resp = browser()
+        .get(url(&relay, "console/messages/events?after=0"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut agent = ScriptedAgent::connect(&relay).await;
+    let t = token(&relay, AGENT_CLIENT, AGENT_SECRET).await;
+    let body = "MSH|^~\\&|LAB|HOSP|EHR|HOSP|20240101120000||ORU^R01|LIVE1|P|2.5\rPID|1||<42>\r";
+    agent
+        .send(&AgentMessage::TransmitRequest(
+            agent_protocol::TransmitRequest {
+                access_token: Some(t),
+                channel: Some("adt-in".into()),
+                remote: "10.0.0.9:51234".into(),
+                content_type: "x-application/hl7-v2+er7".into(),
+                body: body.into(),
+                callback: Some("Agent/live-1".into()),
+                ..Default::default()
+            },
+        ))
+        .await;
+    let AgentMessage::TransmitResponse(answer) = agent.recv_kind("agent:transmit:response").await
+    else {
+        unreachable!()
+    };
+    assert!(answer.body.contains("MSA|AA|LIVE1"), "{}", answer.body);
+    // The live list sends the new row.
+    let mut text = String::new();
+    let row = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = resp.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains("event: message") && text.contains("ORU^R01") {
+                return text;
+            }
+        }
+        panic!("the stream ended: {text}");
+    })
+    .await
+    .expect("the message did not show within 10 s");
+    let id: i64 = row
+        .split("id=\"message-")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no row id in {row}"));
+    // Its page shows the segments, escaped, with field paths.
+    let page = browser()
+        .get(url(&relay, &format!("console/messages/{id}")))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("title=\"PID-3\""), "{page}");
+    assert!(page.contains("&lt;42&gt;"), "{page}");
+    // Resend without the token: nothing; with it: the target answers again, audited.
+    let resend = |token: &str| {
+        browser()
+            .post(url(&relay, &format!("console/messages/{id}/resend")))
+            .header("cookie", &cookie)
+            .header("x-csrf-token", token)
+            .send()
+    };
+    assert_eq!(resend("forged").await.unwrap().status(), 403);
+    let r = resend(&csrf).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("Sent again: status 200"), "{html}");
+    assert!(html.contains("LIVE1"), "{html}");
+    let t = token(&relay, CALLER, CALLER_SECRET).await;
+    let audit = call(
+        client()
+            .get(url(&relay, "fhir/R4/AuditEvent"))
+            .bearer_auth(&t),
+    )
+    .await;
+    assert!(
+        audit.json["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["resource"]["subtype"][0]["code"] == "resend"
+                && e["resource"]["outcomeDesc"] == format!("inbound message {id}")),
+        "{}",
+        audit.text
+    );
+}

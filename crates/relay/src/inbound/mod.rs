@@ -339,3 +339,55 @@ fn ack(body: &str, code: AckCode, text: Option<String>) -> Result<String, String
     opts.text = text;
     Ok(String::from_utf8_lossy(&build_ack(&msg, code, &opts)).into_owned())
 }
+
+impl Inbound {
+    /// Sends a stored inbound message to its channel's target again (the console's resend):
+    /// the same target a new message would go to now, the answer recorded as the message's
+    /// answer. The device is not told: it had its answer when the message came. Returns the
+    /// new answer's status and body.
+    ///
+    /// # Errors
+    ///
+    /// The Agent or its channel is gone, the target cannot run, or it failed (its words).
+    pub(crate) async fn resend(
+        &self,
+        row: &crate::store::InboundRow,
+    ) -> Result<(u16, String), String> {
+        let agent = self
+            .registry
+            .cached("Agent", &row.agent_id)
+            .ok_or_else(|| format!("Agent/{} no longer exists", row.agent_id))?;
+        let target = route::target(&self.registry, &agent, &row.channel);
+        let req = TransmitRequest {
+            channel: Some(row.channel.clone()),
+            remote: row.remote.clone(),
+            content_type: row.content_type.clone(),
+            body: row.body.clone(),
+            callback: Some(row.callback.clone()),
+            ..TransmitRequest::default()
+        };
+        let answer = match self
+            .answer(&row.agent_id, &row.channel, &target, &req)
+            .await
+        {
+            Ok(a) => a,
+            Err(AnswerError::Unsupported(problem)) => return Err(problem),
+            Err(AnswerError::Webhook(e)) => return Err(chain(&e)),
+        };
+        if let Err(e) = self
+            .registry
+            .set_inbound_response(row.id, answer.status, &answer.body)
+            .await
+        {
+            tracing::error!(error = %chain(&e), "cannot record the answer to a resent message");
+        }
+        tracing::info!(
+            agent = row.agent_id,
+            channel = row.channel,
+            id = row.id,
+            status = answer.status,
+            "inbound message sent again from the console"
+        );
+        Ok((answer.status, answer.body))
+    }
+}

@@ -44,7 +44,9 @@ pub(crate) fn router() -> Router<Arc<RelayState>> {
         .route("/console/agents/{id}/panel/{panel}", get(fleet::panel))
         .route("/console/agents/{id}/action/{action}", post(fleet::action))
         .route("/console/messages", get(messages::list))
+        .route("/console/messages/events", get(messages::events))
         .route("/console/messages/{id}", get(messages::detail))
+        .route("/console/messages/{id}/resend", post(messages::resend))
         .route("/console/assets/{name}", get(asset))
 }
 
