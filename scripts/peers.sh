@@ -125,7 +125,36 @@ ensure_tls_peers() {
     export OUTPOST_OPENSSL=/usr/bin/openssl
 }
 
+# The console's browser test: headless Chromium and its WebDriver from Debian's packages,
+# driven by Python selenium from PyPI (crates/cli/tests/console_browser.py).
+SELENIUM_VERSION=4.38.0
+ensure_chromium() {
+    local missing="" prog pkg
+    for pair in chromium:chromium chromedriver:chromium-driver; do
+        prog="${pair%%:*}"
+        pkg="${pair##*:}"
+        [ -x "/usr/bin/$prog" ] || missing="$missing $pkg"
+    done
+    if [ -n "$missing" ]; then
+        echo "installing$missing (apt)"
+        local sudo=""
+        [ "$(id -u)" = 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
+    fi
+    local dir="$TOOLS_DIR/python/selenium"
+    if ! "$dir/bin/python" -c "import selenium; assert selenium.__version__ == '$SELENIUM_VERSION'" 2>/dev/null; then
+        echo "installing selenium $SELENIUM_VERSION (PyPI)"
+        python3 -m venv "$dir"
+        "$dir/bin/pip" install -q "selenium==$SELENIUM_VERSION"
+    fi
+    export OUTPOST_SELENIUM_PYTHON="$dir/bin/python"
+    export OUTPOST_CHROMIUM=/usr/bin/chromium
+    export OUTPOST_CHROMEDRIVER=/usr/bin/chromedriver
+}
+
 ensure_peers() {
+    ensure_chromium
     ensure_medplum
     ensure_fhir_validator
     ensure_astm_peers

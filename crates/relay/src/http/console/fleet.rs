@@ -128,7 +128,6 @@ pub(super) async fn page(
             rows.push(r);
         }
     }
-    let connected = rows.iter().filter(|r| r.status == "connected").count();
     let body = html! {
         h1 { "Fleet" }
         form.filters method="get" action="/console" {
@@ -141,7 +140,7 @@ pub(super) async fn page(
             }
             button type="submit" { "Filter" }
         }
-        p.summary { (rows.len()) " agents, " (connected) " connected. Live: status changes show as they happen." }
+        p.summary { (rows.len()) " agents. Live: each row changes as its agent connects, disconnects or sends a heartbeat." }
         table.fleet #fleet hx-ext="sse" sse-connect="/console/events" {
             thead { tr { th { "Agent" } th { "Site" } th { "Status" } th { "Version" } th { "Last heartbeat" } th { "Relay" } th { "Channels" } } }
             tbody { @for r in &rows { (row_html(r)) } }
