@@ -114,7 +114,7 @@ mod tests {
             {"resource": {"resourceType": "Agent", "id": "a", "channel": [{"name": "adt", "endpoint": {"reference": "Endpoint/missing"}}]}},
             {"resource": {"resourceType": "Device", "id": "lis", "url": "mlp://10.0.0.5:2575"}},
             {"resource": {"resourceType": "Device", "id": "lis", "url": "mllp://10.0.0.5:2575"}},
-            {"resource": {"resourceType": "Observation", "id": "o"}},
+            {"resource": {"resourceType": "Encounter", "id": "o"}},
             {"fullUrl": "x"},
             {"resource": {"resourceType": "ClientApplication", "id": "c", "secret": "short"}},
         ]});
@@ -126,7 +126,7 @@ mod tests {
             problems[0]
         );
         assert!(problems[1].contains("Device/lis again (first at entry 1)"));
-        assert!(problems[2].contains("Observation is not a type the relay keeps"));
+        assert!(problems[2].contains("Encounter is not a type the relay keeps"));
         assert_eq!(problems[3], "entry 4: no resource");
         assert_eq!(
             problems[4],
