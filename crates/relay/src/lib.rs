@@ -110,6 +110,7 @@ pub use auth::{
 pub use check::check_bundle;
 pub use config::RelayConfig;
 pub use error::Error;
+pub use inbound::INBOUND_PROCESSOR_EXTENSION;
 pub use orders::{ORDER_PUSH_EXTENSION, SubscriptionError};
 pub use store::{
     InboundQuery, InboundRow, InvalidResource, NewInbound, PutError, Recorded, Registry, StoreError,
