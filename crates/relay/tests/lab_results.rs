@@ -95,7 +95,34 @@ async fn search(relay: &relay::Relay, t: &str, query: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn results_are_stored_linked_deduplicated_and_notified() {
-    let relay = start().await;
+    results_flow(start().await).await;
+}
+
+#[tokio::test]
+async fn with_postgresql_results_are_stored_linked_deduplicated_and_notified() {
+    let pg = tokio::task::spawn_blocking(test_support::services::Postgres::start)
+        .await
+        .unwrap();
+    let relay = start_with(relay::RelayConfig {
+        database_url: Some(pg.url()),
+        heartbeat_interval: Duration::from_millis(200),
+        ..relay::RelayConfig::default()
+    })
+    .await;
+    results_flow(relay).await;
+    // The searches were answered from the index.
+    let rows = pg.psql(
+        "SELECT param, count(*) FROM search_index WHERE resource_type = 'Observation' \
+         AND param IN ('based-on', 'code', 'date', 'subject') GROUP BY param ORDER BY param",
+    );
+    assert_eq!(
+        rows.split_whitespace().collect::<Vec<_>>().join(" "),
+        "based-on|3 code|3 date|3 subject|3",
+        "{rows}"
+    );
+}
+
+async fn results_flow(relay: relay::Relay) {
     let (hook_url, mut hook) = receiver().await;
     let registry = relay.registry();
     registry
@@ -251,6 +278,7 @@ async fn results_are_stored_linked_deduplicated_and_notified() {
         "completed"
     );
     assert_eq!(search(&relay, &caller, "DiagnosticReport").await.len(), 2);
+    relay.shutdown().await;
 }
 
 #[tokio::test]

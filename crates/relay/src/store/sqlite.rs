@@ -427,3 +427,68 @@ impl Store for Sqlite {
         Ok(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexed_searches_read_the_index_not_the_table() {
+        let conn = open_checked(None).unwrap();
+        let (conds, _) = index::plan(
+            "Observation",
+            &[
+                ("code".into(), "http://loinc.org|2345-7".into()),
+                ("date".into(), "ge2024-03-01".into()),
+                ("based-on".into(), "ServiceRequest/sr-1".into()),
+            ],
+        );
+        let (sql, args) = index::select("Observation", &conds, |n| format!("?{n}"));
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let plan: Vec<String> = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join("\n");
+        assert_eq!(
+            plan.matches("USING INDEX search_index_value").count()
+                + plan
+                    .matches("USING COVERING INDEX search_index_value")
+                    .count(),
+            3,
+            "{plan}"
+        );
+        assert!(!plan.contains("SCAN resource"), "{plan}");
+        assert!(!plan.contains("SCAN search_index"), "{plan}");
+    }
+
+    #[test]
+    fn a_registry_without_an_index_is_indexed_when_it_opens() {
+        let mut conn = open_checked(None).unwrap();
+        conn.execute(
+            "INSERT INTO resource VALUES ('ServiceRequest', 'sr-1', 1, ?1)",
+            params![
+                r#"{"resourceType":"ServiceRequest","id":"sr-1","identifier":[{"value":"PL-1"}]}"#
+            ],
+        )
+        .unwrap();
+        conn.execute_batch("PRAGMA user_version = 0").unwrap();
+        reindex(&mut conn).unwrap();
+        let n: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM search_index WHERE param = 'identifier' AND value = 'PL-1'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+        // Once: a second open leaves the index alone.
+        conn.execute("DELETE FROM search_index", []).unwrap();
+        reindex(&mut conn).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM search_index", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+}
