@@ -207,11 +207,12 @@ impl LabResults {
             .unwrap_or_default();
         // Conditional references the relay could not resolve stay as logical references.
         for e in &mut entries {
-            for b in e["resource"]["basedOn"]
-                .as_array_mut()
-                .into_iter()
-                .flatten()
-            {
+            // `get_mut`, not indexing: indexing a missing key would add `"basedOn": null`.
+            let based_on = e
+                .get_mut("resource")
+                .and_then(|r| r.get_mut("basedOn"))
+                .and_then(Value::as_array_mut);
+            for b in based_on.into_iter().flatten() {
                 if b["reference"]
                     .as_str()
                     .is_some_and(|r| r.starts_with("ServiceRequest?"))
@@ -402,6 +403,14 @@ OBX|1|NM|2345-7^Glucose^LN||5.4|mmol/L|3.9-6.1|N|||F\r";
         let lr = LabResults::new(registry.clone());
         let stored = lr.process(ORU, "x-application/hl7-v2+er7").await.unwrap();
         assert_eq!(stored.unmatched, ["PL-42"]);
+        assert!(
+            stored
+                .created
+                .iter()
+                .all(|r| r.get("basedOn") != Some(&Value::Null)),
+            "{:?}",
+            stored.created
+        );
         let report = registry.search("DiagnosticReport", &[], 10).await.unwrap();
         assert_eq!(report[0]["basedOn"][0]["type"], "ServiceRequest");
         assert!(report[0]["basedOn"][0].get("reference").is_none());
