@@ -93,8 +93,12 @@ pub(crate) struct Stored {
     /// The transaction Bundle as converted (conditional references to the order), for
     /// rest-hook Subscriptions.
     pub(crate) bundle: Value,
-    /// Resources written now.
+    /// Resources created now.
     pub(crate) created: Vec<Arc<Value>>,
+    /// Reports and results stored before that this message changed (a status, a value).
+    pub(crate) updated: Vec<Arc<Value>>,
+    /// Reports updated.
+    pub(crate) revised: usize,
     /// `DiagnosticReport/<id>` of each report, new or found.
     pub(crate) reports: Vec<String>,
     /// Reports already stored (a resend).
@@ -109,12 +113,18 @@ impl Stored {
     /// One line for the device's acknowledgement (MSA-3) and the log.
     pub(crate) fn summary(&self) -> String {
         let mut parts = Vec::new();
-        let new = self.reports.len() - self.already.min(self.reports.len());
+        let new = self
+            .reports
+            .len()
+            .saturating_sub(self.already + self.revised);
         if new > 0 {
             parts.push(format!(
                 "stored {new} report(s), {} resource(s)",
                 self.created.len()
             ));
+        }
+        if self.revised > 0 {
+            parts.push(format!("updated {} report(s)", self.revised));
         }
         if self.already > 0 {
             parts.push(format!("{} report(s) already stored", self.already));
@@ -130,6 +140,14 @@ impl Stored {
         }
         parts.join("; ")
     }
+}
+
+/// What happened to one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Created,
+    Updated,
+    Unchanged,
 }
 
 /// Converts and stores result messages, one at a time.
@@ -225,7 +243,8 @@ impl LabResults {
         }
         // Conditional creates: what exists is used, the rest gets an id.
         let mut resolved: HashMap<String, String> = HashMap::new();
-        let mut new: Vec<usize> = Vec::new();
+        // Entries to write: their index, and the stored resource they replace (an update).
+        let mut writes: Vec<(usize, Option<Arc<Value>>)> = Vec::new();
         for (n, e) in entries.iter_mut().enumerate() {
             let ty = e["resource"]["resourceType"]
                 .as_str()
@@ -242,31 +261,63 @@ impl LabResults {
                 None => None,
             };
             let id = match existing {
-                Some(r) => id_of(&r).to_owned(),
+                Some(r) => {
+                    let id = id_of(&r).to_owned();
+                    // A result sent again may say more (preliminary → final under the same
+                    // key): reports and results are updated; the patient and specimen the
+                    // EHR may have edited are left alone.
+                    if matches!(ty.as_str(), "DiagnosticReport" | "Observation") {
+                        e["resource"]["id"] = Value::String(id.clone());
+                        writes.push((n, Some(r)));
+                    }
+                    id
+                }
                 None => {
                     let id = uuid::Uuid::new_v4().to_string();
                     e["resource"]["id"] = Value::String(id.clone());
-                    new.push(n);
+                    writes.push((n, None));
                     id
                 }
             };
             resolved.insert(full_url, format!("{ty}/{id}"));
         }
-        for report in &conversion.reports {
-            let reference = resolved.get(&report.full_url).cloned().unwrap_or_default();
-            if !new
-                .iter()
-                .any(|&n| entries[n]["fullUrl"] == report.full_url.as_str())
-            {
-                stored.already += 1;
-            }
-            stored.reports.push(reference);
-        }
-        for n in new {
+        let mut report_state: HashMap<String, Change> = HashMap::new();
+        for (n, previous) in writes {
+            let full_url = entries[n]["fullUrl"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             let mut resource = entries[n]["resource"].take();
             rewrite_references(&mut resource, &resolved);
+            let change = match &previous {
+                None => Change::Created,
+                Some(old) => {
+                    let mut old = (**old).clone();
+                    if let Some(m) = old.as_object_mut() {
+                        m.remove("meta");
+                    }
+                    if old == resource {
+                        report_state.insert(full_url, Change::Unchanged);
+                        continue;
+                    }
+                    Change::Updated
+                }
+            };
             let (written, _) = self.registry.put(resource).await?;
-            stored.created.push(written);
+            match change {
+                Change::Created => stored.created.push(written),
+                _ => stored.updated.push(written),
+            }
+            report_state.insert(full_url, change);
+        }
+        for report in &conversion.reports {
+            let reference = resolved.get(&report.full_url).cloned().unwrap_or_default();
+            match report_state.get(&report.full_url) {
+                Some(Change::Updated) => stored.revised += 1,
+                Some(Change::Created) => {}
+                _ => stored.already += 1,
+            }
+            stored.reports.push(reference);
         }
         // A final report completes its order.
         for (report, order) in conversion.reports.iter().zip(&orders) {
@@ -395,6 +446,41 @@ OBX|1|NM|2345-7^Glucose^LN||5.4|mmol/L|3.9-6.1|N|||F\r";
         assert_eq!(again.already, 1);
         assert_eq!(again.reports, first.reports);
         assert!(again.summary().contains("1 report(s) already stored"));
+    }
+
+    #[tokio::test]
+    async fn a_final_report_sent_under_the_same_key_updates_the_preliminary_one() {
+        let registry = Registry::open_sqlite(None).await.unwrap();
+        registry
+            .put(
+                json!({"resourceType": "ServiceRequest", "id": "sr-1", "status": "active",
+                "intent": "order", "identifier": [{"value": "PL-42"}]}),
+            )
+            .await
+            .unwrap();
+        let lr = LabResults::new(registry.clone());
+        let preliminary = ORU.replace("|||F\r", "|||P\r");
+        let first = lr
+            .process(&preliminary, "x-application/hl7-v2+er7")
+            .await
+            .unwrap();
+        assert!(first.completed.is_empty());
+        let report = registry.search("DiagnosticReport", &[], 10).await.unwrap();
+        assert_eq!(report[0]["status"], "preliminary");
+        let last = lr.process(ORU, "x-application/hl7-v2+er7").await.unwrap();
+        assert_eq!(last.revised, 1, "{}", last.summary());
+        assert_eq!(last.updated.len(), 2, "the report and its result");
+        assert!(last.created.is_empty());
+        assert_eq!(last.completed, ["ServiceRequest/sr-1"]);
+        assert!(
+            last.summary().starts_with("updated 1 report(s)"),
+            "{}",
+            last.summary()
+        );
+        let report = registry.search("DiagnosticReport", &[], 10).await.unwrap();
+        assert_eq!(report.len(), 1);
+        assert_eq!(report[0]["status"], "final");
+        assert_eq!(report[0]["meta"]["versionId"], "2");
     }
 
     #[tokio::test]

@@ -256,7 +256,7 @@ impl Inbound {
     }
 
     /// Runs the lab-results processor on a stored message: AA (or `OK:`) saying what was
-    /// stored, and the Bundle to the results Subscriptions when something was new.
+    /// stored, and the Bundle to the results Subscriptions when something was new or changed.
     async fn lab_results(
         &self,
         agent_id: &str,
@@ -281,8 +281,14 @@ impl Inbound {
             summary,
             "lab results stored"
         );
-        if !stored.created.is_empty() {
-            let hooks = notify::hooks(&self.registry, &stored.created);
+        if !stored.created.is_empty() || !stored.updated.is_empty() {
+            let changed: Vec<_> = stored
+                .created
+                .iter()
+                .chain(&stored.updated)
+                .cloned()
+                .collect();
+            let hooks = notify::hooks(&self.registry, &changed);
             notify::send(&self.http, hooks, &stored.bundle);
         }
         let (status, content_type, body) = if req.content_type == CONTENT_TYPE_HL7_V2 {
