@@ -222,10 +222,10 @@ impl Registry {
         Ok(existed || cached)
     }
 
-    /// Up to `limit` resources of `ty` matching every search parameter (see [`matches`] and
-    /// the indexed parameters of [`index`](super::index)), by id. Types not kept in memory are
-    /// read from the database: the candidates an indexed parameter selects, else every row of
-    /// the type, row by row, holding only the matches.
+    /// Up to `limit` resources of `ty` matching every search parameter (see [`matches`], and
+    /// those the search index answers: `identifier`, `based-on`, `code`, `date`...), by id.
+    /// Types not kept in memory are read from the database: the candidates the indexed
+    /// parameters select, else every row of the type, row by row, holding only the matches.
     ///
     /// # Errors
     ///
