@@ -5,7 +5,9 @@
 //! an ORU^R01 over MLLP, python-astm's client over ASTM E1381. Each time: the report is found
 //! by `DiagnosticReport?based-on=ServiceRequest/<id>`, a rest-hook receiver bound here gets the
 //! transaction Bundle, the order is `completed`, a resend creates nothing, and every stored
-//! resource validates against FHIR R4 (fhir.resources, scripts/peers/fhir_validate.py).
+//! resource validates against FHIR R4 (fhir.resources, scripts/peers/fhir_validate.py). A third
+//! test runs labmcp-astm-lis's analyzer simulator (a CBC of 20 results and a chemistry panel,
+//! one frame damaged on purpose) through the ASTM channel against two orders.
 
 mod support;
 
@@ -80,6 +82,79 @@ fn registry(address: &str, device_url: &str, format: &str, hook: &str) -> Value 
             "channel": {"type": "rest-hook", "endpoint": hook, "payload": "application/fhir+json",
                 "header": ["Authorization: Bearer ehr-hook-secret"]}}},
     ]})
+}
+
+#[test]
+fn labmcp_analyzer_simulator_through_an_astm_channel_completes_both_orders() {
+    let rt = Runtime::new().unwrap();
+    let dir = scratch("lab-results-labmcp");
+    let (hook_url, mut hook) = receiver(&rt);
+    // No instrument to push to: the orders are only created, with the numbers the simulator's
+    // results carry in O.3.
+    let mut bundle = registry(
+        "astm://127.0.0.1:0",
+        "astm://127.0.0.1:1",
+        "astm",
+        &hook_url,
+    );
+    bundle["entry"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|e| e["resource"]["id"] != "orders");
+    let (mut relay, _agent, base, port) = relay_and_agent(&dir, &bundle, "results");
+    let fhir = Fhir {
+        rt: &rt,
+        token: rt.block_on(token(&base, "ehr", "ehr-secret-0123456")),
+        base,
+    };
+    for (id, number, code) in [
+        ("cbc-9", "S26-000123", "58410-2"),
+        ("chem-9", "S26-000124", "24323-8"),
+    ] {
+        let order = json!({"resourceType": "ServiceRequest", "id": id, "status": "active", "intent": "order",
+            "identifier": [{"value": number}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "subject": {"reference": "Patient/pat-1"}});
+        assert_eq!(fhir.put(&order), 201);
+    }
+    // A CBC (20 results) and a chemistry panel; one frame of the first is damaged on purpose,
+    // refused by the agent and sent again.
+    let mut sim = python("OUTPOST_LABMCP", "labmcp");
+    sim.arg(repo().join("scripts/peers/astm_labmcp_sim.py"))
+        .arg(port.to_string());
+    let (code, out, err) = run("labmcp simulator", sim, WAIT);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.starts_with("messages_sent=2 naks_received=1"), "{out}");
+    let mut notified = Vec::new();
+    for _ in 0..2 {
+        let (auth, b) = recv(&rt, &mut hook);
+        assert_eq!(auth, "Bearer ehr-hook-secret");
+        notified.push(b);
+    }
+    let cbc = fhir.search("DiagnosticReport?based-on=ServiceRequest/cbc-9");
+    assert_eq!(cbc.len(), 1);
+    assert_eq!(cbc[0]["result"].as_array().unwrap().len(), 20);
+    let wbc = fhir.search("Observation?based-on=ServiceRequest/cbc-9&code=WBC");
+    assert_eq!(wbc.len(), 1, "{wbc:?}");
+    assert_eq!(wbc[0]["valueQuantity"]["value"], 11.8);
+    assert_eq!(wbc[0]["interpretation"][0]["coding"][0]["code"], "H");
+    assert_eq!(
+        fhir.search("DiagnosticReport?based-on=ServiceRequest/chem-9")
+            .len(),
+        1
+    );
+    assert_eq!(fhir.get("ServiceRequest/cbc-9")["status"], "completed");
+    assert_eq!(fhir.get("ServiceRequest/chem-9")["status"], "completed");
+    relay.wait_for("ServiceRequest/chem-9 completed", WAIT);
+    validate(
+        &dir,
+        &[
+            ("cbc", &fhir.stored("cbc-9")),
+            ("chem", &fhir.stored("chem-9")),
+            ("notified-1", &notified[0]),
+            ("notified-2", &notified[1]),
+        ],
+    );
 }
 
 /// The relay (logging at info, so that the test can wait on what it did) and a connected agent
