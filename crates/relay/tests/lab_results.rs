@@ -303,3 +303,27 @@ async fn an_unknown_processor_is_refused_with_the_reason() {
     assert!(r.body.contains("\rMSA|AE|MSG-1|"), "{}", r.body);
     assert!(r.body.contains("unknown processor"), "{}", r.body);
 }
+
+#[tokio::test]
+async fn a_results_subscription_that_cannot_be_notified_is_refused() {
+    let relay = start().await;
+    let caller = token(&relay, CALLER, CALLER_SECRET).await;
+    let put = |endpoint: &str| {
+        client()
+            .put(format!("{}fhir/R4/Subscription/results", relay.base_url()))
+            .bearer_auth(&caller)
+            .json(
+                &json!({"resourceType": "Subscription", "id": "results", "status": "active",
+                "reason": "results", "criteria": "DiagnosticReport",
+                "channel": {"type": "rest-hook", "endpoint": endpoint}}),
+            )
+    };
+    let r = call(put("mllp://ehr:2575")).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        oo_text(&r.json).starts_with("invalid results Subscription: a rest-hook Subscription on DiagnosticReport needs channel.endpoint http:// or https://"),
+        "{}",
+        r.text
+    );
+    assert_eq!(call(put("https://ehr.example.org/fhir")).await.status, 201);
+}

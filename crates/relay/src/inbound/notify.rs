@@ -34,6 +34,32 @@ pub(crate) struct Hook {
     pub(crate) headers: Vec<(String, String)>,
 }
 
+/// Why a results Subscription (criteria `DiagnosticReport` / `Observation`, channel type
+/// `rest-hook`) cannot be notified: no `http://` or `https://` endpoint, or a header line that
+/// is not `Name: value`. `Ok` for every other Subscription.
+pub(crate) fn check_subscription(sub: &Value) -> Result<(), String> {
+    let criteria = sub["criteria"].as_str().unwrap_or("");
+    let ty = criteria.split('?').next().unwrap_or("");
+    if !matches!(ty, "DiagnosticReport" | "Observation")
+        || sub["channel"]["type"].as_str() != Some("rest-hook")
+    {
+        return Ok(());
+    }
+    let endpoint = sub["channel"]["endpoint"].as_str().unwrap_or("");
+    let lower = endpoint.to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return Err(format!(
+            "a rest-hook Subscription on {ty} needs channel.endpoint http:// or https://, not {endpoint:?}"
+        ));
+    }
+    for h in sub["channel"]["header"].as_array().into_iter().flatten() {
+        if !h.as_str().is_some_and(|h| h.contains(':')) {
+            return Err(format!("channel.header {h} is not \"Name: value\""));
+        }
+    }
+    Ok(())
+}
+
 /// The results Subscriptions that one of `created` matches.
 pub(crate) fn hooks(registry: &Registry, created: &[std::sync::Arc<Value>]) -> Vec<Hook> {
     registry
@@ -170,6 +196,20 @@ mod tests {
             .collect();
         assert_eq!(found, ["Subscription/finals", "Subscription/reports"]);
         let h = &hooks(&registry, &created)[0];
+        let sub = |endpoint: &str, header: Value| {
+            json!({"resourceType": "Subscription", "criteria": "Observation?code=2345-7",
+                "channel": {"type": "rest-hook", "endpoint": endpoint, "header": header}})
+        };
+        assert_eq!(
+            check_subscription(&sub("https://ehr/fhir", json!(["A: b"]))),
+            Ok(())
+        );
+        assert!(
+            check_subscription(&sub("mllp://h:1", json!([])))
+                .unwrap_err()
+                .contains("http://")
+        );
+        assert!(check_subscription(&sub("http://h", json!(["no colon"]))).is_err());
         assert_eq!(
             h.headers,
             [("Authorization".to_owned(), "Bearer x".to_owned())]
