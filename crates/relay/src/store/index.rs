@@ -4,7 +4,8 @@
 //! matching ids from the index (`(resource_type, param, value)` is a B-tree index in both
 //! backends) instead of reading every resource of the type.
 //!
-//! Indexed, for every record type: `identifier` (token). For `DiagnosticReport` and
+//! Indexed, for every record type: `identifier` (token); `_id` reads the resource table's
+//! primary key. For `DiagnosticReport` and
 //! `Observation` also `based-on`, `subject` (`patient` is `subject` with type `Patient`),
 //! `code`, `date` (`effective[x]`) and `status`; for `ServiceRequest` `subject`, `code` and
 //! `status`; for `Specimen` `accession` and `subject`; for `AuditEvent` `entity`.
@@ -47,6 +48,8 @@ pub(crate) struct IndexRow {
 fn indexed(ty: &str, param: &str) -> Option<(&'static str, Kind)> {
     let results = matches!(ty, "DiagnosticReport" | "Observation");
     Some(match param {
+        // Not in the index table: the resource table's primary key.
+        "_id" => ("_id", Kind::Id),
         "identifier" => ("identifier", Kind::Token),
         "based-on" if results => ("based-on", Kind::Reference("ServiceRequest")),
         "patient" if results || matches!(ty, "ServiceRequest" | "Specimen") => {
@@ -67,6 +70,8 @@ fn indexed(ty: &str, param: &str) -> Option<(&'static str, Kind)> {
 /// How a parameter's values are written and searched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    /// The resource's id.
+    Id,
     Token,
     /// A reference; a bare id in a search means this type.
     Reference(&'static str),
@@ -204,6 +209,10 @@ pub(crate) fn plan(ty: &str, params: &[(String, String)]) -> (Vec<Cond>, Vec<(St
 /// (a date that is not one, a prefix that is not supported).
 fn parse(kind: Kind, v: &str) -> Option<Match> {
     match kind {
+        Kind::Id => Some(Match::Token {
+            system: None,
+            value: v.to_owned(),
+        }),
         Kind::Token => {
             let parts = split_unescaped(v, '|');
             let (system, value) = match parts.as_slice() {
@@ -361,6 +370,22 @@ pub(crate) fn select(
         ph(1)
     );
     for c in conds {
+        if c.param == "_id" {
+            let ids: Vec<String> = c
+                .any
+                .iter()
+                .filter_map(|m| match m {
+                    Match::Token { value, .. } => Some(arg(value.clone(), &mut args)),
+                    Match::Range { .. } => None,
+                })
+                .collect();
+            if ids.is_empty() {
+                sql.push_str(" AND FALSE");
+            } else {
+                sql.push_str(&format!(" AND id IN ({})", ids.join(", ")));
+            }
+            continue;
+        }
         let param = arg(c.param.to_owned(), &mut args);
         let mut alternatives = Vec::new();
         for m in &c.any {
@@ -432,6 +457,15 @@ mod tests {
             super::rows(&json!({"resourceType": "Agent", "identifier": [{"value": "x"}]}))
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn ids_use_the_primary_key() {
+        let (conds, rest) = plan("ServiceRequest", &[("_id".into(), "a,b".into())]);
+        assert!(rest.is_empty());
+        let (sql, args) = select("ServiceRequest", &conds, |n| format!("?{n}"));
+        assert!(sql.ends_with("AND id IN (?2, ?3) ORDER BY id"), "{sql}");
+        assert_eq!(args, ["ServiceRequest", "a", "b"]);
     }
 
     #[test]
