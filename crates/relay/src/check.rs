@@ -12,7 +12,8 @@ use crate::fhir::{RESOURCE_TYPES, check_address, valid_id};
 /// loads): not a Bundle, entries without a resource or a type, types the relay does not keep,
 /// ids that are not FHIR ids, the same id twice, Device and Endpoint URLs the agent cannot use,
 /// ClientApplication secrets under [`MIN_SECRET_LEN`](crate::MIN_SECRET_LEN) characters, Agent
-/// channels whose Endpoint is not in the bundle.
+/// channels whose Endpoint is not in the bundle or whose inbound processor the relay does not
+/// know.
 pub fn check_bundle(bundle: &Value) -> Vec<String> {
     let mut problems = Vec::new();
     if bundle["resourceType"] != "Bundle" {
@@ -90,6 +91,9 @@ pub fn check_bundle(bundle: &Value) -> Vec<String> {
                     "entry {i}: Agent/{agent} channel {name}: no endpoint reference"
                 )),
             }
+            if let Err(p) = crate::inbound::channel_processor(ch) {
+                problems.push(format!("entry {i}: Agent/{agent} channel {name}: {p}"));
+            }
         }
     }
     problems
@@ -99,6 +103,24 @@ pub fn check_bundle(bundle: &Value) -> Vec<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_unknown_inbound_processor_is_named() {
+        let bundle = json!({"resourceType": "Bundle", "entry": [
+            {"resource": {"resourceType": "Endpoint", "id": "in", "address": "astm://0.0.0.0:5000"}},
+            {"resource": {"resourceType": "Agent", "id": "a", "channel": [
+                {"name": "ok", "endpoint": {"reference": "Endpoint/in"},
+                 "extension": [{"url": crate::INBOUND_PROCESSOR_EXTENSION, "valueCode": "lab-results"}]},
+                {"name": "typo", "endpoint": {"reference": "Endpoint/in"},
+                 "extension": [{"url": crate::INBOUND_PROCESSOR_EXTENSION, "valueCode": "lab-result"}]}]}},
+        ]});
+        assert_eq!(
+            check_bundle(&bundle),
+            [
+                "entry 1: Agent/a channel typo: inbound-processor \"lab-result\": unknown processor; the relay runs lab-results"
+            ]
+        );
+    }
 
     #[test]
     fn every_problem_is_named() {
@@ -114,7 +136,7 @@ mod tests {
             {"resource": {"resourceType": "Agent", "id": "a", "channel": [{"name": "adt", "endpoint": {"reference": "Endpoint/missing"}}]}},
             {"resource": {"resourceType": "Device", "id": "lis", "url": "mlp://10.0.0.5:2575"}},
             {"resource": {"resourceType": "Device", "id": "lis", "url": "mllp://10.0.0.5:2575"}},
-            {"resource": {"resourceType": "Observation", "id": "o"}},
+            {"resource": {"resourceType": "Encounter", "id": "o"}},
             {"fullUrl": "x"},
             {"resource": {"resourceType": "ClientApplication", "id": "c", "secret": "short"}},
         ]});
@@ -126,7 +148,7 @@ mod tests {
             problems[0]
         );
         assert!(problems[1].contains("Device/lis again (first at entry 1)"));
-        assert!(problems[2].contains("Observation is not a type the relay keeps"));
+        assert!(problems[2].contains("Encounter is not a type the relay keeps"));
         assert_eq!(problems[3], "entry 4: no resource");
         assert_eq!(
             problems[4],

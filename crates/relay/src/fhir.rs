@@ -14,6 +14,9 @@ pub(crate) const RESOURCE_TYPES: &[&str] = &[
     "ServiceRequest",
     "Subscription",
     "AuditEvent",
+    "DiagnosticReport",
+    "Observation",
+    "Specimen",
 ];
 
 /// A resource's `id` (empty when it has none).

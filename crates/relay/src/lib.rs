@@ -24,6 +24,12 @@
 //! - Lab orders: a `ServiceRequest` created or updated here, or notified by another FHIR
 //!   server (`POST /outpost/notify/{subscription}`), is converted to ORM/OML/ASTM and pushed as a
 //!   matching order-push `Subscription` says.
+//! - Lab results: a channel with the [`INBOUND_PROCESSOR_EXTENSION`] `lab-results` has each
+//!   ORU/OUL or ASTM result message converted (the `lab-results` crate) and stored as
+//!   DiagnosticReport, Observation, Specimen and Patient, `basedOn` the order, which is then
+//!   `completed`; resends create nothing; rest-hook Subscriptions on `DiagnosticReport` /
+//!   `Observation` get the Bundle. Record types are searched through an index
+//!   (`DiagnosticReport?based-on=`, `?patient=`, `Observation?code=`, `?date=`).
 //!
 //! Where Medplum loses a message silently, the relay says so: a push to an agent that is not
 //! connected, or has stopped answering heartbeats, is a 400 rather than "All OK"; an agent that
@@ -110,6 +116,7 @@ pub use auth::{
 pub use check::check_bundle;
 pub use config::RelayConfig;
 pub use error::Error;
+pub use inbound::INBOUND_PROCESSOR_EXTENSION;
 pub use orders::{ORDER_PUSH_EXTENSION, SubscriptionError};
 pub use store::{
     InboundQuery, InboundRow, InvalidResource, NewInbound, PutError, Recorded, Registry, StoreError,

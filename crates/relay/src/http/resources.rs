@@ -223,16 +223,21 @@ async fn search(
     fhir(StatusCode::OK, &bundle)
 }
 
-/// An order-push Subscription must be usable: its criteria, agent, device and format.
+/// An order-push Subscription must be usable: its criteria, agent, device and format; a
+/// rest-hook Subscription on results its endpoint and headers.
 /// A Device's `url` and an Endpoint's `address` must be one the agent can use.
 fn check_written(ty: &str, resource: &Value) -> Result<(), Response> {
     crate::fhir::check_address(resource).map_err(bad_request)?;
     if ty != "Subscription" {
         return Ok(());
     }
-    orders::target(resource)
-        .map(|_| ())
-        .map_err(|e| bad_request(format!("invalid order-push Subscription: {e}")))
+    let order_push = orders::target(resource)
+        .map_err(|e| bad_request(format!("invalid order-push Subscription: {e}")))?;
+    if order_push.is_some() {
+        return Ok(());
+    }
+    crate::inbound::check_results_subscription(resource)
+        .map_err(|e| bad_request(format!("invalid results Subscription: {e}")))
 }
 
 /// A ServiceRequest written here goes to the order-push Subscriptions it matches.

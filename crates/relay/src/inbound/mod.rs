@@ -17,7 +17,14 @@
 //! keeps the message and sends it again with the same callback, and that redelivery is
 //! processed afresh (stored once: the callback is unique per agent).
 //!
+//! A channel that names a processor ([`lab_results`]: `Agent.channel[].extension`
+//! `https://outpost.health/fhir/StructureDefinition/inbound-processor`, `valueCode`
+//! `lab-results`) has its messages converted and stored by the relay instead; the answer is an
+//! AA saying what was stored, or an AE with the reason the message could not be converted, and
+//! rest-hook Subscriptions on `DiagnosticReport` / `Observation` get the Bundle ([`notify`]).
 
+mod lab_results;
+mod notify;
 mod route;
 mod webhook;
 
@@ -31,6 +38,10 @@ use hl7v2::{AckCode, AckOptions, Message, Precision, Timestamp, build_ack};
 use crate::auth::{Tokens, may_act_as};
 use crate::fhir::now_secs;
 use crate::store::{NewInbound, Recorded, Registry, chain};
+pub use lab_results::INBOUND_PROCESSOR_EXTENSION;
+pub(crate) use lab_results::processor as channel_processor;
+use lab_results::{LabResults, Processor, ResultsError};
+pub(crate) use notify::check_subscription as check_results_subscription;
 use route::Target;
 pub(crate) use route::problems as target_problems;
 use webhook::{Webhook, WebhookError};
@@ -45,6 +56,7 @@ pub(crate) struct Inbound {
     tokens: Tokens,
     webhook: Option<String>,
     http: reqwest::Client,
+    results: LabResults,
 }
 
 /// The answer to a message, before it is sent.
@@ -64,6 +76,7 @@ impl Inbound {
         http: reqwest::Client,
     ) -> Inbound {
         Inbound {
+            results: LabResults::new(registry.clone()),
             registry,
             tokens,
             webhook,
@@ -121,6 +134,7 @@ impl Inbound {
             return error("Channel not found");
         };
         let target = route::target(&self.registry, &agent, &channel);
+        let processor = route::processor(&agent, &channel);
         // Without a callback there is nothing to de-duplicate on; make one up.
         let key = req
             .callback
@@ -167,8 +181,34 @@ impl Inbound {
                 );
             }
         };
-        let answer = match self.answer(agent_id, &channel, &target, &req).await {
+        let answered = match processor {
+            Ok(Some(Processor::LabResults)) => self.lab_results(agent_id, &channel, &req).await,
+            Ok(None) => self.answer(agent_id, &channel, &target, &req).await,
+            Err(problem) => Err(AnswerError::Unsupported(format!(
+                "channel {channel}: {problem}"
+            ))),
+        };
+        let answer = match answered {
             Ok(a) => a,
+            Err(AnswerError::Rejected(text)) => {
+                tracing::warn!(
+                    agent = agent_id,
+                    channel,
+                    error = text,
+                    "inbound message stored; it could not be processed"
+                );
+                refusal(&req, text)
+            }
+            Err(AnswerError::Temporary(text)) => {
+                // Stored, not processed: not final; a redelivery is processed again.
+                tracing::warn!(
+                    agent = agent_id,
+                    channel,
+                    error = text,
+                    "inbound message not processed"
+                );
+                return response(&req, 503, None, format!("{text}; retry"));
+            }
             Err(AnswerError::Unsupported(problem)) => {
                 tracing::warn!(
                     agent = agent_id,
@@ -215,6 +255,57 @@ impl Inbound {
             tracing::error!(error = %chain(&e), "cannot record the answer to an inbound message");
         }
         response(&req, answer.status, Some(answer.content_type), answer.body)
+    }
+
+    /// Runs the lab-results processor on a stored message: AA (or `OK:`) saying what was
+    /// stored, and the Bundle to the results Subscriptions when something was new or changed.
+    async fn lab_results(
+        &self,
+        agent_id: &str,
+        channel: &str,
+        req: &TransmitRequest,
+    ) -> Result<Answer, AnswerError> {
+        let stored = match self.results.process(&req.body, &req.content_type).await {
+            Ok(s) => s,
+            Err(e @ ResultsError::Store(_)) => {
+                return Err(AnswerError::Temporary(format!(
+                    "relay could not store the results: {}",
+                    chain(&e)
+                )));
+            }
+            Err(e) => return Err(AnswerError::Rejected(chain(&e))),
+        };
+        let summary = stored.summary();
+        tracing::info!(
+            agent = agent_id,
+            channel,
+            reports = ?stored.reports,
+            summary,
+            "lab results stored"
+        );
+        if !stored.created.is_empty() || !stored.updated.is_empty() {
+            let changed: Vec<_> = stored
+                .created
+                .iter()
+                .chain(&stored.updated)
+                .cloned()
+                .collect();
+            let hooks = notify::hooks(&self.registry, &changed);
+            notify::send(&self.http, hooks, &stored.bundle);
+        }
+        let (status, content_type, body) = if req.content_type == CONTENT_TYPE_HL7_V2 {
+            match ack(&req.body, AckCode::AA, Some(summary)) {
+                Ok(a) => (200, CONTENT_TYPE_HL7_V2, a),
+                Err(text) => (400, CONTENT_TYPE_TEXT, text),
+            }
+        } else {
+            (200, CONTENT_TYPE_TEXT, format!("OK: {summary}"))
+        };
+        Ok(Answer {
+            status,
+            content_type: content_type.to_owned(),
+            body,
+        })
     }
 
     /// The answer for a stored message, or why its target could not give one.
@@ -274,6 +365,10 @@ enum AnswerError {
     Webhook(WebhookError),
     /// The target cannot run on Outpost (the problem, in words).
     Unsupported(String),
+    /// The processor refused the message for good (why, in words): answered AE.
+    Rejected(String),
+    /// The processor could not finish for now (why): answered 503, the agent sends it again.
+    Temporary(String),
 }
 
 impl From<WebhookError> for AnswerError {
@@ -371,7 +466,9 @@ impl Inbound {
             .await
         {
             Ok(a) => a,
-            Err(AnswerError::Unsupported(problem)) => return Err(problem),
+            Err(AnswerError::Unsupported(why))
+            | Err(AnswerError::Rejected(why))
+            | Err(AnswerError::Temporary(why)) => return Err(why),
             Err(AnswerError::Webhook(e)) => return Err(chain(&e)),
         };
         if let Err(e) = self

@@ -11,6 +11,7 @@
 
 use serde_json::Value;
 
+use super::lab_results::Processor;
 use crate::store::Registry;
 
 /// Where one channel's messages go.
@@ -106,7 +107,18 @@ pub(crate) fn target(registry: &Registry, agent: &Value, channel: &str) -> Targe
     }
 }
 
-/// The problems of every channel of `agent` whose target Outpost cannot run.
+/// The processor `channel` of `agent` names (see [`super::lab_results`]), or the problem.
+pub(crate) fn processor(agent: &Value, channel: &str) -> Result<Option<Processor>, String> {
+    agent["channel"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"].as_str() == Some(channel))
+        .map_or(Ok(None), super::lab_results::processor)
+}
+
+/// The problems of every channel of `agent` whose target or processor Outpost cannot run.
+/// A channel with a processor does not use its target.
 pub(crate) fn problems(registry: &Registry, agent: &Value) -> Vec<String> {
     agent["channel"]
         .as_array()
@@ -114,7 +126,11 @@ pub(crate) fn problems(registry: &Registry, agent: &Value) -> Vec<String> {
         .flatten()
         .filter_map(|c| {
             let name = c["name"].as_str()?;
-            target(registry, agent, name).problem(name)
+            match super::lab_results::processor(c) {
+                Ok(Some(_)) => None,
+                Ok(None) => target(registry, agent, name).problem(name),
+                Err(problem) => Some(format!("channel {name}: {problem}")),
+            }
         })
         .collect()
 }

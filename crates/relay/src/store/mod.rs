@@ -18,6 +18,7 @@
 mod cache;
 mod error;
 mod inbound;
+mod index;
 mod orders;
 mod postgres;
 mod registry;
@@ -32,6 +33,7 @@ pub(crate) use cache::is_cached;
 pub use error::StoreError;
 pub(crate) use error::chain;
 pub use inbound::{InboundQuery, InboundRow, NewInbound, Recorded};
+pub(crate) use index::{Cond, IndexRow};
 pub(crate) use orders::{Delivery, DeliveryOutcome};
 pub(crate) use postgres::pool_for;
 pub use registry::{InvalidResource, PutError, Registry};
@@ -48,20 +50,24 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug {
     async fn registry_rows(&self) -> Result<Vec<(String, String, String)>, StoreError>;
     /// A resource's stored JSON.
     async fn get(&self, ty: &str, id: &str) -> Result<Option<String>, StoreError>;
-    /// Inserts or replaces a resource (telling other processes, where there are any).
+    /// Inserts or replaces a resource and its search index rows, in one transaction (telling
+    /// other processes, where there are any).
     async fn upsert(
         &self,
         ty: &str,
         id: &str,
         version: i64,
         content: String,
+        index: Vec<IndexRow>,
     ) -> Result<(), StoreError>;
-    /// Deletes a resource; whether it existed.
+    /// Deletes a resource and its index rows; whether it existed.
     async fn delete(&self, ty: &str, id: &str) -> Result<bool, StoreError>;
-    /// Up to `limit` resources of `ty` that `keep`, in id order, read row by row.
-    async fn scan(
+    /// Up to `limit` resources of `ty` that meet every indexed condition (found through the
+    /// search index) and that `keep`, in id order, read row by row.
+    async fn select(
         &self,
         ty: &str,
+        conds: Vec<Cond>,
         limit: usize,
         keep: Filter,
     ) -> Result<Vec<Arc<Value>>, StoreError>;

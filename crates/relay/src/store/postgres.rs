@@ -23,9 +23,10 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::cache::{CACHED_TYPES, RegistryCache, is_cached};
 use super::inbound::INBOUND_SELECT;
+use super::index::{self, INDEX_VERSION};
 use super::{
-    Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, NewInbound, Recorded, Store,
-    StoreError,
+    Cond, Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, IndexRow, NewInbound,
+    Recorded, Store, StoreError,
 };
 use crate::fhir::now_rfc3339;
 
@@ -70,7 +71,16 @@ CREATE INDEX IF NOT EXISTS order_delivery_due ON order_delivery (state, next_at)
 CREATE TABLE IF NOT EXISTS setting (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
-);";
+);
+CREATE TABLE IF NOT EXISTS search_index (
+    resource_type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    param TEXT NOT NULL,
+    system TEXT NOT NULL,
+    value TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS search_index_value ON search_index (resource_type, param, value);
+CREATE INDEX IF NOT EXISTS search_index_resource ON search_index (resource_type, id);";
 
 /// Connections in the pool: enough for the statements one process issues at once.
 const POOL_SIZE: usize = 16;
@@ -154,6 +164,7 @@ impl Postgres {
             tx.execute("SELECT pg_advisory_xact_lock(727001)", &[])
                 .await?;
             tx.batch_execute(SCHEMA).await?;
+            reindex(&tx).await?;
             tx.commit().await?;
         }
         tokio::spawn(listen(config, tls, cache));
@@ -163,6 +174,60 @@ impl Postgres {
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         Ok(self.pool.get().await?)
     }
+}
+
+/// Writes the search index of every indexed resource when the database's index is older than
+/// [`INDEX_VERSION`] (the `search_index_version` setting), e.g. one written by an earlier
+/// relay. Runs under the schema lock.
+async fn reindex(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    let version: Option<String> = tx
+        .query_opt(
+            "SELECT value FROM setting WHERE name = 'search_index_version'",
+            &[],
+        )
+        .await?
+        .map(|r| r.get(0));
+    if version.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0) >= INDEX_VERSION {
+        return Ok(());
+    }
+    tx.execute("DELETE FROM search_index", &[]).await?;
+    let rows = tx
+        .query("SELECT resource_type, id, content FROM resource", &[])
+        .await?;
+    for r in rows {
+        let (ty, id, content): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+        if let Ok(v) = serde_json::from_str::<Value>(&content) {
+            insert_index(tx, &ty, &id, &index::rows(&v)).await?;
+        }
+    }
+    tx.execute(
+        "INSERT INTO setting (name, value) VALUES ('search_index_version', $1)
+         ON CONFLICT (name) DO UPDATE SET value = $1",
+        &[&INDEX_VERSION.to_string()],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn insert_index(
+    tx: &deadpool_postgres::Transaction<'_>,
+    ty: &str,
+    id: &str,
+    rows: &[IndexRow],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO search_index (resource_type, id, param, system, value) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .await?;
+    for r in rows {
+        tx.execute(&stmt, &[&ty, &id, &r.param, &r.system, &r.value])
+            .await?;
+    }
+    Ok(())
 }
 
 fn inbound_row(r: &tokio_postgres::Row) -> InboundRow {
@@ -231,6 +296,7 @@ impl Store for Postgres {
         id: &str,
         version: i64,
         content: String,
+        index: Vec<IndexRow>,
     ) -> Result<(), StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
@@ -240,6 +306,12 @@ impl Store for Postgres {
             &[&ty, &id, &version, &content],
         )
         .await?;
+        tx.execute(
+            "DELETE FROM search_index WHERE resource_type = $1 AND id = $2",
+            &[&ty, &id],
+        )
+        .await?;
+        insert_index(&tx, ty, id, &index).await?;
         if is_cached(ty) {
             tx.execute(
                 "SELECT pg_notify('outpost_resource', $1)",
@@ -261,6 +333,11 @@ impl Store for Postgres {
             )
             .await?;
         tx.execute(
+            "DELETE FROM search_index WHERE resource_type = $1 AND id = $2",
+            &[&ty, &id],
+        )
+        .await?;
+        tx.execute(
             "SELECT pg_notify('outpost_resource', $1)",
             &[&format!("{ty}/{id}")],
         )
@@ -269,19 +346,16 @@ impl Store for Postgres {
         Ok(n > 0)
     }
 
-    async fn scan(
+    async fn select(
         &self,
         ty: &str,
+        conds: Vec<Cond>,
         limit: usize,
         keep: Filter,
     ) -> Result<Vec<Arc<Value>>, StoreError> {
+        let (sql, args) = index::select(ty, &conds, |n| format!("${n}"));
         let c = self.client().await?;
-        let rows = c
-            .query_raw(
-                "SELECT content FROM resource WHERE resource_type = $1 ORDER BY id",
-                [ty],
-            )
-            .await?;
+        let rows = c.query_raw(&sql, args.iter()).await?;
         futures_util::pin_mut!(rows);
         let mut found = Vec::new();
         while found.len() < limit

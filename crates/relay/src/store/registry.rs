@@ -190,8 +190,9 @@ impl Registry {
             "versionId": version.to_string(),
             "lastUpdated": now_rfc3339(),
         });
+        let index = super::index::rows(&resource);
         self.db
-            .upsert(&ty, &id, version, resource.to_string())
+            .upsert(&ty, &id, version, resource.to_string(), index)
             .await?;
         let stored = Arc::new(resource);
         if is_cached(&ty) {
@@ -221,9 +222,10 @@ impl Registry {
         Ok(existed || cached)
     }
 
-    /// Up to `limit` resources of `ty` matching every search parameter (see [`matches`]), by
-    /// id. Types not kept in memory are read from the database row by row, holding only the
-    /// matches.
+    /// Up to `limit` resources of `ty` matching every search parameter (see [`matches`], and
+    /// those the search index answers: `identifier`, `based-on`, `code`, `date`...), by id.
+    /// Types not kept in memory are read from the database: the candidates the indexed
+    /// parameters select, else every row of the type, row by row, holding only the matches.
     ///
     /// # Errors
     ///
@@ -243,9 +245,9 @@ impl Registry {
                 .take(limit)
                 .collect());
         }
-        let params = params.to_vec();
-        let keep: Filter = Arc::new(move |r| params.iter().all(|(k, v)| matches(r, k, v)));
-        self.db.scan(ty, limit, keep).await
+        let (conds, rest) = super::index::plan(ty, params);
+        let keep: Filter = Arc::new(move |r| rest.iter().all(|(k, v)| matches(r, k, v)));
+        self.db.select(ty, conds, limit, keep).await
     }
 
     /// Resources held in memory (the registry proper).
@@ -483,7 +485,7 @@ mod tests {
                 .is_err()
         );
         assert!(
-            s.put(json!({"resourceType":"Observation","id":"x"}))
+            s.put(json!({"resourceType":"Encounter","id":"x"}))
                 .await
                 .is_err()
         );

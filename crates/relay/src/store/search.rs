@@ -8,8 +8,11 @@ use crate::fhir::id_of;
 /// Whether a resource matches one search parameter. Supported: `_id` (comma-separated list),
 /// `identifier` (`system|value`, `|value` or `value`), `name` (case-insensitive prefix of
 /// `name`, a HumanName's family/given/text, or `Device.deviceName.name`), `url`, `address`,
-/// `status`, `subject` / `patient` (reference), `entity` (AuditEvent: a reference, any version), and `_count`/`_sort`/`_total`/`_format`, which are
-/// not filters. Unknown parameters match nothing, so a typo never widens a search.
+/// `status`, `subject` / `patient` (reference), `entity` (AuditEvent: a reference, any version),
+/// `birthdate` (Patient, the date as written), `family` (case-insensitive prefix of a family
+/// name), and `_count`/`_sort`/`_total`/`_format`, which are not filters. Unknown parameters
+/// match nothing, so a typo never widens a search. Record types are searched through the
+/// index first ([`index`](super::index)); what it does not answer comes here.
 pub(crate) fn matches(r: &Value, key: &str, value: &str) -> bool {
     match key {
         "_count" | "_sort" | "_total" | "_format" | "_summary" | "_elements" => true,
@@ -44,6 +47,15 @@ pub(crate) fn matches(r: &Value, key: &str, value: &str) -> bool {
                     .any(|n| hit(n["name"].as_str()))
         }
         "url" | "address" | "status" => r[key].as_str() == Some(value),
+        "birthdate" => r["birthDate"].as_str() == Some(value),
+        "family" => {
+            let needle = value.to_lowercase();
+            r["name"].as_array().into_iter().flatten().any(|n| {
+                n["family"]
+                    .as_str()
+                    .is_some_and(|f| f.to_lowercase().starts_with(&needle))
+            })
+        }
         "entity" => r["entity"].as_array().into_iter().flatten().any(|e| {
             e["what"]["reference"].as_str().is_some_and(|w| {
                 w == value

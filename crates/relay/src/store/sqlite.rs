@@ -12,9 +12,10 @@ use serde_json::Value;
 
 use super::cache::CACHED_TYPES;
 use super::inbound::INBOUND_SELECT;
+use super::index::{self, INDEX_VERSION};
 use super::{
-    Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, NewInbound, Recorded, Store,
-    StoreError,
+    Cond, Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, IndexRow, NewInbound,
+    Recorded, Store, StoreError,
 };
 use crate::fhir::now_rfc3339;
 
@@ -55,7 +56,16 @@ CREATE TABLE IF NOT EXISTS order_delivery (
     response TEXT,
     created_at TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS order_delivery_due ON order_delivery (state, next_at);";
+CREATE INDEX IF NOT EXISTS order_delivery_due ON order_delivery (state, next_at);
+CREATE TABLE IF NOT EXISTS search_index (
+    resource_type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    param TEXT NOT NULL,
+    system TEXT NOT NULL,
+    value TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS search_index_value ON search_index (resource_type, param, value);
+CREATE INDEX IF NOT EXISTS search_index_resource ON search_index (resource_type, id);";
 
 /// The SQLite backend.
 #[derive(Debug, Clone)]
@@ -73,7 +83,7 @@ fn quick_check(conn: &Connection) -> Result<Option<String>, rusqlite::Error> {
 }
 
 fn open_checked(path: Option<PathBuf>) -> Result<Connection, StoreError> {
-    let conn = match &path {
+    let mut conn = match &path {
         Some(p) => Connection::open(p),
         None => Connection::open_in_memory(),
     }?;
@@ -91,7 +101,47 @@ fn open_checked(path: Option<PathBuf>) -> Result<Connection, StoreError> {
     }
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
     conn.execute_batch(SCHEMA)?;
+    reindex(&mut conn)?;
     Ok(conn)
+}
+
+/// Writes the search index of every indexed resource when the file's index is older than
+/// [`INDEX_VERSION`] (`PRAGMA user_version`), e.g. a registry written by an earlier relay.
+fn reindex(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version >= INDEX_VERSION {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    tx.execute("DELETE FROM search_index", [])?;
+    let rows: Vec<(String, String, String)> = {
+        let mut stmt = tx.prepare("SELECT resource_type, id, content FROM resource")?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?
+    };
+    for (ty, id, content) in rows {
+        if let Ok(v) = serde_json::from_str::<Value>(&content) {
+            insert_index(&tx, &ty, &id, &index::rows(&v))?;
+        }
+    }
+    tx.execute_batch(&format!("PRAGMA user_version = {INDEX_VERSION}"))?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn insert_index(
+    c: &Connection,
+    ty: &str,
+    id: &str,
+    rows: &[IndexRow],
+) -> Result<(), rusqlite::Error> {
+    let mut stmt = c.prepare_cached(
+        "INSERT INTO search_index (resource_type, id, param, system, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for r in rows {
+        stmt.execute(params![ty, id, r.param, r.system, r.value])?;
+    }
+    Ok(())
 }
 
 impl Sqlite {
@@ -185,15 +235,22 @@ impl Store for Sqlite {
         id: &str,
         version: i64,
         content: String,
+        index: Vec<IndexRow>,
     ) -> Result<(), StoreError> {
         let (ty, id) = (ty.to_owned(), id.to_owned());
         self.run(move |c| {
-            c.execute(
+            let tx = c.transaction()?;
+            tx.execute(
                 "INSERT INTO resource (resource_type, id, version, content) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (resource_type, id) DO UPDATE SET version = ?3, content = ?4",
                 params![ty, id, version, content],
-            )
-            .map(drop)
+            )?;
+            tx.execute(
+                "DELETE FROM search_index WHERE resource_type = ?1 AND id = ?2",
+                params![ty, id],
+            )?;
+            insert_index(&tx, &ty, &id, &index)?;
+            tx.commit()
         })
         .await
     }
@@ -201,26 +258,32 @@ impl Store for Sqlite {
     async fn delete(&self, ty: &str, id: &str) -> Result<bool, StoreError> {
         let (ty, id) = (ty.to_owned(), id.to_owned());
         self.run(move |c| {
-            c.execute(
+            let tx = c.transaction()?;
+            let n = tx.execute(
                 "DELETE FROM resource WHERE resource_type = ?1 AND id = ?2",
                 params![ty, id],
-            )
-            .map(|n| n > 0)
+            )?;
+            tx.execute(
+                "DELETE FROM search_index WHERE resource_type = ?1 AND id = ?2",
+                params![ty, id],
+            )?;
+            tx.commit()?;
+            Ok(n > 0)
         })
         .await
     }
 
-    async fn scan(
+    async fn select(
         &self,
         ty: &str,
+        conds: Vec<Cond>,
         limit: usize,
         keep: Filter,
     ) -> Result<Vec<Arc<Value>>, StoreError> {
-        let ty = ty.to_owned();
+        let (sql, args) = index::select(ty, &conds, |n| format!("?{n}"));
         self.run(move |c| {
-            let mut stmt =
-                c.prepare("SELECT content FROM resource WHERE resource_type = ?1 ORDER BY id")?;
-            let mut rows = stmt.query(params![ty])?;
+            let mut stmt = c.prepare(&sql)?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
             let mut found = Vec::new();
             while found.len() < limit
                 && let Some(row) = rows.next()?
@@ -362,5 +425,70 @@ impl Store for Sqlite {
         _init: String,
     ) -> Result<Option<String>, StoreError> {
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexed_searches_read_the_index_not_the_table() {
+        let conn = open_checked(None).unwrap();
+        let (conds, _) = index::plan(
+            "Observation",
+            &[
+                ("code".into(), "http://loinc.org|2345-7".into()),
+                ("date".into(), "ge2024-03-01".into()),
+                ("based-on".into(), "ServiceRequest/sr-1".into()),
+            ],
+        );
+        let (sql, args) = index::select("Observation", &conds, |n| format!("?{n}"));
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let plan: Vec<String> = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join("\n");
+        assert_eq!(
+            plan.matches("USING INDEX search_index_value").count()
+                + plan
+                    .matches("USING COVERING INDEX search_index_value")
+                    .count(),
+            3,
+            "{plan}"
+        );
+        assert!(!plan.contains("SCAN resource"), "{plan}");
+        assert!(!plan.contains("SCAN search_index"), "{plan}");
+    }
+
+    #[test]
+    fn a_registry_without_an_index_is_indexed_when_it_opens() {
+        let mut conn = open_checked(None).unwrap();
+        conn.execute(
+            "INSERT INTO resource VALUES ('ServiceRequest', 'sr-1', 1, ?1)",
+            params![
+                r#"{"resourceType":"ServiceRequest","id":"sr-1","identifier":[{"value":"PL-1"}]}"#
+            ],
+        )
+        .unwrap();
+        conn.execute_batch("PRAGMA user_version = 0").unwrap();
+        reindex(&mut conn).unwrap();
+        let n: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM search_index WHERE param = 'identifier' AND value = 'PL-1'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+        // Once: a second open leaves the index alone.
+        conn.execute("DELETE FROM search_index", []).unwrap();
+        reindex(&mut conn).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM search_index", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
     }
 }
