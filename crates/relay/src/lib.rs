@@ -279,8 +279,10 @@ impl Relay {
             None => open_blobs(&config)?,
         };
         let login_limits = config.login_limits;
+        let push_log = store::PushLog::start(registry.clone(), store::PushLogLimits::default());
         let state = Arc::new(RelayState {
             blobs,
+            push_log,
             config,
             registry,
             logins: auth::Logins::new(tokens.clone(), login_limits),

@@ -376,6 +376,29 @@ async fn an_inbound_message_shows_live_and_can_be_resent() {
         .and_then(|r| r.split('"').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no row id in {row}"));
+    // Found by its keys; not by another's.
+    for (query, found) in [
+        ("control_id=LIVE1", true),
+        ("message_type=ORU%5ER01", true),
+        ("patient_id=%3C42%3E", true),
+        ("control_id=OTHER", false),
+        ("message_type=ADT", false),
+    ] {
+        let html = browser()
+            .get(url(&relay, &format!("console/messages?{query}")))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(
+            html.contains(&format!("id=\"message-{id}\"")),
+            found,
+            "{query}"
+        );
+    }
     // Its page shows the segments, escaped, with field paths.
     let page = browser()
         .get(url(&relay, &format!("console/messages/{id}")))
@@ -419,4 +442,105 @@ async fn an_inbound_message_shows_live_and_can_be_resent() {
         "{}",
         audit.text
     );
+}
+
+#[tokio::test]
+async fn pushes_are_logged_searchable_and_can_be_pushed_again() {
+    let relay = start().await;
+    let (cookie, csrf) = operator(&relay).await;
+    let mut agent = ScriptedAgent::connect(&relay).await;
+    let t = token(&relay, CALLER, CALLER_SECRET).await;
+    let adt = "MSH|^~\\&|EHR|H|LAB|H|20240101||ADT^A08|PUSH-77|P|2.5\rPID|1||MRN-9^^^H^MR\r";
+    let push_url = url(&relay, &format!("fhir/R4/Agent/{AGENT}/$push"));
+    let body = serde_json::json!({"destination": format!("Device/{DEVICE}"),
+        "contentType": "x-application/hl7-v2+er7", "body": adt, "waitForResponse": true});
+    let (resp, pushed) = tokio::join!(
+        call(client().post(&push_url).bearer_auth(&t).json(&body)),
+        answer_one(&mut agent, "PUSH-77")
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    assert_eq!(pushed, adt);
+    // The log is written in the background: wait for the row, found by its control id.
+    let page = |path: String| {
+        browser()
+            .get(url(&relay, &path))
+            .header("cookie", &cookie)
+            .send()
+    };
+    let list = test_support::wait_until("the push in the log", Duration::from_secs(10), || {
+        let p = page("console/pushes?control_id=PUSH-77".to_owned());
+        async move {
+            let html = p.await.ok()?.text().await.ok()?;
+            html.contains("id=\"push-").then_some(html)
+        }
+    })
+    .await;
+    assert!(list.contains("ADT^A08"), "{list}");
+    assert!(list.contains("answered (200)"), "{list}");
+    let id: i64 = list
+        .split("id=\"push-")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    // Searches by patient and type find it; one for another patient does not.
+    for (query, found) in [
+        ("patient_id=MRN-9", true),
+        ("message_type=ADT", true),
+        ("message_type=ADT%5EA08", true),
+        ("patient_id=MRN-0", false),
+        ("outcome=timeout", false),
+    ] {
+        let html = page(format!("console/pushes?{query}"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(
+            html.contains(&format!("id=\"push-{id}\"")),
+            found,
+            "{query}"
+        );
+    }
+    let detail = page(format!("console/pushes/{id}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(detail.contains("PUSH-77"), "{detail}");
+    // Pushed again, with the token: the agent gets the same message.
+    let repush = browser()
+        .post(url(&relay, &format!("console/pushes/{id}/repush")))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .send();
+    let (resp, again) = tokio::join!(repush, answer_one(&mut agent, "PUSH-77"));
+    let html = resp.unwrap().text().await.unwrap();
+    assert!(html.contains("Pushed again: HTTP 200"), "{html}");
+    assert_eq!(again, adt);
+}
+
+/// Answers the next push `agent` gets with an AA for `control_id`; the pushed body.
+async fn answer_one(agent: &mut ScriptedAgent, control_id: &str) -> String {
+    let AgentMessage::TransmitRequest(req) = agent.recv_kind("agent:transmit:request").await else {
+        unreachable!()
+    };
+    agent
+        .send(&AgentMessage::TransmitResponse(
+            agent_protocol::TransmitResponse {
+                channel: None,
+                remote: req.remote.clone(),
+                callback: req.callback.clone(),
+                content_type: "x-application/hl7-v2+er7".into(),
+                status_code: Some(200),
+                status: None,
+                body: format!(
+                    "MSH|^~\\&|LAB|H|EHR|H|20240101||ACK|A1|P|2.5\rMSA|AA|{control_id}\r"
+                ),
+            },
+        ))
+        .await;
+    req.body
 }

@@ -41,6 +41,8 @@ pub(crate) struct RelayState {
     pub(crate) orders: Arc<Orders>,
     pub(crate) sessions: Arc<Sessions>,
     pub(crate) blobs: Arc<dyn crate::blob::BlobStore>,
+    /// Every `$push`, for the console.
+    pub(crate) push_log: crate::store::PushLog,
 }
 
 /// The relay's routes.

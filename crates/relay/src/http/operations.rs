@@ -586,7 +586,8 @@ pub(crate) async fn operation(
                 error = failure.as_deref().unwrap_or(""),
                 "push"
             );
-            result.unwrap_or_else(IntoResponse::into_response)
+            let resp = result.unwrap_or_else(IntoResponse::into_response);
+            log_push(state, caller, &agent, &bytes, outcome, took, arrived, resp).await
         }
         ("Agent", "status", &Method::GET) => match find_agent(state, caller, id, query) {
             Ok(agent) => fhir(
@@ -684,4 +685,42 @@ pub(super) async fn console_push(
         content_type,
         String::from_utf8_lossy(&bytes).into_owned(),
     )
+}
+
+/// Hands a push to the push log (the console's), and gives back its response unchanged.
+#[allow(clippy::too_many_arguments)] // one log record, its parts named at the call
+async fn log_push(
+    state: &RelayState,
+    caller: &Caller,
+    agent: &Value,
+    request: &[u8],
+    outcome: &str,
+    took: Duration,
+    arrived: Instant,
+    resp: Response,
+) -> Response {
+    use crate::store::{MAX_LOGGED_BODY, MessageKeys, PushRecord, truncated};
+    let (parts, body) = resp.into_parts();
+    // The bodies answered here are built whole in memory: this reads them back, no wait.
+    let answer = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let params: Value = serde_json::from_slice(request).unwrap_or(Value::Null);
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let pushed = params["body"].as_str().unwrap_or_default();
+    let at_ms = crate::fhir::now_ms() - i64::try_from(arrived.elapsed().as_millis()).unwrap_or(0);
+    state.push_log.record(PushRecord {
+        at_ms,
+        caller: caller.client_id.clone(),
+        agent_id: id_of(agent).to_owned(),
+        destination: text(&params["destination"]),
+        content_type: text(&params["contentType"]),
+        outcome: outcome.to_owned(),
+        status: parts.status.as_u16(),
+        latency_us: i64::try_from(took.as_micros()).unwrap_or(i64::MAX),
+        keys: MessageKeys::of(pushed),
+        request: truncated(pushed, MAX_LOGGED_BODY),
+        answer: truncated(&String::from_utf8_lossy(&answer), MAX_LOGGED_BODY),
+    });
+    Response::from_parts(parts, Body::from(answer))
 }

@@ -19,6 +19,7 @@ mod cache;
 mod error;
 mod inbound;
 mod index;
+mod journal;
 mod orders;
 mod postgres;
 mod registry;
@@ -34,6 +35,10 @@ pub use error::StoreError;
 pub(crate) use error::chain;
 pub use inbound::{InboundQuery, InboundRow, NewInbound, Recorded};
 pub(crate) use index::{Cond, IndexRow};
+pub(crate) use journal::{
+    JournalQuery, MAX_LOGGED_BODY, MessageKeys, PushLog, PushLogLimits, PushRecord, PushRow,
+    truncated,
+};
 pub(crate) use orders::{Delivery, DeliveryOutcome};
 pub(crate) use postgres::pool_for;
 pub use registry::{InvalidResource, PutError, Registry};
@@ -101,4 +106,12 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug {
     /// A value every process sharing the database agrees on: the stored one, or `init` stored
     /// now. `None` when the database is not shared (SQLite).
     async fn shared_setting(&self, name: &str, init: String) -> Result<Option<String>, StoreError>;
+    /// Appends pushes to the push log, in one transaction.
+    async fn record_pushes(&self, pushes: Vec<PushRecord>) -> Result<(), StoreError>;
+    /// Logged pushes, newest first.
+    async fn pushes(&self, q: JournalQuery) -> Result<Vec<PushRow>, StoreError>;
+    /// Stored inbound messages, newest first, searched by their keys.
+    async fn inbound_search(&self, q: JournalQuery) -> Result<Vec<InboundRow>, StoreError>;
+    /// Deletes logged pushes older than `older_than_ms` or beyond the newest `max_rows`.
+    async fn prune_pushes(&self, max_rows: i64, older_than_ms: i64) -> Result<u64, StoreError>;
 }

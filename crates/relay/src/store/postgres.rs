@@ -24,9 +24,11 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::cache::{CACHED_TYPES, RegistryCache, is_cached};
 use super::inbound::INBOUND_SELECT;
 use super::index::{self, INDEX_VERSION};
+use super::journal::conditions;
+use super::sqlite::{INBOUND_SEARCH, PUSH_SELECT};
 use super::{
-    Cond, Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, IndexRow, NewInbound,
-    Recorded, Store, StoreError,
+    Cond, Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, IndexRow, JournalQuery,
+    MessageKeys, NewInbound, PushRecord, PushRow, Recorded, Store, StoreError,
 };
 use crate::fhir::now_rfc3339;
 
@@ -80,7 +82,44 @@ CREATE TABLE IF NOT EXISTS search_index (
     value TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS search_index_value ON search_index (resource_type, param, value);
-CREATE INDEX IF NOT EXISTS search_index_resource ON search_index (resource_type, id);";
+CREATE INDEX IF NOT EXISTS search_index_resource ON search_index (resource_type, id);
+CREATE INDEX IF NOT EXISTS inbound_agent_channel ON inbound (agent_id, channel, id);
+CREATE TABLE IF NOT EXISTS inbound_key (
+    inbound_id BIGINT PRIMARY KEY,
+    control_id TEXT,
+    message_code TEXT,
+    message_type TEXT,
+    patient_id TEXT
+);
+CREATE INDEX IF NOT EXISTS inbound_key_control ON inbound_key (control_id);
+CREATE INDEX IF NOT EXISTS inbound_key_code ON inbound_key (message_code, inbound_id);
+CREATE INDEX IF NOT EXISTS inbound_key_type ON inbound_key (message_type, inbound_id);
+CREATE INDEX IF NOT EXISTS inbound_key_patient ON inbound_key (patient_id);
+CREATE TABLE IF NOT EXISTS push_log (
+    id BIGSERIAL PRIMARY KEY,
+    at_ms BIGINT NOT NULL,
+    caller TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    latency_us BIGINT NOT NULL,
+    control_id TEXT,
+    message_code TEXT,
+    message_type TEXT,
+    patient_id TEXT,
+    request TEXT NOT NULL,
+    answer TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS push_log_agent ON push_log (agent_id, id);
+CREATE INDEX IF NOT EXISTS push_log_destination ON push_log (destination, id);
+CREATE INDEX IF NOT EXISTS push_log_outcome ON push_log (outcome, id);
+CREATE INDEX IF NOT EXISTS push_log_control ON push_log (control_id);
+CREATE INDEX IF NOT EXISTS push_log_code ON push_log (message_code, id);
+CREATE INDEX IF NOT EXISTS push_log_type ON push_log (message_type, id);
+CREATE INDEX IF NOT EXISTS push_log_patient ON push_log (patient_id);
+CREATE INDEX IF NOT EXISTS push_log_at ON push_log (at_ms);";
 
 /// Connections in the pool: enough for the statements one process issues at once.
 const POOL_SIZE: usize = 16;
@@ -245,6 +284,30 @@ fn inbound_row(r: &tokio_postgres::Row) -> InboundRow {
     }
 }
 
+fn push_row(r: &tokio_postgres::Row) -> PushRow {
+    PushRow {
+        id: r.get(0),
+        push: PushRecord {
+            at_ms: r.get(1),
+            caller: r.get(2),
+            agent_id: r.get(3),
+            destination: r.get(4),
+            content_type: r.get(5),
+            outcome: r.get(6),
+            status: u16::try_from(r.get::<_, i32>(7)).unwrap_or(0),
+            latency_us: r.get(8),
+            keys: MessageKeys {
+                control_id: r.get(9),
+                message_code: r.get(10),
+                message_type: r.get(11),
+                patient_id: r.get(12),
+            },
+            request: r.get(13),
+            answer: r.get(14),
+        },
+    }
+}
+
 fn delivery_row(r: &tokio_postgres::Row) -> Delivery {
     Delivery {
         id: r.get(0),
@@ -373,11 +436,20 @@ impl Store for Postgres {
 
     async fn record_inbound(&self, m: NewInbound) -> Result<Recorded, StoreError> {
         let c = self.client().await?;
+        let k = MessageKeys::of(&m.body);
+        // The message and its search keys in one statement: both or neither.
         let inserted = c
             .query_opt(
-                "INSERT INTO inbound (agent_id, channel, remote, content_type, body, callback, received_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (agent_id, callback) DO NOTHING RETURNING id",
-                &[&m.agent_id, &m.channel, &m.remote, &m.content_type, &m.body, &m.callback, &now_rfc3339()],
+                "WITH ins AS (
+                    INSERT INTO inbound (agent_id, channel, remote, content_type, body, callback, received_at)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (agent_id, callback) DO NOTHING RETURNING id
+                 ), keys AS (
+                    INSERT INTO inbound_key (inbound_id, control_id, message_code, message_type, patient_id)
+                    SELECT id, $8, $9, $10, $11 FROM ins
+                 )
+                 SELECT id FROM ins",
+                &[&m.agent_id, &m.channel, &m.remote, &m.content_type, &m.body, &m.callback, &now_rfc3339(),
+                  &k.control_id, &k.message_code, &k.message_type, &k.patient_id],
             )
             .await?;
         if let Some(r) = inserted {
@@ -511,6 +583,87 @@ impl Store for Postgres {
                 .await?
                 .get(0),
         ))
+    }
+
+    async fn record_pushes(&self, pushes: Vec<PushRecord>) -> Result<(), StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO push_log (at_ms, caller, agent_id, destination, content_type, outcome, status,
+                    latency_us, control_id, message_code, message_type, patient_id, request, answer)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            )
+            .await?;
+        for p in &pushes {
+            tx.execute(
+                &stmt,
+                &[
+                    &p.at_ms,
+                    &p.caller,
+                    &p.agent_id,
+                    &p.destination,
+                    &p.content_type,
+                    &p.outcome,
+                    &i32::from(p.status),
+                    &p.latency_us,
+                    &p.keys.control_id,
+                    &p.keys.message_code,
+                    &p.keys.message_type,
+                    &p.keys.patient_id,
+                    &p.request,
+                    &p.answer,
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn pushes(&self, q: JournalQuery) -> Result<Vec<PushRow>, StoreError> {
+        let (cond, values) = conditions(&q, "t.agent_id", "t.destination", "t", true);
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            values.iter().map(|v| v as _).collect();
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!("{PUSH_SELECT} {cond} ORDER BY t.id DESC LIMIT {}", q.limit),
+                &params,
+            )
+            .await?;
+        Ok(rows.iter().map(push_row).collect())
+    }
+
+    async fn inbound_search(&self, q: JournalQuery) -> Result<Vec<InboundRow>, StoreError> {
+        let (cond, values) = conditions(&q, "t.agent_id", "t.channel", "k", true);
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            values.iter().map(|v| v as _).collect();
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "{INBOUND_SEARCH} {cond} ORDER BY t.id DESC LIMIT {}",
+                    q.limit
+                ),
+                &params,
+            )
+            .await?;
+        Ok(rows.iter().map(inbound_row).collect())
+    }
+
+    async fn prune_pushes(&self, max_rows: i64, older_than_ms: i64) -> Result<u64, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .execute(
+                "DELETE FROM push_log WHERE at_ms < $1
+                    OR id <= (SELECT COALESCE(MAX(id), 0) FROM push_log) - $2",
+                &[&older_than_ms, &max_rows],
+            )
+            .await?)
     }
 }
 

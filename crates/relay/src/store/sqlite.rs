@@ -13,9 +13,10 @@ use serde_json::Value;
 use super::cache::CACHED_TYPES;
 use super::inbound::INBOUND_SELECT;
 use super::index::{self, INDEX_VERSION};
+use super::journal::conditions;
 use super::{
-    Cond, Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, IndexRow, NewInbound,
-    Recorded, Store, StoreError,
+    Cond, Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, IndexRow, JournalQuery,
+    MessageKeys, NewInbound, PushRecord, PushRow, Recorded, Store, StoreError,
 };
 use crate::fhir::now_rfc3339;
 
@@ -65,7 +66,49 @@ CREATE TABLE IF NOT EXISTS search_index (
     value TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS search_index_value ON search_index (resource_type, param, value);
-CREATE INDEX IF NOT EXISTS search_index_resource ON search_index (resource_type, id);";
+CREATE INDEX IF NOT EXISTS search_index_resource ON search_index (resource_type, id);
+CREATE INDEX IF NOT EXISTS inbound_agent_channel ON inbound (agent_id, channel, id);
+CREATE TABLE IF NOT EXISTS inbound_key (
+    inbound_id INTEGER PRIMARY KEY,
+    control_id TEXT,
+    message_code TEXT,
+    message_type TEXT,
+    patient_id TEXT
+);
+CREATE INDEX IF NOT EXISTS inbound_key_control ON inbound_key (control_id);
+CREATE INDEX IF NOT EXISTS inbound_key_code ON inbound_key (message_code, inbound_id);
+CREATE INDEX IF NOT EXISTS inbound_key_type ON inbound_key (message_type, inbound_id);
+CREATE INDEX IF NOT EXISTS inbound_key_patient ON inbound_key (patient_id);
+CREATE TABLE IF NOT EXISTS push_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms INTEGER NOT NULL,
+    caller TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    latency_us INTEGER NOT NULL,
+    control_id TEXT,
+    message_code TEXT,
+    message_type TEXT,
+    patient_id TEXT,
+    request TEXT NOT NULL,
+    answer TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS push_log_agent ON push_log (agent_id, id);
+CREATE INDEX IF NOT EXISTS push_log_destination ON push_log (destination, id);
+CREATE INDEX IF NOT EXISTS push_log_outcome ON push_log (outcome, id);
+CREATE INDEX IF NOT EXISTS push_log_control ON push_log (control_id);
+CREATE INDEX IF NOT EXISTS push_log_code ON push_log (message_code, id);
+CREATE INDEX IF NOT EXISTS push_log_type ON push_log (message_type, id);
+CREATE INDEX IF NOT EXISTS push_log_patient ON push_log (patient_id);
+CREATE INDEX IF NOT EXISTS push_log_at ON push_log (at_ms);";
+
+/// The push log's columns, in [`PushRow`]'s order (both backends map rows by position).
+pub(super) const PUSH_SELECT: &str = "SELECT t.id, t.at_ms, t.caller, t.agent_id, t.destination, t.content_type, t.outcome, t.status, t.latency_us, t.control_id, t.message_code, t.message_type, t.patient_id, t.request, t.answer FROM push_log t";
+/// The inbound log's columns for a search joined with its keys (as `INBOUND_SELECT`'s).
+pub(super) const INBOUND_SEARCH: &str = "SELECT t.id, t.agent_id, t.channel, t.remote, t.content_type, t.body, t.callback, t.received_at, t.status_code, t.response FROM inbound t LEFT JOIN inbound_key k ON k.inbound_id = t.id";
 
 /// The SQLite backend.
 #[derive(Debug, Clone)]
@@ -181,6 +224,30 @@ fn inbound_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InboundRow> {
         received_at: r.get(7)?,
         status_code: r.get(8)?,
         response: r.get(9)?,
+    })
+}
+
+fn push_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PushRow> {
+    Ok(PushRow {
+        id: r.get(0)?,
+        push: PushRecord {
+            at_ms: r.get(1)?,
+            caller: r.get(2)?,
+            agent_id: r.get(3)?,
+            destination: r.get(4)?,
+            content_type: r.get(5)?,
+            outcome: r.get(6)?,
+            status: r.get(7)?,
+            latency_us: r.get(8)?,
+            keys: MessageKeys {
+                control_id: r.get(9)?,
+                message_code: r.get(10)?,
+                message_type: r.get(11)?,
+                patient_id: r.get(12)?,
+            },
+            request: r.get(13)?,
+            answer: r.get(14)?,
+        },
     })
 }
 
@@ -302,14 +369,26 @@ impl Store for Sqlite {
 
     async fn record_inbound(&self, m: NewInbound) -> Result<Recorded, StoreError> {
         self.run(move |c| {
-            let inserted = c.execute(
+            let tx = c.transaction()?;
+            let inserted = tx.execute(
                 "INSERT INTO inbound (agent_id, channel, remote, content_type, body, callback, received_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (agent_id, callback) DO NOTHING",
                 params![m.agent_id, m.channel, m.remote, m.content_type, m.body, m.callback, now_rfc3339()],
             )?;
             if inserted == 1 {
-                return Ok(Recorded::New(c.last_insert_rowid()));
+                let id = tx.last_insert_rowid();
+                let k = MessageKeys::of(&m.body);
+                if k != MessageKeys::default() {
+                    tx.execute(
+                        "INSERT INTO inbound_key (inbound_id, control_id, message_code, message_type, patient_id)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![id, k.control_id, k.message_code, k.message_type, k.patient_id],
+                    )?;
+                }
+                tx.commit()?;
+                return Ok(Recorded::New(id));
             }
+            drop(tx);
             let row = c.query_row(
                 &format!("{INBOUND_SELECT} WHERE agent_id = ?1 AND callback = ?2"),
                 params![m.agent_id, m.callback],
@@ -425,6 +504,66 @@ impl Store for Sqlite {
         _init: String,
     ) -> Result<Option<String>, StoreError> {
         Ok(None)
+    }
+
+    async fn record_pushes(&self, pushes: Vec<PushRecord>) -> Result<(), StoreError> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO push_log (at_ms, caller, agent_id, destination, content_type, outcome, status,
+                        latency_us, control_id, message_code, message_type, patient_id, request, answer)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                )?;
+                for p in &pushes {
+                    stmt.execute(params![
+                        p.at_ms, p.caller, p.agent_id, p.destination, p.content_type, p.outcome,
+                        p.status, p.latency_us, p.keys.control_id, p.keys.message_code,
+                        p.keys.message_type, p.keys.patient_id, p.request, p.answer
+                    ])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn pushes(&self, q: JournalQuery) -> Result<Vec<PushRow>, StoreError> {
+        self.run(move |c| {
+            let (cond, values) = conditions(&q, "t.agent_id", "t.destination", "t", false);
+            let mut stmt = c.prepare(&format!(
+                "{PUSH_SELECT} {cond} ORDER BY t.id DESC LIMIT {}",
+                q.limit
+            ))?;
+            stmt.query_map(rusqlite::params_from_iter(values.iter()), push_row)?
+                .collect()
+        })
+        .await
+    }
+
+    async fn inbound_search(&self, q: JournalQuery) -> Result<Vec<InboundRow>, StoreError> {
+        self.run(move |c| {
+            let (cond, values) = conditions(&q, "t.agent_id", "t.channel", "k", false);
+            let mut stmt = c.prepare(&format!(
+                "{INBOUND_SEARCH} {cond} ORDER BY t.id DESC LIMIT {}",
+                q.limit
+            ))?;
+            stmt.query_map(rusqlite::params_from_iter(values.iter()), inbound_row)?
+                .collect()
+        })
+        .await
+    }
+
+    async fn prune_pushes(&self, max_rows: i64, older_than_ms: i64) -> Result<u64, StoreError> {
+        self.run(move |c| {
+            c.execute(
+                "DELETE FROM push_log WHERE at_ms < ?1
+                    OR id <= (SELECT COALESCE(MAX(id), 0) FROM push_log) - ?2",
+                params![older_than_ms, max_rows],
+            )
+            .map(|n| n as u64)
+        })
+        .await
     }
 }
 

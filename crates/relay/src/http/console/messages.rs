@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::auth::{Session, audit};
 use super::{hl7_view, view};
 use crate::http::RelayState;
-use crate::store::InboundRow;
+use crate::store::{InboundRow, JournalQuery};
 
 /// Rows per page.
 const PAGE: usize = 100;
@@ -25,68 +25,167 @@ const MAX_FILTER: usize = 200;
 /// How often the live list looks for new messages.
 const LIVE_PERIOD: Duration = Duration::from_secs(1);
 
-/// `?agent=&channel=`.
+/// The search form of both lists: each a field the store indexes.
 #[derive(Debug, Default, Deserialize)]
-pub(super) struct MessagesQuery {
+pub(super) struct Filters {
     agent: Option<String>,
-    channel: Option<String>,
+    /// The channel (inbound) or the destination (pushes).
+    place: Option<String>,
+    outcome: Option<String>,
+    control_id: Option<String>,
+    message_type: Option<String>,
+    patient_id: Option<String>,
+    before: Option<i64>,
 }
 
-/// `GET /console/messages`.
+impl Filters {
+    /// The query, or the error page for a value too long to be a key.
+    fn query(self) -> Result<(JournalQuery, Filters), Response> {
+        let keep = |v: Option<String>| v.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let f = Filters {
+            agent: keep(self.agent),
+            place: keep(self.place),
+            outcome: keep(self.outcome),
+            control_id: keep(self.control_id),
+            message_type: keep(self.message_type),
+            patient_id: keep(self.patient_id),
+            before: self.before,
+        };
+        let values = [
+            &f.agent,
+            &f.place,
+            &f.outcome,
+            &f.control_id,
+            &f.message_type,
+            &f.patient_id,
+        ];
+        if values
+            .iter()
+            .any(|v| v.as_ref().is_some_and(|v| v.len() > MAX_FILTER))
+        {
+            return Err(view::error_page(
+                StatusCode::BAD_REQUEST,
+                &format!("A filter is longer than {MAX_FILTER} characters."),
+            ));
+        }
+        let q = JournalQuery {
+            agent_id: f.agent.clone(),
+            place: f.place.clone(),
+            outcome: f.outcome.clone(),
+            control_id: f.control_id.clone(),
+            message_type: f.message_type.clone(),
+            patient_id: f.patient_id.clone(),
+            before: f.before,
+            limit: PAGE,
+        };
+        Ok((q, f))
+    }
+
+    /// Whether only the agent and place are filtered (what the live list follows).
+    fn live(&self) -> bool {
+        self.outcome.is_none()
+            && self.control_id.is_none()
+            && self.message_type.is_none()
+            && self.patient_id.is_none()
+            && self.before.is_none()
+    }
+
+    /// The form, for `action` (`/console/messages` or `/console/pushes`).
+    fn form(&self, action: &str, place: &str, outcome: bool) -> Markup {
+        html! {
+            form.filters method="get" action=(action) {
+                input name="agent" value=[self.agent.as_deref()] placeholder="agent id" maxlength=(MAX_FILTER);
+                input name="place" value=[self.place.as_deref()] placeholder=(place) maxlength=(MAX_FILTER);
+                @if outcome {
+                    input name="outcome" value=[self.outcome.as_deref()] placeholder="outcome" maxlength=(MAX_FILTER);
+                }
+                input name="control_id" value=[self.control_id.as_deref()] placeholder="control id (MSH-10)" maxlength=(MAX_FILTER);
+                input name="message_type" value=[self.message_type.as_deref()] placeholder="type (ADT or ADT^A01)" maxlength=(MAX_FILTER);
+                input name="patient_id" value=[self.patient_id.as_deref()] placeholder="patient id (PID-3)" maxlength=(MAX_FILTER);
+                button type="submit" { "Search" }
+            }
+        }
+    }
+
+    /// The link to the next (older) page after `last`.
+    fn older(&self, action: &str, last: i64) -> String {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in [
+            ("agent", &self.agent),
+            ("place", &self.place),
+            ("outcome", &self.outcome),
+            ("control_id", &self.control_id),
+            ("message_type", &self.message_type),
+            ("patient_id", &self.patient_id),
+        ] {
+            if let Some(v) = v {
+                q.append_pair(k, v);
+            }
+        }
+        q.append_pair("before", &last.to_string());
+        format!("{action}?{}", q.finish())
+    }
+}
+
+/// The store's error as a page.
+fn unreadable(e: &crate::store::StoreError) -> Response {
+    view::error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("The log cannot be read: {e}"),
+    )
+}
+
+/// `GET /console/messages`: inbound messages, newest first, searched; live when only the agent
+/// and channel are filtered.
 pub(super) async fn list(
     State(state): State<Arc<RelayState>>,
     session: Session,
-    Query(q): Query<MessagesQuery>,
+    Query(filters): Query<Filters>,
 ) -> Response {
-    let agent = q.agent.filter(|s| !s.is_empty());
-    let channel = q.channel.filter(|s| !s.is_empty());
-    if [&agent, &channel]
-        .iter()
-        .any(|v| v.as_ref().is_some_and(|v| v.len() > MAX_FILTER))
-    {
-        return view::error_page(
-            StatusCode::BAD_REQUEST,
-            &format!("A filter is longer than {MAX_FILTER} characters."),
-        );
-    }
-    let total = state.registry.inbound_count().await.unwrap_or(0);
-    // The newest page: the log is read in arrival order after a sequence number.
-    let after = (total - PAGE as i64).max(0);
-    let rows = match state
-        .registry
-        .inbound(agent.as_deref(), channel.as_deref(), after, PAGE)
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            return view::error_page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("The inbound log cannot be read: {e}"),
-            );
-        }
+    let (q, f) = match filters.query() {
+        Ok(x) => x,
+        Err(r) => return r,
     };
-    let last = rows.last().map_or(after, |r| r.id);
-    let live = format!(
-        "/console/messages/events?after={last}&agent={}&channel={}",
-        encode(agent.as_deref().unwrap_or_default()),
-        encode(channel.as_deref().unwrap_or_default())
-    );
+    let rows = match state.registry.inbound_search(q).await {
+        Ok(r) => r,
+        Err(e) => return unreadable(&e),
+    };
+    let newest = rows.first().map_or(0, |r| r.id);
+    let live = f.live().then(|| {
+        format!(
+            "/console/messages/events?after={newest}&agent={}&channel={}",
+            encode(f.agent.as_deref().unwrap_or_default()),
+            encode(f.place.as_deref().unwrap_or_default())
+        )
+    });
     let body = html! {
-        h1 { "Inbound messages" }
-        form.filters method="get" action="/console/messages" {
-            input name="agent" value=[agent.as_deref()] placeholder="agent id" maxlength=(MAX_FILTER);
-            input name="channel" value=[channel.as_deref()] placeholder="channel" maxlength=(MAX_FILTER);
-            button type="submit" { "Filter" }
+        (tabs("inbound"))
+        (f.form("/console/messages", "channel", false))
+        p.summary {
+            @if live.is_some() { "Newest first; new messages appear as they come." }
+            @else { "Newest first." }
         }
-        p.summary { (total) " stored; the newest shown." }
         table.messages #messages {
             thead { tr { th { "#" } th { "Received" } th { "Agent" } th { "Channel" } th { "Device" } th { "Type" } th { "Answer" } } }
-            tbody hx-ext="sse" sse-connect=(live) sse-swap="message" hx-swap="afterbegin" {
-                @for r in rows.iter().rev() { (row_html(r)) }
+            tbody hx-ext=[live.as_ref().map(|_| "sse")] sse-connect=[live.as_deref()] sse-swap=[live.as_ref().map(|_| "message")] hx-swap="afterbegin" {
+                @for r in &rows { (row_html(r)) }
             }
+        }
+        @if rows.len() == PAGE {
+            @if let Some(last) = rows.last() { p { a href=(f.older("/console/messages", last.id)) { "Older" } } }
         }
     };
     view::page("Messages", Some(&session.csrf), "Messages", &body).into_response()
+}
+
+/// The two lists' tabs.
+fn tabs(active: &str) -> Markup {
+    html! {
+        nav.tabs {
+            a href="/console/messages" class=[(active == "inbound").then_some("active")] { "Inbound messages" }
+            a href="/console/pushes" class=[(active == "pushes").then_some("active")] { "Pushes" }
+        }
+    }
 }
 
 fn encode(s: &str) -> String {
@@ -269,4 +368,154 @@ fn shown(text: &str) -> Markup {
     } else {
         html! { pre { (text) } }
     }
+}
+
+/// `GET /console/pushes`: the push log, newest first, searched.
+pub(super) async fn pushes(
+    State(state): State<Arc<RelayState>>,
+    session: Session,
+    Query(filters): Query<Filters>,
+) -> Response {
+    let (q, f) = match filters.query() {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let rows = match state.registry.pushes(q).await {
+        Ok(r) => r,
+        Err(e) => return unreadable(&e),
+    };
+    let body = html! {
+        (tabs("pushes"))
+        (f.form("/console/pushes", "destination", true))
+        p.summary { "Newest first. Each push is logged after it is answered; the log keeps the newest 100,000 for up to 7 days." }
+        table.messages #pushes {
+            thead { tr { th { "#" } th { "At" } th { "Caller" } th { "Agent" } th { "Destination" } th { "Type" } th { "Outcome" } th { "ms" } } }
+            tbody {
+                @for r in &rows {
+                    @let p = &r.push;
+                    tr id={"push-" (r.id)} data-outcome=(p.outcome) {
+                        td { a href={"/console/pushes/" (r.id)} { (r.id) } }
+                        td { (at(p.at_ms)) }
+                        td { (p.caller) }
+                        td { (p.agent_id) }
+                        td { (p.destination) }
+                        td { (p.keys.message_type.as_deref().unwrap_or(&p.content_type)) }
+                        td class=(if p.status == 200 { "ok" } else { "error" }) { (p.outcome) " (" (p.status) ")" }
+                        td { (format!("{:.1}", p.latency_us as f64 / 1000.0)) }
+                    }
+                }
+            }
+        }
+        @if rows.len() == PAGE {
+            @if let Some(last) = rows.last() { p { a href=(f.older("/console/pushes", last.id)) { "Older" } } }
+        }
+    };
+    view::page("Pushes", Some(&session.csrf), "Messages", &body).into_response()
+}
+
+/// Milliseconds since the epoch as RFC 3339.
+fn at(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// The logged push `id`, or the error page.
+async fn find_push(state: &RelayState, id: &str) -> Result<crate::store::PushRow, Response> {
+    let Ok(id) = id.parse::<i64>() else {
+        return Err(view::error_page(
+            StatusCode::BAD_REQUEST,
+            "A push number is a number.",
+        ));
+    };
+    let q = JournalQuery {
+        before: Some(id.saturating_add(1)),
+        limit: 1,
+        ..JournalQuery::default()
+    };
+    match state.registry.pushes(q).await {
+        Ok(rows) => rows
+            .into_iter()
+            .find(|r| r.id == id)
+            .ok_or_else(|| view::error_page(StatusCode::NOT_FOUND, "There is no such push.")),
+        Err(e) => Err(unreadable(&e)),
+    }
+}
+
+/// `GET /console/pushes/{id}`.
+pub(super) async fn push_detail(
+    State(state): State<Arc<RelayState>>,
+    session: Session,
+    Path(id): Path<String>,
+) -> Response {
+    let r = match find_push(&state, &id).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let p = &r.push;
+    let body = html! {
+        h1 { "Push " (r.id) }
+        p.summary {
+            (at(p.at_ms)) " · by " (p.caller) " · Agent/" (p.agent_id) " → " (p.destination) " · "
+            (p.content_type) " · " (p.outcome) " (HTTP " (p.status) ") in "
+            (format!("{:.1}", p.latency_us as f64 / 1000.0)) " ms"
+        }
+        section { h2 { "Message" } div #push-message { (shown(&p.request)) } }
+        section { h2 { "Answer" } div #push-answer-logged { (shown(&p.answer)) } }
+        section.actions {
+            button #repush hx-post={"/console/pushes/" (r.id) "/repush"} hx-target="#repush-answer"
+                hx-confirm="Push this message to the same destination again?" { "Push again" }
+            div #repush-answer.answer {}
+        }
+    };
+    view::page(
+        &format!("Push {}", r.id),
+        Some(&session.csrf),
+        "Messages",
+        &body,
+    )
+    .into_response()
+}
+
+/// `POST /console/pushes/{id}/repush` (with the CSRF header): the logged message pushed again,
+/// with `waitForResponse`, to the same Agent and destination; the answer shown, audited.
+pub(super) async fn repush(
+    State(state): State<Arc<RelayState>>,
+    session: Session,
+    Path(id): Path<String>,
+) -> Response {
+    let r = match find_push(&state, &id).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let p = &r.push;
+    let Some(agent) = state.registry.cached("Agent", &p.agent_id) else {
+        return view::error_page(StatusCode::NOT_FOUND, "That push's Agent no longer exists.");
+    };
+    let params = serde_json::json!({"destination": p.destination, "contentType": p.content_type,
+        "body": p.request, "waitForResponse": true});
+    let (status, _, text) = super::super::operations::console_push(
+        &state,
+        &session.client_id,
+        &agent,
+        params.to_string().as_bytes(),
+    )
+    .await;
+    audit(
+        &state,
+        &session.client_id,
+        "repush",
+        Some(&format!("Agent/{}", p.agent_id)),
+        status == 200,
+        &format!("push {} to {}", r.id, p.destination),
+    )
+    .await;
+    Html(
+        html! {
+            p class=(if status == 200 { "ok" } else { "error" }) #repush-status { "Pushed again: HTTP " (status) }
+            (shown(&text))
+        }
+        .into_string(),
+    )
+    .into_response()
 }

@@ -47,6 +47,9 @@ pub(crate) fn router() -> Router<Arc<RelayState>> {
         .route("/console/messages/events", get(messages::events))
         .route("/console/messages/{id}", get(messages::detail))
         .route("/console/messages/{id}/resend", post(messages::resend))
+        .route("/console/pushes", get(messages::pushes))
+        .route("/console/pushes/{id}", get(messages::push_detail))
+        .route("/console/pushes/{id}/repush", post(messages::repush))
         .route("/console/assets/{name}", get(asset))
 }
 
