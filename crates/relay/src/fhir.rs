@@ -14,6 +14,8 @@ pub(crate) const RESOURCE_TYPES: &[&str] = &[
     "ServiceRequest",
     "Subscription",
     "AuditEvent",
+    // agent releases for `$upgrade` (src/release.rs)
+    "DocumentReference",
 ];
 
 /// A resource's `id` (empty when it has none).

@@ -436,11 +436,16 @@ impl Session {
                 callback,
                 "answer after its caller stopped waiting"
             ),
-            Event::Unmatched(msg) => tracing::debug!(
-                agent = self.agent_id(),
-                kind = msg.kind(),
-                "answer for a request nobody waits on"
-            ),
+            Event::Unmatched(msg) => {
+                let kind = msg.kind();
+                if !self.ctx.local.unmatched(msg) {
+                    tracing::debug!(
+                        agent = self.agent_id(),
+                        kind,
+                        "answer for a request nobody waits on"
+                    );
+                }
+            }
             Event::UncorrelatedError { error, .. } => {
                 tracing::warn!(
                     agent = self.agent_id(),
