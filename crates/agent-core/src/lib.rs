@@ -222,6 +222,7 @@ impl Agent {
             budget,
             connections,
             restart: Arc::new(restart_tx),
+            upgrading: Arc::default(),
         };
         wiring.open_saved().await;
         // After an upgrade, the first session answers the request that started it.
@@ -255,7 +256,9 @@ impl Agent {
 
     /// Waits until an upgrade has put a new executable in place: then stop the agent
     /// ([`Agent::shutdown`]) and run it ([`Restart::exec`]). Pending forever when no upgrade
-    /// comes.
+    /// comes. A program that never runs it is stopped by the upgrade's watchdog when the
+    /// window ([`AgentConfig::upgrade_window`]) passes, and the old executable is run in its
+    /// place.
     pub async fn restart_requested(&self) -> Restart {
         let mut rx = self.restart.clone();
         loop {
@@ -412,6 +415,8 @@ struct Wiring {
     connections: usize,
     /// Set once an upgrade has installed a new executable.
     restart: Arc<watch::Sender<Option<Restart>>>,
+    /// An upgrade is being downloaded or installed: a second request is refused.
+    upgrading: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Wiring {
@@ -576,7 +581,19 @@ impl link::Handler for Wiring {
                     );
                     // The new version answers once it is connected; only a refusal is
                     // answered here.
-                    match upgrade::install(&this.client, &r, this.config.upgrade_window).await {
+                    use std::sync::atomic::Ordering;
+                    let installed = if this.upgrading.swap(true, Ordering::AcqRel) {
+                        Err(UpgradeError::Busy)
+                    } else {
+                        let r =
+                            upgrade::install(&this.client, &r, this.config.upgrade_window).await;
+                        // Once installed, the process is about to be replaced: stay busy.
+                        if r.is_err() {
+                            this.upgrading.store(false, Ordering::Release);
+                        }
+                        r
+                    };
+                    match installed {
                         Ok(restart) => {
                             let _ = this.restart.send(Some(restart));
                         }

@@ -120,6 +120,9 @@ pub enum UpgradeError {
     /// back).
     #[error("an upgrade is already under way ({}); retry later, or with force=true", .0.display())]
     InProgress(PathBuf),
+    /// This agent is downloading or installing another upgrade right now.
+    #[error("another upgrade request is being handled by this agent")]
+    Busy,
     /// The state file between the old and the new version cannot be read.
     #[error("upgrade state {}: {why}", .path.display())]
     State {

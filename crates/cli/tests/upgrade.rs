@@ -7,7 +7,8 @@
 //!   `medplum agent upgrade --agentVersion` upgrades the agent: it replaces its executable,
 //!   runs it, and `medplum agent status` reports the new version.
 //! - A "new version" that exits at once (a shell script with the right SHA-256) is rolled
-//!   back: the old executable is put back and reconnects with the old version.
+//!   back: the old executable is put back and reconnects with the old version. One that hangs
+//!   is killed when the window passes, and rolled back the same way.
 //! - Refusals, with nothing replaced: a SHA-256 mismatch, a Binary that does not exist, the
 //!   version already running without `force`, a version no release names.
 
@@ -330,6 +331,44 @@ fn a_new_version_that_does_not_connect_is_rolled_back() {
         ["outpost"],
         "no backup, state or temporary file left"
     );
+}
+
+#[test]
+fn a_new_version_that_hangs_is_stopped_when_the_window_passes_and_rolled_back() {
+    let mut site = Site::start("upgrade-hang", 3_000);
+    let pid = site.agent.child.id();
+    let old = std::fs::read(&site.exe).unwrap();
+    // Starts, never connects, never exits.
+    let script = b"#!/bin/sh\nexec sleep 600\n".to_vec();
+    let id = site.upload(script.clone());
+    let sha = sha256(&script);
+
+    let (code, out, err) = site.fleet(&[
+        "upgrade",
+        AGENT,
+        "--version",
+        "9.9.9",
+        "--binary",
+        &id,
+        "--sha256",
+        &sha,
+    ]);
+    let line = site.agent.wait_for("Upgrade rolled back: running ", WAIT);
+    site.restored = line
+        .rsplit("(pid ")
+        .next()
+        .and_then(|p| p.trim_end_matches(')').parse().ok());
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        out.contains("the new version did not reach the relay in time"),
+        "{out}"
+    );
+    // The hung process was stopped (the test's child: it can be reaped).
+    let status = site.agent.child.wait().unwrap();
+    assert!(!status.success(), "killed: {status:?} (pid {pid})");
+    site.wait_version(CURRENT);
+    assert_eq!(std::fs::read(&site.exe).unwrap(), old);
+    assert_eq!(site.bin_files(), ["outpost"]);
 }
 
 #[test]
