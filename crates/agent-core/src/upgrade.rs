@@ -46,7 +46,7 @@ pub enum UpgradeError {
     /// The request names no Binary: the relay found no release for the version (the
     /// operator's to register).
     #[error(
-        "no Binary named for version {version}: register the release on the relay (README, \"Upgrading agents\")"
+        "no Binary named for version {version}: register the release on an Outpost relay (README, \"Upgrading agents\"); a Medplum server names none, and the Outpost agent does not download from GitHub"
     )]
     NoBinary {
         /// The version asked for.
@@ -272,7 +272,12 @@ fn write_state(path: &Path, state: &State) -> Result<(), UpgradeError> {
     let tmp = PathBuf::from(tmp);
     {
         use std::io::Write;
-        let mut f = std::fs::File::create(&tmp).map_err(fail)?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        // It holds the agent's arguments, which may hold its secret.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&tmp).map_err(fail)?;
         f.write_all(&json).map_err(fail)?;
         f.sync_all().map_err(fail)?;
     }
