@@ -150,3 +150,45 @@ async fn what_names_no_executable_is_refused_before_the_agent_is_asked() {
         assert!(oo_text(&r.json).contains(text), "{query}: {}", r.text);
     }
 }
+
+#[tokio::test]
+async fn with_several_processes_the_answer_from_another_process_reaches_the_waiting_caller() {
+    let pg = tokio::task::spawn_blocking(test_support::services::Postgres::start)
+        .await
+        .unwrap();
+    let redis = tokio::task::spawn_blocking(test_support::services::Redis::start)
+        .await
+        .unwrap();
+    let config = || relay::RelayConfig {
+        database_url: Some(pg.url()),
+        redis_url: Some(redis.url()),
+        heartbeat_interval: std::time::Duration::from_millis(200),
+        ..relay::RelayConfig::default()
+    };
+    let a = start_with(config()).await;
+    let b = start_with(config()).await;
+    let mut agent = ScriptedAgent::connect(&a).await;
+    // The caller asks process b; the agent is connected to a, and its new version comes back
+    // to a: the answer goes from a to b through Redis.
+    let t = token(&b, CALLER, CALLER_SECRET).await;
+    let url = format!(
+        "{}fhir/R4/Agent/{AGENT}/$upgrade?version=1.0.0&binary=b1&sha256={SHA}",
+        b.base_url()
+    );
+    let answer = async {
+        let AgentMessage::UpgradeRequest(r) = agent.recv_kind("agent:upgrade:request").await else {
+            unreachable!()
+        };
+        drop(agent);
+        let mut next = ScriptedAgent::connect(&a).await;
+        next.send(&AgentMessage::UpgradeResponse(StatusResponse {
+            status_code: 200,
+            callback: r.callback,
+        }))
+        .await;
+        next
+    };
+    let (resp, _next) = tokio::join!(call(client().get(url).bearer_auth(&t)), answer);
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    assert_eq!(oo_text(&resp.json), "All OK");
+}

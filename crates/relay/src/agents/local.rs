@@ -204,16 +204,18 @@ impl LocalAgents {
         }
     }
 
-    /// An answer no session waits on: given to whoever awaits its callback; `false` if nobody
-    /// does.
-    pub(crate) fn unmatched(&self, msg: AgentMessage) -> bool {
+    /// An answer no session waits on: given to whoever awaits its callback here, or given back
+    /// when nobody does.
+    pub(crate) fn unmatched(&self, msg: AgentMessage) -> Option<AgentMessage> {
         let Some(cb) = msg.callback() else {
-            return false;
+            return Some(msg);
         };
         let Some(tx) = self.lock().awaited.remove(cb) else {
-            return false;
+            return Some(msg);
         };
-        tx.send(msg).is_ok()
+        // A waiter that has just given up drops the answer with it.
+        let _ = tx.send(msg);
+        None
     }
 
     /// The agent's presence here.

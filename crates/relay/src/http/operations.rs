@@ -409,6 +409,10 @@ async fn agent_op(
     // An agent that accepts an upgrade disconnects to run its new version, which answers on
     // its next connection (or the old version does, after a rollback).
     let awaited = (op == AgentOp::Upgrade).then(|| state.router.local().await_answer(&cb));
+    if let (Some(_), Some(cluster)) = (&awaited, state.router.cluster()) {
+        // Its next connection may reach another relay process.
+        cluster.await_answer(&cb, timeout).await;
+    }
     let asked = state
         .router
         .ask(agent_id, &cb, msg, arrived + timeout, timeout)
