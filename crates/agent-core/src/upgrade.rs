@@ -648,4 +648,90 @@ mod tests {
     fn this_process_is_alive() {
         assert!(alive(std::process::id()));
     }
+
+    fn scratch(label: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "outpost-upgrade-{label}-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[tokio::test]
+    async fn a_directory_that_cannot_be_written_is_refused_before_anything_is_downloaded() {
+        let tls = crate::tls::client_config(None).unwrap();
+        // Nothing listens there: the refusal must come first.
+        let client = RelayClient::new("http://127.0.0.1:9/", "c", "s", tls).unwrap();
+        let dir = std::env::temp_dir().join("outpost-upgrade-no-such-dir");
+        let err = download(&client, "b1", &"0".repeat(64), &dir.join("tmp"), &dir)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, UpgradeError::NotWritable { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("cannot write beside the executable")
+        );
+    }
+
+    #[test]
+    fn the_watchdog_puts_the_old_executable_back_when_the_new_process_is_gone() {
+        let dir = scratch("watch");
+        let exe = dir.join("outpost");
+        std::fs::write(&exe, b"new").unwrap();
+        std::fs::write(backup_path(&exe), b"old").unwrap();
+        // A process that has exited (and been reaped).
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let pid = gone.id();
+        gone.wait().unwrap();
+        let state = State {
+            status: Status::Pending,
+            previous_version: "outpost-agent-0.1.0".into(),
+            target_version: "0.2.0".into(),
+            callback: Some("cb".into()),
+            exe: exe.clone(),
+            backup: backup_path(&exe),
+            argv: vec!["outpost".into(), "agent".into()],
+            pid,
+            deadline_ms: now_ms() + 60_000,
+            reason: None,
+        };
+        let path = state_path(&exe);
+        write_state(&path, &state).unwrap();
+        let Watch::RolledBack(restart) = watch(&path).unwrap() else {
+            panic!("not rolled back")
+        };
+        assert_eq!(restart.executable(), exe);
+        assert_eq!(std::fs::read(&exe).unwrap(), b"old");
+        assert!(!backup_path(&exe).exists());
+        let after = read_state(&path).unwrap().unwrap();
+        assert_eq!(after.status, Status::RolledBack);
+        assert_eq!(after.reason.as_deref(), Some("the new version exited"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_watchdog_leaves_a_confirmed_upgrade_alone() {
+        let dir = scratch("confirmed");
+        let exe = dir.join("outpost");
+        std::fs::write(&exe, b"new").unwrap();
+        let state = State {
+            status: Status::Confirmed,
+            previous_version: "outpost-agent-0.1.0".into(),
+            target_version: "0.2.0".into(),
+            callback: None,
+            exe: exe.clone(),
+            backup: backup_path(&exe),
+            argv: Vec::new(),
+            pid: std::process::id(),
+            deadline_ms: now_ms() + 60_000,
+            reason: None,
+        };
+        let path = state_path(&exe);
+        write_state(&path, &state).unwrap();
+        assert!(matches!(watch(&path).unwrap(), Watch::Confirmed));
+        assert!(!path.exists(), "the state is removed");
+        assert_eq!(std::fs::read(&exe).unwrap(), b"new");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
