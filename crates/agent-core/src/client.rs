@@ -227,6 +227,30 @@ impl RelayClient {
         Err(Error::Unauthorized)
     }
 
+    /// `GET fhir/R4/Binary/{id}` for its raw bytes: the answer, its body not yet read, once
+    /// the relay said 200 (an upgrade streams it to a file). A 401 gets one fresh login and
+    /// one retry.
+    pub(crate) async fn open_binary(&self, id: &str) -> Result<reqwest::Response, Error> {
+        let url = format!("{}fhir/R4/Binary/{id}", self.base);
+        let resp = self
+            .send(|h| {
+                h.get(&url)
+                    .timeout(UPLOAD_TIMEOUT)
+                    .header("accept", "application/octet-stream")
+            })
+            .await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            return Err(Error::Status {
+                what: format!("read Binary/{id}"),
+                status: status.as_u16(),
+                text: outcome_text(&body).to_owned(),
+            });
+        }
+        Ok(resp)
+    }
+
     /// `POST fhir/R4/Agent/{agent}/$push`: sends `body` to `destination` (`Device/{id}`,
     /// `Device?identifier=...`, or a host for pings) through the agent.
     pub async fn push_to_agent(

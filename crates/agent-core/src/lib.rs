@@ -37,6 +37,11 @@
 //!   [`AgentConfig::inbound_max_attempts`] times (`agent:error`, with or without callback) is
 //!   moved to the dead letters and its channel moves on. The last configuration seen is kept,
 //!   so an agent restarted while the relay is unreachable opens its channels and keeps queueing.
+//! - `$upgrade`: the agent downloads the release's executable from the relay, checks its
+//!   SHA-256, replaces its own executable atomically (keeping the old one), and asks its caller
+//!   to run it ([`Agent::restart_requested`], [`Restart::exec`]); a watchdog
+//!   ([`watch_upgrade`]) puts the old one back when the new one does not connect within
+//!   [`AgentConfig::upgrade_window`]. Refusals are [`UpgradeError`]s.
 //! - [`RelayClient`] is the HTTP side, with `push_to_agent` for callers.
 //!
 //! ```
@@ -68,6 +73,7 @@ mod metrics;
 mod outbound;
 mod stats;
 mod tls;
+mod upgrade;
 mod url;
 
 use std::sync::Arc;
@@ -88,6 +94,7 @@ pub use inbound::queue;
 pub use logs::{CHANNEL_FILE, CHANNEL_TARGET, LogBuffer, LogFiles, LogLayer, MAIN_FILE};
 pub use outbound::{Fault, PushError};
 pub use tls::client_config;
+pub use upgrade::{MAX_EXECUTABLE, Restart, UpgradeError, Watch, watch as watch_upgrade};
 pub use url::UrlError;
 
 use config::remote::RemoteConfig;
@@ -97,8 +104,13 @@ use inbound::{ChannelContext, Inbound};
 use link::{RelayLink, Session};
 use outbound::Outbound;
 
-/// The agent's version, sent in heartbeat responses.
-pub const VERSION: &str = concat!("outpost-agent-", env!("CARGO_PKG_VERSION"));
+/// The agent's version, sent in heartbeat responses and compared with an upgrade's: the
+/// crate's, or `OUTPOST_BUILD_VERSION` when that was set at compile time (a build of the same
+/// sources that must report another version, such as the second build of the upgrade tests).
+pub const VERSION: &str = match option_env!("OUTPOST_BUILD_VERSION") {
+    Some(v) => v,
+    None => concat!("outpost-agent-", env!("CARGO_PKG_VERSION")),
+};
 
 /// File descriptors kept for the agent's own work (its queue, the relay, pushes to devices)
 /// and not given to device connections: at least this many, or a quarter of the limit.
@@ -113,6 +125,7 @@ pub struct Agent {
     events: Events,
     stop: watch::Sender<bool>,
     link: tokio::task::JoinHandle<()>,
+    restart: watch::Receiver<Option<Restart>>,
 }
 
 /// What `outpost agent --check` found: the relay's configuration of the agent, read without
@@ -181,6 +194,7 @@ impl Agent {
             stopping.clone(),
         );
         let (budget, connections) = connection_budget();
+        let (restart_tx, restart) = watch::channel(None);
         let ctx = ChannelContext {
             inbox: Arc::new(Inbox::new(queue, &config.agent_id, events.clone())),
             config: config.clone(),
@@ -207,8 +221,25 @@ impl Agent {
             stats_timer: Arc::default(),
             budget,
             connections,
+            restart: Arc::new(restart_tx),
+            upgrading: Arc::default(),
         };
         wiring.open_saved().await;
+        // After an upgrade, the first session answers the request that started it.
+        let reporter = relay.clone();
+        tokio::spawn(async move {
+            if !reporter.wait_live().await {
+                return;
+            }
+            if let Some(msg) = tokio::task::spawn_blocking(upgrade::outcome)
+                .await
+                .ok()
+                .flatten()
+                && let Some(session) = reporter.session()
+            {
+                reporter.answer(session, msg).await;
+            }
+        });
         // Messages left in the queue by a previous run go out as soon as a session is live.
         inbound.resume().await?;
         let link = tokio::spawn(driver.run(Arc::new(wiring)));
@@ -219,7 +250,25 @@ impl Agent {
             events,
             stop,
             link,
+            restart,
         })
+    }
+
+    /// Waits until an upgrade has put a new executable in place: then stop the agent
+    /// ([`Agent::shutdown`]) and run it ([`Restart::exec`]). Pending forever when no upgrade
+    /// comes. A program that never runs it is stopped by the upgrade's watchdog when the
+    /// window ([`AgentConfig::upgrade_window`]) passes, and the old executable is run in its
+    /// place.
+    pub async fn restart_requested(&self) -> Restart {
+        let mut rx = self.restart.clone();
+        loop {
+            if let Some(r) = rx.borrow_and_update().clone() {
+                return r;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// Subscribes to what the agent does.
@@ -364,6 +413,10 @@ struct Wiring {
     /// The device connections of all channels, and how many it allows (`$stats`).
     budget: Budget,
     connections: usize,
+    /// Set once an upgrade has installed a new executable.
+    restart: Arc<watch::Sender<Option<Restart>>>,
+    /// An upgrade is being downloaded or installed: a second request is refused.
+    upgrading: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Wiring {
@@ -460,12 +513,6 @@ impl Wiring {
             self.apply(&saved).await;
         }
     }
-
-    /// Answers a relay request on its own task (answering waits for the link's queue).
-    fn answer(&self, session: Session, msg: AgentMessage) {
-        let relay = self.relay.clone();
-        tokio::spawn(async move { relay.answer(session, msg).await });
-    }
 }
 
 impl link::Handler for Wiring {
@@ -508,13 +555,40 @@ impl link::Handler for Wiring {
                     relay.answer(session, answer).await;
                 });
             }
-            AgentMessage::UpgradeRequest(r) => self.answer(
-                session,
-                AgentMessage::error(
-                    "Upgrading is not supported by the Outpost agent: install the new binary and restart the service",
-                    r.callback,
-                ),
-            ),
+            AgentMessage::UpgradeRequest(r) => {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    tracing::info!(
+                        version = r.version.as_deref().unwrap_or("latest"),
+                        binary = r.binary.as_deref().unwrap_or(""),
+                        "upgrade requested"
+                    );
+                    // The new version answers once it is connected; only a refusal is
+                    // answered here.
+                    use std::sync::atomic::Ordering;
+                    let installed = if this.upgrading.swap(true, Ordering::AcqRel) {
+                        Err(UpgradeError::Busy)
+                    } else {
+                        let r =
+                            upgrade::install(&this.client, &r, this.config.upgrade_window).await;
+                        // Once installed, the process is about to be replaced: stay busy.
+                        if r.is_err() {
+                            this.upgrading.store(false, Ordering::Release);
+                        }
+                        r
+                    };
+                    match installed {
+                        Ok(restart) => {
+                            let _ = this.restart.send(Some(restart));
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "upgrade refused");
+                            let answer = AgentMessage::error(e.to_string(), r.callback);
+                            this.relay.answer(session, answer).await;
+                        }
+                    }
+                });
+            }
             AgentMessage::StatsRequest(r) => {
                 let this = self.clone();
                 tokio::spawn(async move {

@@ -229,6 +229,14 @@ pub struct UpgradeRequest {
     /// Upgrade even when the agent thinks it should not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
+    /// Outpost: the id of the `Binary` on the relay holding the executable of `version`
+    /// (Medplum's agent downloads its installer from GitHub instead, and never sees this).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<String>,
+    /// Outpost: the SHA-256 of that executable, lower-case hex, as the operator registered it;
+    /// the agent refuses a download that does not match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     /// Correlation id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<String>,

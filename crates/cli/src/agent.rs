@@ -73,6 +73,33 @@ enum AgentCommand {
     /// Reads the agent's queue file directly: run it on the agent's machine, while the agent
     /// runs or not (a running agent picks a retried message up within seconds).
     DeadLetters(DeadLettersArgs),
+    /// Started by the agent itself during `$upgrade`: waits for the new version to reach the
+    /// relay, and puts the old executable back and runs it when it does not.
+    #[command(hide = true)]
+    UpgradeWatchdog(WatchdogArgs),
+}
+
+#[derive(Debug, Args)]
+struct WatchdogArgs {
+    /// The upgrade's state file (`<executable>.upgrade.json`).
+    state: PathBuf,
+}
+
+/// `outpost agent upgrade-watchdog STATE`: returns when the new version confirmed; after a
+/// rollback, becomes the old agent (exec) and returns only if that failed.
+fn upgrade_watchdog(args: &WatchdogArgs) -> anyhow::Result<ExitCode> {
+    match agent_core::watch_upgrade(&args.state)? {
+        agent_core::Watch::Confirmed => Ok(ExitCode::SUCCESS),
+        agent_core::Watch::RolledBack(restart) => {
+            println!(
+                "Upgrade rolled back: running {} again (pid {})",
+                restart.executable().display(),
+                std::process::id()
+            );
+            let e = restart.exec();
+            Err(anyhow::Error::new(e).context("cannot run the previous executable again"))
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -191,9 +218,16 @@ fn agent_directive(config: &AgentConfig) -> String {
 }
 
 pub fn run(args: AgentArgs, log_format: crate::LogFormat) -> anyhow::Result<ExitCode> {
-    if let Some(AgentCommand::DeadLetters(d)) = &args.command {
-        crate::init_logging(log_format, "info", Vec::new(), None);
-        return dead_letters(d);
+    match &args.command {
+        Some(AgentCommand::DeadLetters(d)) => {
+            crate::init_logging(log_format, "info", Vec::new(), None);
+            return dead_letters(d);
+        }
+        Some(AgentCommand::UpgradeWatchdog(w)) => {
+            crate::init_logging(log_format, "info", Vec::new(), None);
+            return upgrade_watchdog(w);
+        }
+        None => {}
     }
     // The secret, by precedence: --client-secret, --client-secret-file, MEDPLUM_CLIENT_SECRET,
     // then agent.properties (clientSecret or clientSecretFile).
@@ -325,11 +359,31 @@ pub fn run(args: AgentArgs, log_format: crate::LogFormat) -> anyhow::Result<Exit
     }
     let result = run_agent(config, logs, settings);
     drop(files);
-    result
+    match result? {
+        Ran::Stopped => Ok(ExitCode::SUCCESS),
+        Ran::Upgraded(restart) => {
+            println!(
+                "Upgrade installed: running {} (same arguments)",
+                restart.executable().display()
+            );
+            let e = restart.exec();
+            // The watchdog puts the old executable back and runs it when the new one does
+            // not connect: exiting here leaves it that to do.
+            Err(anyhow::Error::new(e).context("cannot run the upgraded executable"))
+        }
+    }
 }
 
-/// Runs the agent until Ctrl-C or SIGTERM.
-fn run_agent(config: AgentConfig, logs: LogBuffer, settings: String) -> anyhow::Result<ExitCode> {
+/// How the agent stopped.
+enum Ran {
+    /// Ctrl-C or SIGTERM.
+    Stopped,
+    /// An upgrade put a new executable in place: run it.
+    Upgraded(agent_core::Restart),
+}
+
+/// Runs the agent until Ctrl-C, SIGTERM, or an upgrade installed.
+fn run_agent(config: AgentConfig, logs: LogBuffer, settings: String) -> anyhow::Result<Ran> {
     crate::runtime()?.block_on(async {
         let agent = std::sync::Arc::new(
             Agent::start(config.clone(), logs)
@@ -386,10 +440,11 @@ fn run_agent(config: AgentConfig, logs: LogBuffer, settings: String) -> anyhow::
             println!("Connected to the relay.");
             std::future::pending::<()>().await
         };
-        tokio::select! {
-            () = crate::shutdown_signal() => {}
-            () = announce => {}
-        }
+        let ran = tokio::select! {
+            () = crate::shutdown_signal() => Ran::Stopped,
+            () = announce => Ran::Stopped,
+            r = agent.restart_requested() => Ran::Upgraded(r),
+        };
         if let Some(server) = metrics {
             server.abort();
             let _ = server.await;
@@ -398,7 +453,7 @@ fn run_agent(config: AgentConfig, logs: LogBuffer, settings: String) -> anyhow::
         if let Ok(agent) = std::sync::Arc::try_unwrap(agent) {
             agent.shutdown().await;
         }
-        Ok(ExitCode::SUCCESS)
+        Ok(ran)
     })
 }
 

@@ -25,8 +25,9 @@ pub enum FleetCommand {
     /// Ping a host from each agent (`$push` of `x-application/ping`, as `medplum agent
     /// ping`): the agent runs the system's `ping` and answers with its output.
     Ping(PingArgs),
-    /// Ask each agent to upgrade itself (`$upgrade`). Outpost's agent answers that it cannot
-    /// (install the new binary and restart the service): the command exits 1 with its answer.
+    /// Ask each agent to upgrade itself (`$upgrade`): it downloads the release's executable
+    /// from the relay, checks its SHA-256, replaces itself and restarts; a new version that
+    /// does not reconnect in time is rolled back. Exits 1 when an agent refused or rolled back.
     Upgrade(UpgradeArgs),
     /// The inbound messages an agent moved aside after too many errors (its dead letters);
     /// `--retry ID` sends one again. Through the relay's `Agent/{id}/$dead-letters`.
@@ -89,12 +90,21 @@ pub struct PingArgs {
 pub struct UpgradeArgs {
     #[command(flatten)]
     targets: Targets,
-    /// The version to upgrade to (default: the latest).
+    /// The version to upgrade to: a release registered on the relay (default: the highest
+    /// registered), or the version of --binary.
     #[arg(long)]
     version: Option<String>,
-    /// Upgrade even when the agent thinks it should not.
+    /// Upgrade even when the agent runs that version already, or another upgrade looks
+    /// unfinished.
     #[arg(long)]
     force: bool,
+    /// The Binary holding the executable, instead of a registered release (needs --version
+    /// and --sha256).
+    #[arg(long, requires_all = ["version", "sha256"])]
+    binary: Option<String>,
+    /// The executable's SHA-256 (hex), with --binary.
+    #[arg(long, requires = "binary")]
+    sha256: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -115,9 +125,15 @@ pub fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
         FleetCommand::Logs(a) => report::run(&a.targets, Op::Logs(a.limit)),
         FleetCommand::Reload(t) => report::run(&t, Op::Reload),
         FleetCommand::Ping(a) => report::run(&a.targets, Op::Ping(a.host.clone(), a.count)),
-        FleetCommand::Upgrade(a) => {
-            report::run(&a.targets, Op::Upgrade(a.version.clone(), a.force))
-        }
+        FleetCommand::Upgrade(a) => report::run(
+            &a.targets,
+            Op::Upgrade(Upgrade {
+                version: a.version.clone(),
+                force: a.force,
+                binary: a.binary.clone(),
+                sha256: a.sha256.clone(),
+            }),
+        ),
         FleetCommand::DeadLetters(args) => dead_letters(&args),
     }
 }
@@ -130,7 +146,16 @@ pub(crate) enum Op {
     Logs(Option<u32>),
     Reload,
     Ping(String, u32),
-    Upgrade(Option<String>, bool),
+    Upgrade(Upgrade),
+}
+
+/// `$upgrade`'s parameters.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Upgrade {
+    pub(crate) version: Option<String>,
+    pub(crate) force: bool,
+    pub(crate) binary: Option<String>,
+    pub(crate) sha256: Option<String>,
 }
 
 /// A client for `relay`, or the exit code of a base URL that cannot be one.

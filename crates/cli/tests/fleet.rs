@@ -387,10 +387,11 @@ fn fleet_commands_read_the_relay_and_the_agent_serves_metrics() {
     let (code, rows) = fleet_json(&base, &["ping", ASLEEP]);
     assert_eq!(code, 3, "{rows:?}");
 
-    // upgrade: Outpost's agent says it cannot, and the command says so (exit 1).
+    // upgrade without a release registered on the relay: refused, and the command says so
+    // (exit 1). tests/upgrade.rs upgrades for real.
     let (code, out, err) = fleet(&base, &["upgrade", AGENT]);
     assert_eq!(code, 1, "{out}\n{err}");
-    assert!(out.contains("not supported"), "{out}");
+    assert!(out.contains("no agent release registered"), "{out}");
     let (code, rows) = fleet_json(&base, &["upgrade", AGENT]);
     assert_eq!(code, 1);
     assert_eq!(rows[0]["outcome"], "negative");

@@ -17,6 +17,8 @@ pub(crate) const RESOURCE_TYPES: &[&str] = &[
     "DiagnosticReport",
     "Observation",
     "Specimen",
+    // agent releases for `$upgrade` (src/release.rs)
+    "DocumentReference",
 ];
 
 /// A resource's `id` (empty when it has none).

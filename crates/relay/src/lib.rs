@@ -13,7 +13,7 @@
 //!   write with a deadline and unsent data bounded.
 //! - `POST /fhir/R4/Agent/{id}/$push` (also `%24push`, `Agent/$push?identifier=`),
 //!   `GET Agent/{id}/$status`, `GET Agent/$bulk-status`, `$reload-config`, `$fetch-logs`,
-//!   `$upgrade`.
+//!   `$upgrade` (the agent downloads the release's executable from the relay: `release`).
 //! - `POST /fhir/R4/Binary` (raw, or FHIR JSON with `data`) and `GET /fhir/R4/Binary/{id}`:
 //!   contents streamed to files under `--data`, at most [`RelayConfig::max_binary`] bytes.
 //! - Create, read, update, delete and search for `Agent`, `Device`, `Endpoint`,
@@ -98,6 +98,7 @@ mod http;
 mod inbound;
 mod metrics;
 mod orders;
+mod release;
 mod server;
 mod store;
 
@@ -118,6 +119,7 @@ pub use config::RelayConfig;
 pub use error::Error;
 pub use inbound::INBOUND_PROCESSOR_EXTENSION;
 pub use orders::{ORDER_PUSH_EXTENSION, SubscriptionError};
+pub use release::{AGENT_EXECUTABLE, RELEASE_SYSTEM, SHA256_EXTENSION};
 pub use store::{
     InboundQuery, InboundRow, InvalidResource, NewInbound, PutError, Recorded, Registry, StoreError,
 };

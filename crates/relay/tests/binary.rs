@@ -100,6 +100,25 @@ async fn an_agent_uploads_raw_bytes_and_a_caller_reads_them_back_byte_for_byte()
     )
     .await;
     assert_eq!(r.status, 403, "{}", r.text);
+    // Except an agent executable, which `$upgrade` has the agent download.
+    let r = call(
+        client()
+            .post(url(&relay, "fhir/R4/Binary"))
+            .bearer_auth(&caller)
+            .header("content-type", relay::AGENT_EXECUTABLE)
+            .body("#!/bin/sh\n"),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let exe = r.json["id"].as_str().unwrap().to_owned();
+    let r = call(
+        client()
+            .get(url(&relay, &format!("fhir/R4/Binary/{exe}")))
+            .bearer_auth(&agent),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.text, "#!/bin/sh\n");
     let r = call(client().post(url(&relay, "fhir/R4/Binary")).body("x")).await;
     assert_eq!(r.status, 401);
     let r = call(

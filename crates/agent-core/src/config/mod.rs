@@ -61,6 +61,9 @@ pub struct AgentConfig {
     /// Where to serve Prometheus metrics (`metricsListen`, an Outpost addition; the command
     /// line's `--metrics-listen`): none by default.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// How long a new version installed by `$upgrade` has to reach the relay before the old
+    /// executable is put back and run again (`upgradeWindowMs`, an Outpost addition; 60 s).
+    pub upgrade_window: Duration,
 }
 
 impl Default for AgentConfig {
@@ -83,6 +86,7 @@ impl Default for AgentConfig {
             inbound_answer_wait: Duration::from_secs(60),
             metrics_listen: None,
             inbound_max_attempts: 5,
+            upgrade_window: Duration::from_secs(60),
         }
     }
 }
@@ -142,6 +146,7 @@ pub const PROPERTY_KEYS: &[&str] = &[
     "inboundAnswerWaitMs",
     "inboundMaxAttempts",
     "metricsListen",
+    "upgradeWindowMs",
     "logger.main.logDir",
     "logger.main.maxFileSizeMb",
     "logger.main.filesToKeep",
@@ -174,8 +179,8 @@ impl AgentConfig {
     /// Keys: `baseUrl`, `clientId`, `clientSecret`, `agentId`, `logLevel`,
     /// `logger.main.*` and `logger.channel.*` (`logDir`, `maxFileSizeMb`, `filesToKeep`,
     /// `logLevel`) (Medplum's), and `clientSecretFile`, `caFile`, `dataDir`, `ackTimeoutMs`,
-    /// `inboundReplyWaitMs`, `inboundAnswerWaitMs`, `inboundMaxAttempts`, `metricsListen`
-    /// (Outpost's). Other
+    /// `inboundReplyWaitMs`, `inboundAnswerWaitMs`, `inboundMaxAttempts`, `metricsListen`,
+    /// `upgradeWindowMs` (Outpost's). Other
     /// keys are ignored (`outpost agent --check` lists them).
     ///
     /// `clientSecretFile` names a file holding the secret (surrounding whitespace ignored),
@@ -235,6 +240,7 @@ impl AgentConfig {
                         })?
                         .max(1);
                 }
+                "upgradeWindowMs" => c.upgrade_window = millis("upgradeWindowMs", &value)?,
                 "metricsListen" => {
                     c.metrics_listen =
                         Some(value.parse().map_err(|_| ConfigError::NotAnAddress {

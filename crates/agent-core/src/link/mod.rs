@@ -190,6 +190,11 @@ impl RelayLink {
         answer.await.unwrap_or(Err(RequestError::Lost))
     }
 
+    /// The live session, if any.
+    pub(crate) fn session(&self) -> Option<Session> {
+        *self.live.borrow()
+    }
+
     /// Answers a request the relay sent on `session`; `false` when that session is over (the
     /// relay has given up on it).
     pub(crate) async fn answer(&self, session: Session, msg: AgentMessage) -> bool {

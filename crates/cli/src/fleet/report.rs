@@ -132,14 +132,26 @@ fn operation(op: &Op) -> (&'static str, Vec<String>) {
             limit.iter().map(|l| format!("limit={l}")).collect(),
         ),
         Op::Reload => ("$reload-config", Vec::new()),
-        Op::Upgrade(version, force) => (
-            "$upgrade",
-            version
-                .iter()
-                .map(|v| format!("version={v}"))
-                .chain(force.then(|| "force=true".to_owned()))
-                .collect(),
-        ),
+        Op::Upgrade(u) => {
+            let pair = |k: &str, v: &str| {
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair(k, v)
+                    .finish()
+            };
+            let given = [
+                ("version", &u.version),
+                ("binary", &u.binary),
+                ("sha256", &u.sha256),
+            ];
+            (
+                "$upgrade",
+                given
+                    .into_iter()
+                    .filter_map(|(k, v)| v.as_deref().map(|v| pair(k, v)))
+                    .chain(u.force.then(|| "force=true".to_owned()))
+                    .collect(),
+            )
+        }
     }
 }
 

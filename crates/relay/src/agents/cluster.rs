@@ -79,6 +79,10 @@ fn proc_key(id: &str) -> String {
     format!("outpost:proc:{id}")
 }
 
+fn awaited_key(callback: &str) -> String {
+    format!("outpost:await:{callback}")
+}
+
 fn channel(id: &str) -> String {
     format!("outpost:to:{id}")
 }
@@ -129,6 +133,39 @@ impl Cluster {
         let mut c = self.conn.clone();
         let _: i64 = c.publish(channel(to), msg.to_string()).await?;
         Ok(())
+    }
+
+    /// Says that this process awaits the answer carrying `callback` for `ttl`, whichever
+    /// process the agent's next session reaches (an upgrading agent answers from its new
+    /// connection).
+    pub(crate) async fn await_answer(&self, callback: &str, ttl: Duration) {
+        let mut c = self.conn.clone();
+        let set: Result<(), _> = c
+            .pset_ex(awaited_key(callback), &self.id, ms(ttl).max(1))
+            .await;
+        if let Err(e) = set {
+            tracing::warn!(error = %e, callback, "cannot record an awaited answer in Redis");
+        }
+    }
+
+    /// Hands an answer that no session of this process waits on to the process that awaits
+    /// its callback ([`Cluster::await_answer`]), if there is one.
+    pub(crate) async fn forward_answer(&self, msg: &AgentMessage) {
+        let Some(cb) = msg.callback() else { return };
+        let mut c = self.conn.clone();
+        let owner: Result<Option<String>, _> = c.get(awaited_key(cb)).await;
+        match owner {
+            Ok(Some(owner)) if owner != self.id => {
+                let fwd = json!({"t": "answer", "msg": msg.to_json()});
+                if let Err(e) = self.publish(&owner, &fwd).await {
+                    tracing::warn!(error = %e, callback = cb, "cannot forward an answer");
+                }
+            }
+            Ok(_) => tracing::debug!(callback = cb, "answer for a request nobody waits on"),
+            Err(e) => {
+                tracing::warn!(error = %e, callback = cb, "cannot look up who awaits an answer")
+            }
+        }
     }
 
     /// Whether a relay process is alive.
@@ -454,6 +491,11 @@ async fn subscribe(local: &Arc<LocalAgents>, cluster: &Cluster) -> Result<(), Cl
                 };
                 if let Some(tx) = cluster.lock_waiting().remove(cb) {
                     let _ = tx.send(outcome);
+                }
+            }
+            Some("answer") => {
+                if let Some(m) = v["msg"].as_str().and_then(decode) {
+                    let _ = local.unmatched(m);
                 }
             }
             Some("evict") => local.evict(

@@ -112,6 +112,9 @@ struct Inner {
     live: HashMap<String, Live>,
     presence: HashMap<String, Presence>,
     budgets: HashMap<String, Arc<AgentBudget>>,
+    /// Answers awaited whatever session brings them, by callback (an upgrade is answered by
+    /// the agent's next process, on a new connection).
+    awaited: HashMap<String, oneshot::Sender<AgentMessage>>,
 }
 
 /// The agents connected to this relay process.
@@ -187,6 +190,32 @@ impl LocalAgents {
             }
             p.last_updated = Some(now_rfc3339());
         }
+    }
+
+    /// Waits for the answer carrying `callback` from any session of this process, for as long
+    /// as the returned [`Awaited`] lives.
+    pub(crate) fn await_answer(self: &Arc<Self>, callback: &str) -> Awaited {
+        let (tx, rx) = oneshot::channel();
+        self.lock().awaited.insert(callback.to_owned(), tx);
+        Awaited {
+            local: self.clone(),
+            callback: callback.to_owned(),
+            answer: Some(rx),
+        }
+    }
+
+    /// An answer no session waits on: given to whoever awaits its callback here, or given back
+    /// when nobody does.
+    pub(crate) fn unmatched(&self, msg: AgentMessage) -> Option<AgentMessage> {
+        let Some(cb) = msg.callback() else {
+            return Some(msg);
+        };
+        let Some(tx) = self.lock().awaited.remove(cb) else {
+            return Some(msg);
+        };
+        // A waiter that has just given up drops the answer with it.
+        let _ = tx.send(msg);
+        None
     }
 
     /// The agent's presence here.
@@ -295,5 +324,27 @@ impl LocalAgents {
         if let Some(h) = self.session(agent_id) {
             h.health.close(reason);
         }
+    }
+}
+
+/// An answer awaited across reconnects ([`LocalAgents::await_answer`]); forgotten when dropped.
+#[derive(Debug)]
+pub(crate) struct Awaited {
+    local: Arc<LocalAgents>,
+    callback: String,
+    answer: Option<oneshot::Receiver<AgentMessage>>,
+}
+
+impl Awaited {
+    /// The answer, or `None` when `deadline` comes first.
+    pub(crate) async fn until(mut self, deadline: Instant) -> Option<AgentMessage> {
+        let rx = self.answer.take()?;
+        tokio::time::timeout_at(deadline, rx).await.ok()?.ok()
+    }
+}
+
+impl Drop for Awaited {
+    fn drop(&mut self) {
+        self.local.lock().awaited.remove(&self.callback);
     }
 }

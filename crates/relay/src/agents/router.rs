@@ -52,6 +52,11 @@ impl AgentRouter {
         &self.local
     }
 
+    /// The other relay processes, when there are any.
+    pub(crate) fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
+    }
+
     /// Callers waiting on an agent's answer now.
     pub(crate) fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)

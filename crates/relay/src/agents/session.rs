@@ -436,11 +436,21 @@ impl Session {
                 callback,
                 "answer after its caller stopped waiting"
             ),
-            Event::Unmatched(msg) => tracing::debug!(
-                agent = self.agent_id(),
-                kind = msg.kind(),
-                "answer for a request nobody waits on"
-            ),
+            Event::Unmatched(msg) => {
+                // Awaited here, or by another process (an upgraded agent's answer).
+                match (self.ctx.local.unmatched(msg), &self.ctx.cluster) {
+                    (None, _) => {}
+                    (Some(msg), Some(c)) if msg.callback().is_some() => {
+                        let c = c.clone();
+                        tokio::spawn(async move { c.forward_answer(&msg).await });
+                    }
+                    (Some(msg), _) => tracing::debug!(
+                        agent = self.agent_id(),
+                        kind = msg.kind(),
+                        "answer for a request nobody waits on"
+                    ),
+                }
+            }
             Event::UncorrelatedError { error, .. } => {
                 tracing::warn!(
                     agent = self.agent_id(),

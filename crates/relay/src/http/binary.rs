@@ -12,7 +12,8 @@
 //! - GET answers the raw bytes with their content type, unless `Accept` asks for FHIR JSON:
 //!   then the resource with `data` (only for blobs within the JSON body limit; else 413).
 //!
-//! Agent credentials may create Binaries (the DICOM channel uploads instances), not read them.
+//! Agent credentials may create Binaries (the DICOM channel uploads instances), and read only
+//! agent executables ([`AGENT_EXECUTABLE`](crate::AGENT_EXECUTABLE), what `$upgrade` installs).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ use super::extract::Caller;
 use super::response::{bad_request, fhir, not_found, outcome};
 use crate::blob::{BlobError, BlobMeta, Chunks};
 use crate::fhir::now_rfc3339;
+use crate::release::is_agent_executable;
 
 /// Largest refused body read (and dropped) before its 413 is sent.
 const DRAIN_MAX: u64 = 16 << 20;
@@ -128,14 +130,14 @@ pub(crate) async fn read(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if !caller.agents.is_empty() {
-        return caller.forbidden();
-    }
     let (meta, mut chunks) = match state.blobs.open(&id).await {
         Ok(Some(found)) => found,
         Ok(None) => return not_found(format!("Binary/{id} not found")),
         Err(e) => return failed(&e),
     };
+    if !caller.agents.is_empty() && !is_agent_executable(&meta.content_type) {
+        return caller.forbidden();
+    }
     let wants_json = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -388,12 +388,24 @@ async fn agent_op(
             callback,
         }),
         AgentOp::Stats => AgentMessage::StatsRequest(StatsRequest { callback }),
-        AgentOp::Upgrade => AgentMessage::UpgradeRequest(UpgradeRequest {
-            access_token: None,
-            version: q("version"),
-            force: q("force").map(|f| f == "true"),
-            callback,
-        }),
+        AgentOp::Upgrade => {
+            let release = crate::release::resolve(
+                &state.registry,
+                q("version").as_deref(),
+                q("binary").as_deref(),
+                q("sha256").as_deref(),
+            )
+            .await
+            .map_err(|e| bad_request(e.to_string()))?;
+            AgentMessage::UpgradeRequest(UpgradeRequest {
+                access_token: None,
+                version: Some(release.version),
+                force: q("force").map(|f| f == "true"),
+                binary: Some(release.binary),
+                sha256: Some(release.sha256),
+                callback,
+            })
+        }
         AgentOp::DeadLetters => {
             let retry = match q("retry").map(|r| r.parse::<i64>()) {
                 None => None,
@@ -403,11 +415,33 @@ async fn agent_op(
             AgentMessage::DeadLettersRequest(agent_protocol::DeadLettersRequest { retry, callback })
         }
     };
-    let answer = state
+    // An agent that accepts an upgrade disconnects to run its new version, which answers on
+    // its next connection (or the old version does, after a rollback).
+    let awaited = (op == AgentOp::Upgrade).then(|| state.router.local().await_answer(&cb));
+    if let (Some(_), Some(cluster)) = (&awaited, state.router.cluster()) {
+        // Its next connection may reach another relay process.
+        cluster.await_answer(&cb, timeout).await;
+    }
+    let asked = state
         .router
         .ask(agent_id, &cb, msg, arrived + timeout, timeout)
-        .await
-        .map_err(|e| PushError::Agent(e).into_response())?;
+        .await;
+    let answer = match (asked, awaited) {
+        (Ok(m), _) => m,
+        (Err(AskError::Disconnected(_)), Some(awaited)) => {
+            match awaited.until(arrived + timeout).await {
+                Some(m) => m,
+                None => {
+                    return Err(PushError::Agent(AskError::Timeout {
+                        agent: agent_id.to_owned(),
+                        ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                    })
+                    .into_response());
+                }
+            }
+        }
+        (Err(e), _) => return Err(PushError::Agent(e).into_response()),
+    };
     match (answer, op) {
         (AgentMessage::Error(e), _) => Err(bad_request(e.body)),
         (AgentMessage::ReloadConfigResponse(r), AgentOp::ReloadConfig)
@@ -482,7 +516,7 @@ async fn agent_op_route(
         .filter(|(k, _)| {
             !matches!(
                 k.as_str(),
-                "version" | "force" | "timeout" | "limit" | "retry"
+                "version" | "force" | "timeout" | "limit" | "retry" | "binary" | "sha256"
             )
         })
         .cloned()
