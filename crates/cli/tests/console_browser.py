@@ -129,6 +129,19 @@ try:
     wait(15, EC.text_to_be_present_in_element((By.ID, "resend-status"), "Sent again"), "the resend answered")
     shot("message")
 
+    step("the push is in the push log and the charts")
+    driver.get(f"{base}/console/pushes?control_id={control_id}")
+    wait(10, EC.presence_of_element_located((By.CSS_SELECTOR, "#pushes tbody tr")), "the push in the push log")
+    shot("pushes")
+    driver.get(f"{base}/console/charts")
+    wait(10, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-charts") == "drawn", "the charts drawn")
+    totals = driver.find_element(By.ID, "totals").text
+    if not totals.startswith("1 pushes, 1 inbound messages"):
+        raise SystemExit(f"FAILED: the charts count {totals!r}, not the one push and one inbound message")
+    if len(driver.find_elements(By.CSS_SELECTOR, ".uplot")) != 3:
+        raise SystemExit("FAILED: not three charts")
+    shot("charts")
+
     step("a silent agent turns red within its heartbeat window")
     driver.get(f"{base}/console")
     wait(10, lambda d: row_status() == "connected", "the agent shown connected again")

@@ -114,6 +114,8 @@ fn the_console_in_chromium() {
         "agent-push",
         "messages",
         "message",
+        "pushes",
+        "charts",
         "fleet-disconnected",
     ] {
         let png = std::fs::read(shots.join(format!("{page}.png")))

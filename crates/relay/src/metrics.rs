@@ -27,6 +27,8 @@ pub(crate) struct Direction {
 /// The relay's metrics.
 #[derive(Debug)]
 pub(crate) struct Metrics {
+    /// The last day, minute by minute, for the console's charts.
+    pub(crate) timeline: Timeline,
     registry: Registry,
     agents_connected: Gauge,
     pushes: Family<Outcome, Counter>,
@@ -74,6 +76,7 @@ impl Default for Metrics {
             ws_messages.clone(),
         );
         Metrics {
+            timeline: Timeline::default(),
             registry,
             agents_connected,
             pushes,
@@ -87,6 +90,7 @@ impl Default for Metrics {
 impl Metrics {
     /// One `$push` answered with `outcome` after `took`.
     pub(crate) fn push(&self, outcome: &'static str, took: Duration) {
+        self.timeline.push(outcome, took);
         let labels = Outcome { outcome };
         self.pushes.get_or_create(&labels).inc();
         self.push_seconds
@@ -101,6 +105,7 @@ impl Metrics {
             400..=499 => "rejected",
             _ => "stored",
         };
+        self.timeline.inbound();
         self.inbound.get_or_create(&Outcome { outcome }).inc();
     }
 
@@ -157,5 +162,160 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}
+
+/// Minutes kept: one day.
+const MINUTES: usize = 24 * 60;
+/// Latency buckets: bucket `i` holds pushes answered in under `50 µs × 2^(i+1)` (the last
+/// everything slower), up to about 7 minutes.
+const BUCKETS: usize = 24;
+
+/// One minute of this process's pushes and inbound messages.
+#[derive(Debug, Clone, Default)]
+struct Minute {
+    /// Minutes since the epoch.
+    at: i64,
+    pushes: u32,
+    inbound: u32,
+    latency: [u32; BUCKETS],
+    /// Pushes by outcome other than `answered` and `sent`.
+    errors: std::collections::BTreeMap<&'static str, u32>,
+}
+
+/// This process's pushes and inbound messages per minute over the last day, in memory, for
+/// the console's charts: counts, latency percentiles (from doubling buckets, so each is an
+/// upper bound within a factor of two), errors by outcome.
+#[derive(Debug, Default)]
+pub(crate) struct Timeline {
+    minutes: std::sync::Mutex<std::collections::VecDeque<Minute>>,
+}
+
+/// The series of [`Timeline::series`], one value per minute, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub(crate) struct Series {
+    /// Each minute's start, seconds since the epoch.
+    pub(crate) t: Vec<i64>,
+    pub(crate) pushes: Vec<u32>,
+    pub(crate) inbound: Vec<u32>,
+    /// Latency percentiles in ms (`null` in a minute without pushes).
+    pub(crate) p50: Vec<Option<f64>>,
+    pub(crate) p95: Vec<Option<f64>>,
+    pub(crate) p99: Vec<Option<f64>>,
+    /// Pushes per minute by error outcome.
+    pub(crate) errors: std::collections::BTreeMap<&'static str, Vec<u32>>,
+}
+
+impl Timeline {
+    fn with_minute(&self, f: impl FnOnce(&mut Minute)) {
+        let at = chrono::Utc::now().timestamp().div_euclid(60);
+        let mut minutes = self.minutes.lock().unwrap_or_else(|p| p.into_inner());
+        if minutes.back().is_none_or(|m| m.at != at) {
+            if minutes.len() == MINUTES {
+                minutes.pop_front();
+            }
+            minutes.push_back(Minute {
+                at,
+                ..Minute::default()
+            });
+        }
+        if let Some(m) = minutes.back_mut() {
+            f(m);
+        }
+    }
+
+    fn push(&self, outcome: &'static str, took: Duration) {
+        let units = took.as_micros() / 50;
+        let bucket = (u128::BITS - units.leading_zeros()).saturating_sub(1) as usize;
+        self.with_minute(|m| {
+            m.pushes += 1;
+            m.latency[bucket.min(BUCKETS - 1)] += 1;
+            if !matches!(outcome, "answered" | "sent") {
+                *m.errors.entry(outcome).or_default() += 1;
+            }
+        });
+    }
+
+    fn inbound(&self) {
+        self.with_minute(|m| m.inbound += 1);
+    }
+
+    /// The last `minutes` minutes up to now (at most a day), one entry per minute, zeros where
+    /// nothing happened.
+    pub(crate) fn series(&self, minutes: usize) -> Series {
+        let minutes = minutes.clamp(1, MINUTES);
+        let now = chrono::Utc::now().timestamp().div_euclid(60);
+        let first = now - minutes as i64 + 1;
+        let kept = self.minutes.lock().unwrap_or_else(|p| p.into_inner());
+        let by_minute: std::collections::HashMap<i64, &Minute> = kept
+            .iter()
+            .filter(|m| m.at >= first)
+            .map(|m| (m.at, m))
+            .collect();
+        let mut s = Series::default();
+        let reasons: std::collections::BTreeSet<&'static str> = by_minute
+            .values()
+            .flat_map(|m| m.errors.keys().copied())
+            .collect();
+        for r in &reasons {
+            s.errors.insert(r, Vec::with_capacity(minutes));
+        }
+        for at in first..=now {
+            s.t.push(at * 60);
+            let m = by_minute.get(&at);
+            s.pushes.push(m.map_or(0, |m| m.pushes));
+            s.inbound.push(m.map_or(0, |m| m.inbound));
+            s.p50.push(m.and_then(|m| percentile(m, 0.50)));
+            s.p95.push(m.and_then(|m| percentile(m, 0.95)));
+            s.p99.push(m.and_then(|m| percentile(m, 0.99)));
+            for (r, v) in &mut s.errors {
+                v.push(m.and_then(|m| m.errors.get(r).copied()).unwrap_or(0));
+            }
+        }
+        s
+    }
+}
+
+/// The upper bound, in ms, of the bucket holding the `q` quantile of a minute's pushes.
+fn percentile(m: &Minute, q: f64) -> Option<f64> {
+    if m.pushes == 0 {
+        return None;
+    }
+    let rank = (f64::from(m.pushes) * q).ceil().max(1.0);
+    let mut seen = 0.0;
+    for (i, n) in m.latency.iter().enumerate() {
+        seen += f64::from(*n);
+        if seen >= rank {
+            return Some(0.05 * f64::from(1u32 << (i + 1)));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod timeline_tests {
+    use super::*;
+
+    #[test]
+    fn minutes_count_pushes_latency_and_errors() {
+        let t = Timeline::default();
+        for _ in 0..98 {
+            t.push("answered", Duration::from_micros(300));
+        }
+        t.push("timeout", Duration::from_secs(10));
+        t.push("unavailable", Duration::from_micros(80));
+        t.inbound();
+        let s = t.series(60);
+        assert_eq!(s.t.len(), 60);
+        assert_eq!((s.pushes[59], s.inbound[59]), (100, 1));
+        assert_eq!(s.pushes[..59].iter().sum::<u32>(), 0);
+        // 300 µs is in [200, 400) µs: the bucket's bound is 0.4 ms.
+        assert_eq!(s.p50[59], Some(0.4));
+        // The 99th of 100 is still a 300 µs one; the slowest is the 10 s one.
+        assert_eq!(s.p99[59], Some(0.4));
+        assert_eq!(s.p50[0], None);
+        assert_eq!(s.errors["timeout"][59], 1);
+        assert_eq!(s.errors["unavailable"][59], 1);
+        assert!(!s.errors.contains_key("answered"));
     }
 }

@@ -600,28 +600,7 @@ pub(crate) async fn operation(
                 Ok(b) => b,
                 Err(r) => return r,
             };
-            let result = push(state, caller, &agent, &bytes, arrived).await;
-            let outcome = push_outcome(&result);
-            let took = arrived.elapsed();
-            state.sessions.metrics.push(outcome, took);
-            // One line per push: who, to whom, what came of it, how long it took. The reason is
-            // the relay's own (not connected, timed out, no such device); what an agent or a
-            // device answered may hold patient data and stays out of the log.
-            let failure = result.as_ref().err().map(|e| match e {
-                PushError::Answered(_) => "the agent or device answered with an error".to_owned(),
-                PushError::Parameters(_) => "invalid $push parameters".to_owned(),
-                other => other.to_string(),
-            });
-            tracing::info!(
-                client = caller.client_id,
-                agent = id_of(&agent),
-                outcome,
-                ms = took.as_millis() as u64,
-                error = failure.as_deref().unwrap_or(""),
-                "push"
-            );
-            let resp = result.unwrap_or_else(IntoResponse::into_response);
-            log_push(state, caller, &agent, &bytes, outcome, took, arrived, resp).await
+            push_counted(state, caller, &agent, &bytes, arrived).await
         }
         ("Agent", "status", &Method::GET) => match find_agent(state, caller, id, query) {
             Ok(agent) => fhir(
@@ -700,10 +679,7 @@ pub(super) async fn console_push(
         agents: Vec::new(),
         tenant: Vec::new(),
     };
-    let resp = match push(state, &caller, agent, body, Instant::now()).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
+    let resp = push_counted(state, &caller, agent, body, Instant::now()).await;
     let status = resp.status().as_u16();
     let content_type = resp
         .headers()
@@ -757,4 +733,37 @@ async fn log_push(
         answer: truncated(&String::from_utf8_lossy(&answer), MAX_LOGGED_BODY),
     });
     Response::from_parts(parts, Body::from(answer))
+}
+
+/// A push as the `$push` route makes it (the console's too): counted in the metrics, logged
+/// in one line, and handed to the push log.
+async fn push_counted(
+    state: &RelayState,
+    caller: &Caller,
+    agent: &Value,
+    bytes: &[u8],
+    arrived: Instant,
+) -> Response {
+    let result = push(state, caller, agent, bytes, arrived).await;
+    let outcome = push_outcome(&result);
+    let took = arrived.elapsed();
+    state.sessions.metrics.push(outcome, took);
+    // One line per push: who, to whom, what came of it, how long it took. The reason is
+    // the relay's own (not connected, timed out, no such device); what an agent or a
+    // device answered may hold patient data and stays out of the log.
+    let failure = result.as_ref().err().map(|e| match e {
+        PushError::Answered(_) => "the agent or device answered with an error".to_owned(),
+        PushError::Parameters(_) => "invalid $push parameters".to_owned(),
+        other => other.to_string(),
+    });
+    tracing::info!(
+        client = caller.client_id,
+        agent = id_of(agent),
+        outcome,
+        ms = took.as_millis() as u64,
+        error = failure.as_deref().unwrap_or(""),
+        "push"
+    );
+    let resp = result.unwrap_or_else(IntoResponse::into_response);
+    log_push(state, caller, agent, bytes, outcome, took, arrived, resp).await
 }

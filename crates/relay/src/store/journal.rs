@@ -8,15 +8,15 @@ use super::{Registry, StoreError};
 /// first ID); all `None` for anything else.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct MessageKeys {
+pub struct MessageKeys {
     /// MSH-10, the message control id.
-    pub(crate) control_id: Option<String>,
+    pub control_id: Option<String>,
     /// MSH-9.1, the message code (`ADT`).
-    pub(crate) message_code: Option<String>,
+    pub message_code: Option<String>,
     /// MSH-9.1^MSH-9.2 (`ADT^A01`).
-    pub(crate) message_type: Option<String>,
+    pub message_type: Option<String>,
     /// PID-3.1 of the first repetition, the patient's first identifier.
-    pub(crate) patient_id: Option<String>,
+    pub patient_id: Option<String>,
 }
 
 /// Longest key kept (longer values are cut; a key is for finding, not for reading).
@@ -24,7 +24,7 @@ const MAX_KEY: usize = 128;
 
 impl MessageKeys {
     /// The keys of `body` when it is HL7 v2 (starts with `MSH`), else none.
-    pub(crate) fn of(body: &str) -> MessageKeys {
+    pub fn of(body: &str) -> MessageKeys {
         if !body.starts_with("MSH") {
             return MessageKeys::default();
         }
@@ -53,29 +53,29 @@ impl MessageKeys {
 /// One `$push`, as the log keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct PushRecord {
+pub struct PushRecord {
     /// When it arrived, ms since the epoch.
-    pub(crate) at_ms: i64,
+    pub at_ms: i64,
     /// The caller's ClientApplication.
-    pub(crate) caller: String,
+    pub caller: String,
     /// The Agent it went through.
-    pub(crate) agent_id: String,
+    pub agent_id: String,
     /// `destination` as given (`Device/ID`, a host).
-    pub(crate) destination: String,
+    pub destination: String,
     /// The pushed content type.
-    pub(crate) content_type: String,
+    pub content_type: String,
     /// How it ended (the metrics' outcome: `answered`, `sent`, `device_error`, `timeout`, ...).
-    pub(crate) outcome: String,
+    pub outcome: String,
     /// The HTTP status answered.
-    pub(crate) status: u16,
+    pub status: u16,
     /// From arrival to answer, µs.
-    pub(crate) latency_us: i64,
+    pub latency_us: i64,
     /// The pushed message's keys.
-    pub(crate) keys: MessageKeys,
+    pub keys: MessageKeys,
     /// The pushed message, at most [`MAX_LOGGED_BODY`] bytes.
-    pub(crate) request: String,
+    pub request: String,
     /// The answer the caller got, at most [`MAX_LOGGED_BODY`] bytes.
-    pub(crate) answer: String,
+    pub answer: String,
 }
 
 /// Longest request or answer body the log keeps.
@@ -92,33 +92,33 @@ pub(crate) fn truncated(s: &str, max: usize) -> String {
 
 /// A logged push and its number.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PushRow {
+pub struct PushRow {
     /// Increasing in arrival order.
-    pub(crate) id: i64,
+    pub id: i64,
     /// The push.
-    pub(crate) push: PushRecord,
+    pub push: PushRecord,
 }
 
 /// Which logged pushes, or stored inbound messages, to list: newest first, each filter an
 /// indexed equality.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct JournalQuery {
+pub struct JournalQuery {
     /// Only this Agent's.
-    pub(crate) agent_id: Option<String>,
+    pub agent_id: Option<String>,
     /// Only this channel's (inbound) or destination's (pushes).
-    pub(crate) place: Option<String>,
+    pub place: Option<String>,
     /// Only with this outcome (pushes).
-    pub(crate) outcome: Option<String>,
+    pub outcome: Option<String>,
     /// Only with this MSH-10.
-    pub(crate) control_id: Option<String>,
+    pub control_id: Option<String>,
     /// Only of this message code (`ADT`) or type (`ADT^A01`).
-    pub(crate) message_type: Option<String>,
+    pub message_type: Option<String>,
     /// Only for this patient identifier (PID-3.1).
-    pub(crate) patient_id: Option<String>,
+    pub patient_id: Option<String>,
     /// Only those numbered below this.
-    pub(crate) before: Option<i64>,
+    pub before: Option<i64>,
     /// At most this many.
-    pub(crate) limit: usize,
+    pub limit: usize,
 }
 
 /// The SQL condition and its values for `q` over a table whose key columns are named as in
@@ -178,13 +178,23 @@ pub(super) fn conditions(
     (sql, values)
 }
 
+/// The inbound search's order: by the keys table's id when a key is searched (so the key's
+/// index is read in order), else by the message's.
+pub(super) fn inbound_order(q: &JournalQuery) -> &'static str {
+    if q.control_id.is_some() || q.message_type.is_some() || q.patient_id.is_some() {
+        "ORDER BY k.inbound_id DESC"
+    } else {
+        "ORDER BY t.id DESC"
+    }
+}
+
 /// How many pushes the log keeps at most, and for how long.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct PushLogLimits {
+pub struct PushLogLimits {
     /// Rows kept at most (the oldest go first).
-    pub(crate) max_rows: i64,
+    pub max_rows: i64,
     /// Rows older than this many ms go.
-    pub(crate) max_age_ms: i64,
+    pub max_age_ms: i64,
 }
 
 impl Default for PushLogLimits {
@@ -202,7 +212,7 @@ impl Registry {
     /// # Errors
     ///
     /// The database failed.
-    pub(crate) async fn record_pushes(&self, pushes: Vec<PushRecord>) -> Result<(), StoreError> {
+    pub async fn record_pushes(&self, pushes: Vec<PushRecord>) -> Result<(), StoreError> {
         self.db.record_pushes(pushes).await
     }
 
@@ -211,7 +221,7 @@ impl Registry {
     /// # Errors
     ///
     /// The database could not be read.
-    pub(crate) async fn pushes(&self, q: JournalQuery) -> Result<Vec<PushRow>, StoreError> {
+    pub async fn pushes(&self, q: JournalQuery) -> Result<Vec<PushRow>, StoreError> {
         self.db.pushes(q).await
     }
 
@@ -220,7 +230,7 @@ impl Registry {
     /// # Errors
     ///
     /// The database could not be read.
-    pub(crate) async fn inbound_search(
+    pub async fn inbound_search(
         &self,
         q: JournalQuery,
     ) -> Result<Vec<super::InboundRow>, StoreError> {
@@ -232,7 +242,7 @@ impl Registry {
     /// # Errors
     ///
     /// The database failed.
-    pub(crate) async fn prune_pushes(
+    pub async fn prune_pushes(
         &self,
         limits: PushLogLimits,
         now_ms: i64,

@@ -35,10 +35,8 @@ pub use error::StoreError;
 pub(crate) use error::chain;
 pub use inbound::{InboundQuery, InboundRow, NewInbound, Recorded};
 pub(crate) use index::{Cond, IndexRow};
-pub(crate) use journal::{
-    JournalQuery, MAX_LOGGED_BODY, MessageKeys, PushLog, PushLogLimits, PushRecord, PushRow,
-    truncated,
-};
+pub use journal::{JournalQuery, MessageKeys, PushLogLimits, PushRecord, PushRow};
+pub(crate) use journal::{MAX_LOGGED_BODY, PushLog, truncated};
 pub(crate) use orders::{Delivery, DeliveryOutcome};
 pub(crate) use postgres::pool_for;
 pub use registry::{InvalidResource, PutError, Registry};

@@ -24,7 +24,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::cache::{CACHED_TYPES, RegistryCache, is_cached};
 use super::inbound::INBOUND_SELECT;
 use super::index::{self, INDEX_VERSION};
-use super::journal::conditions;
+use super::journal::{conditions, inbound_order};
 use super::sqlite::{INBOUND_SEARCH, PUSH_SELECT};
 use super::{
     Cond, Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, IndexRow, JournalQuery,
@@ -83,6 +83,7 @@ CREATE TABLE IF NOT EXISTS search_index (
 );
 CREATE INDEX IF NOT EXISTS search_index_value ON search_index (resource_type, param, value);
 CREATE INDEX IF NOT EXISTS search_index_resource ON search_index (resource_type, id);
+CREATE INDEX IF NOT EXISTS inbound_agent ON inbound (agent_id, id);
 CREATE INDEX IF NOT EXISTS inbound_agent_channel ON inbound (agent_id, channel, id);
 CREATE TABLE IF NOT EXISTS inbound_key (
     inbound_id BIGINT PRIMARY KEY,
@@ -645,7 +646,8 @@ impl Store for Postgres {
             .await?
             .query(
                 &format!(
-                    "{INBOUND_SEARCH} {cond} ORDER BY t.id DESC LIMIT {}",
+                    "{INBOUND_SEARCH} {cond} {} LIMIT {}",
+                    inbound_order(&q),
                     q.limit
                 ),
                 &params,

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::cache::CACHED_TYPES;
 use super::inbound::INBOUND_SELECT;
 use super::index::{self, INDEX_VERSION};
-use super::journal::conditions;
+use super::journal::{conditions, inbound_order};
 use super::{
     Cond, Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, IndexRow, JournalQuery,
     MessageKeys, NewInbound, PushRecord, PushRow, Recorded, Store, StoreError,
@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS search_index (
 );
 CREATE INDEX IF NOT EXISTS search_index_value ON search_index (resource_type, param, value);
 CREATE INDEX IF NOT EXISTS search_index_resource ON search_index (resource_type, id);
+CREATE INDEX IF NOT EXISTS inbound_agent ON inbound (agent_id, id);
 CREATE INDEX IF NOT EXISTS inbound_agent_channel ON inbound (agent_id, channel, id);
 CREATE TABLE IF NOT EXISTS inbound_key (
     inbound_id INTEGER PRIMARY KEY,
@@ -545,7 +546,8 @@ impl Store for Sqlite {
         self.run(move |c| {
             let (cond, values) = conditions(&q, "t.agent_id", "t.channel", "k", false);
             let mut stmt = c.prepare(&format!(
-                "{INBOUND_SEARCH} {cond} ORDER BY t.id DESC LIMIT {}",
+                "{INBOUND_SEARCH} {cond} {} LIMIT {}",
+                inbound_order(&q),
                 q.limit
             ))?;
             stmt.query_map(rusqlite::params_from_iter(values.iter()), inbound_row)?
@@ -570,6 +572,83 @@ impl Store for Sqlite {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn console_searches_read_an_index_not_the_table() {
+        let conn = open_checked(None).unwrap();
+        let plan = |sql: String, values: Vec<String>| {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter(values.iter()), |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            rows.join("\n")
+        };
+        let q = |f: fn(&mut JournalQuery)| {
+            let mut q = JournalQuery {
+                limit: 100,
+                ..JournalQuery::default()
+            };
+            f(&mut q);
+            q
+        };
+        let searches: [(fn(&mut JournalQuery), &str); 5] = [
+            (|q| q.control_id = Some("C1".into()), "control"),
+            (|q| q.patient_id = Some("P1".into()), "patient"),
+            (|q| q.message_type = Some("ADT".into()), "code"),
+            (|q| q.message_type = Some("ADT^A01".into()), "type"),
+            (|q| q.agent_id = Some("a".into()), "agent"),
+        ];
+        for (set, index) in searches {
+            let q = q(set);
+            let (cond, values) = conditions(&q, "t.agent_id", "t.destination", "t", false);
+            let p = plan(
+                format!("{PUSH_SELECT} {cond} ORDER BY t.id DESC LIMIT 100"),
+                values,
+            );
+            assert!(
+                p.contains(&format!("INDEX push_log_{index}")),
+                "{index}: {p}"
+            );
+            if ["code", "type", "agent"].contains(&index) {
+                assert!(
+                    !p.contains("TEMP B-TREE"),
+                    "{index}: sorted, not read in order: {p}"
+                );
+            }
+            assert!(
+                !p.contains("SCAN t\n") && !p.ends_with("SCAN t"),
+                "{index}: {p}"
+            );
+            let (cond, values) = conditions(&q, "t.agent_id", "t.channel", "k", false);
+            let p = plan(
+                format!("{INBOUND_SEARCH} {cond} {} LIMIT 100", inbound_order(&q)),
+                values,
+            );
+            let expected = if index == "agent" {
+                "INDEX inbound_agent (".to_owned()
+            } else {
+                format!("INDEX inbound_key_{index}")
+            };
+            assert!(p.contains(&expected), "{index}: {p}");
+            // Keys that select many rows are read in id order; a control or patient id
+            // selects a few, sorted.
+            if ["code", "type", "agent"].contains(&index) {
+                assert!(
+                    !p.contains("TEMP B-TREE"),
+                    "{index}: sorted, not read in order: {p}"
+                );
+            }
+        }
+        // No filter: the newest rows by the primary key, read backwards, no sort.
+        let (cond, values) = conditions(&q(|_| {}), "t.agent_id", "t.destination", "t", false);
+        let p = plan(
+            format!("{PUSH_SELECT} {cond} ORDER BY t.id DESC LIMIT 100"),
+            values,
+        );
+        assert!(!p.contains("TEMP B-TREE"), "{p}");
+    }
 
     #[test]
     fn indexed_searches_read_the_index_not_the_table() {

@@ -17,6 +17,7 @@
 //! ```
 
 mod auth;
+mod charts;
 mod fleet;
 mod hl7_view;
 mod messages;
@@ -50,6 +51,8 @@ pub(crate) fn router() -> Router<Arc<RelayState>> {
         .route("/console/pushes", get(messages::pushes))
         .route("/console/pushes/{id}", get(messages::push_detail))
         .route("/console/pushes/{id}/repush", post(messages::repush))
+        .route("/console/charts", get(charts::page))
+        .route("/console/charts/data", get(charts::data))
         .route("/console/assets/{name}", get(asset))
 }
 

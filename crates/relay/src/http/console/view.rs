@@ -10,7 +10,11 @@ use maud::{DOCTYPE, Markup, html};
 /// before login.
 pub(super) fn page(title: &str, csrf: Option<&str>, active: &str, body: &Markup) -> Html<String> {
     let headers = csrf.map(|t| serde_json::json!({"X-CSRF-Token": t}).to_string());
-    let nav = [("Fleet", "/console"), ("Messages", "/console/messages")];
+    let nav = [
+        ("Fleet", "/console"),
+        ("Messages", "/console/messages"),
+        ("Charts", "/console/charts"),
+    ];
     Html(
         html! {
             (DOCTYPE)
