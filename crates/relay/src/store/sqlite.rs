@@ -593,7 +593,8 @@ mod tests {
             f(&mut q);
             q
         };
-        let searches: [(fn(&mut JournalQuery), &str); 5] = [
+        type Set = fn(&mut JournalQuery);
+        let searches: [(Set, &str); 5] = [
             (|q| q.control_id = Some("C1".into()), "control"),
             (|q| q.patient_id = Some("P1".into()), "patient"),
             (|q| q.message_type = Some("ADT".into()), "code"),
