@@ -81,6 +81,13 @@ try:
     driver.find_element(By.CSS_SELECTOR, f"#agent-{agent} a").click()
     wait(10, EC.presence_of_element_located((By.ID, "push-form")), "the agent page")
     wait(15, EC.presence_of_element_located((By.CSS_SELECTOR, "table.stats")), "the agent's stats")
+    wait(15, EC.text_to_be_present_in_element((By.ID, "dead-letters"), "No dead letters."), "the agent's dead letters")
+    driver.find_element(By.XPATH, "//div[@class='generate']/button[text()='ASTM order']").click()
+    if not driver.find_element(By.ID, "push-body").get_attribute("value").startswith("H|\\^&"):
+        raise SystemExit("FAILED: the ASTM example did not fill the box")
+    if Select(driver.find_element(By.ID, "push-type")).first_selected_option.get_attribute("value") != "application/astm":
+        raise SystemExit("FAILED: the ASTM example did not set the content type")
+    driver.find_element(By.XPATH, "//div[@class='generate']/button[text()='HL7 ADT^A01']").click()
     Select(driver.find_element(By.ID, "push-device")).select_by_value("lab-device")
     message = driver.find_element(By.ID, "push-body").get_attribute("value")
     control_id = message.splitlines()[0].split("|")[9]

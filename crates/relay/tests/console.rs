@@ -544,3 +544,62 @@ async fn answer_one(agent: &mut ScriptedAgent, control_id: &str) -> String {
         .await;
     req.body
 }
+
+/// Scale-out: two relay processes on one PostgreSQL and one Redis. A session made on one is
+/// good on the other, and the other shows the agent connected to the first, live.
+#[tokio::test]
+async fn any_process_serves_the_console_with_live_status_from_the_others() {
+    let pg = tokio::task::spawn_blocking(test_support::services::Postgres::start)
+        .await
+        .unwrap();
+    let redis = tokio::task::spawn_blocking(test_support::services::Redis::start)
+        .await
+        .unwrap();
+    let config = || relay::RelayConfig {
+        database_url: Some(pg.url()),
+        redis_url: Some(redis.url()),
+        heartbeat_interval: Duration::from_millis(200),
+        ..relay::RelayConfig::default()
+    };
+    let a = start_with(config()).await;
+    let b = start_with(config()).await;
+    let (cookie, _) = operator(&a).await;
+    let mut live = browser()
+        .get(url(&b, "console/events"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    let _agent = ScriptedAgent::connect(&a).await;
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = live.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains("data-status=\"connected\"") && text.contains("another process") {
+                return;
+            }
+        }
+        panic!("the stream ended: {text}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("process b never showed the agent connected to a: {text}"));
+    // The page itself, from b, and a push log search, from b.
+    let fleet = browser()
+        .get(url(&b, "console"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(fleet.contains("another process"), "{fleet}");
+    let r = browser()
+        .get(url(&b, "console/pushes?patient_id=X"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -640,7 +640,7 @@ pub(crate) async fn operation(
 }
 
 /// For the console: an agent-side operation (`reload-config`, `fetch-logs`, `stats`,
-/// `upgrade`) on one agent, as `$op` runs it; the answer's JSON, or its error text.
+/// `upgrade`, `dead-letters`) on one agent, as `$op` runs it; the answer's JSON, or its error text.
 pub(super) async fn console_agent_op(
     state: &RelayState,
     agent_id: &str,
@@ -652,6 +652,7 @@ pub(super) async fn console_agent_op(
         "fetch-logs" => AgentOp::FetchLogs,
         "stats" => AgentOp::Stats,
         "upgrade" => AgentOp::Upgrade,
+        "dead-letters" => AgentOp::DeadLetters,
         other => return Err(format!("no operation {other}")),
     };
     match agent_op(state, agent_id, op, query, Instant::now()).await {

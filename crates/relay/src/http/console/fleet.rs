@@ -235,7 +235,12 @@ pub(super) async fn agent_page(
         .search("Device", &[], 200)
         .await
         .unwrap_or_default();
-    let example = hl7v2::example_adt_a01(chrono::Utc::now()).replace('\r', "\n");
+    let now = chrono::Utc::now();
+    let example = hl7v2::example_adt_a01(now).replace('\r', "\n");
+    let astm_example = format!(
+        "H|\\^&|||OUTPOST^1.0|||||ANALYZER||P|LIS2-A2|{}\nP|1||PID123||DOE^JANE\nO|1|SPEC-1||^^^GLU\nL|1|N",
+        now.format("%Y%m%d%H%M%S")
+    );
     let body = html! {
         h1 { (if r.name.is_empty() { &r.id } else { &r.name }) " " (view::status_badge(&r.status)) }
         p.summary { "Agent/" (r.id) " · version " (r.version) " · last heartbeat " (r.last_heartbeat) }
@@ -272,20 +277,35 @@ pub(super) async fn agent_page(
                     }
                 }
                 label { "Content type "
-                    select name="content_type" {
+                    select #push-type name="content_type" {
                         option value="x-application/hl7-v2+er7" { "HL7 v2" }
                         option value="application/astm" { "ASTM" }
+                        option value="application/dicom" { "DICOM file" }
                         option value="text/plain" { "text" }
                     }
                 }
+                div.generate {
+                    "Generate: "
+                    button type="button" data-example=(example) data-type="x-application/hl7-v2+er7" { "HL7 ADT^A01" }
+                    " "
+                    button type="button" data-example=(astm_example) data-type="application/astm" { "ASTM order" }
+                    " or a DICOM file: "
+                    input #push-file type="file" accept=".dcm,application/dicom";
+                }
                 textarea #push-body name="body" rows="8" { (example) }
+                input #push-file-body type="hidden" name="file_base64";
                 button #push { "Push and wait for the answer" }
             }
             div #push-answer.answer {}
+            script { (maud::PreEscaped(PUSH_SCRIPT)) }
         }
         section {
             h2 { "Stats" }
             div hx-get={"/console/agents/" (r.id) "/panel/stats"} hx-trigger="load" { "Asking the agent…" }
+        }
+        section {
+            h2 { "Dead letters" }
+            div hx-get={"/console/agents/" (r.id) "/panel/dead-letters"} hx-trigger="load" { "Asking the agent…" }
         }
         section {
             h2 { "Recent logs" }
@@ -295,7 +315,29 @@ pub(super) async fn agent_page(
     view::page(&r.id, Some(&session.csrf), "Fleet", &body).into_response()
 }
 
-/// `GET /console/agents/{id}/panel/{stats|logs}`: the agent's `$stats` or `$fetch-logs`.
+/// The push form's helpers: an example fills the box; a DICOM file is sent base64, as `$push`
+/// takes it.
+const PUSH_SCRIPT: &str = r#"
+document.querySelectorAll('.generate button').forEach(b => b.addEventListener('click', () => {
+  document.getElementById('push-body').value = b.dataset.example;
+  document.getElementById('push-type').value = b.dataset.type;
+  document.getElementById('push-file-body').value = '';
+}));
+document.getElementById('push-file').addEventListener('change', e => {
+  const file = e.target.files[0];
+  if (!file) return;
+  const reader = new FileReader();
+  reader.onload = () => {
+    document.getElementById('push-file-body').value = reader.result.split(',')[1];
+    document.getElementById('push-type').value = 'application/dicom';
+    document.getElementById('push-body').value = '(' + file.name + ', ' + file.size + ' bytes, sent base64)';
+  };
+  reader.readAsDataURL(file);
+});
+"#;
+
+/// `GET /console/agents/{id}/panel/{stats|logs|dead-letters}`: the agent's `$stats`,
+/// `$fetch-logs` or `$dead-letters`.
 pub(super) async fn panel(
     State(state): State<Arc<RelayState>>,
     _session: Session,
@@ -325,6 +367,22 @@ pub(super) async fn panel(
                 Err(e) => html! { p.error { (e) } },
             }
         }
+        "dead-letters" => match console_agent_op(&state, &id, "dead-letters", &[]).await {
+            Ok(v) => {
+                let letters: Vec<&str> = v["parameter"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["name"] == "deadLetter")
+                    .filter_map(|p| p["valueString"].as_str())
+                    .collect();
+                html! {
+                    @if letters.is_empty() { p #dead-letters { "No dead letters." } }
+                    @else { pre #dead-letters { (letters.join("\n")) } }
+                }
+            }
+            Err(e) => html! { p.error { (e) } },
+        },
         _ => return view::error_page(StatusCode::NOT_FOUND, "No such panel."),
     };
     Html(html.into_string()).into_response()
@@ -353,6 +411,7 @@ struct ActionForm {
     device: Option<String>,
     content_type: Option<String>,
     body: Option<String>,
+    file_base64: Option<String>,
 }
 
 impl ActionForm {
@@ -365,6 +424,7 @@ impl ActionForm {
                 "device" => &mut f.device,
                 "content_type" => &mut f.content_type,
                 "body" => &mut f.body,
+                "file_base64" => &mut f.file_base64,
                 _ => continue,
             };
             *slot = Some(v.into_owned());
@@ -428,12 +488,16 @@ pub(super) async fn action(
             let content_type = form
                 .content_type
                 .unwrap_or_else(|| agent_protocol::CONTENT_TYPE_HL7_V2.to_owned());
-            // Line breaks typed in the box end segments (HL7 wants CR).
-            let body = form
-                .body
-                .unwrap_or_default()
-                .replace("\r\n", "\r")
-                .replace('\n', "\r");
+            // A DICOM file goes as it came (base64); in text, line breaks typed in the box
+            // end segments and records (HL7 and ASTM want CR).
+            let body = match form.file_base64.filter(|b| !b.is_empty()) {
+                Some(b64) => b64,
+                None => form
+                    .body
+                    .unwrap_or_default()
+                    .replace("\r\n", "\r")
+                    .replace('\n', "\r"),
+            };
             let push = json!({"destination": format!("Device/{device}"), "contentType": content_type,
                 "body": body, "waitForResponse": true});
             let started = std::time::Instant::now();
