@@ -376,6 +376,20 @@ async fn an_inbound_message_shows_live_and_can_be_resent() {
         .and_then(|r| r.split('"').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no row id in {row}"));
+    // The fleet counts it on its channel.
+    let fleet = browser()
+        .get(url(&relay, "console"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        fleet.contains("<b>adt-in</b> 1 received · 1 answered · last "),
+        "{fleet}"
+    );
     // Found by its keys; not by another's.
     for (query, found) in [
         ("control_id=LIVE1", true),

@@ -178,6 +178,19 @@ pub(super) fn conditions(
     (sql, values)
 }
 
+/// What the relay stored from one agent channel: for the fleet page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelCounts {
+    /// Messages stored.
+    pub received: i64,
+    /// Of those, answered (a final answer recorded).
+    pub answered: i64,
+    /// Of those, answered with an error (status 400 and up).
+    pub errored: i64,
+    /// When the last one arrived (RFC 3339).
+    pub last: String,
+}
+
 /// The inbound search's order: by the keys table's id when a key is searched (so the key's
 /// index is read in order), else by the message's.
 pub(super) fn inbound_order(q: &JournalQuery) -> &'static str {
@@ -235,6 +248,17 @@ impl Registry {
         q: JournalQuery,
     ) -> Result<Vec<super::InboundRow>, StoreError> {
         self.db.inbound_search(q).await
+    }
+
+    /// Per `(agent, channel)`: what was stored and answered, and the last message's time.
+    ///
+    /// # Errors
+    ///
+    /// The database could not be read.
+    pub async fn inbound_channel_counts(
+        &self,
+    ) -> Result<std::collections::HashMap<(String, String), ChannelCounts>, StoreError> {
+        self.db.inbound_channel_counts().await
     }
 
     /// Drops the pushes beyond `limits`; how many went.

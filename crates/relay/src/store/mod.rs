@@ -35,7 +35,9 @@ pub use error::StoreError;
 pub(crate) use error::chain;
 pub use inbound::{InboundQuery, InboundRow, NewInbound, Recorded};
 pub(crate) use index::{Cond, IndexRow};
-pub use journal::{JournalQuery, MessageKeys, PushLogLimits, PushRecord, PushRow};
+pub use journal::{
+    ChannelCounts, JournalQuery, MessageKeys, PushLogLimits, PushRecord, PushRow,
+};
 pub(crate) use journal::{MAX_LOGGED_BODY, PushLog, truncated};
 pub(crate) use orders::{Delivery, DeliveryOutcome};
 pub(crate) use postgres::pool_for;
@@ -110,6 +112,10 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug {
     async fn pushes(&self, q: JournalQuery) -> Result<Vec<PushRow>, StoreError>;
     /// Stored inbound messages, newest first, searched by their keys.
     async fn inbound_search(&self, q: JournalQuery) -> Result<Vec<InboundRow>, StoreError>;
+    /// Per `(agent, channel)`: messages stored, answered, errored, and the last one's time.
+    async fn inbound_channel_counts(
+        &self,
+    ) -> Result<std::collections::HashMap<(String, String), ChannelCounts>, StoreError>;
     /// Deletes logged pushes older than `older_than_ms` or beyond the newest `max_rows`.
     async fn prune_pushes(&self, max_rows: i64, older_than_ms: i64) -> Result<u64, StoreError>;
 }

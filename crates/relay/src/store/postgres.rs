@@ -27,7 +27,7 @@ use super::index::{self, INDEX_VERSION};
 use super::journal::{conditions, inbound_order};
 use super::sqlite::{INBOUND_SEARCH, PUSH_SELECT};
 use super::{
-    Cond, Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, IndexRow, JournalQuery,
+    ChannelCounts, Cond, Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, IndexRow, JournalQuery,
     MessageKeys, NewInbound, PushRecord, PushRow, Recorded, Store, StoreError,
 };
 use crate::fhir::now_rfc3339;
@@ -654,6 +654,35 @@ impl Store for Postgres {
             )
             .await?;
         Ok(rows.iter().map(inbound_row).collect())
+    }
+
+    async fn inbound_channel_counts(
+        &self,
+    ) -> Result<std::collections::HashMap<(String, String), ChannelCounts>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT agent_id, channel, COUNT(*), COUNT(status_code),
+                    COUNT(*) FILTER (WHERE status_code >= 400), MAX(received_at)
+                 FROM inbound GROUP BY agent_id, channel",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    (r.get(0), r.get(1)),
+                    ChannelCounts {
+                        received: r.get(2),
+                        answered: r.get(3),
+                        errored: r.get(4),
+                        last: r.get(5),
+                    },
+                )
+            })
+            .collect())
     }
 
     async fn prune_pushes(&self, max_rows: i64, older_than_ms: i64) -> Result<u64, StoreError> {

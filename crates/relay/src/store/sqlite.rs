@@ -15,7 +15,7 @@ use super::inbound::INBOUND_SELECT;
 use super::index::{self, INDEX_VERSION};
 use super::journal::{conditions, inbound_order};
 use super::{
-    Cond, Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, IndexRow, JournalQuery,
+    ChannelCounts, Cond, Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, IndexRow, JournalQuery,
     MessageKeys, NewInbound, PushRecord, PushRow, Recorded, Store, StoreError,
 };
 use crate::fhir::now_rfc3339;
@@ -552,6 +552,29 @@ impl Store for Sqlite {
             ))?;
             stmt.query_map(rusqlite::params_from_iter(values.iter()), inbound_row)?
                 .collect()
+        })
+        .await
+    }
+
+    async fn inbound_channel_counts(
+        &self,
+    ) -> Result<std::collections::HashMap<(String, String), ChannelCounts>, StoreError> {
+        self.run(|c| {
+            let mut stmt = c.prepare("SELECT agent_id, channel, COUNT(*), COUNT(status_code),
+                    SUM(CASE WHEN status_code >= 400 THEN 1 ELSE 0 END), MAX(received_at)
+                 FROM inbound GROUP BY agent_id, channel")?;
+            stmt.query_map([], |r| {
+                Ok((
+                    (r.get(0)?, r.get(1)?),
+                    ChannelCounts {
+                        received: r.get(2)?,
+                        answered: r.get(3)?,
+                        errored: r.get(4)?,
+                        last: r.get(5)?,
+                    },
+                ))
+            })?
+            .collect()
         })
         .await
     }

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::auth::{Session, audit};
 use super::{hl7_view, view};
+use crate::ChannelCounts;
 use crate::fhir::id_of;
 use crate::http::RelayState;
 use crate::http::operations::{console_agent_op, console_push};
@@ -25,6 +26,8 @@ use crate::http::operations::{console_agent_op, console_push};
 const MAX_QUERY: usize = 200;
 /// How often the live view looks for status changes.
 const LIVE_PERIOD: Duration = Duration::from_secs(1);
+/// The live view reads the channels' counts once in this many checks.
+const COUNTS_EVERY: usize = 10;
 /// Most agents listed on one page.
 const PAGE: usize = 1000;
 
@@ -38,10 +41,14 @@ struct Row {
     version: String,
     last_heartbeat: String,
     relay: &'static str,
-    channels: Vec<String>,
+    /// Each channel, with what the relay stored from it.
+    channels: Vec<(String, Option<ChannelCounts>)>,
 }
 
-async fn row(state: &RelayState, agent: &Value) -> Row {
+/// What the relay stored per `(agent, channel)`.
+type Counts = HashMap<(String, String), ChannelCounts>;
+
+async fn row(state: &RelayState, agent: &Value, counts: &Counts) -> Row {
     let id = id_of(agent).to_owned();
     let p = state.router.presence(&id).await;
     let here = state.router.local().presence(&id).status == "connected";
@@ -66,7 +73,11 @@ async fn row(state: &RelayState, agent: &Value) -> Row {
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|c| c["name"].as_str().map(str::to_owned))
+            .filter_map(|c| c["name"].as_str())
+            .map(|name| {
+                let n = counts.get(&(id.clone(), name.to_owned())).cloned();
+                (name.to_owned(), n)
+            })
             .collect(),
         id,
     }
@@ -81,7 +92,21 @@ fn row_html(r: &Row) -> Markup {
             td { (r.version) }
             td { time { (r.last_heartbeat) } }
             td { (r.relay) }
-            td { (r.channels.join(", ")) }
+            td.channels {
+                @for (name, n) in &r.channels {
+                    div {
+                        b { (name) }
+                        @match n {
+                            Some(n) => {
+                                " " (n.received) " received · " (n.answered) " answered"
+                                @if n.errored > 0 { " · " span.error { (n.errored) " errored" } }
+                                " · last " time { (n.last) }
+                            }
+                            None => { " nothing received" }
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -117,9 +142,14 @@ pub(super) async fn page(
     }
     let needle = text.to_lowercase();
     let status = q.status.unwrap_or_default();
+    let counts = state
+        .registry
+        .inbound_channel_counts()
+        .await
+        .unwrap_or_default();
     let mut rows = Vec::new();
     for a in agents(&state).await {
-        let r = row(&state, &a).await;
+        let r = row(&state, &a, &counts).await;
         let hit = needle.is_empty()
             || [&r.id, &r.name, &r.site]
                 .iter()
@@ -150,24 +180,34 @@ pub(super) async fn page(
 }
 
 /// `GET /console/events`: server-sent events, one per agent whose row changed (named
-/// `agent-<id>`, the row's new HTML), checked every second.
+/// `agent-<id>`, the row's new HTML), checked every second (the channels' counts every
+/// [`COUNTS_EVERY`] checks).
 pub(super) async fn events(
     State(state): State<Arc<RelayState>>,
     _session: Session,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let seen: HashMap<String, Row> = HashMap::new();
     let stream = futures_util::stream::unfold(
-        (state, seen, Vec::<Event>::new(), true),
-        |(state, mut seen, mut pending, first)| async move {
+        (state, seen, Vec::<Event>::new(), 0usize, Counts::new()),
+        |(state, mut seen, mut pending, tick, mut counts)| async move {
+            let mut tick = tick;
             loop {
                 if let Some(e) = pending.pop() {
-                    return Some((Ok(e), (state, seen, pending, false)));
+                    return Some((Ok(e), (state, seen, pending, tick, counts)));
                 }
-                if !first {
+                if tick > 0 {
                     tokio::time::sleep(LIVE_PERIOD).await;
                 }
+                if tick.is_multiple_of(COUNTS_EVERY) {
+                    counts = state
+                        .registry
+                        .inbound_channel_counts()
+                        .await
+                        .unwrap_or_default();
+                }
+                tick += 1;
                 for a in agents(&state).await {
-                    let r = row(&state, &a).await;
+                    let r = row(&state, &a, &counts).await;
                     if seen.get(&r.id) != Some(&r) {
                         pending.push(
                             Event::default()
@@ -181,7 +221,7 @@ pub(super) async fn events(
                     // Nothing changed: wait for the next look.
                     return Some((
                         Ok(Event::default().comment("unchanged")),
-                        (state, seen, pending, false),
+                        (state, seen, pending, tick, counts),
                     ));
                 }
             }
@@ -214,7 +254,7 @@ pub(super) async fn agent_page(
         Ok(a) => a,
         Err(r) => return r,
     };
-    let r = row(&state, &agent).await;
+    let r = row(&state, &agent, &Counts::new()).await;
     let channels: Vec<(String, String)> = agent["channel"]
         .as_array()
         .into_iter()
