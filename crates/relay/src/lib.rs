@@ -121,8 +121,8 @@ pub use inbound::INBOUND_PROCESSOR_EXTENSION;
 pub use orders::{ORDER_PUSH_EXTENSION, SubscriptionError};
 pub use release::{AGENT_EXECUTABLE, RELEASE_SYSTEM, SHA256_EXTENSION};
 pub use store::{
-    ChannelCounts, InboundQuery, InboundRow, InvalidResource, JournalQuery, MessageKeys, NewInbound,
-    PushLogLimits, PushRecord, PushRow, PutError, Recorded, Registry, StoreError,
+    ChannelCounts, InboundQuery, InboundRow, InvalidResource, JournalQuery, MessageKeys,
+    NewInbound, PushLogLimits, PushRecord, PushRow, PutError, Recorded, Registry, StoreError,
 };
 
 use agents::{AgentRouter, Cluster, LocalAgents, SessionConfig, Sessions};

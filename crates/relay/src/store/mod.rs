@@ -35,9 +35,7 @@ pub use error::StoreError;
 pub(crate) use error::chain;
 pub use inbound::{InboundQuery, InboundRow, NewInbound, Recorded};
 pub(crate) use index::{Cond, IndexRow};
-pub use journal::{
-    ChannelCounts, JournalQuery, MessageKeys, PushLogLimits, PushRecord, PushRow,
-};
+pub use journal::{ChannelCounts, JournalQuery, MessageKeys, PushLogLimits, PushRecord, PushRow};
 pub(crate) use journal::{MAX_LOGGED_BODY, PushLog, truncated};
 pub(crate) use orders::{Delivery, DeliveryOutcome};
 pub(crate) use postgres::pool_for;

@@ -27,8 +27,8 @@ use super::index::{self, INDEX_VERSION};
 use super::journal::{conditions, inbound_order};
 use super::sqlite::{INBOUND_SEARCH, PUSH_SELECT};
 use super::{
-    ChannelCounts, Cond, Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, IndexRow, JournalQuery,
-    MessageKeys, NewInbound, PushRecord, PushRow, Recorded, Store, StoreError,
+    ChannelCounts, Cond, Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, IndexRow,
+    JournalQuery, MessageKeys, NewInbound, PushRecord, PushRow, Recorded, Store, StoreError,
 };
 use crate::fhir::now_rfc3339;
 

@@ -15,8 +15,8 @@ use super::inbound::INBOUND_SELECT;
 use super::index::{self, INDEX_VERSION};
 use super::journal::{conditions, inbound_order};
 use super::{
-    ChannelCounts, Cond, Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, IndexRow, JournalQuery,
-    MessageKeys, NewInbound, PushRecord, PushRow, Recorded, Store, StoreError,
+    ChannelCounts, Cond, Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, IndexRow,
+    JournalQuery, MessageKeys, NewInbound, PushRecord, PushRow, Recorded, Store, StoreError,
 };
 use crate::fhir::now_rfc3339;
 
@@ -560,9 +560,11 @@ impl Store for Sqlite {
         &self,
     ) -> Result<std::collections::HashMap<(String, String), ChannelCounts>, StoreError> {
         self.run(|c| {
-            let mut stmt = c.prepare("SELECT agent_id, channel, COUNT(*), COUNT(status_code),
+            let mut stmt = c.prepare(
+                "SELECT agent_id, channel, COUNT(*), COUNT(status_code),
                     SUM(CASE WHEN status_code >= 400 THEN 1 ELSE 0 END), MAX(received_at)
-                 FROM inbound GROUP BY agent_id, channel")?;
+                 FROM inbound GROUP BY agent_id, channel",
+            )?;
             stmt.query_map([], |r| {
                 Ok((
                     (r.get(0)?, r.get(1)?),
