@@ -175,6 +175,10 @@ pub struct TransmitResponse {
     /// The device's answer, or the error text.
     #[serde(default)]
     pub body: String,
+    /// Outpost: how long the device took, in µs, from the push's arrival at the agent to the
+    /// device's answer (not sent by Medplum's agent; absent when no device answered).
+    #[serde(default, rename = "deviceUs", skip_serializing_if = "Option::is_none")]
+    pub device_us: Option<u64>,
 }
 
 impl TransmitResponse {

@@ -96,6 +96,9 @@ try:
     wait(5, EC.alert_is_present(), "the confirmation")
     driver.switch_to.alert.accept()
     wait(15, EC.text_to_be_present_in_element((By.ID, "push-status"), "HTTP 200"), "the push answered")
+    hops = driver.find_element(By.ID, "push-hops").text
+    if "relay" not in hops or "WebSocket and agent" not in hops or "device" not in hops:
+        raise SystemExit(f"FAILED: the push's hops are not shown: {hops}")
     reply = driver.find_element(By.ID, "push-reply").text
     if "ACK" not in reply or "AA" not in reply or control_id not in reply:
         raise SystemExit(f"FAILED: the push's answer is not the device's AA: {reply}")

@@ -96,6 +96,7 @@ fn scripted_agent(base: &str) -> std::sync::mpsc::Receiver<String> {
                                 "PING {0}: 56 data bytes\n--- {0} ping statistics ---\n1 packets transmitted, 1 packets received, 0% packet loss",
                                 req.remote
                             ),
+                            device_us: None,
                         })
                     }
                     AgentMessage::TransmitRequest(req) => {
@@ -117,6 +118,7 @@ fn scripted_agent(base: &str) -> std::sync::mpsc::Receiver<String> {
                             status_code: Some(200),
                             status: None,
                             body: String::from_utf8(ack).unwrap(),
+                            device_us: None,
                         })
                     }
                     _ => continue,

@@ -474,6 +474,17 @@ async fn pushes_are_logged_searchable_and_can_be_pushed_again() {
     );
     assert_eq!(resp.status, 200, "{}", resp.text);
     assert_eq!(pushed, adt);
+    // Where the time went: the agent's round trip, and the device's share it reported.
+    let raw = client().post(&push_url).bearer_auth(&t).json(&body).send();
+    let (raw, _) = tokio::join!(raw, answer_one(&mut agent, "PUSH-77"));
+    let raw = raw.unwrap();
+    assert_eq!(raw.headers()["x-outpost-device-us"], "7");
+    let agent_us: u64 = raw.headers()["x-outpost-agent-us"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(agent_us < 10_000_000, "{agent_us}");
     // The log is written in the background: wait for the row, found by its control id.
     let page = |path: String| {
         browser()
@@ -553,6 +564,7 @@ async fn answer_one(agent: &mut ScriptedAgent, control_id: &str) -> String {
                 body: format!(
                     "MSH|^~\\&|LAB|H|EHR|H|20240101||ACK|A1|P|2.5\rMSA|AA|{control_id}\r"
                 ),
+                device_us: Some(7),
             },
         ))
         .await;

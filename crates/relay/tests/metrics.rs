@@ -52,6 +52,7 @@ async fn metrics_count_pushes_inbound_messages_and_agents() {
                 status_code: Some(200),
                 status: None,
                 body: "MSH|^~\\&|LIS|L|EHR|H|20240101120001||ACK|A-1|P|2.5\rMSA|AA|M-1".into(),
+                device_us: None,
             }))
             .await;
     };

@@ -113,6 +113,7 @@ async fn answer(
             status_code: Some(status),
             status: None,
             body: body.into(),
+            device_us: None,
         }))
         .await;
     req

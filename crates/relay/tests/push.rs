@@ -44,6 +44,7 @@ async fn answer_next(
             status_code: Some(status),
             status: None,
             body: answer.into(),
+            device_us: None,
         }))
         .await;
     req

@@ -246,6 +246,10 @@ impl Outbound {
                 },
             }
         };
+        // From the push's arrival here to the device's answer.
+        let device_us = result
+            .is_ok()
+            .then(|| u64::try_from(budget.arrived.elapsed().as_micros()).unwrap_or(u64::MAX));
         let (status, content_type, body) = match result {
             Ok((ct, body)) => (200, ct, body),
             Err(e) => {
@@ -266,6 +270,7 @@ impl Outbound {
             status_code: Some(status),
             status: None,
             body,
+            device_us,
         }
     }
 }

@@ -422,6 +422,7 @@ async fn as_medplum(
         status_code: Some(200),
         status: None,
         body: String::from_utf8_lossy(&ack).into_owned(),
+        device_us: None,
     }))
 }
 
@@ -437,6 +438,7 @@ fn inbound(script: &Script, req: &agent_protocol::TransmitRequest) -> Option<Age
             status_code: Some(status),
             status: None,
             body,
+            device_us: None,
         })
     };
     {

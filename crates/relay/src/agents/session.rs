@@ -514,6 +514,7 @@ impl Session {
                         status_code: Some(429),
                         status: None,
                         body: format!("relay is busy: {why}; retry"),
+                        device_us: None,
                     },
                 ));
                 return;

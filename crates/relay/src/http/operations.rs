@@ -35,6 +35,13 @@ const ANSWER_MARGIN_MIN: Duration = Duration::from_millis(20);
 /// ...and at most this.
 const ANSWER_MARGIN_MAX: Duration = Duration::from_secs(1);
 
+/// `$push` answer header: µs from the relay sending the push to the agent to the agent's
+/// answer.
+pub(super) const AGENT_US: &str = "x-outpost-agent-us";
+/// `$push` answer header: µs from the push's arrival at the agent to the device's answer, as the
+/// agent measured it (Outpost agents only).
+pub(super) const DEVICE_US: &str = "x-outpost-device-us";
+
 /// Default wait for `$reload-config`, `$fetch-logs`, `$stats` (Medplum: 5 s) and `$upgrade`
 /// (45 s).
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -165,6 +172,7 @@ async fn push(
     }
     let callback = format!("Agent/{agent_id}-{}", uuid::Uuid::new_v4());
     request.callback = Some(callback.clone());
+    let asked = Instant::now();
     let answer = state
         .router
         .ask(
@@ -181,7 +189,20 @@ async fn push(
                 .status_code
                 .and_then(|c| StatusCode::from_u16(c).ok())
                 .unwrap_or(StatusCode::OK);
-            Ok(raw(status, &r.content_type, r.body))
+            let mut resp = raw(status, &r.content_type, r.body);
+            // Where the time went (Outpost headers): the round trip through the agent, and
+            // of that what the agent says the device took.
+            let h = resp.headers_mut();
+            h.insert(
+                AGENT_US,
+                u64::try_from(asked.elapsed().as_micros())
+                    .unwrap_or(u64::MAX)
+                    .into(),
+            );
+            if let Some(us) = r.device_us {
+                h.insert(DEVICE_US, us.into());
+            }
+            Ok(resp)
         }
         AgentMessage::TransmitResponse(r) => Err(PushError::Answered(AnsweredError(r.body))),
         AgentMessage::Error(e) => Err(PushError::Answered(AnsweredError(e.body))),
@@ -667,14 +688,28 @@ pub(super) async fn console_agent_op(
     }
 }
 
+/// What the console shows of a push: the answer, and where the time went.
+pub(super) struct ConsoleAnswer {
+    /// The HTTP status the caller would get.
+    pub(super) status: u16,
+    /// Its content type.
+    pub(super) content_type: String,
+    /// Its body.
+    pub(super) body: String,
+    /// The relay → agent → relay round trip, µs.
+    pub(super) agent_us: Option<u64>,
+    /// Of that, the agent's push to the device and its answer, µs.
+    pub(super) device_us: Option<u64>,
+}
+
 /// For the console: `$push` of `body` (the operation's JSON parameters) through `agent` as
-/// operator `client_id`; the HTTP status, content type and body the caller would get.
+/// operator `client_id`.
 pub(super) async fn console_push(
     state: &RelayState,
     client_id: &str,
     agent: &Value,
     body: &[u8],
-) -> (u16, String, String) {
+) -> ConsoleAnswer {
     let caller = Caller {
         client_id: client_id.to_owned(),
         agents: Vec::new(),
@@ -682,20 +717,29 @@ pub(super) async fn console_push(
     };
     let resp = push_counted(state, &caller, agent, body, Instant::now()).await;
     let status = resp.status().as_u16();
-    let content_type = resp
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let (content_type, agent_us, device_us) = {
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        (
+            header(axum::http::header::CONTENT_TYPE.as_str()).unwrap_or_default(),
+            header(AGENT_US).and_then(|v| v.parse().ok()),
+            header(DEVICE_US).and_then(|v| v.parse().ok()),
+        )
+    };
     let bytes = axum::body::to_bytes(resp.into_body(), 16 << 20)
         .await
         .unwrap_or_default();
-    (
+    ConsoleAnswer {
         status,
         content_type,
-        String::from_utf8_lossy(&bytes).into_owned(),
-    )
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+        agent_us,
+        device_us,
+    }
 }
 
 /// Hands a push to the push log (the console's), and gives back its response unchanged.

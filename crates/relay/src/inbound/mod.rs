@@ -420,6 +420,7 @@ fn response(
         status_code: Some(status),
         status: None,
         body,
+        device_us: None,
     })
 }
 

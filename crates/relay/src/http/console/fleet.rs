@@ -511,7 +511,7 @@ pub(super) async fn action(
             let host = form.host.unwrap_or_default();
             let body = json!({"destination": host.trim(), "contentType": "x-application/ping",
                 "body": "PING", "waitForResponse": true});
-            let (status, _, text) = console_push(
+            let a = console_push(
                 &state,
                 &session.client_id,
                 &agent,
@@ -519,8 +519,8 @@ pub(super) async fn action(
             )
             .await;
             (
-                status == 200,
-                html! { p class=(if status == 200 { "ok" } else { "error" }) { "HTTP " (status) } pre { (text) } },
+                a.status == 200,
+                html! { p class=(if a.status == 200 { "ok" } else { "error" }) { "HTTP " (a.status) } pre { (a.body) } },
             )
         }
         "push" => {
@@ -541,7 +541,7 @@ pub(super) async fn action(
             let push = json!({"destination": format!("Device/{device}"), "contentType": content_type,
                 "body": body, "waitForResponse": true});
             let started = std::time::Instant::now();
-            let (status, ct, text) = console_push(
+            let a = console_push(
                 &state,
                 &session.client_id,
                 &agent,
@@ -549,16 +549,33 @@ pub(super) async fn action(
             )
             .await;
             let ms = started.elapsed().as_secs_f64() * 1000.0;
-            let answer = if ct.starts_with(agent_protocol::CONTENT_TYPE_HL7_V2) {
-                hl7_view::message(&text)
+            let answer = if a
+                .content_type
+                .starts_with(agent_protocol::CONTENT_TYPE_HL7_V2)
+            {
+                hl7_view::message(&a.body)
             } else {
-                html! { pre { (text) } }
+                html! { pre { (a.body) } }
             };
             (
-                status == 200,
+                a.status == 200,
                 html! {
-                    p class=(if status == 200 { "ok" } else { "error" }) #push-status {
-                        "HTTP " (status) " in " (format!("{ms:.1}")) " ms (relay → agent → device → back)"
+                    p class=(if a.status == 200 { "ok" } else { "error" }) #push-status {
+                        "HTTP " (a.status) " in " (format!("{ms:.2}")) " ms"
+                    }
+                    @if let Some(agent_us) = a.agent_us {
+                        table.hops #push-hops {
+                            tr { th { "relay" } td { (format!("{:.2}", (ms - agent_us as f64 / 1000.0).max(0.0))) " ms" } td { "the request, the Device lookup, the answer" } }
+                            @match a.device_us {
+                                Some(device_us) => {
+                                    tr { th { "WebSocket and agent" } td { (format!("{:.2}", agent_us.saturating_sub(device_us) as f64 / 1000.0)) " ms" } td { "relay → agent and back" } }
+                                    tr { th { "device" } td { (format!("{:.2}", device_us as f64 / 1000.0)) " ms" } td { "the agent's send to the device's answer" } }
+                                }
+                                None => {
+                                    tr { th { "agent and device" } td { (format!("{:.2}", agent_us as f64 / 1000.0)) " ms" } td { "relay → agent → device and back" } }
+                                }
+                            }
+                        }
                     }
                     div #push-reply { (answer) }
                 },

@@ -494,7 +494,7 @@ pub(super) async fn repush(
     };
     let params = serde_json::json!({"destination": p.destination, "contentType": p.content_type,
         "body": p.request, "waitForResponse": true});
-    let (status, _, text) = super::super::operations::console_push(
+    let a = super::super::operations::console_push(
         &state,
         &session.client_id,
         &agent,
@@ -506,14 +506,14 @@ pub(super) async fn repush(
         &session.client_id,
         "repush",
         Some(&format!("Agent/{}", p.agent_id)),
-        status == 200,
+        a.status == 200,
         &format!("push {} to {}", r.id, p.destination),
     )
     .await;
     Html(
         html! {
-            p class=(if status == 200 { "ok" } else { "error" }) #repush-status { "Pushed again: HTTP " (status) }
-            (shown(&text))
+            p class=(if a.status == 200 { "ok" } else { "error" }) #repush-status { "Pushed again: HTTP " (a.status) }
+            (shown(&a.body))
         }
         .into_string(),
     )
