@@ -301,6 +301,16 @@ async fn bad_input_gets_an_error_page() {
             "A message number is a number.",
         ),
         (
+            "console/pushes?since=yesterday".to_owned(),
+            400,
+            "A time is YYYY-MM-DDTHH:MM (UTC).",
+        ),
+        (
+            "console/pushes/99999".to_owned(),
+            404,
+            "There is no such push.",
+        ),
+        (
             "console/assets/..%2F..%2FCargo.toml".to_owned(),
             404,
             "No such file.",
@@ -397,6 +407,11 @@ async fn an_inbound_message_shows_live_and_can_be_resent() {
         ("patient_id=%3C42%3E", true),
         ("control_id=OTHER", false),
         ("message_type=ADT", false),
+        ("device=10.0.0.9%3A51234", true),
+        ("device=10.0.0.8%3A1", false),
+        ("since=2000-01-01T00%3A00", true),
+        ("until=2000-01-01T00%3A00", false),
+        ("since=2999-01-01T00%3A00", false),
     ] {
         let html = browser()
             .get(url(&relay, &format!("console/messages?{query}")))
@@ -515,6 +530,9 @@ async fn pushes_are_logged_searchable_and_can_be_pushed_again() {
         ("message_type=ADT%5EA08", true),
         ("patient_id=MRN-0", false),
         ("outcome=timeout", false),
+        ("outcome=answered", true),
+        ("since=2000-01-01T00%3A00%3A00", true),
+        ("since=2999-01-01T00%3A00", false),
     ] {
         let html = page(format!("console/pushes?{query}"))
             .await

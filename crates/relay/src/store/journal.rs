@@ -115,22 +115,35 @@ pub struct JournalQuery {
     pub message_type: Option<String>,
     /// Only for this patient identifier (PID-3.1).
     pub patient_id: Option<String>,
+    /// Only from this device address (inbound: the `remote` the agent reported).
+    pub device: Option<String>,
+    /// Only those at or after this time, ms since the epoch.
+    pub since_ms: Option<i64>,
+    /// Only those before this time, ms since the epoch.
+    pub until_ms: Option<i64>,
     /// Only those numbered below this.
     pub before: Option<i64>,
     /// At most this many.
     pub limit: usize,
 }
 
-/// The SQL condition and its values for `q` over a table whose key columns are named as in
-/// the push log (`t`) and whose keys table is joined as `k` (inbound) or is `t` itself. Values
-/// are bound in order; `$n` placeholders for PostgreSQL, `?n` for SQLite.
-pub(super) fn conditions(
-    q: &JournalQuery,
-    agent: &str,
-    place: &str,
-    keys: &str,
-    postgres: bool,
-) -> (String, Vec<String>) {
+/// Where a search's columns are: the push log (`t` alone) or the inbound log (`t` joined with
+/// its keys as `k`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Log {
+    /// `push_log t`.
+    Pushes,
+    /// `inbound t LEFT JOIN inbound_key k`.
+    Inbound,
+}
+
+/// The SQL condition and its values for `q` over `log`. Values are bound in order (`$n`
+/// placeholders for PostgreSQL, `?n` for SQLite); numbers are written into the statement.
+pub(super) fn conditions(q: &JournalQuery, log: Log, postgres: bool) -> (String, Vec<String>) {
+    let (place, keys) = match log {
+        Log::Pushes => ("t.destination", "t"),
+        Log::Inbound => ("t.channel", "k"),
+    };
     let mut sql = Vec::new();
     let mut values = Vec::new();
     let mut add = |expr: String, value: String| {
@@ -144,12 +157,15 @@ pub(super) fn conditions(
         sql.push(expr.replace('#', &p));
     };
     if let Some(v) = &q.agent_id {
-        add(format!("{agent} = #"), v.clone());
+        add("t.agent_id = #".to_owned(), v.clone());
     }
     if let Some(v) = &q.place {
         add(format!("{place} = #"), v.clone());
     }
-    if let Some(v) = &q.outcome {
+    if let (Some(v), Log::Inbound) = (&q.device, log) {
+        add("t.remote = #".to_owned(), v.clone());
+    }
+    if let (Some(v), Log::Pushes) = (&q.outcome, log) {
         add("t.outcome = #".to_owned(), v.clone());
     }
     if let Some(v) = &q.control_id {
@@ -166,8 +182,31 @@ pub(super) fn conditions(
     if let Some(v) = &q.patient_id {
         add(format!("{keys}.patient_id = #"), v.clone());
     }
+    // The inbound log keeps its times as RFC 3339 text, which sorts as time does.
+    let rfc3339 = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_default()
+    };
+    if let Some(ms) = q.since_ms {
+        match log {
+            Log::Pushes => {}
+            Log::Inbound => add("t.received_at >= #".to_owned(), rfc3339(ms)),
+        }
+    }
+    if let Some(ms) = q.until_ms {
+        match log {
+            Log::Pushes => {}
+            Log::Inbound => add("t.received_at < #".to_owned(), rfc3339(ms)),
+        }
+    }
+    if let (Some(ms), Log::Pushes) = (q.since_ms, log) {
+        sql.push(format!("t.at_ms >= {ms}"));
+    }
+    if let (Some(ms), Log::Pushes) = (q.until_ms, log) {
+        sql.push(format!("t.at_ms < {ms}"));
+    }
     if let Some(v) = q.before {
-        // A number, written into the statement (no string binding for an integer column).
         sql.push(format!("t.id < {v}"));
     }
     let sql = if sql.is_empty() {
@@ -307,16 +346,40 @@ mod tests {
             before: Some(10),
             ..JournalQuery::default()
         };
-        let (sql, values) = conditions(&q, "t.agent_id", "t.destination", "t", false);
+        let (sql, values) = conditions(&q, Log::Pushes, false);
         assert_eq!(
             sql,
             "WHERE t.agent_id = ?1 AND t.message_code = ?2 AND t.id < 10"
         );
         assert_eq!(values, ["a", "ORU"]);
-        let (sql, _) = conditions(&q, "t.agent_id", "t.channel", "k", true);
+        let (sql, _) = conditions(&q, Log::Inbound, true);
         assert_eq!(
             sql,
             "WHERE t.agent_id = $1 AND k.message_code = $2 AND t.id < 10"
+        );
+        let q = JournalQuery {
+            since_ms: Some(1_700_000_000_000),
+            until_ms: Some(1_700_000_060_000),
+            device: Some("10.0.0.9:5000".into()),
+            ..JournalQuery::default()
+        };
+        let (sql, values) = conditions(&q, Log::Inbound, false);
+        assert_eq!(
+            sql,
+            "WHERE t.remote = ?1 AND t.received_at >= ?2 AND t.received_at < ?3"
+        );
+        assert_eq!(
+            values,
+            [
+                "10.0.0.9:5000",
+                "2023-11-14T22:13:20.000Z",
+                "2023-11-14T22:14:20.000Z"
+            ]
+        );
+        let (sql, _) = conditions(&q, Log::Pushes, false);
+        assert_eq!(
+            sql,
+            "WHERE t.at_ms >= 1700000000000 AND t.at_ms < 1700000060000"
         );
         assert_eq!(truncated("aé", 2), "a");
     }

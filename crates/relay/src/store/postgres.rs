@@ -24,7 +24,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::cache::{CACHED_TYPES, RegistryCache, is_cached};
 use super::inbound::INBOUND_SELECT;
 use super::index::{self, INDEX_VERSION};
-use super::journal::{conditions, inbound_order};
+use super::journal::{Log, conditions, inbound_order};
 use super::sqlite::{INBOUND_SEARCH, PUSH_SELECT};
 use super::{
     ChannelCounts, Cond, Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, IndexRow,
@@ -84,6 +84,8 @@ CREATE TABLE IF NOT EXISTS search_index (
 CREATE INDEX IF NOT EXISTS search_index_value ON search_index (resource_type, param, value);
 CREATE INDEX IF NOT EXISTS search_index_resource ON search_index (resource_type, id);
 CREATE INDEX IF NOT EXISTS inbound_agent ON inbound (agent_id, id);
+CREATE INDEX IF NOT EXISTS inbound_received ON inbound (received_at);
+CREATE INDEX IF NOT EXISTS inbound_remote ON inbound (remote, id);
 CREATE INDEX IF NOT EXISTS inbound_agent_channel ON inbound (agent_id, channel, id);
 CREATE TABLE IF NOT EXISTS inbound_key (
     inbound_id BIGINT PRIMARY KEY,
@@ -623,7 +625,7 @@ impl Store for Postgres {
     }
 
     async fn pushes(&self, q: JournalQuery) -> Result<Vec<PushRow>, StoreError> {
-        let (cond, values) = conditions(&q, "t.agent_id", "t.destination", "t", true);
+        let (cond, values) = conditions(&q, Log::Pushes, true);
         let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
             values.iter().map(|v| v as _).collect();
         let rows = self
@@ -638,7 +640,7 @@ impl Store for Postgres {
     }
 
     async fn inbound_search(&self, q: JournalQuery) -> Result<Vec<InboundRow>, StoreError> {
-        let (cond, values) = conditions(&q, "t.agent_id", "t.channel", "k", true);
+        let (cond, values) = conditions(&q, Log::Inbound, true);
         let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
             values.iter().map(|v| v as _).collect();
         let rows = self

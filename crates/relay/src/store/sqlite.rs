@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::cache::CACHED_TYPES;
 use super::inbound::INBOUND_SELECT;
 use super::index::{self, INDEX_VERSION};
-use super::journal::{conditions, inbound_order};
+use super::journal::{Log, conditions, inbound_order};
 use super::{
     ChannelCounts, Cond, Delivery, DeliveryOutcome, Filter, InboundQuery, InboundRow, IndexRow,
     JournalQuery, MessageKeys, NewInbound, PushRecord, PushRow, Recorded, Store, StoreError,
@@ -68,6 +68,8 @@ CREATE TABLE IF NOT EXISTS search_index (
 CREATE INDEX IF NOT EXISTS search_index_value ON search_index (resource_type, param, value);
 CREATE INDEX IF NOT EXISTS search_index_resource ON search_index (resource_type, id);
 CREATE INDEX IF NOT EXISTS inbound_agent ON inbound (agent_id, id);
+CREATE INDEX IF NOT EXISTS inbound_received ON inbound (received_at);
+CREATE INDEX IF NOT EXISTS inbound_remote ON inbound (remote, id);
 CREATE INDEX IF NOT EXISTS inbound_agent_channel ON inbound (agent_id, channel, id);
 CREATE TABLE IF NOT EXISTS inbound_key (
     inbound_id INTEGER PRIMARY KEY,
@@ -531,7 +533,7 @@ impl Store for Sqlite {
 
     async fn pushes(&self, q: JournalQuery) -> Result<Vec<PushRow>, StoreError> {
         self.run(move |c| {
-            let (cond, values) = conditions(&q, "t.agent_id", "t.destination", "t", false);
+            let (cond, values) = conditions(&q, Log::Pushes, false);
             let mut stmt = c.prepare(&format!(
                 "{PUSH_SELECT} {cond} ORDER BY t.id DESC LIMIT {}",
                 q.limit
@@ -544,7 +546,7 @@ impl Store for Sqlite {
 
     async fn inbound_search(&self, q: JournalQuery) -> Result<Vec<InboundRow>, StoreError> {
         self.run(move |c| {
-            let (cond, values) = conditions(&q, "t.agent_id", "t.channel", "k", false);
+            let (cond, values) = conditions(&q, Log::Inbound, false);
             let mut stmt = c.prepare(&format!(
                 "{INBOUND_SEARCH} {cond} {} LIMIT {}",
                 inbound_order(&q),
@@ -628,7 +630,7 @@ mod tests {
         ];
         for (set, index) in searches {
             let q = q(set);
-            let (cond, values) = conditions(&q, "t.agent_id", "t.destination", "t", false);
+            let (cond, values) = conditions(&q, Log::Pushes, false);
             let p = plan(
                 format!("{PUSH_SELECT} {cond} ORDER BY t.id DESC LIMIT 100"),
                 values,
@@ -647,7 +649,7 @@ mod tests {
                 !p.contains("SCAN t\n") && !p.ends_with("SCAN t"),
                 "{index}: {p}"
             );
-            let (cond, values) = conditions(&q, "t.agent_id", "t.channel", "k", false);
+            let (cond, values) = conditions(&q, Log::Inbound, false);
             let p = plan(
                 format!("{INBOUND_SEARCH} {cond} {} LIMIT 100", inbound_order(&q)),
                 values,
@@ -668,7 +670,7 @@ mod tests {
             }
         }
         // No filter: the newest rows by the primary key, read backwards, no sort.
-        let (cond, values) = conditions(&q(|_| {}), "t.agent_id", "t.destination", "t", false);
+        let (cond, values) = conditions(&q(|_| {}), Log::Pushes, false);
         let p = plan(
             format!("{PUSH_SELECT} {cond} ORDER BY t.id DESC LIMIT 100"),
             values,

@@ -53,6 +53,57 @@ pub(super) fn astm(text: &str) -> Markup {
     }
 }
 
+/// DICOM JSON (PS3.18 §F.2: an object keyed by 8-digit tags, each with `vr` and `Value`), or
+/// an array of such objects, as a table per data set: tag, VR, value. `None` when `text` is
+/// not DICOM JSON.
+pub(super) fn dicom_json(text: &str) -> Option<Markup> {
+    let v: serde_json::Value = serde_json::from_str(text.trim()).ok()?;
+    let sets: Vec<&serde_json::Map<String, serde_json::Value>> = match &v {
+        serde_json::Value::Object(o) => vec![o],
+        serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_object()).collect(),
+        _ => return None,
+    };
+    let is_tag = |k: &str| k.len() == 8 && k.bytes().all(|b| b.is_ascii_hexdigit());
+    if sets.is_empty()
+        || !sets
+            .iter()
+            .all(|o| !o.is_empty() && o.keys().all(|k| is_tag(k)))
+    {
+        return None;
+    }
+    let value = |e: &serde_json::Value| match (&e["Value"], &e["InlineBinary"]) {
+        (serde_json::Value::Array(vals), _) => vals
+            .iter()
+            .map(|x| match x {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Object(o) if o.contains_key("Alphabetic") => {
+                    o["Alphabetic"].as_str().unwrap_or_default().to_owned()
+                }
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\\"),
+        (_, serde_json::Value::String(b)) => format!("({} bytes, base64)", b.len()),
+        _ => String::new(),
+    };
+    Some(html! {
+        @for set in &sets {
+            table.dicom {
+                thead { tr { th { "Tag" } th { "VR" } th { "Value" } } }
+                tbody {
+                    @for (tag, e) in *set {
+                        tr {
+                            td { code { "(" (tag[..4]) "," (tag[4..]) ")" } }
+                            td { (e["vr"].as_str().unwrap_or_default()) }
+                            td { (value(e)) }
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +118,18 @@ mod tests {
         assert!(!html.contains("<X>"), "{html}");
         let plain = message("not hl7 <b>").into_string();
         assert!(plain.contains("not hl7 &lt;b&gt;"), "{plain}");
+    }
+
+    #[test]
+    fn dicom_json_is_a_table_of_tags() {
+        let json = r#"{"00100010": {"vr": "PN", "Value": [{"Alphabetic": "DOE^<JANE>"}]},
+            "00080060": {"vr": "CS", "Value": ["CT"]}}"#;
+        let html = dicom_json(json).unwrap().into_string();
+        assert!(html.contains("(0010,0010)"), "{html}");
+        assert!(html.contains("DOE^&lt;JANE&gt;"), "{html}");
+        assert!(html.contains("<td>CS</td><td>CT</td>"), "{html}");
+        assert!(dicom_json(r#"{"status": "ok"}"#).is_none());
+        assert!(dicom_json("MSH|").is_none());
     }
 
     #[test]

@@ -35,7 +35,21 @@ pub(super) struct Filters {
     control_id: Option<String>,
     message_type: Option<String>,
     patient_id: Option<String>,
+    /// Inbound: the device's address.
+    device: Option<String>,
+    /// From this time (`YYYY-MM-DDTHH:MM[:SS]`, UTC, as a `datetime-local` input sends it).
+    since: Option<String>,
+    /// Until this time, likewise.
+    until: Option<String>,
     before: Option<i64>,
+}
+
+/// A `datetime-local` value, read as UTC, in ms since the epoch.
+fn time_ms(v: &str) -> Option<i64> {
+    ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(v, f).ok())
+        .map(|t| t.and_utc().timestamp_millis())
 }
 
 impl Filters {
@@ -49,6 +63,9 @@ impl Filters {
             control_id: keep(self.control_id),
             message_type: keep(self.message_type),
             patient_id: keep(self.patient_id),
+            device: keep(self.device),
+            since: keep(self.since),
+            until: keep(self.until),
             before: self.before,
         };
         let values = [
@@ -58,6 +75,9 @@ impl Filters {
             &f.control_id,
             &f.message_type,
             &f.patient_id,
+            &f.device,
+            &f.since,
+            &f.until,
         ];
         if values
             .iter()
@@ -68,7 +88,18 @@ impl Filters {
                 &format!("A filter is longer than {MAX_FILTER} characters."),
             ));
         }
+        let time = |v: &Option<String>| match v {
+            None => Ok(None),
+            Some(v) => time_ms(v).map(Some).ok_or_else(|| {
+                view::error_page(StatusCode::BAD_REQUEST, "A time is YYYY-MM-DDTHH:MM (UTC).")
+            }),
+        };
+        let since_ms = time(&f.since)?;
+        let until_ms = time(&f.until)?;
         let q = JournalQuery {
+            device: f.device.clone(),
+            since_ms,
+            until_ms,
             agent_id: f.agent.clone(),
             place: f.place.clone(),
             outcome: f.outcome.clone(),
@@ -84,6 +115,9 @@ impl Filters {
     /// Whether only the agent and place are filtered (what the live list follows).
     fn live(&self) -> bool {
         self.outcome.is_none()
+            && self.device.is_none()
+            && self.since.is_none()
+            && self.until.is_none()
             && self.control_id.is_none()
             && self.message_type.is_none()
             && self.patient_id.is_none()
@@ -91,17 +125,27 @@ impl Filters {
     }
 
     /// The form, for `action` (`/console/messages` or `/console/pushes`).
-    fn form(&self, action: &str, place: &str, outcome: bool) -> Markup {
+    fn form(&self, action: &str, place: &str, pushes: bool) -> Markup {
         html! {
             form.filters method="get" action=(action) {
                 input name="agent" value=[self.agent.as_deref()] placeholder="agent id" maxlength=(MAX_FILTER);
                 input name="place" value=[self.place.as_deref()] placeholder=(place) maxlength=(MAX_FILTER);
-                @if outcome {
-                    input name="outcome" value=[self.outcome.as_deref()] placeholder="outcome" maxlength=(MAX_FILTER);
+                @if pushes {
+                    select name="outcome" {
+                        option value="" { "any outcome" }
+                        @for o in ["answered", "sent", "device_error", "timeout", "unavailable", "rejected"] {
+                            option value=(o) selected[self.outcome.as_deref() == Some(o)] { (o) }
+                        }
+                    }
+                } @else {
+                    input name="device" value=[self.device.as_deref()] placeholder="device address" maxlength=(MAX_FILTER);
                 }
                 input name="control_id" value=[self.control_id.as_deref()] placeholder="control id (MSH-10)" maxlength=(MAX_FILTER);
                 input name="message_type" value=[self.message_type.as_deref()] placeholder="type (ADT or ADT^A01)" maxlength=(MAX_FILTER);
                 input name="patient_id" value=[self.patient_id.as_deref()] placeholder="patient id (PID-3)" maxlength=(MAX_FILTER);
+                label { "from " input type="datetime-local" name="since" value=[self.since.as_deref()]; }
+                label { "until " input type="datetime-local" name="until" value=[self.until.as_deref()]; }
+                " UTC"
                 button type="submit" { "Search" }
             }
         }
@@ -117,6 +161,9 @@ impl Filters {
             ("control_id", &self.control_id),
             ("message_type", &self.message_type),
             ("patient_id", &self.patient_id),
+            ("device", &self.device),
+            ("since", &self.since),
+            ("until", &self.until),
         ] {
             if let Some(v) = v {
                 q.append_pair(k, v);
@@ -365,6 +412,8 @@ fn shown(text: &str) -> Markup {
         hl7_view::message(text)
     } else if text.starts_with('H') && text.contains('|') {
         hl7_view::astm(text)
+    } else if let Some(table) = hl7_view::dicom_json(text) {
+        table
     } else {
         html! { pre { (text) } }
     }
