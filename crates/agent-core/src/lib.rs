@@ -481,9 +481,9 @@ impl Wiring {
                 .channel_counts()
                 .await
                 .iter()
-                .map(|(name, (c, queued))| {
+                .map(|(name, (c, queued, dead))| {
                     format!(
-                        "{name}: received={} sent={} errored={} queued={queued}",
+                        "{name}: received={} sent={} errored={} queued={queued} dead={dead}",
                         c.received, c.sent, c.errored
                     )
                 })
@@ -617,7 +617,7 @@ impl Wiring {
     /// `agent:stats:response`'s `stats`, in Medplum's shape: `hl7ConnectionsOpen` (device
     /// connections open on every inbound channel), `hl7QueueDepth` (the queue),
     /// `live`, `channelStats` (per channel: `rtt` as Medplum's, and Outpost's `received`,
-    /// `sent`, `errored` since the start and `queued` now), `clientStats` (per push
+    /// `sent`, `errored` since the start, `queued` and `deadLettered` now), `clientStats` (per push
     /// destination: `rtt`), `ping` (the last heartbeat round trip to the relay in ms, `null`
     /// before the first), `webSocketQueueDepth` (messages waiting to be written to the
     /// relay), `hl7ClientCount` (device connections of pushes, open or held) and
@@ -625,7 +625,7 @@ impl Wiring {
     async fn stats(&self) -> serde_json::Value {
         let rows = self.channel_counts().await;
         let mut channels = self.events.rtt.to_json(stats::Kind::Channel);
-        for (name, (c, queued)) in &rows {
+        for (name, (c, queued, dead)) in &rows {
             let entry = channels.entry(name.clone()).or_insert_with(|| {
                 serde_json::json!({"rtt": {"count": 0, "min": -1, "max": -1, "average": -1,
                     "p50": -1, "p95": -1, "p99": -1, "pendingCount": 0}})
@@ -634,13 +634,14 @@ impl Wiring {
             entry["sent"] = c.sent.into();
             entry["errored"] = c.errored.into();
             entry["queued"] = (*queued).into();
+            entry["deadLettered"] = (*dead).into();
         }
         let link = self.relay.health();
         serde_json::json!({
             "hl7ConnectionsOpen": self.connections.saturating_sub(self.budget.available()),
             "ping": link.ping_ms,
             "webSocketQueueDepth": link.queued,
-            "hl7QueueDepth": rows.values().map(|(_, queued)| queued).sum::<i64>(),
+            "hl7QueueDepth": rows.values().map(|(_, queued, _)| queued).sum::<i64>(),
             "hl7ClientCount": self.outbound.device_connections(),
             "live": self.relay.is_live(),
             "outstandingHeartbeats": link.outstanding_heartbeats,
@@ -650,31 +651,38 @@ impl Wiring {
         })
     }
 
-    /// Each inbound channel's counts since the start and its queue now, by name: every
-    /// channel listening, counted or with messages queued (the stats line and `$stats`).
+    /// Each inbound channel's counts since the start, its queue and its dead letters now, by
+    /// name: every channel listening, counted or with messages kept (the stats line and
+    /// `$stats`).
     async fn channel_counts(
         &self,
-    ) -> std::collections::BTreeMap<String, (event::ChannelCounts, i64)> {
+    ) -> std::collections::BTreeMap<String, (event::ChannelCounts, i64, i64)> {
         let mut counts = self.events.counts();
         let inbox = self.inbound.inbox().clone();
-        let depths = tokio::task::spawn_blocking(move || inbox.queue().depth_by_channel())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
+        let (depths, dead) = tokio::task::spawn_blocking(move || {
+            let q = inbox.queue();
+            (
+                q.depth_by_channel().unwrap_or_default(),
+                q.dead_by_channel().unwrap_or_default(),
+            )
+        })
+        .await
+        .unwrap_or_default();
         let listening = self.inbound.listening().await;
         let names = listening
             .into_iter()
             .map(|(name, _)| name)
             .chain(counts.keys().cloned())
             .chain(depths.keys().cloned())
+            .chain(dead.keys().cloned())
             .collect::<std::collections::BTreeSet<String>>();
         names
             .into_iter()
             .map(|name| {
                 let c = counts.remove(&name).unwrap_or_default();
                 let queued = depths.get(&name).copied().unwrap_or(0);
-                (name, (c, queued))
+                let dead = dead.get(&name).copied().unwrap_or(0);
+                (name, (c, queued, dead))
             })
             .collect()
     }

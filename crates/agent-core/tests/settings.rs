@@ -198,6 +198,6 @@ async fn keep_alive_max_clients_and_stats_follow_agent_setting() {
     .await
     .unwrap();
     c.send(oru("STATS-1").as_bytes()).await.unwrap();
-    let line = wait_logged(&logs, "adt-in: received=1 sent=1 errored=0 queued=0").await;
+    let line = wait_logged(&logs, "adt-in: received=1 sent=1 errored=0 queued=0 dead=0").await;
     assert!(line.starts_with("agent stats: "), "{line}");
 }

@@ -75,6 +75,9 @@ try:
 
     step("the agent is connected")
     wait(15, lambda d: row_status() == "connected", "the agent shown connected")
+    # The agent's own counts (its queue and dead letters) join the row when it is asked.
+    wait(15, lambda d: "at the agent: 0 queued · no dead letters" in d.find_element(By.ID, f"agent-{agent}").text,
+         "the agent's queue and dead letters in its row")
     shot("fleet")
 
     step("push from the agent page")

@@ -286,6 +286,7 @@ impl Relay {
         let state = Arc::new(RelayState {
             blobs,
             push_log,
+            agent_counts: http::AgentCounts::default(),
             config,
             registry,
             logins: auth::Logins::new(tokens.clone(), login_limits),

@@ -304,11 +304,26 @@ impl Queue {
 impl Queue {
     /// Unanswered messages per channel (channels with none are absent).
     pub fn depth_by_channel(&self) -> Result<std::collections::BTreeMap<String, i64>, Error> {
+        self.count_by_channel("queued")
+    }
+
+    /// Dead letters per channel.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Queue`] when the file cannot be read.
+    pub fn dead_by_channel(&self) -> Result<std::collections::BTreeMap<String, i64>, Error> {
+        self.count_by_channel("dead")
+    }
+
+    fn count_by_channel(
+        &self,
+        state: &str,
+    ) -> Result<std::collections::BTreeMap<String, i64>, Error> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT channel, COUNT(*) FROM queue WHERE state = 'queued' GROUP BY channel",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let mut stmt =
+            conn.prepare("SELECT channel, COUNT(*) FROM queue WHERE state = ?1 GROUP BY channel")?;
+        let rows = stmt.query_map([state], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }

@@ -28,6 +28,7 @@ use crate::agents::{AgentRouter, Sessions};
 use crate::auth::{Logins, Tokens};
 use crate::orders::Orders;
 use crate::store::Registry;
+pub(crate) use console::AgentCounts;
 use response::not_found;
 
 /// Everything the routes share.
@@ -43,6 +44,8 @@ pub(crate) struct RelayState {
     pub(crate) blobs: Arc<dyn crate::blob::BlobStore>,
     /// Every `$push`, for the console.
     pub(crate) push_log: crate::store::PushLog,
+    /// The agents' queue and dead-letter counts, for the console's fleet.
+    pub(crate) agent_counts: console::AgentCounts,
 }
 
 /// The relay's routes.

@@ -41,8 +41,95 @@ struct Row {
     version: String,
     last_heartbeat: String,
     relay: &'static str,
-    /// Each channel, with what the relay stored from it.
-    channels: Vec<(String, Option<ChannelCounts>)>,
+    /// Each channel, with what the relay stored from it and what the agent keeps of it.
+    channels: Vec<(String, Option<ChannelCounts>, Option<Kept>)>,
+}
+
+/// What an agent keeps of one channel: messages queued for the relay, and dead letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Kept {
+    queued: i64,
+    dead: i64,
+}
+
+/// The agents' own counts per channel (queued, dead letters), from their `$stats`, asked of
+/// each connected agent at most every [`AGENT_COUNTS_AGE`] while a fleet page is open; shared
+/// by every console of this process.
+#[derive(Debug, Default)]
+pub(crate) struct AgentCounts {
+    /// Per agent: when it was last asked, and its answer by channel.
+    by_agent: std::sync::Mutex<HashMap<String, (std::time::Instant, HashMap<String, Kept>)>>,
+}
+
+/// How old an agent's counts may be before it is asked again.
+const AGENT_COUNTS_AGE: Duration = Duration::from_secs(30);
+/// Agents asked at once.
+const AGENT_COUNTS_AT_ONCE: usize = 16;
+
+impl AgentCounts {
+    fn get(&self, agent: &str, channel: &str) -> Option<Kept> {
+        let m = self.by_agent.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(agent).and_then(|(_, c)| c.get(channel).copied())
+    }
+
+    /// Asks each of `agents` whose counts are older than [`AGENT_COUNTS_AGE`] (or missing)
+    /// for its `$stats`, a few at a time.
+    async fn refresh(state: &RelayState, agents: Vec<String>) {
+        use futures_util::StreamExt;
+        let due: Vec<String> = {
+            let mut m = state
+                .agent_counts
+                .by_agent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let now = std::time::Instant::now();
+            agents
+                .into_iter()
+                .filter(|a| {
+                    let stale = m
+                        .get(a)
+                        .is_none_or(|(at, _)| now.duration_since(*at) >= AGENT_COUNTS_AGE);
+                    if stale {
+                        // Marked now, so another console does not ask as well.
+                        let kept = m.remove(a).map(|(_, c)| c).unwrap_or_default();
+                        m.insert(a.clone(), (now, kept));
+                    }
+                    stale
+                })
+                .collect()
+        };
+        futures_util::stream::iter(due)
+            .for_each_concurrent(AGENT_COUNTS_AT_ONCE, |agent| async move {
+                let Ok(v) = console_agent_op(state, &agent, "stats", &[]).await else {
+                    return;
+                };
+                let stats: Value = v["parameter"][0]["valueString"]
+                    .as_str()
+                    .and_then(|s| serde_json::from_str(s).ok())
+                    .unwrap_or(Value::Null);
+                let counts: HashMap<String, Kept> = stats["channelStats"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(name, c)| {
+                        (
+                            name.clone(),
+                            Kept {
+                                queued: c["queued"].as_i64().unwrap_or(0),
+                                dead: c["deadLettered"].as_i64().unwrap_or(0),
+                            },
+                        )
+                    })
+                    .collect();
+                let mut m = state
+                    .agent_counts
+                    .by_agent
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                m.insert(agent, (std::time::Instant::now(), counts));
+            })
+            .await;
+    }
 }
 
 /// What the relay stored per `(agent, channel)`.
@@ -76,7 +163,8 @@ async fn row(state: &RelayState, agent: &Value, counts: &Counts) -> Row {
             .filter_map(|c| c["name"].as_str())
             .map(|name| {
                 let n = counts.get(&(id.clone(), name.to_owned())).cloned();
-                (name.to_owned(), n)
+                let kept = state.agent_counts.get(&id, name);
+                (name.to_owned(), n, kept)
             })
             .collect(),
         id,
@@ -93,7 +181,7 @@ fn row_html(r: &Row) -> Markup {
             td { time { (r.last_heartbeat) } }
             td { (r.relay) }
             td.channels {
-                @for (name, n) in &r.channels {
+                @for (name, n, kept) in &r.channels {
                     div {
                         b { (name) }
                         @match n {
@@ -103,6 +191,11 @@ fn row_html(r: &Row) -> Markup {
                                 " · last " time { (n.last) }
                             }
                             None => { " nothing received" }
+                        }
+                        @if let Some(k) = kept {
+                            " · at the agent: " (k.queued) " queued"
+                            @if k.dead > 0 { " · " span.error { (k.dead) " dead letters" } }
+                            @else { " · no dead letters" }
                         }
                     }
                 }
@@ -216,6 +309,17 @@ pub(super) async fn events(
                         );
                         seen.insert(r.id.clone(), r);
                     }
+                }
+                if tick % COUNTS_EVERY == 1 {
+                    // The agents' own counts: asked in the background (those not asked for a
+                    // while), seen at a later look.
+                    let connected: Vec<String> = seen
+                        .values()
+                        .filter(|r| r.status == "connected")
+                        .map(|r| r.id.clone())
+                        .collect();
+                    let s = state.clone();
+                    tokio::spawn(async move { AgentCounts::refresh(&s, connected).await });
                 }
                 if pending.is_empty() {
                     // Nothing changed: wait for the next look.

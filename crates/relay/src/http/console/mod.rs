@@ -33,6 +33,8 @@ use axum::routing::{get, post};
 
 use super::RelayState;
 
+pub(crate) use fleet::AgentCounts;
+
 /// The console's routes, to merge into the relay's.
 pub(crate) fn router() -> Router<Arc<RelayState>> {
     Router::new()
