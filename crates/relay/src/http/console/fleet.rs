@@ -58,8 +58,11 @@ pub(crate) struct Kept {
 #[derive(Debug, Default)]
 pub(crate) struct AgentCounts {
     /// Per agent: when it was last asked, and its answer by channel.
-    by_agent: std::sync::Mutex<HashMap<String, (std::time::Instant, HashMap<String, Kept>)>>,
+    by_agent: std::sync::Mutex<HashMap<String, Asked>>,
 }
+
+/// When an agent was last asked for its counts, and its answer by channel.
+type Asked = (std::time::Instant, HashMap<String, Kept>);
 
 /// How old an agent's counts may be before it is asked again.
 const AGENT_COUNTS_AGE: Duration = Duration::from_secs(30);
