@@ -128,15 +128,7 @@ async fn pages_need_a_login_and_agent_credentials_cannot_log_in() {
     assert!(set_cookie(&r, "outpost_console").is_none());
 
     let (cookie, _) = operator(&relay).await;
-    let fleet = browser()
-        .get(url(&relay, "console"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let fleet = page_text(&relay, &cookie, "console").await;
     for text in ["Lab agent", AGENT, "lab-1", "Off agent", "never seen"] {
         assert!(fleet.contains(text), "{text} missing from the fleet page");
     }
@@ -387,15 +379,7 @@ async fn an_inbound_message_shows_live_and_can_be_resent() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no row id in {row}"));
     // The fleet counts it on its channel.
-    let fleet = browser()
-        .get(url(&relay, "console"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let fleet = page_text(&relay, &cookie, "console").await;
     assert!(
         fleet.contains("<b>adt-in</b> 1 received · 1 answered · last "),
         "{fleet}"
@@ -413,15 +397,7 @@ async fn an_inbound_message_shows_live_and_can_be_resent() {
         ("until=2000-01-01T00%3A00", false),
         ("since=2999-01-01T00%3A00", false),
     ] {
-        let html = browser()
-            .get(url(&relay, &format!("console/messages?{query}")))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let html = page_text(&relay, &cookie, &format!("console/messages?{query}")).await;
         assert_eq!(
             html.contains(&format!("id=\"message-{id}\"")),
             found,
@@ -429,15 +405,7 @@ async fn an_inbound_message_shows_live_and_can_be_resent() {
         );
     }
     // Its page shows the segments, escaped, with field paths.
-    let page = browser()
-        .get(url(&relay, &format!("console/messages/{id}")))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = page_text(&relay, &cookie, &format!("console/messages/{id}")).await;
     assert!(page.contains("title=\"PID-3\""), "{page}");
     assert!(page.contains("&lt;42&gt;"), "{page}");
     // Resend without the token: nothing; with it: the target answers again, audited.
@@ -629,15 +597,7 @@ async fn any_process_serves_the_console_with_live_status_from_the_others() {
     .await
     .unwrap_or_else(|_| panic!("process b never showed the agent connected to a: {text}"));
     // The page itself, from b, and a push log search, from b.
-    let fleet = browser()
-        .get(url(&b, "console"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let fleet = page_text(&b, &cookie, "console").await;
     assert!(fleet.contains("another process"), "{fleet}");
     let r = browser()
         .get(url(&b, "console/pushes?patient_id=X"))
@@ -646,4 +606,17 @@ async fn any_process_serves_the_console_with_live_status_from_the_others() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// The body of page `path` of `relay`, asked with the session `cookie`.
+async fn page_text(relay: &relay::Relay, cookie: &str, path: &str) -> String {
+    browser()
+        .get(url(relay, path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
