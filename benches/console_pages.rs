@@ -95,6 +95,7 @@ async fn seed(relay: &Relay, size: &Size) {
             status: if i.is_multiple_of(50) { 400 } else { 200 },
             latency_us: 300 + (i % 700) as i64,
             keys: MessageKeys::of(&body),
+            request_bytes: body.len() as i64,
             request: body,
             answer: format!(
                 "MSH|^~\\&|EHR|HOSP|LAB|HOSP|20240101120000||ACK|A{i}|P|2.5\rMSA|AA|CTRL-{i}\r"

@@ -620,3 +620,148 @@ async fn page_text(relay: &relay::Relay, cookie: &str, path: &str) -> String {
         .await
         .unwrap()
 }
+
+/// A resend goes where a new message on its channel would go (here the lab-results
+/// processor), and the answer the device was given stays recorded.
+#[tokio::test]
+async fn a_resend_goes_through_the_channels_processor_and_keeps_the_devices_answer() {
+    let relay = start().await;
+    let (cookie, csrf) = operator(&relay).await;
+    let mut agent_doc = (*relay.registry().get("Agent", AGENT).await.unwrap().unwrap()).clone();
+    agent_doc["channel"][0]["extension"] = serde_json::json!([{
+        "url": relay::INBOUND_PROCESSOR_EXTENSION, "valueCode": "lab-results"}]);
+    relay.registry().put(agent_doc).await.unwrap();
+    let mut agent = ScriptedAgent::connect(&relay).await;
+    let t = token(&relay, AGENT_CLIENT, AGENT_SECRET).await;
+    let oru = "MSH|^~\\&|LAB|HOSP|EHR|HOSP|20240301101500||ORU^R01|RES-1|P|2.5.1\r\
+PID|1||MRN-7^^^HOSP^MR||Doe^Jane||19800101|F\r\
+OBR|1|PL-42^EHR|F-9^LAB|2345-7^Glucose^LN|||20240301093000|||||||||||||||20240301101500|||F\r\
+OBX|1|NM|2345-7^Glucose^LN||5.4|mmol/L|3.9-6.1|N|||F\r";
+    agent
+        .send(&AgentMessage::TransmitRequest(
+            agent_protocol::TransmitRequest {
+                access_token: Some(t),
+                channel: Some("adt-in".into()),
+                remote: "10.0.0.9:51234".into(),
+                content_type: "x-application/hl7-v2+er7".into(),
+                body: oru.into(),
+                callback: Some("Agent/res-1".into()),
+                ..Default::default()
+            },
+        ))
+        .await;
+    let AgentMessage::TransmitResponse(first) = agent.recv_kind("agent:transmit:response").await
+    else {
+        unreachable!()
+    };
+    assert!(
+        first.body.contains("MSA|AA|RES-1|stored 1 report(s)"),
+        "{}",
+        first.body
+    );
+    let rows = relay.registry().inbound(None, None, 0, 10).await.unwrap();
+    let id = rows[0].id;
+    let resp = browser()
+        .post(url(&relay, &format!("console/messages/{id}/resend")))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    let html = resp.text().await.unwrap();
+    // The processor answered (the report is there already), not "no application configured".
+    assert!(html.contains("already stored"), "{html}");
+    assert!(!html.contains("no application configured"), "{html}");
+    let rows = relay.registry().inbound(None, None, 0, 10).await.unwrap();
+    assert_eq!(rows[0].response.as_deref(), Some(first.body.as_str()));
+}
+
+/// A session ends for every copy of its cookie when the operator logs out, when its
+/// ClientApplication is deleted, and when its secret changes.
+#[tokio::test]
+async fn logout_deletion_and_a_new_secret_end_sessions_everywhere() {
+    let relay = start().await;
+    let fleet_status = |cookie: String| {
+        let u = url(&relay, "console");
+        async move {
+            browser()
+                .get(u)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // Logout: the copy kept from before is refused; a new login works.
+    let (cookie, csrf) = operator(&relay).await;
+    assert_eq!(fleet_status(cookie.clone()).await, 200);
+    let r = browser()
+        .post(url(&relay, "console/logout"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        fleet_status(cookie.clone()).await,
+        303,
+        "a copied cookie after logout"
+    );
+    let r = browser()
+        .post(url(
+            &relay,
+            &format!("console/agents/{AGENT}/action/reload-config"),
+        ))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "an action with a logged-out session");
+    let (again, _) = operator(&relay).await;
+    assert_eq!(fleet_status(again).await, 200);
+
+    // Another operator, deleted: its session ends.
+    relay
+        .registry()
+        .put(
+            serde_json::json!({"resourceType": "ClientApplication", "id": "op2",
+            "secret": "op2-secret-0123456789"}),
+        )
+        .await
+        .unwrap();
+    let r = login(&relay, "op2", "op2-secret-0123456789").await;
+    let (cookie2, _) = set_cookie(&r, "outpost_console").unwrap();
+    assert_eq!(fleet_status(cookie2.clone()).await, 200);
+    relay
+        .registry()
+        .delete("ClientApplication", "op2")
+        .await
+        .unwrap();
+    assert_eq!(fleet_status(cookie2).await, 303, "a deleted operator");
+
+    // A third, whose secret is changed: its session ends.
+    relay
+        .registry()
+        .put(
+            serde_json::json!({"resourceType": "ClientApplication", "id": "op3",
+            "secret": "op3-secret-0123456789"}),
+        )
+        .await
+        .unwrap();
+    let r = login(&relay, "op3", "op3-secret-0123456789").await;
+    let (cookie3, _) = set_cookie(&r, "outpost_console").unwrap();
+    assert_eq!(fleet_status(cookie3.clone()).await, 200);
+    relay
+        .registry()
+        .put(
+            serde_json::json!({"resourceType": "ClientApplication", "id": "op3",
+            "secret": "op3-new-secret-0123456789"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(fleet_status(cookie3).await, 303, "a changed secret");
+}

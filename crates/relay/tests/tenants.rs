@@ -307,3 +307,44 @@ async fn neither_tenant_sees_or_reaches_the_others_agents_devices_or_messages() 
     assert_eq!(r.json.as_array().unwrap().len(), 2, "{}", r.text);
     relay.shutdown().await;
 }
+
+/// Binaries hold patient data (DICOM instances from the agents' channels): a tenant's caller
+/// reads none and writes none; the operator reads them.
+#[tokio::test]
+async fn a_tenant_reads_and_writes_no_binary() {
+    let relay = two_tenants().await;
+    let agents = token(&relay, "agents-ab", AGENTS_SECRET).await;
+    let stored = call(
+        client()
+            .post(url(&relay, "fhir/R4/Binary"))
+            .bearer_auth(&agents)
+            .header("content-type", "application/dicom")
+            .body(vec![0u8; 132]),
+    )
+    .await;
+    assert_eq!(stored.status, 201, "{}", stored.text);
+    let id = stored.json["id"].as_str().unwrap().to_owned();
+    let tenant_a = token(&relay, "tenant-a", TENANT_SECRET).await;
+    let r = get(&relay, &tenant_a, &format!("fhir/R4/Binary/{id}")).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = call(
+        client()
+            .post(url(&relay, "fhir/R4/Binary"))
+            .bearer_auth(&tenant_a)
+            .header("content-type", "application/octet-stream")
+            .body("x"),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    let operator = token(&relay, CALLER, CALLER_SECRET).await;
+    let r = get(&relay, &operator, &format!("fhir/R4/Binary/{id}")).await;
+    assert_eq!(r.status, 200);
+    // An agent's credentials: agent executables only, and the answer says so.
+    let r = get(&relay, &agents, &format!("fhir/R4/Binary/{id}")).await;
+    assert_eq!(r.status, 403);
+    assert!(
+        r.text.contains("application/vnd.outpost.agent"),
+        "{}",
+        r.text
+    );
+}

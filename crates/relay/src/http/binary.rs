@@ -54,6 +54,10 @@ pub(crate) async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // A tenant's caller writes nothing (SECURITY.md).
+    if caller.is_tenant() {
+        return caller.outside_tenant();
+    }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -135,8 +139,21 @@ pub(crate) async fn read(
         Ok(None) => return not_found(format!("Binary/{id} not found")),
         Err(e) => return failed(&e),
     };
+    // Binaries hold patient data: a tenant's caller reads none (it is limited to its Agents
+    // and Devices), an agent's only the agent executables `$upgrade` installs.
+    if caller.is_tenant() {
+        return caller.outside_tenant();
+    }
     if !caller.agents.is_empty() && !is_agent_executable(&meta.content_type) {
-        return caller.forbidden();
+        return super::response::outcome(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "Forbidden: {} is an agent's client; of the Binaries it may read only agent executables (content type {})",
+                caller.client_id,
+                crate::AGENT_EXECUTABLE
+            ),
+        );
     }
     let wants_json = headers
         .get(header::ACCEPT)

@@ -775,6 +775,7 @@ async fn log_push(
         latency_us: i64::try_from(took.as_micros()).unwrap_or(i64::MAX),
         keys: MessageKeys::of(pushed),
         request: truncated(pushed, MAX_LOGGED_BODY),
+        request_bytes: i64::try_from(pushed.len()).unwrap_or(i64::MAX),
         answer: truncated(&String::from_utf8_lossy(&answer), MAX_LOGGED_BODY),
     });
     Response::from_parts(parts, Body::from(answer))

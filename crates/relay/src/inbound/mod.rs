@@ -181,13 +181,9 @@ impl Inbound {
                 );
             }
         };
-        let answered = match processor {
-            Ok(Some(Processor::LabResults)) => self.lab_results(agent_id, &channel, &req).await,
-            Ok(None) => self.answer(agent_id, &channel, &target, &req).await,
-            Err(problem) => Err(AnswerError::Unsupported(format!(
-                "channel {channel}: {problem}"
-            ))),
-        };
+        let answered = self
+            .dispatch(agent_id, &channel, processor, &target, &req)
+            .await;
         let answer = match answered {
             Ok(a) => a,
             Err(AnswerError::Rejected(text)) => {
@@ -306,6 +302,24 @@ impl Inbound {
             content_type: content_type.to_owned(),
             body,
         })
+    }
+
+    /// The answer for a stored message from its channel's processor, or else its target.
+    async fn dispatch(
+        &self,
+        agent_id: &str,
+        channel: &str,
+        processor: Result<Option<Processor>, String>,
+        target: &Target,
+        req: &TransmitRequest,
+    ) -> Result<Answer, AnswerError> {
+        match processor {
+            Ok(Some(Processor::LabResults)) => self.lab_results(agent_id, channel, req).await,
+            Ok(None) => self.answer(agent_id, channel, target, req).await,
+            Err(problem) => Err(AnswerError::Unsupported(format!(
+                "channel {channel}: {problem}"
+            ))),
+        }
     }
 
     /// The answer for a stored message, or why its target could not give one.
@@ -437,10 +451,9 @@ fn ack(body: &str, code: AckCode, text: Option<String>) -> Result<String, String
 }
 
 impl Inbound {
-    /// Sends a stored inbound message to its channel's target again (the console's resend):
-    /// the same target a new message would go to now, the answer recorded as the message's
-    /// answer. The device is not told: it had its answer when the message came. Returns the
-    /// new answer's status and body.
+    /// Sends a stored inbound message to its channel's processor or target again (the
+    /// console's resend), as a new message would go now. The device is not told, and the
+    /// answer it was given stays recorded: the new answer is returned.
     ///
     /// # Errors
     ///
@@ -454,6 +467,7 @@ impl Inbound {
             .cached("Agent", &row.agent_id)
             .ok_or_else(|| format!("Agent/{} no longer exists", row.agent_id))?;
         let target = route::target(&self.registry, &agent, &row.channel);
+        let processor = route::processor(&agent, &row.channel);
         let req = TransmitRequest {
             channel: Some(row.channel.clone()),
             remote: row.remote.clone(),
@@ -463,7 +477,7 @@ impl Inbound {
             ..TransmitRequest::default()
         };
         let answer = match self
-            .answer(&row.agent_id, &row.channel, &target, &req)
+            .dispatch(&row.agent_id, &row.channel, processor, &target, &req)
             .await
         {
             Ok(a) => a,
@@ -472,13 +486,6 @@ impl Inbound {
             | Err(AnswerError::Temporary(why)) => return Err(why),
             Err(AnswerError::Webhook(e)) => return Err(chain(&e)),
         };
-        if let Err(e) = self
-            .registry
-            .set_inbound_response(row.id, answer.status, &answer.body)
-            .await
-        {
-            tracing::error!(error = %chain(&e), "cannot record the answer to a resent message");
-        }
         tracing::info!(
             agent = row.agent_id,
             channel = row.channel,

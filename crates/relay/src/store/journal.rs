@@ -74,6 +74,8 @@ pub struct PushRecord {
     pub keys: MessageKeys,
     /// The pushed message, at most [`MAX_LOGGED_BODY`] bytes.
     pub request: String,
+    /// The pushed message's whole length in bytes (more than `request`'s when it was cut).
+    pub request_bytes: i64,
     /// The answer the caller got, at most [`MAX_LOGGED_BODY`] bytes.
     pub answer: String,
 }

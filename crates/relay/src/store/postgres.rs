@@ -113,6 +113,7 @@ CREATE TABLE IF NOT EXISTS push_log (
     message_type TEXT,
     patient_id TEXT,
     request TEXT NOT NULL,
+    request_bytes BIGINT NOT NULL,
     answer TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS push_log_agent ON push_log (agent_id, id);
@@ -307,6 +308,7 @@ fn push_row(r: &tokio_postgres::Row) -> PushRow {
             },
             request: r.get(13),
             answer: r.get(14),
+            request_bytes: r.get(15),
         },
     }
 }
@@ -594,8 +596,8 @@ impl Store for Postgres {
         let stmt = tx
             .prepare_cached(
                 "INSERT INTO push_log (at_ms, caller, agent_id, destination, content_type, outcome, status,
-                    latency_us, control_id, message_code, message_type, patient_id, request, answer)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                    latency_us, control_id, message_code, message_type, patient_id, request, answer, request_bytes)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
             )
             .await?;
         for p in &pushes {
@@ -616,6 +618,7 @@ impl Store for Postgres {
                     &p.keys.patient_id,
                     &p.request,
                     &p.answer,
+                    &p.request_bytes,
                 ],
             )
             .await?;

@@ -97,6 +97,7 @@ CREATE TABLE IF NOT EXISTS push_log (
     message_type TEXT,
     patient_id TEXT,
     request TEXT NOT NULL,
+    request_bytes BIGINT NOT NULL,
     answer TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS push_log_agent ON push_log (agent_id, id);
@@ -109,7 +110,7 @@ CREATE INDEX IF NOT EXISTS push_log_patient ON push_log (patient_id);
 CREATE INDEX IF NOT EXISTS push_log_at ON push_log (at_ms);";
 
 /// The push log's columns, in [`PushRow`]'s order (both backends map rows by position).
-pub(super) const PUSH_SELECT: &str = "SELECT t.id, t.at_ms, t.caller, t.agent_id, t.destination, t.content_type, t.outcome, t.status, t.latency_us, t.control_id, t.message_code, t.message_type, t.patient_id, t.request, t.answer FROM push_log t";
+pub(super) const PUSH_SELECT: &str = "SELECT t.id, t.at_ms, t.caller, t.agent_id, t.destination, t.content_type, t.outcome, t.status, t.latency_us, t.control_id, t.message_code, t.message_type, t.patient_id, t.request, t.answer, t.request_bytes FROM push_log t";
 /// The inbound log's columns for a search joined with its keys (as `INBOUND_SELECT`'s).
 pub(super) const INBOUND_SEARCH: &str = "SELECT t.id, t.agent_id, t.channel, t.remote, t.content_type, t.body, t.callback, t.received_at, t.status_code, t.response FROM inbound t LEFT JOIN inbound_key k ON k.inbound_id = t.id";
 
@@ -250,6 +251,7 @@ fn push_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PushRow> {
             },
             request: r.get(13)?,
             answer: r.get(14)?,
+            request_bytes: r.get(15)?,
         },
     })
 }
@@ -515,14 +517,14 @@ impl Store for Sqlite {
             {
                 let mut stmt = tx.prepare_cached(
                     "INSERT INTO push_log (at_ms, caller, agent_id, destination, content_type, outcome, status,
-                        latency_us, control_id, message_code, message_type, patient_id, request, answer)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                        latency_us, control_id, message_code, message_type, patient_id, request, answer, request_bytes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 )?;
                 for p in &pushes {
                     stmt.execute(params![
                         p.at_ms, p.caller, p.agent_id, p.destination, p.content_type, p.outcome,
                         p.status, p.latency_us, p.keys.control_id, p.keys.message_code,
-                        p.keys.message_type, p.keys.patient_id, p.request, p.answer
+                        p.keys.message_type, p.keys.patient_id, p.request, p.answer, p.request_bytes
                     ])?;
                 }
             }

@@ -45,8 +45,39 @@ struct Payload {
     sub: String,
     /// A random id of this session.
     sid: String,
+    /// Issued at, ms since the epoch.
+    iat: i64,
     /// Expiry, seconds since the epoch.
     exp: i64,
+    /// A tag of the ClientApplication's stored secret: a new secret ends every session.
+    sec: String,
+}
+
+/// On the operator's ClientApplication: sessions issued before this time (`valueInstant`)
+/// are over. Logging out sets it, so a logout ends every copy of
+/// the operator's sessions, on every relay process.
+pub(crate) const SESSIONS_SINCE_EXTENSION: &str =
+    "https://outpost.health/fhir/StructureDefinition/console-sessions-since";
+
+/// The tag of a ClientApplication's stored secret that a session carries.
+fn secret_tag(state: &RelayState, app: &serde_json::Value) -> String {
+    let stored = app["secret"].as_str().unwrap_or_default();
+    tag(state, "console-secret", stored)
+        .chars()
+        .take(16)
+        .collect()
+}
+
+/// When the operator's sessions last ended (logout), ms since the epoch.
+fn sessions_since(app: &serde_json::Value) -> i64 {
+    app["extension"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["url"].as_str() == Some(SESSIONS_SINCE_EXTENSION))
+        .and_then(|e| e["valueInstant"].as_str())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or(0, |t| t.timestamp_millis())
 }
 
 /// A logged-in operator. As an extractor: a page request without a valid session is
@@ -129,6 +160,11 @@ fn verify(state: &RelayState, value: &str) -> Option<Session> {
     if p.exp <= now_secs() || operator_refusal(state, &p.sub).is_some() {
         return None;
     }
+    // The operator still exists with the same secret, and has not logged out since.
+    let app = state.registry.cached("ClientApplication", &p.sub)?;
+    if p.sec != secret_tag(state, &app) || p.iat <= sessions_since(&app) {
+        return None;
+    }
     Some(Session {
         csrf: tag(state, "console-csrf", &p.sid),
         client_id: p.sub,
@@ -137,7 +173,9 @@ fn verify(state: &RelayState, value: &str) -> Option<Session> {
 
 /// Why `client_id` may not use the console, if it may not.
 fn operator_refusal(state: &RelayState, client_id: &str) -> Option<&'static str> {
-    let app = state.registry.cached("ClientApplication", client_id)?;
+    let Some(app) = state.registry.cached("ClientApplication", client_id) else {
+        return Some("No such ClientApplication.");
+    };
     if !bound_agents(Some(&app)).is_empty() {
         Some("An agent's credentials cannot log in to the console.")
     } else if !tenant_scope(Some(&app)).is_empty() {
@@ -219,10 +257,15 @@ pub(super) async fn login(
         audit(&state, id, "login", None, false, why).await;
         return Redirect::to("/console/login?error=not-operator").into_response();
     }
+    let Some(app) = state.registry.cached("ClientApplication", id) else {
+        return Redirect::to("/console/login?error=credentials").into_response();
+    };
     let payload = Payload {
         sub: id.to_owned(),
         sid: random_token(),
+        iat: crate::fhir::now_ms(),
         exp: now_secs() + SESSION_SECS,
+        sec: secret_tag(&state, &app),
     };
     let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&payload).unwrap_or_default());
     let value = format!("{payload}.{}", tag(&state, "console-session", &payload));
@@ -237,8 +280,30 @@ pub(super) async fn login(
     resp
 }
 
-/// `POST /console/logout` (with the CSRF header): the cookie is cleared.
+/// `POST /console/logout` (with the CSRF header): the cookie is cleared, and every session
+/// of this operator issued until now ends (on every relay process: the time is kept on its
+/// ClientApplication).
 pub(super) async fn logout(State(state): State<Arc<RelayState>>, session: Session) -> Response {
+    if let Some(app) = state
+        .registry
+        .cached("ClientApplication", &session.client_id)
+    {
+        let mut app = (*app).clone();
+        let mut ext: Vec<serde_json::Value> = app["extension"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e["url"].as_str() != Some(SESSIONS_SINCE_EXTENSION))
+            .collect();
+        ext.push(
+            json!({"url": SESSIONS_SINCE_EXTENSION, "valueInstant": crate::fhir::now_rfc3339()}),
+        );
+        app["extension"] = serde_json::Value::Array(ext);
+        if let Err(e) = state.registry.put(app).await {
+            tracing::error!(error = %e, "cannot record a console logout");
+        }
+    }
     audit(
         &state,
         &session.client_id,

@@ -394,6 +394,12 @@ async fn find(state: &RelayState, id: &str) -> Result<InboundRow, Response> {
             "A message number is a number.",
         ));
     };
+    if id < 1 {
+        return Err(view::error_page(
+            StatusCode::NOT_FOUND,
+            "There is no such message.",
+        ));
+    }
     match state.registry.inbound(None, None, id - 1, 1).await {
         Ok(rows) => rows
             .into_iter()
@@ -477,6 +483,12 @@ async fn find_push(state: &RelayState, id: &str) -> Result<crate::store::PushRow
             "A push number is a number.",
         ));
     };
+    if id < 1 {
+        return Err(view::error_page(
+            StatusCode::NOT_FOUND,
+            "There is no such push.",
+        ));
+    }
     let q = JournalQuery {
         before: Some(id.saturating_add(1)),
         limit: 1,
@@ -509,7 +521,13 @@ pub(super) async fn push_detail(
             (p.content_type) " · " (p.outcome) " (HTTP " (p.status) ") in "
             (format!("{:.1}", p.latency_us as f64 / 1000.0)) " ms"
         }
-        section { h2 { "Message" } div #push-message { (shown(&p.request)) } }
+        section {
+            h2 { "Message" }
+            @if p.request_bytes > p.request.len() as i64 {
+                p.error { "The first " (p.request.len()) " of " (p.request_bytes) " bytes: the log keeps 64 KiB of a message." }
+            }
+            div #push-message { (shown(&p.request)) }
+        }
         section { h2 { "Answer" } div #push-answer-logged { (shown(&p.answer)) } }
         section.actions {
             button #repush hx-post={"/console/pushes/" (r.id) "/repush"} hx-target="#repush-answer"
@@ -538,6 +556,18 @@ pub(super) async fn repush(
         Err(resp) => return resp,
     };
     let p = &r.push;
+    if p.request_bytes > p.request.len() as i64 {
+        return Html(
+            html! {
+                p.error #repush-status {
+                    "Not pushed: the log keeps the first 64 KiB of a message and this one had "
+                    (p.request_bytes) " bytes. Push it again from where it came from."
+                }
+            }
+            .into_string(),
+        )
+        .into_response();
+    }
     let Some(agent) = state.registry.cached("Agent", &p.agent_id) else {
         return view::error_page(StatusCode::NOT_FOUND, "That push's Agent no longer exists.");
     };
