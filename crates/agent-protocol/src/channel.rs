@@ -16,7 +16,12 @@ pub fn listener_tls<'a>(
     get: impl for<'k> Fn(&'k str) -> Option<&'a str>,
 ) -> Result<bool, String> {
     let tls = match (scheme, get("tls")) {
-        ("mllps", _) => true,
+        ("mllps", None | Some("true")) => true,
+        ("mllps", Some(other)) => {
+            return Err(format!(
+                "tls={other:?}: mllps:// is always TLS (remove tls=, or use mllp:// for plain MLLP)"
+            ));
+        }
         ("dicom", Some("true")) => true,
         ("dicom", Some(other)) if other != "false" => {
             return Err(format!("tls={other:?}: true or false"));
@@ -74,5 +79,14 @@ mod tests {
             Err("mllps:// channels over TLS need cert=FILE and key=FILE (PEM)".to_owned())
         );
         assert!(check("mllp", &[("ca", "a")]).is_err());
+        assert!(
+            check("mllps", &[("tls", "yes"), ("cert", "c"), ("key", "k")])
+                .is_err_and(|e| e.contains("mllps:// is always TLS"))
+        );
+        assert!(check("mllps", &[("tls", "false"), ("cert", "c"), ("key", "k")]).is_err());
+        assert_eq!(
+            check("mllps", &[("tls", "true"), ("cert", "c"), ("key", "k")]),
+            Ok(true)
+        );
     }
 }

@@ -128,6 +128,31 @@ async fn pages_need_a_login_and_agent_credentials_cannot_log_in() {
     assert!(set_cookie(&r, "outpost_console").is_none());
 
     let (cookie, _) = operator(&relay).await;
+    // Pages are not cached, not framed, and run only the relay's scripts.
+    let page = browser()
+        .get(url(&relay, "console"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    let h = page.headers();
+    assert_eq!(h["cache-control"], "no-store");
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    // Behind a TLS proxy that says so, the cookie is Secure.
+    let login_page = browser()
+        .get(url(&relay, "console/login"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    let (_, login_cookie) = set_cookie(&login_page, "outpost_console_login").unwrap();
+    assert!(login_cookie.contains("; Secure"), "{login_cookie}");
     let fleet = page_text(&relay, &cookie, "console").await;
     for text in ["Lab agent", AGENT, "lab-1", "Off agent", "never seen"] {
         assert!(fleet.contains(text), "{text} missing from the fleet page");
@@ -764,4 +789,35 @@ async fn logout_deletion_and_a_new_secret_end_sessions_everywhere() {
         .await
         .unwrap();
     assert_eq!(fleet_status(cookie3).await, 303, "a changed secret");
+}
+
+/// More Agents than a page holds: the page says how many matched, and a search finds any of
+/// them, not only those of the first page.
+#[tokio::test]
+async fn the_fleet_searches_every_agent_beyond_the_first_page() {
+    let relay = start().await;
+    let entry: Vec<serde_json::Value> = (0..1005)
+        .map(|i| {
+            serde_json::json!({"resource": {"resourceType": "Agent", "id": format!("bulk-{i}"),
+            "name": format!("Bulk {i}"), "status": "active"}})
+        })
+        .collect();
+    relay
+        .registry()
+        .bootstrap(&serde_json::json!({"resourceType": "Bundle", "entry": entry}))
+        .await
+        .unwrap();
+    let (cookie, _) = operator(&relay).await;
+    let all = page_text(&relay, &cookie, "console").await;
+    assert!(
+        all.contains("1008 agents match; the first 1000 are shown"),
+        "{}",
+        &all[..all.len().min(2000)]
+    );
+    let one = page_text(&relay, &cookie, "console?q=bulk-1004").await;
+    assert!(
+        one.contains("id=\"agent-bulk-1004\""),
+        "bulk-1004 not found"
+    );
+    assert!(one.contains("1 agents."), "one match");
 }

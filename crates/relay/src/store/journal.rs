@@ -19,8 +19,9 @@ pub struct MessageKeys {
     pub patient_id: Option<String>,
 }
 
-/// Longest key kept (longer values are cut; a key is for finding, not for reading).
-const MAX_KEY: usize = 128;
+/// Longest key kept (longer values are cut; a key is for finding, not for reading). A
+/// search value is cut the same way, so a longer key is still found by its whole value.
+pub(crate) const MAX_KEY: usize = 128;
 
 impl MessageKeys {
     /// The keys of `body` when it is HL7 v2 (starts with `MSH`), else none.

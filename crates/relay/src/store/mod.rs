@@ -36,7 +36,7 @@ pub(crate) use error::chain;
 pub use inbound::{InboundQuery, InboundRow, NewInbound, Recorded};
 pub(crate) use index::{Cond, IndexRow};
 pub use journal::{ChannelCounts, JournalQuery, MessageKeys, PushLogLimits, PushRecord, PushRow};
-pub(crate) use journal::{MAX_LOGGED_BODY, PushLog, truncated};
+pub(crate) use journal::{MAX_KEY, MAX_LOGGED_BODY, PushLog, truncated};
 pub(crate) use orders::{Delivery, DeliveryOutcome};
 pub(crate) use postgres::pool_for;
 pub use registry::{InvalidResource, PutError, Registry};

@@ -185,12 +185,18 @@ fn operator_refusal(state: &RelayState, client_id: &str) -> Option<&'static str>
     }
 }
 
-fn set_cookie(state: &RelayState, name: &str, value: &str, max_age: i64) -> HeaderValue {
-    let secure = if state.config.tls.is_some() {
-        "; Secure"
-    } else {
-        ""
-    };
+/// Whether the browser reached the relay over TLS: the relay's own, or a proxy's in front of
+/// it that says so (`X-Forwarded-Proto: https`; it can only make the cookie stricter).
+fn over_tls(state: &RelayState, headers: &HeaderMap) -> bool {
+    state.config.tls.is_some()
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p.eq_ignore_ascii_case("https"))
+}
+
+fn set_cookie(secure: bool, name: &str, value: &str, max_age: i64) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
     let v = format!(
         "{name}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
     );
@@ -200,13 +206,14 @@ fn set_cookie(state: &RelayState, name: &str, value: &str, max_age: i64) -> Head
 /// `GET /console/login`.
 pub(super) async fn login_page(
     State(state): State<Arc<RelayState>>,
+    headers: HeaderMap,
     Query(q): Query<LoginQuery>,
 ) -> Response {
     let token = random_token();
     let mut resp = view::login(&token, q.error.as_deref()).into_response();
     resp.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(&state, LOGIN_COOKIE, &token, 3600),
+        set_cookie(over_tls(&state, &headers), LOGIN_COOKIE, &token, 3600),
     );
     resp
 }
@@ -274,16 +281,23 @@ pub(super) async fn login(
     let h = resp.headers_mut();
     h.append(
         header::SET_COOKIE,
-        set_cookie(&state, COOKIE, &value, SESSION_SECS),
+        set_cookie(over_tls(&state, &headers), COOKIE, &value, SESSION_SECS),
     );
-    h.append(header::SET_COOKIE, set_cookie(&state, LOGIN_COOKIE, "", 0));
+    h.append(
+        header::SET_COOKIE,
+        set_cookie(over_tls(&state, &headers), LOGIN_COOKIE, "", 0),
+    );
     resp
 }
 
 /// `POST /console/logout` (with the CSRF header): the cookie is cleared, and every session
 /// of this operator issued until now ends (on every relay process: the time is kept on its
 /// ClientApplication).
-pub(super) async fn logout(State(state): State<Arc<RelayState>>, session: Session) -> Response {
+pub(super) async fn logout(
+    State(state): State<Arc<RelayState>>,
+    headers: HeaderMap,
+    session: Session,
+) -> Response {
     if let Some(app) = state
         .registry
         .cached("ClientApplication", &session.client_id)
@@ -315,7 +329,10 @@ pub(super) async fn logout(State(state): State<Arc<RelayState>>, session: Sessio
     .await;
     let mut resp = StatusCode::NO_CONTENT.into_response();
     let h = resp.headers_mut();
-    h.append(header::SET_COOKIE, set_cookie(&state, COOKIE, "", 0));
+    h.append(
+        header::SET_COOKIE,
+        set_cookie(over_tls(&state, &headers), COOKIE, "", 0),
+    );
     h.append("hx-redirect", HeaderValue::from_static("/console/login"));
     resp
 }

@@ -51,7 +51,8 @@ async function draw() {
   const chart = (id, title, series, data) => {
     const el = document.getElementById(id);
     el.innerHTML = '';
-    new uPlot({title, width, height: 220, series: [{}, ...series]}, [d.t, ...data], el);
+    new uPlot({title, width, height: 220, series: [{}, ...series], axes: [{}, {size: 70}]},
+      [d.t, ...data], el);
   };
   chart('rate', 'Per minute', [
     {label: 'pushes', stroke: '#1565c0'},

@@ -10,7 +10,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use futures_util::Stream;
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -28,6 +27,8 @@ const MAX_QUERY: usize = 200;
 const LIVE_PERIOD: Duration = Duration::from_secs(1);
 /// The live view reads the channels' counts once in this many checks.
 const COUNTS_EVERY: usize = 10;
+/// Most Devices offered in the push form (any other can be typed).
+const MAX_DEVICES: usize = 1000;
 /// Most agents listed on one page.
 const PAGE: usize = 1000;
 
@@ -214,13 +215,54 @@ pub(super) struct FleetQuery {
     status: Option<String>,
 }
 
-/// The Agents a fleet query selects, at most [`PAGE`].
-async fn agents(state: &RelayState) -> Vec<Arc<Value>> {
-    state
+/// The rows a fleet query selects, at most [`PAGE`] of them, and how many matched in all.
+async fn select(state: &RelayState, f: &Filter, counts: &Counts) -> (Vec<Row>, usize) {
+    let agents = state
         .registry
-        .search("Agent", &[], PAGE)
+        .search("Agent", &[], usize::MAX)
         .await
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let mut rows = Vec::new();
+    let mut matched = 0;
+    for a in agents {
+        let r = row(state, &a, counts).await;
+        let hit = f.needle.is_empty()
+            || [&r.id, &r.name, &r.site]
+                .iter()
+                .any(|s| s.to_lowercase().contains(&f.needle));
+        if hit && (f.status.is_empty() || r.status == f.status) {
+            matched += 1;
+            if rows.len() < PAGE {
+                rows.push(r);
+            }
+        }
+    }
+    (rows, matched)
+}
+
+/// A fleet query, checked.
+#[derive(Debug, Clone, Default)]
+struct Filter {
+    text: String,
+    needle: String,
+    status: String,
+}
+
+impl FleetQuery {
+    fn filter(self) -> Result<Filter, Response> {
+        let text = self.q.unwrap_or_default();
+        if text.len() > MAX_QUERY {
+            return Err(view::error_page(
+                StatusCode::BAD_REQUEST,
+                &format!("The search text is longer than {MAX_QUERY} characters."),
+            ));
+        }
+        Ok(Filter {
+            needle: text.to_lowercase(),
+            text,
+            status: self.status.unwrap_or_default(),
+        })
+    }
 }
 
 /// `GET /console`: the fleet.
@@ -229,31 +271,22 @@ pub(super) async fn page(
     session: Session,
     Query(q): Query<FleetQuery>,
 ) -> Response {
-    let text = q.q.unwrap_or_default();
-    if text.len() > MAX_QUERY {
-        return view::error_page(
-            StatusCode::BAD_REQUEST,
-            &format!("The search text is longer than {MAX_QUERY} characters."),
-        );
-    }
-    let needle = text.to_lowercase();
-    let status = q.status.unwrap_or_default();
+    let f = match q.filter() {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let counts = state
         .registry
         .inbound_channel_counts()
         .await
         .unwrap_or_default();
-    let mut rows = Vec::new();
-    for a in agents(&state).await {
-        let r = row(&state, &a, &counts).await;
-        let hit = needle.is_empty()
-            || [&r.id, &r.name, &r.site]
-                .iter()
-                .any(|s| s.to_lowercase().contains(&needle));
-        if hit && (status.is_empty() || r.status == status) {
-            rows.push(r);
-        }
-    }
+    let (rows, matched) = select(&state, &f, &counts).await;
+    let (text, status) = (&f.text, &f.status);
+    let live = format!(
+        "/console/events?q={}&status={}",
+        form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>(),
+        form_urlencoded::byte_serialize(status.as_bytes()).collect::<String>()
+    );
     let body = html! {
         h1 { "Fleet" }
         form.filters method="get" action="/console" {
@@ -261,13 +294,20 @@ pub(super) async fn page(
             select name="status" {
                 option value="" { "any status" }
                 @for s in ["connected", "disconnected", "unknown"] {
-                    option value=(s) selected[status == s] { (if s == "unknown" { "never seen" } else { s }) }
+                    option value=(s) selected[*status == s] { (if s == "unknown" { "never seen" } else { s }) }
                 }
             }
             button type="submit" { "Filter" }
         }
-        p.summary { (rows.len()) " agents. Live: each row changes as its agent connects, disconnects or sends a heartbeat." }
-        table.fleet #fleet hx-ext="sse" sse-connect="/console/events" {
+        p.summary #fleet-summary {
+            @if matched > rows.len() {
+                (matched) " agents match; the first " (rows.len()) " are shown: search to narrow them. "
+            } @else {
+                (matched) " agents. "
+            }
+            "Live: each row changes as its agent connects, disconnects or sends a heartbeat."
+        }
+        table.fleet #fleet hx-ext="sse" sse-connect=(live) {
             thead { tr { th { "Agent" } th { "Site" } th { "Status" } th { "Version" } th { "Last heartbeat" } th { "Relay" } th { "Channels" } } }
             tbody { @for r in &rows { (row_html(r)) } }
         }
@@ -281,60 +321,69 @@ pub(super) async fn page(
 pub(super) async fn events(
     State(state): State<Arc<RelayState>>,
     _session: Session,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    Query(q): Query<FleetQuery>,
+) -> Response {
+    let f = match q.filter() {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let seen: HashMap<String, Row> = HashMap::new();
     let stream = futures_util::stream::unfold(
         (state, seen, Vec::<Event>::new(), 0usize, Counts::new()),
-        |(state, mut seen, mut pending, tick, mut counts)| async move {
-            let mut tick = tick;
-            loop {
-                if let Some(e) = pending.pop() {
-                    return Some((Ok(e), (state, seen, pending, tick, counts)));
-                }
-                if tick > 0 {
-                    tokio::time::sleep(LIVE_PERIOD).await;
-                }
-                if tick.is_multiple_of(COUNTS_EVERY) {
-                    counts = state
-                        .registry
-                        .inbound_channel_counts()
-                        .await
-                        .unwrap_or_default();
-                }
-                tick += 1;
-                for a in agents(&state).await {
-                    let r = row(&state, &a, &counts).await;
-                    if seen.get(&r.id) != Some(&r) {
-                        pending.push(
-                            Event::default()
-                                .event(format!("agent-{}", r.id))
-                                .data(row_html(&r).into_string()),
-                        );
-                        seen.insert(r.id.clone(), r);
+        move |(state, mut seen, mut pending, tick, mut counts)| {
+            let f = f.clone();
+            async move {
+                let mut tick = tick;
+                loop {
+                    if let Some(e) = pending.pop() {
+                        return Some((Ok(e), (state, seen, pending, tick, counts)));
                     }
-                }
-                if tick % COUNTS_EVERY == 1 {
-                    // The agents' own counts: asked in the background (those not asked for a
-                    // while), seen at a later look.
-                    let connected: Vec<String> = seen
-                        .values()
-                        .filter(|r| r.status == "connected")
-                        .map(|r| r.id.clone())
-                        .collect();
-                    let s = state.clone();
-                    tokio::spawn(async move { AgentCounts::refresh(&s, connected).await });
-                }
-                if pending.is_empty() {
-                    // Nothing changed: wait for the next look.
-                    return Some((
-                        Ok(Event::default().comment("unchanged")),
-                        (state, seen, pending, tick, counts),
-                    ));
+                    if tick > 0 {
+                        tokio::time::sleep(LIVE_PERIOD).await;
+                    }
+                    if tick.is_multiple_of(COUNTS_EVERY) {
+                        counts = state
+                            .registry
+                            .inbound_channel_counts()
+                            .await
+                            .unwrap_or_default();
+                    }
+                    tick += 1;
+                    for r in select(&state, &f, &counts).await.0 {
+                        if seen.get(&r.id) != Some(&r) {
+                            pending.push(
+                                Event::default()
+                                    .event(format!("agent-{}", r.id))
+                                    .data(row_html(&r).into_string()),
+                            );
+                            seen.insert(r.id.clone(), r);
+                        }
+                    }
+                    if tick % COUNTS_EVERY == 1 {
+                        // The agents' own counts: asked in the background (those not asked for a
+                        // while), seen at a later look.
+                        let connected: Vec<String> = seen
+                            .values()
+                            .filter(|r| r.status == "connected")
+                            .map(|r| r.id.clone())
+                            .collect();
+                        let s = state.clone();
+                        tokio::spawn(async move { AgentCounts::refresh(&s, connected).await });
+                    }
+                    if pending.is_empty() {
+                        // Nothing changed: wait for the next look.
+                        return Some((
+                            Ok::<_, Infallible>(Event::default().comment("unchanged")),
+                            (state, seen, pending, tick, counts),
+                        ));
+                    }
                 }
             }
         },
     );
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 /// The Agent `id`, or the console's 404 page.
@@ -379,7 +428,7 @@ pub(super) async fn agent_page(
         .collect();
     let devices = state
         .registry
-        .search("Device", &[], 200)
+        .search("Device", &[], MAX_DEVICES + 1)
         .await
         .unwrap_or_default();
     let now = chrono::Utc::now();
@@ -418,10 +467,12 @@ pub(super) async fn agent_page(
                 hx-confirm="Send this message to the device?" {
                 label { "Device "
                     select #push-device name="device" {
-                        @for d in &devices {
+                        @for d in devices.iter().take(MAX_DEVICES) {
                             option value=(id_of(d)) { (id_of(d)) " — " (d["url"].as_str().unwrap_or("no url")) }
                         }
                     }
+                    " or the Device id "
+                    input #push-device-id name="device_id" maxlength="64" placeholder=(if devices.len() > MAX_DEVICES { "(more Devices than listed)" } else { "" });
                 }
                 label { "Content type "
                     select #push-type name="content_type" {
@@ -556,6 +607,7 @@ struct ActionForm {
     host: Option<String>,
     version: Option<String>,
     device: Option<String>,
+    device_id: Option<String>,
     content_type: Option<String>,
     body: Option<String>,
     file_base64: Option<String>,
@@ -569,6 +621,7 @@ impl ActionForm {
                 "host" => &mut f.host,
                 "version" => &mut f.version,
                 "device" => &mut f.device,
+                "device_id" => &mut f.device_id,
                 "content_type" => &mut f.content_type,
                 "body" => &mut f.body,
                 "file_base64" => &mut f.file_base64,
@@ -610,7 +663,10 @@ pub(super) async fn action(
                 .into_iter()
                 .collect();
             match console_agent_op(&state, &id, "upgrade", &q).await {
-                Ok(_) => (true, html! { p.ok { "The agent is upgrading." } }),
+                Ok(_) => (
+                    true,
+                    html! { p.ok { "Upgraded: the agent's new version connected and answered." } },
+                ),
                 Err(e) => (false, html! { p.error { (e) } }),
             }
         }
@@ -631,7 +687,13 @@ pub(super) async fn action(
             )
         }
         "push" => {
-            let device = form.device.unwrap_or_default();
+            // A typed Device id wins over the list.
+            let device = form
+                .device_id
+                .map(|d| d.trim().to_owned())
+                .filter(|d| !d.is_empty())
+                .or(form.device)
+                .unwrap_or_default();
             let content_type = form
                 .content_type
                 .unwrap_or_else(|| agent_protocol::CONTENT_TYPE_HL7_V2.to_owned());

@@ -96,6 +96,11 @@ impl Filters {
         };
         let since_ms = time(&f.since)?;
         let until_ms = time(&f.until)?;
+        // Keys are stored cut at MAX_KEY characters: so is what is searched for.
+        let key = |v: &Option<String>| {
+            v.as_ref()
+                .map(|v| v.chars().take(crate::store::MAX_KEY).collect::<String>())
+        };
         let q = JournalQuery {
             device: f.device.clone(),
             since_ms,
@@ -103,9 +108,9 @@ impl Filters {
             agent_id: f.agent.clone(),
             place: f.place.clone(),
             outcome: f.outcome.clone(),
-            control_id: f.control_id.clone(),
-            message_type: f.message_type.clone(),
-            patient_id: f.patient_id.clone(),
+            control_id: key(&f.control_id),
+            message_type: key(&f.message_type),
+            patient_id: key(&f.patient_id),
             before: f.before,
             limit: PAGE,
         };

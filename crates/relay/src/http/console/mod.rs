@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::Path;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
@@ -56,6 +56,34 @@ pub(crate) fn router() -> Router<Arc<RelayState>> {
         .route("/console/charts", get(charts::page))
         .route("/console/charts/data", get(charts::data))
         .route("/console/assets/{name}", get(asset))
+        .layer(axum::middleware::map_response(harden))
+}
+
+/// Every console answer: not kept in caches (pages show patient data; the assets say
+/// otherwise for themselves), not framed by other sites, scripts and styles from the relay
+/// only (the pages' own inline ones included), no content-type sniffing, no referrer beyond
+/// the relay.
+async fn harden(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+    );
+    resp
 }
 
 /// `GET /console/assets/{name}`: the embedded files, cached for a day.
