@@ -114,6 +114,34 @@ pub(crate) async fn resolve(
     }
 }
 
+/// One current release per version: `doc` (about to be written) may not register a version
+/// that another current `DocumentReference` registers, or which one `$upgrade` installs would
+/// depend on the order of a search.
+///
+/// # Errors
+///
+/// The sentence to answer with (400), or the store's error.
+pub(crate) async fn check_unique(registry: &Registry, doc: &Value) -> Result<(), String> {
+    let Some(mine) = release_of(doc) else {
+        return Ok(());
+    };
+    let id = doc["id"].as_str().unwrap_or_default();
+    let docs = registry
+        .search("DocumentReference", &[], usize::MAX)
+        .await
+        .map_err(|e| e.to_string())?;
+    match docs.iter().find(|d| {
+        d["id"].as_str() != Some(id) && release_of(d).is_some_and(|r| r.version == mine.version)
+    }) {
+        Some(other) => Err(format!(
+            "release {} is already registered by DocumentReference/{}: one current release per version (set that one's status to superseded first)",
+            mine.version,
+            other["id"].as_str().unwrap_or_default()
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The release a `DocumentReference` registers, if it is a current, complete one.
 fn release_of(doc: &Value) -> Option<Release> {
     if doc["status"].as_str().is_some_and(|s| s != "current") {

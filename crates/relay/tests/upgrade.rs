@@ -192,3 +192,42 @@ async fn with_several_processes_the_answer_from_another_process_reaches_the_wait
     assert_eq!(resp.status, 200, "{}", resp.text);
     assert_eq!(oo_text(&resp.json), "All OK");
 }
+
+#[tokio::test]
+async fn one_current_release_per_version() {
+    let relay = start().await;
+    let t = token(&relay, CALLER, CALLER_SECRET).await;
+    register(&relay, &t, "rel-a", "2.0.0", "b1").await;
+    // The same document again (an update) is fine; another for the same version is not.
+    register(&relay, &t, "rel-a", "2.0.0", "b2").await;
+    let doc = json!({"resourceType": "DocumentReference", "id": "rel-b", "status": "current",
+        "identifier": [{"system": relay::RELEASE_SYSTEM, "value": "2.0.0"}],
+        "content": [{"attachment": {"url": "Binary/b3",
+            "extension": [{"url": relay::SHA256_EXTENSION, "valueString": SHA}]}}]});
+    let put = |doc: serde_json::Value| {
+        call(
+            client()
+                .put(format!(
+                    "{}fhir/R4/DocumentReference/{}",
+                    relay.base_url(),
+                    doc["id"].as_str().unwrap()
+                ))
+                .bearer_auth(&t)
+                .header("content-type", "application/fhir+json")
+                .body(doc.to_string()),
+        )
+    };
+    let r = put(doc.clone()).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        oo_text(&r.json).contains("release 2.0.0 is already registered by DocumentReference/rel-a"),
+        "{}",
+        r.text
+    );
+    // Once the first is superseded, the second may take the version.
+    let mut old = doc.clone();
+    old["id"] = "rel-a".into();
+    old["status"] = "superseded".into();
+    assert_eq!(put(old).await.status, 200);
+    assert_eq!(put(doc).await.status, 201);
+}

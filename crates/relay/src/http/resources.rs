@@ -102,6 +102,11 @@ pub(crate) async fn route(
             if let Err(r) = check_written(&ty, &resource) {
                 return r;
             }
+            if ty == "DocumentReference"
+                && let Err(e) = crate::release::check_unique(&state.registry, &resource).await
+            {
+                return bad_request(e);
+            }
             let generated = match generate_secret_if_missing(&ty, &mut resource) {
                 Ok(g) => g,
                 Err(r) => return r,
@@ -147,6 +152,11 @@ pub(crate) async fn route(
             resource["id"] = Value::String(id.clone());
             if let Err(r) = check_written(&ty, &resource) {
                 return r;
+            }
+            if ty == "DocumentReference"
+                && let Err(e) = crate::release::check_unique(&state.registry, &resource).await
+            {
+                return bad_request(e);
             }
             // An update without a secret keeps the stored one; a new client gets one.
             let generated = if state.registry.cached(&ty, &id).is_none() {
