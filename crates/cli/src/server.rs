@@ -62,6 +62,10 @@ pub struct ServerArgs {
     /// together).
     #[arg(long, default_value_t = 30)]
     login_failures_per_address: u32,
+    /// The console's push log: how many pushes it keeps (the newest, at most 7 days); 0 turns
+    /// it off.
+    #[arg(long, default_value_t = 100_000)]
+    push_log_rows: usize,
     /// Check the settings and the bootstrap bundle (every problem on its own line) and exit:
     /// 0 when the relay would start with them, 2 otherwise. Binds and stores nothing.
     #[arg(long)]
@@ -163,6 +167,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         heartbeat_grace: heartbeat / 2,
         agent_timeout: heartbeat * 3 + Duration::from_secs(5),
         order_attempts: args.order_attempts.max(1),
+        push_log_rows: args.push_log_rows,
         max_binary: args.max_binary_mib.saturating_mul(1 << 20),
         redis_url: args.redis_url,
         database_url: args.database_url,

@@ -75,6 +75,9 @@ pub struct RelayConfig {
     pub order_backoff: Duration,
     /// Lab orders: how long each push waits for the device's answer.
     pub order_timeout: Duration,
+    /// The console's push log: how many pushes it keeps (the newest; at most 7 days). 0: no
+    /// push log (each logged push costs the relay a database row).
+    pub push_log_rows: usize,
 }
 
 impl Default for RelayConfig {
@@ -110,6 +113,7 @@ impl Default for RelayConfig {
             order_attempts: 5,
             order_backoff: Duration::from_secs(2),
             order_timeout: Duration::from_secs(30),
+            push_log_rows: 100_000,
         }
     }
 }

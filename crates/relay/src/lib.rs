@@ -282,7 +282,13 @@ impl Relay {
             None => open_blobs(&config)?,
         };
         let login_limits = config.login_limits;
-        let push_log = store::PushLog::start(registry.clone(), store::PushLogLimits::default());
+        let push_log = store::PushLog::start(
+            registry.clone(),
+            store::PushLogLimits {
+                max_rows: i64::try_from(config.push_log_rows).unwrap_or(i64::MAX),
+                ..store::PushLogLimits::default()
+            },
+        );
         let state = Arc::new(RelayState {
             blobs,
             push_log,

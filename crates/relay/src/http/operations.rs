@@ -131,11 +131,10 @@ async fn push(
     state: &RelayState,
     caller: &Caller,
     agent: &Value,
-    body: &[u8],
+    params: PushRequest,
     arrived: Instant,
 ) -> Result<Response, PushError> {
     let agent_id = id_of(agent).to_owned();
-    let params = PushRequest::from_json(body, state.config.max_body)?;
     if agent["status"].as_str() == Some("off") && params.content_type != CONTENT_TYPE_PING {
         return Err(PushError::Disabled);
     }
@@ -748,7 +747,7 @@ async fn log_push(
     state: &RelayState,
     caller: &Caller,
     agent: &Value,
-    request: &[u8],
+    (destination, content_type, pushed): (String, String, String),
     outcome: &str,
     took: Duration,
     arrived: Instant,
@@ -760,22 +759,23 @@ async fn log_push(
     let answer = axum::body::to_bytes(body, usize::MAX)
         .await
         .unwrap_or_default();
-    let params: Value = serde_json::from_slice(request).unwrap_or(Value::Null);
-    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-    let pushed = params["body"].as_str().unwrap_or_default();
     let at_ms = crate::fhir::now_ms() - i64::try_from(arrived.elapsed().as_millis()).unwrap_or(0);
     state.push_log.record(PushRecord {
         at_ms,
         caller: caller.client_id.clone(),
         agent_id: id_of(agent).to_owned(),
-        destination: text(&params["destination"]),
-        content_type: text(&params["contentType"]),
+        destination,
+        content_type,
         outcome: outcome.to_owned(),
         status: parts.status.as_u16(),
         latency_us: i64::try_from(took.as_micros()).unwrap_or(i64::MAX),
-        keys: MessageKeys::of(pushed),
-        request: truncated(pushed, MAX_LOGGED_BODY),
+        keys: MessageKeys::of(&pushed),
         request_bytes: i64::try_from(pushed.len()).unwrap_or(i64::MAX),
+        request: if pushed.len() > MAX_LOGGED_BODY {
+            truncated(&pushed, MAX_LOGGED_BODY)
+        } else {
+            pushed
+        },
         answer: truncated(&String::from_utf8_lossy(&answer), MAX_LOGGED_BODY),
     });
     Response::from_parts(parts, Body::from(answer))
@@ -790,7 +790,20 @@ async fn push_counted(
     bytes: &[u8],
     arrived: Instant,
 ) -> Response {
-    let result = push(state, caller, agent, bytes, arrived).await;
+    let parsed = PushRequest::from_json(bytes, state.config.max_body);
+    // What the push log keeps of the request (a copy only when there is a log).
+    let logged = match (&parsed, state.push_log.is_on()) {
+        (Ok(p), true) => Some((
+            p.destination.clone(),
+            p.content_type.clone(),
+            p.body.clone(),
+        )),
+        _ => None,
+    };
+    let result = match parsed {
+        Ok(params) => push(state, caller, agent, params, arrived).await,
+        Err(e) => Err(PushError::Parameters(e)),
+    };
     let outcome = push_outcome(&result);
     let took = arrived.elapsed();
     state.sessions.metrics.push(outcome, took);
@@ -811,5 +824,10 @@ async fn push_counted(
         "push"
     );
     let resp = result.unwrap_or_else(IntoResponse::into_response);
-    log_push(state, caller, agent, bytes, outcome, took, arrived, resp).await
+    match logged {
+        Some(request) => {
+            log_push(state, caller, agent, request, outcome, took, arrived, resp).await
+        }
+        None => resp,
+    }
 }

@@ -395,26 +395,40 @@ mod tests {
 pub(crate) struct PushLog {
     tx: tokio::sync::mpsc::Sender<PushRecord>,
     dropped: std::sync::atomic::AtomicU64,
+    on: bool,
 }
 
 /// Pushes waiting to be written, at most.
 const QUEUE: usize = 8192;
 /// Pushes written in one transaction, at most.
 const BATCH: usize = 512;
+/// How long the writer gathers pushes before a transaction that is not full.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl PushLog {
-    /// Starts the writer on the current runtime.
+    /// Starts the writer on the current runtime; with `limits.max_rows` 0, no log at all.
     pub(crate) fn start(registry: Registry, limits: PushLogLimits) -> PushLog {
         let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
-        tokio::spawn(write(registry, rx, limits));
+        if limits.max_rows > 0 {
+            tokio::spawn(write(registry, rx, limits));
+        }
         PushLog {
             tx,
             dropped: std::sync::atomic::AtomicU64::new(0),
+            on: limits.max_rows > 0,
         }
+    }
+
+    /// Whether pushes are logged.
+    pub(crate) fn is_on(&self) -> bool {
+        self.on
     }
 
     /// Hands one push to the writer.
     pub(crate) fn record(&self, push: PushRecord) {
+        if !self.on {
+            return;
+        }
         if self.tx.try_send(push).is_err() {
             let n = self
                 .dropped
@@ -437,6 +451,16 @@ async fn write(
     let mut last_prune = std::time::Instant::now();
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
+        // One transaction per quarter second at most: a row costs far less in a batch.
+        if batch.len() < BATCH {
+            tokio::time::sleep(GATHER).await;
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+        }
         if let Err(e) = registry.record_pushes(std::mem::take(&mut batch)).await {
             tracing::error!(error = %super::chain(&e), "cannot write the push log");
         }

@@ -117,13 +117,10 @@ CREATE TABLE IF NOT EXISTS push_log (
     answer TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS push_log_agent ON push_log (agent_id, id);
-CREATE INDEX IF NOT EXISTS push_log_destination ON push_log (destination, id);
-CREATE INDEX IF NOT EXISTS push_log_outcome ON push_log (outcome, id);
 CREATE INDEX IF NOT EXISTS push_log_control ON push_log (control_id);
 CREATE INDEX IF NOT EXISTS push_log_code ON push_log (message_code, id);
 CREATE INDEX IF NOT EXISTS push_log_type ON push_log (message_type, id);
-CREATE INDEX IF NOT EXISTS push_log_patient ON push_log (patient_id);
-CREATE INDEX IF NOT EXISTS push_log_at ON push_log (at_ms);";
+CREATE INDEX IF NOT EXISTS push_log_patient ON push_log (patient_id);";
 
 /// Connections in the pool: enough for the statements one process issues at once.
 const POOL_SIZE: usize = 16;

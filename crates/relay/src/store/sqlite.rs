@@ -101,13 +101,10 @@ CREATE TABLE IF NOT EXISTS push_log (
     answer TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS push_log_agent ON push_log (agent_id, id);
-CREATE INDEX IF NOT EXISTS push_log_destination ON push_log (destination, id);
-CREATE INDEX IF NOT EXISTS push_log_outcome ON push_log (outcome, id);
 CREATE INDEX IF NOT EXISTS push_log_control ON push_log (control_id);
 CREATE INDEX IF NOT EXISTS push_log_code ON push_log (message_code, id);
 CREATE INDEX IF NOT EXISTS push_log_type ON push_log (message_type, id);
-CREATE INDEX IF NOT EXISTS push_log_patient ON push_log (patient_id);
-CREATE INDEX IF NOT EXISTS push_log_at ON push_log (at_ms);";
+CREATE INDEX IF NOT EXISTS push_log_patient ON push_log (patient_id);";
 
 /// The push log's columns, in [`PushRow`]'s order (both backends map rows by position).
 pub(super) const PUSH_SELECT: &str = "SELECT t.id, t.at_ms, t.caller, t.agent_id, t.destination, t.content_type, t.outcome, t.status, t.latency_us, t.control_id, t.message_code, t.message_type, t.patient_id, t.request, t.answer, t.request_bytes FROM push_log t";
