@@ -69,6 +69,10 @@ pub enum Error {
         /// The OperationOutcome's text.
         text: String,
     },
+    /// An upgrade cannot go on: this executable is not the version the upgrade asked for
+    /// (the watchdog rolls it back and the old version answers the request).
+    #[error("upgrade: {0}")]
+    Upgrade(crate::UpgradeError),
     /// `push_to_agent` was given something that names no agent.
     #[error("{0:?} names no agent: give its id, Agent/<id> or Agent?identifier=[system|]value")]
     AgentName(String),

@@ -171,6 +171,12 @@ impl Agent {
     /// how to recover), [`Error::Queue`] when it cannot be opened.
     pub async fn start(config: AgentConfig, logs: LogBuffer) -> Result<Agent, Error> {
         config.validate()?;
+        // The new version of an upgrade that is not the version asked for stops here, before
+        // it opens anything; the watchdog rolls back and the old version answers why.
+        tokio::task::spawn_blocking(upgrade::check_this_process)
+            .await
+            .unwrap_or(Ok(()))
+            .map_err(Error::Upgrade)?;
         let tls = tls::client_config(config.ca_file.as_deref())?;
         let client = RelayClient::new(
             &config.base_url,
