@@ -171,6 +171,9 @@ pub enum ConfigError {
         /// The port.
         port: String,
     },
+    /// Two channels of the Agent have one name.
+    #[error("two channels are named {0}: channel names must differ")]
+    SameName(String),
     /// The client secret file can be read by users other than the agent's owner.
     #[error(
         "clientSecretFile {} is readable by group or others (mode {mode:04o}); make it owner-only: chmod 600 {}",
@@ -224,6 +227,16 @@ pub enum ChannelProblem {
     /// The Endpoint has no address.
     #[error("Endpoint/{0} has no address")]
     NoAddress(String),
+    /// The relay could not give the Endpoint (it does not exist, or may not be read).
+    #[error("cannot read Endpoint/{id}: HTTP {status}: {text}")]
+    Endpoint {
+        /// The Endpoint's id.
+        id: String,
+        /// The relay's HTTP status.
+        status: u16,
+        /// The OperationOutcome's text.
+        text: String,
+    },
     /// The address is not `scheme://host:port`.
     #[error("{0}")]
     Address(#[from] crate::url::UrlError),
