@@ -433,6 +433,18 @@ mod tests {
             clash.problems()[0].to_string(),
             "channels adt and lab share port 2575"
         );
+        // What runs at a connection all the same: the first of the two.
+        assert_eq!(clash.refused(), HashSet::from([1]));
+        let mut twice = clash.clone();
+        twice.channels[1] = ChannelSpec {
+            name: "adt".into(),
+            address: "mllp://0.0.0.0:2577".into(),
+        };
+        assert_eq!(
+            twice.problems()[0].to_string(),
+            "two channels are named adt: channel names must differ"
+        );
+        assert_eq!(twice.refused(), HashSet::from([1]));
         let mut any = clash.clone();
         any.channels[0].address = "mllp://127.0.0.1:0".into();
         any.channels[1].address = "astm://127.0.0.1:0".into();
