@@ -433,7 +433,19 @@ impl Wiring {
     /// applies it; a configuration with a problem is refused whole (the caller is told why) and
     /// what runs is left alone.
     async fn reload(&self) -> Result<(), Error> {
-        let remote = RemoteConfig::read(&self.client, &self.config.agent_id).await?;
+        let remote = match RemoteConfig::read(&self.client, &self.config.agent_id).await {
+            Ok(r) => r,
+            Err(Error::Config(e)) => {
+                // Refused, and shown in `$stats` until a configuration without them is read.
+                let each = match &e {
+                    ConfigError::Several(all) => all.iter().map(ToString::to_string).collect(),
+                    one => vec![one.to_string()],
+                };
+                self.report_problems(each);
+                return Err(Error::Config(e));
+            }
+            Err(e) => return Err(e),
+        };
         self.keep(&remote);
         self.report_problems(Vec::new());
         self.apply(&remote).await;

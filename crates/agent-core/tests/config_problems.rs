@@ -61,6 +61,13 @@ async fn a_bad_channel_does_not_keep_the_agent_off_the_relay_after_a_restart() {
     let (status, body) = reload_config(&relay).await;
     assert_ne!(status, 200, "{body}");
     assert!(body.contains("share port"), "{body}");
+    // Refused, what ran runs on, and the relay can see why.
+    assert_eq!(
+        stats(&relay).await["configurationProblems"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
 
     // Restarted: it connects and stays connected, whatever the configuration says.
     agent.shutdown().await;
