@@ -497,7 +497,7 @@ impl Wiring {
         for p in &now {
             if !problems.contains(p) {
                 tracing::error!(
-                    "configuration problem (the agent stays connected; the rest runs): {p}"
+                    "configuration problem: {p}; the agent stays connected and runs what it can"
                 );
             }
         }

@@ -168,8 +168,9 @@ impl RemoteConfig {
                 let id = reference.strip_prefix("Endpoint/").unwrap_or(reference);
                 let endpoint = match client.read("Endpoint", id).await {
                     Ok(e) => e,
-                    // The relay answered: this channel's problem, not the agent's.
-                    Err(Error::Status { status, text, .. }) => {
+                    // The relay says no (it does not exist, may not be read): this channel's
+                    // problem, not the agent's. A relay failing (5xx) is the relay's error.
+                    Err(Error::Status { status, text, .. }) if status < 500 => {
                         problems.push(problem(ChannelProblem::Endpoint {
                             id: id.to_owned(),
                             status,
