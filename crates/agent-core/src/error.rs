@@ -69,6 +69,10 @@ pub enum Error {
         /// The OperationOutcome's text.
         text: String,
     },
+    /// An upgrade cannot go on: this executable is not the version the upgrade asked for
+    /// (the watchdog rolls it back and the old version answers the request).
+    #[error("upgrade: {0}")]
+    Upgrade(crate::UpgradeError),
     /// `push_to_agent` was given something that names no agent.
     #[error("{0:?} names no agent: give its id, Agent/<id> or Agent?identifier=[system|]value")]
     AgentName(String),
@@ -167,6 +171,9 @@ pub enum ConfigError {
         /// The port.
         port: String,
     },
+    /// Two channels of the Agent have one name.
+    #[error("two channels are named {0}: channel names must differ")]
+    SameName(String),
     /// The client secret file can be read by users other than the agent's owner.
     #[error(
         "clientSecretFile {} is readable by group or others (mode {mode:04o}); make it owner-only: chmod 600 {}",
@@ -220,6 +227,16 @@ pub enum ChannelProblem {
     /// The Endpoint has no address.
     #[error("Endpoint/{0} has no address")]
     NoAddress(String),
+    /// The relay could not give the Endpoint (it does not exist, or may not be read).
+    #[error("cannot read Endpoint/{id}: HTTP {status}: {text}")]
+    Endpoint {
+        /// The Endpoint's id.
+        id: String,
+        /// The relay's HTTP status.
+        status: u16,
+        /// The OperationOutcome's text.
+        text: String,
+    },
     /// The address is not `scheme://host:port`.
     #[error("{0}")]
     Address(#[from] crate::url::UrlError),

@@ -171,6 +171,12 @@ impl Agent {
     /// how to recover), [`Error::Queue`] when it cannot be opened.
     pub async fn start(config: AgentConfig, logs: LogBuffer) -> Result<Agent, Error> {
         config.validate()?;
+        // The new version of an upgrade that is not the version asked for stops here, before
+        // it opens anything; the watchdog rolls back and the old version answers why.
+        tokio::task::spawn_blocking(upgrade::check_this_process)
+            .await
+            .unwrap_or(Ok(()))
+            .map_err(Error::Upgrade)?;
         let tls = tls::client_config(config.ca_file.as_deref())?;
         let client = RelayClient::new(
             &config.base_url,
@@ -223,6 +229,7 @@ impl Agent {
             connections,
             restart: Arc::new(restart_tx),
             upgrading: Arc::default(),
+            problems: Arc::default(),
         };
         wiring.open_saved().await;
         // After an upgrade, the first session answers the request that started it.
@@ -417,17 +424,84 @@ struct Wiring {
     restart: Arc<watch::Sender<Option<Restart>>>,
     /// An upgrade is being downloaded or installed: a second request is refused.
     upgrading: Arc<std::sync::atomic::AtomicBool>,
+    /// What is wrong with the relay's configuration of this agent, as last read.
+    problems: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Wiring {
-    /// Reads what the relay configures, keeps it for the next start, and applies it.
+    /// `$reload-config`: reads what the relay configures, keeps it for the next start, and
+    /// applies it; a configuration with a problem is refused whole (the caller is told why) and
+    /// what runs is left alone.
     async fn reload(&self) -> Result<(), Error> {
-        let remote = RemoteConfig::read(&self.client, &self.config.agent_id).await?;
+        let remote = match RemoteConfig::read(&self.client, &self.config.agent_id).await {
+            Ok(r) => r,
+            Err(Error::Config(e)) => {
+                // Refused, and shown in `$stats` until a configuration without them is read.
+                let each = match &e {
+                    ConfigError::Several(all) => all.iter().map(ToString::to_string).collect(),
+                    one => vec![one.to_string()],
+                };
+                self.report_problems(each);
+                return Err(Error::Config(e));
+            }
+            Err(e) => return Err(e),
+        };
+        self.keep(&remote);
+        self.report_problems(Vec::new());
+        self.apply(&remote).await;
+        Ok(())
+    }
+
+    /// Before each connection: what the relay configures, as far as it can run. A
+    /// configuration problem (an Endpoint missing, two channels on one port or with one name,
+    /// an address that does not parse) never keeps the agent off the relay: the channels that
+    /// can run are kept and run, each problem is logged once at ERROR and shown in `$stats`
+    /// (`configurationProblems`). Only what stops a session anyway (the relay unreachable,
+    /// the credentials refused) is an error.
+    async fn prepare_session(&self) -> Result<(), Error> {
+        let (remote, problems) =
+            match RemoteConfig::read_runnable(&self.client, &self.config.agent_id).await {
+                Ok(r) => r,
+                Err(
+                    e @ (Error::Http(_)
+                    | Error::Connect { .. }
+                    | Error::ConnectTimeout { .. }
+                    | Error::Login { .. }
+                    | Error::NoToken
+                    | Error::Unauthorized),
+                ) => return Err(e),
+                Err(e) => {
+                    // The relay answered, but not with this agent's configuration: what runs
+                    // keeps running.
+                    self.report_problems(vec![e.to_string()]);
+                    return Ok(());
+                }
+            };
+        self.report_problems(problems.iter().map(ToString::to_string).collect());
+        self.keep(&remote);
+        self.apply(&remote).await;
+        Ok(())
+    }
+
+    /// Keeps `remote` for a start without the relay.
+    fn keep(&self, remote: &RemoteConfig) {
         if let Err(e) = remote.save(&self.config.data_dir) {
             tracing::warn!(error = %e, "cannot keep the configuration for a start without the relay");
         }
-        self.apply(&remote).await;
-        Ok(())
+    }
+
+    /// The configuration's problems now: each one not seen at the last look is logged at ERROR
+    /// (once, however often the agent reconnects), and all are shown in `$stats`.
+    fn report_problems(&self, now: Vec<String>) {
+        let mut problems = self.problems.lock().unwrap_or_else(|p| p.into_inner());
+        for p in &now {
+            if !problems.contains(p) {
+                tracing::error!(
+                    "configuration problem: {p}; the agent stays connected and runs what it can"
+                );
+            }
+        }
+        *problems = now;
     }
 
     async fn apply(&self, remote: &RemoteConfig) {
@@ -517,7 +591,7 @@ impl Wiring {
 
 impl link::Handler for Wiring {
     fn prepare(&self) -> impl std::future::Future<Output = Result<(), Error>> + Send {
-        self.reload()
+        self.prepare_session()
     }
 
     fn request(&self, session: Session, msg: AgentMessage) {
@@ -621,7 +695,8 @@ impl Wiring {
     /// destination: `rtt`), `ping` (the last heartbeat round trip to the relay in ms, `null`
     /// before the first), `webSocketQueueDepth` (messages waiting to be written to the
     /// relay), `hl7ClientCount` (device connections of pushes, open or held) and
-    /// `outstandingHeartbeats`; `version` is added.
+    /// `outstandingHeartbeats`; `version` and `configurationProblems` (what is wrong with the
+    /// relay's configuration of this agent: the channels named there do not run) are added.
     async fn stats(&self) -> serde_json::Value {
         let rows = self.channel_counts().await;
         let mut channels = self.events.rtt.to_json(stats::Kind::Channel);
@@ -648,6 +723,7 @@ impl Wiring {
             "channelStats": channels,
             "clientStats": self.events.rtt.to_json(stats::Kind::Remote),
             "version": VERSION,
+            "configurationProblems": *self.problems.lock().unwrap_or_else(|p| p.into_inner()),
         })
     }
 

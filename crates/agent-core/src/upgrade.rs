@@ -131,6 +131,15 @@ pub enum UpgradeError {
         /// Why.
         why: String,
     },
+    /// The new executable does not report the version it was registered as: the release
+    /// points at another build.
+    #[error("the executable registered as {registered} reports version {reports}")]
+    WrongVersion {
+        /// The version the upgrade asked for (the release's).
+        registered: String,
+        /// The version the new executable reports.
+        reports: String,
+    },
     /// This system cannot replace a running executable this way.
     #[error("upgrading is supported on Unix systems only")]
     Unsupported,
@@ -144,6 +153,9 @@ enum Status {
     Pending,
     /// The new version reached the relay and answered the request.
     Confirmed,
+    /// The new process found it is not the version asked for: the watchdog rolls back at
+    /// once, with `reason`.
+    WrongVersion,
     /// The old executable was put back.
     RolledBack,
 }
@@ -530,9 +542,50 @@ pub(crate) fn outcome() -> Option<agent_protocol::AgentMessage> {
                 state.callback,
             ))
         }
-        // The watchdog's to decide (pending for another version), or done (confirmed).
-        Status::Pending | Status::Confirmed => None,
+        // The watchdog's to decide (pending for another version, or not the version asked
+        // for), or done (confirmed).
+        Status::Pending | Status::WrongVersion | Status::Confirmed => None,
     }
+}
+
+/// The new version's first step, before it opens anything: when this process (`pid`, the
+/// same before and after exec) is the new version of a pending upgrade but reports `version`
+/// while the upgrade asked for another, it says so in the state file for the watchdog, which
+/// rolls back at once with that reason (and the old version answers the request with it),
+/// and returns the error to stop on. `Ok` in every other case.
+///
+/// # Errors
+///
+/// [`UpgradeError::WrongVersion`]: stop, without connecting.
+pub(crate) fn check_started(path: &Path, pid: u32, version: &str) -> Result<(), UpgradeError> {
+    let mut state = match read_state(path) {
+        Ok(Some(s)) => s,
+        // None pending; an unreadable state is `outcome`'s to clear.
+        Ok(None) | Err(_) => return Ok(()),
+    };
+    if state.status != Status::Pending
+        || state.pid != pid
+        || same_version(&state.target_version, version)
+    {
+        return Ok(());
+    }
+    let wrong = UpgradeError::WrongVersion {
+        registered: bare(&state.target_version).to_owned(),
+        reports: version.to_owned(),
+    };
+    tracing::error!(error = %wrong, "upgrade: not the version asked for; rolling back");
+    state.status = Status::WrongVersion;
+    state.reason = Some(wrong.to_string());
+    write_state(path, &state)?;
+    Err(wrong)
+}
+
+/// [`check_started`] for this process's executable and version.
+pub(crate) fn check_this_process() -> Result<(), UpgradeError> {
+    let Ok(exe) = std::env::current_exe() else {
+        return Ok(());
+    };
+    check_started(&state_path(&exe), std::process::id(), VERSION)
 }
 
 /// `outpost agent upgrade-watchdog STATE`: waits until the new version confirms, its deadline
@@ -556,6 +609,12 @@ pub fn watch(state_path: &Path) -> Result<Watch, UpgradeError> {
                 return Ok(Watch::Confirmed);
             }
             Status::RolledBack => return Ok(Watch::Confirmed),
+            Status::WrongVersion => {
+                break state
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "the new version is not the one asked for".to_owned());
+            }
             Status::Pending => {}
         }
         if now_ms() >= state.deadline_ms {
@@ -707,6 +766,53 @@ mod tests {
         let after = read_state(&path).unwrap().unwrap();
         assert_eq!(after.status, Status::RolledBack);
         assert_eq!(after.reason.as_deref(), Some("the new version exited"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_new_version_that_is_not_the_one_asked_for_is_rolled_back_at_once_with_the_reason() {
+        let dir = scratch("wrong-version");
+        let exe = dir.join("outpost");
+        std::fs::write(&exe, b"new").unwrap();
+        std::fs::write(backup_path(&exe), b"old").unwrap();
+        // The new process: alive, and would stay so past the test.
+        let mut new = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
+        let state = State {
+            status: Status::Pending,
+            previous_version: "outpost-agent-0.1.0".into(),
+            target_version: "0.3.0".into(),
+            callback: Some("cb".into()),
+            exe: exe.clone(),
+            backup: backup_path(&exe),
+            argv: vec!["outpost".into(), "agent".into()],
+            pid: new.id(),
+            // Far away: the rollback must not wait for it.
+            deadline_ms: now_ms() + 3_600_000,
+            reason: None,
+        };
+        let path = state_path(&exe);
+        write_state(&path, &state).unwrap();
+        // Another process, or the version asked for: nothing to say.
+        check_started(&path, std::process::id(), "outpost-agent-0.2.0").unwrap();
+        check_started(&path, new.id(), "outpost-agent-0.3.0").unwrap();
+        assert_eq!(read_state(&path).unwrap().unwrap().status, Status::Pending);
+        let err = check_started(&path, new.id(), "outpost-agent-0.2.0").unwrap_err();
+        let reason = "the executable registered as 0.3.0 reports version outpost-agent-0.2.0";
+        assert_eq!(err.to_string(), reason);
+        let Watch::RolledBack(_) = watch(&path).unwrap() else {
+            panic!("not rolled back")
+        };
+        assert!(
+            new.wait().is_ok_and(|s| !s.success()),
+            "the new process was killed"
+        );
+        assert_eq!(std::fs::read(&exe).unwrap(), b"old");
+        let after = read_state(&path).unwrap().unwrap();
+        assert_eq!(after.status, Status::RolledBack);
+        assert_eq!(after.reason.as_deref(), Some(reason));
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -169,6 +169,78 @@ fn agent_check_reads_the_relay_and_names_what_would_stop_a_channel() {
 }
 
 #[test]
+fn agent_check_names_a_missing_endpoint_and_checks_the_other_channels() {
+    let dir = scratch("agent-check-missing-endpoint");
+    let mut b = bundle(
+        "127.0.0.1:2575",
+        &[("adt", "mllp://0.0.0.0:0"), ("raw", "tcp://0.0.0.0:0")],
+    );
+    // A channel whose Endpoint the relay does not have, before the others.
+    let agent = b["entry"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|e| e["resource"]["resourceType"] == "Agent")
+        .unwrap();
+    agent["resource"]["channel"].as_array_mut().unwrap().insert(
+        0,
+        json!({"name": "ghost", "endpoint": {"reference": "Endpoint/nope"}}),
+    );
+    let (_relay, base) = relay(&dir, &b);
+    let (code, out, err) = agent_check(&base, "agent-secret-0123456");
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        out.contains("problem: channel ghost: cannot read Endpoint/nope: HTTP 404"),
+        "{out}"
+    );
+    // ...and went on: the other channels listed, the next one's problem named.
+    assert!(out.contains("channel adt: mllp://0.0.0.0:0"), "{out}");
+    assert!(
+        out.contains("problem: channel raw: tcp:// channels need startChar"),
+        "{out}"
+    );
+}
+
+#[test]
+fn server_check_names_two_channels_of_one_agent_on_one_port_or_with_one_name() {
+    let dir = scratch("server-check-clash");
+    let mut b = bundle(
+        "127.0.0.1:2575",
+        &[
+            ("adt", "mllp://0.0.0.0:57002"),
+            ("lab", "astm://0.0.0.0:57002"),
+        ],
+    );
+    let agent = b["entry"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|e| e["resource"]["resourceType"] == "Agent")
+        .unwrap();
+    agent["resource"]["channel"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "adt", "endpoint": {"reference": "Endpoint/adt"}}));
+    std::fs::write(dir.join("clash.json"), b.to_string()).unwrap();
+    let mut cmd = outpost();
+    cmd.args(["server", "--check", "--listen", "127.0.0.1:1", "--data"])
+        .arg(dir.join("relay"))
+        .arg("--bootstrap")
+        .arg(dir.join("clash.json"));
+    let (code, out, err) = run("outpost server --check", cmd, WAIT);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        out.contains("problem: ")
+            && out.contains("Agent/site: channels adt and lab share port 57002"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Agent/site: two channels are named adt"),
+        "{out}"
+    );
+}
+
+#[test]
 fn agent_check_passes_a_clean_configuration() {
     let dir = scratch("agent-check-ok");
     let (_relay, base) = relay(

@@ -9,6 +9,8 @@
 //! - A "new version" that exits at once (a shell script with the right SHA-256) is rolled
 //!   back: the old executable is put back and reconnects with the old version. One that hangs
 //!   is killed when the window passes, and rolled back the same way.
+//! - A release that points at a build reporting another version is rolled back as soon as
+//!   the new process starts, and the caller is told so.
 //! - Refusals, with nothing replaced: a SHA-256 mismatch, a Binary that does not exist, the
 //!   version already running without `force`, a version no release names.
 
@@ -369,6 +371,49 @@ fn a_new_version_that_hangs_is_stopped_when_the_window_passes_and_rolled_back() 
     site.wait_version(CURRENT);
     assert_eq!(std::fs::read(&site.exe).unwrap(), old);
     assert_eq!(site.bin_files(), ["outpost"]);
+}
+
+/// A release registered as 0.3.0 that points at another build (this one): the new process
+/// sees at once that it is not the version asked for and stops; the watchdog rolls back without
+/// waiting for the window (60 s here, longer than the relay's wait), and the old version
+/// answers the caller with the true reason.
+#[test]
+fn a_new_version_that_reports_another_version_is_rolled_back_at_once_with_the_reason() {
+    let mut site = Site::start("upgrade-wrong-version", 60_000);
+    let old = std::fs::read(&site.exe).unwrap();
+    let id = site.upload(old.clone());
+    site.register("0.3.0", &id, &sha256(&old));
+
+    let (code, out, err) = site.fleet(&["upgrade", AGENT, "--version", "0.3.0"]);
+    let line = site.agent.wait_for("Upgrade rolled back: running ", WAIT);
+    site.restored = line
+        .rsplit("(pid ")
+        .next()
+        .and_then(|p| p.trim_end_matches(')').parse().ok());
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("rolled back"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "the executable registered as 0.3.0 reports version {CURRENT}"
+        )),
+        "{out}"
+    );
+    site.wait_version(CURRENT);
+    assert_eq!(site.bin_files(), ["outpost"]);
+}
+
+/// With the defaults, a new version that hangs is rolled back and the old one has reconnected
+/// and answered why before the relay stops waiting for the answer.
+#[test]
+fn the_default_window_ends_well_before_the_relay_stops_waiting() {
+    let window = agent_core::AgentConfig::default().upgrade_window;
+    // Time for the watchdog to put the old executable back, start it, log in, connect.
+    let restart = Duration::from_secs(10);
+    assert!(
+        window + restart <= relay::UPGRADE_TIMEOUT,
+        "upgradeWindowMs {window:?} + {restart:?} > the relay's wait {:?}",
+        relay::UPGRADE_TIMEOUT
+    );
 }
 
 #[test]

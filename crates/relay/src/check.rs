@@ -6,14 +6,14 @@ use std::collections::{HashMap, HashSet};
 use serde_json::Value;
 
 use crate::auth::{MIN_SECRET_LEN, is_hashed};
-use crate::fhir::{RESOURCE_TYPES, check_address, valid_id};
+use crate::fhir::{RESOURCE_TYPES, check_address, check_agent_channels, valid_id};
 
 /// Every problem of a bootstrap Bundle, one sentence each, in entry order (empty when it
 /// loads): not a Bundle, entries without a resource or a type, types the relay does not keep,
 /// ids that are not FHIR ids, the same id twice, Device and Endpoint URLs the agent cannot use,
 /// ClientApplication secrets under [`MIN_SECRET_LEN`](crate::MIN_SECRET_LEN) characters, Agent
 /// channels whose Endpoint is not in the bundle or whose inbound processor the relay does not
-/// know.
+/// know, two channels of one Agent with one name or on one port.
 pub fn check_bundle(bundle: &Value) -> Vec<String> {
     let mut problems = Vec::new();
     if bundle["resourceType"] != "Bundle" {
@@ -25,6 +25,7 @@ pub fn check_bundle(bundle: &Value) -> Vec<String> {
     };
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut endpoints = HashSet::new();
+    let mut endpoint_resources: HashMap<String, Value> = HashMap::new();
     for (i, e) in entries.iter().enumerate() {
         let Some(r) = e.get("resource") else {
             problems.push(format!("entry {i}: no resource"));
@@ -51,6 +52,7 @@ pub fn check_bundle(bundle: &Value) -> Vec<String> {
                 }
                 if ty == "Endpoint" {
                     endpoints.insert(id.to_owned());
+                    endpoint_resources.insert(id.to_owned(), r.clone());
                 }
             }
             None => problems.push(format!("entry {i}: {ty} without an id")),
@@ -76,6 +78,9 @@ pub fn check_bundle(bundle: &Value) -> Vec<String> {
             continue;
         }
         let agent = r["id"].as_str().unwrap_or("?");
+        for p in check_agent_channels(r, |id| endpoint_resources.get(id).cloned()) {
+            problems.push(format!("entry {i}: {p}"));
+        }
         for ch in r["channel"].as_array().into_iter().flatten() {
             let name = ch["name"].as_str().unwrap_or("?");
             match ch["endpoint"]["reference"].as_str() {
@@ -108,16 +113,36 @@ mod tests {
     fn an_unknown_inbound_processor_is_named() {
         let bundle = json!({"resourceType": "Bundle", "entry": [
             {"resource": {"resourceType": "Endpoint", "id": "in", "address": "astm://0.0.0.0:5000"}},
+            {"resource": {"resourceType": "Endpoint", "id": "in2", "address": "astm://0.0.0.0:5001"}},
             {"resource": {"resourceType": "Agent", "id": "a", "channel": [
                 {"name": "ok", "endpoint": {"reference": "Endpoint/in"},
                  "extension": [{"url": crate::INBOUND_PROCESSOR_EXTENSION, "valueCode": "lab-results"}]},
-                {"name": "typo", "endpoint": {"reference": "Endpoint/in"},
+                {"name": "typo", "endpoint": {"reference": "Endpoint/in2"},
                  "extension": [{"url": crate::INBOUND_PROCESSOR_EXTENSION, "valueCode": "lab-result"}]}]}},
         ]});
         assert_eq!(
             check_bundle(&bundle),
             [
-                "entry 1: Agent/a channel typo: inbound-processor \"lab-result\": unknown processor; the relay runs lab-results"
+                "entry 2: Agent/a channel typo: inbound-processor \"lab-result\": unknown processor; the relay runs lab-results"
+            ]
+        );
+    }
+
+    #[test]
+    fn two_channels_of_one_agent_on_one_port_or_with_one_name_are_named() {
+        let bundle = json!({"resourceType": "Bundle", "entry": [
+            {"resource": {"resourceType": "Endpoint", "id": "adt", "address": "mllp://0.0.0.0:57002"}},
+            {"resource": {"resourceType": "Endpoint", "id": "lab", "address": "astm://0.0.0.0:57002"}},
+            {"resource": {"resourceType": "Agent", "id": "a", "channel": [
+                {"name": "adt", "endpoint": {"reference": "Endpoint/adt"}},
+                {"name": "lab", "endpoint": {"reference": "Endpoint/lab"}},
+                {"name": "adt", "endpoint": {"reference": "Endpoint/adt"}}]}},
+        ]});
+        assert_eq!(
+            check_bundle(&bundle),
+            [
+                "entry 2: Agent/a: channels adt and lab share port 57002; each channel needs a port of its own",
+                "entry 2: Agent/a: two channels are named adt; channel names must differ"
             ]
         );
     }

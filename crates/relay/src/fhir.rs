@@ -115,10 +115,100 @@ pub(crate) fn check_address(resource: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// What stops an Agent's channels from running together: two channels with one name, or two
+/// whose Endpoints listen on one port (port 0, "any free port", is never shared; an Endpoint
+/// that is `off` or not known is left out). `endpoint` gives an Endpoint by id. One sentence
+/// per problem (`Agent/a: channels adt and lab share port 2575`); empty for other types.
+pub(crate) fn check_agent_channels(
+    agent: &Value,
+    endpoint: impl Fn(&str) -> Option<Value>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if agent["resourceType"] != "Agent" {
+        return problems;
+    }
+    let name = format!("Agent/{}", agent["id"].as_str().unwrap_or("?"));
+    let mut names = std::collections::HashSet::new();
+    let mut ports: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for ch in agent["channel"].as_array().into_iter().flatten() {
+        let channel = ch["name"].as_str().unwrap_or_default();
+        if !names.insert(channel) {
+            problems.push(format!(
+                "{name}: two channels are named {channel}; channel names must differ"
+            ));
+            continue;
+        }
+        let Some(reference) = ch["endpoint"]["reference"].as_str() else {
+            continue;
+        };
+        let Some(e) = endpoint(reference.strip_prefix("Endpoint/").unwrap_or(reference)) else {
+            continue;
+        };
+        if e["status"].as_str() == Some("off") {
+            continue;
+        }
+        let Some(port) = e["address"].as_str().and_then(address_port) else {
+            continue;
+        };
+        if port == "0" {
+            continue;
+        }
+        match ports.get(&port) {
+            Some(first) => problems.push(format!(
+                "{name}: channels {first} and {channel} share port {port}; each channel needs a port of its own"
+            )),
+            None => {
+                ports.insert(port, channel.to_owned());
+            }
+        }
+    }
+    problems
+}
+
+/// The port of `scheme://host:port[/...][?...]`.
+fn address_port(address: &str) -> Option<String> {
+    let (_, rest) = address.split_once("://")?;
+    let authority = rest.split(['/', '?']).next()?;
+    let (_, port) = authority.rsplit_once(':')?;
+    port.parse::<u16>().ok().map(|p| p.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_agents_channels_must_differ_in_name_and_port() {
+        let endpoints = json!({
+            "adt": {"resourceType": "Endpoint", "id": "adt", "address": "mllp://0.0.0.0:2575"},
+            "lab": {"resourceType": "Endpoint", "id": "lab", "address": "astm://[::]:2575?x=1"},
+            "any": {"resourceType": "Endpoint", "id": "any", "address": "mllp://0.0.0.0:0"},
+            "any2": {"resourceType": "Endpoint", "id": "any2", "address": "mllp://0.0.0.0:0"},
+            "off": {"resourceType": "Endpoint", "id": "off", "status": "off", "address": "mllp://0.0.0.0:2575"},
+        });
+        let get = |id: &str| endpoints.get(id).cloned();
+        let agent =
+            |channels: Value| json!({"resourceType": "Agent", "id": "a", "channel": channels});
+        let ch = |name: &str, e: &str| json!({"name": name, "endpoint": {"reference": format!("Endpoint/{e}")}});
+        let fine = agent(json!([
+            ch("adt", "adt"),
+            ch("a0", "any"),
+            ch("b0", "any2"),
+            ch("o", "off"),
+            ch("x", "missing")
+        ]));
+        assert!(check_agent_channels(&fine, get).is_empty());
+        assert_eq!(
+            check_agent_channels(&agent(json!([ch("adt", "adt"), ch("lab", "lab")])), get),
+            ["Agent/a: channels adt and lab share port 2575; each channel needs a port of its own"]
+        );
+        assert_eq!(
+            check_agent_channels(&agent(json!([ch("adt", "adt"), ch("adt", "any")])), get),
+            ["Agent/a: two channels are named adt; channel names must differ"]
+        );
+        assert!(check_agent_channels(&json!({"resourceType": "Device"}), get).is_empty());
+    }
 
     #[test]
     fn addresses() {

@@ -117,6 +117,7 @@ pub use auth::{
 pub use check::check_bundle;
 pub use config::RelayConfig;
 pub use error::Error;
+pub use http::UPGRADE_TIMEOUT;
 pub use inbound::INBOUND_PROCESSOR_EXTENSION;
 pub use orders::{ORDER_PUSH_EXTENSION, SubscriptionError};
 pub use release::{AGENT_EXECUTABLE, RELEASE_SYSTEM, SHA256_EXTENSION};

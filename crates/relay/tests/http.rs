@@ -418,6 +418,60 @@ async fn client_secrets_are_hashed_at_rest() {
 }
 
 #[tokio::test]
+async fn an_agent_whose_channels_share_a_port_or_a_name_is_refused_when_written() {
+    let relay = start().await;
+    let t = token(&relay, CALLER, CALLER_SECRET).await;
+    let c = client();
+    for (id, address) in [
+        ("adt", "mllp://0.0.0.0:57002"),
+        ("lab", "astm://0.0.0.0:57002"),
+        ("other", "mllp://0.0.0.0:57003"),
+    ] {
+        let r = call(
+            c.put(url(&relay, &format!("fhir/R4/Endpoint/{id}")))
+                .bearer_auth(&t)
+                .json(&json!({"resourceType": "Endpoint", "id": id, "status": "active", "address": address})),
+        )
+        .await;
+        assert!(r.status == 200 || r.status == 201, "{}", r.text);
+    }
+    let ch = |name: &str, e: &str| json!({"name": name, "endpoint": {"reference": format!("Endpoint/{e}")}});
+    let agent = |channels: Value| json!({"resourceType": "Agent", "id": "site", "name": "Site", "status": "active", "channel": channels});
+    let r = call(
+        c.put(url(&relay, "fhir/R4/Agent/site"))
+            .bearer_auth(&t)
+            .json(&agent(json!([ch("adt", "adt"), ch("lab", "lab")]))),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(
+        oo_text(&r.json),
+        "Agent/site: channels adt and lab share port 57002; each channel needs a port of its own"
+    );
+    let r = call(
+        c.post(url(&relay, "fhir/R4/Agent"))
+            .bearer_auth(&t)
+            .json(&agent(json!([ch("adt", "adt"), ch("adt", "other")]))),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        oo_text(&r.json).ends_with("two channels are named adt; channel names must differ"),
+        "{}",
+        r.text
+    );
+    // Different names and ports: stored.
+    let r = call(
+        c.put(url(&relay, "fhir/R4/Agent/site"))
+            .bearer_auth(&t)
+            .json(&agent(json!([ch("adt", "adt"), ch("other", "other")]))),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
 async fn device_and_endpoint_urls_the_agent_cannot_use_are_refused_when_written() {
     let relay = start().await;
     let t = token(&relay, CALLER, CALLER_SECRET).await;

@@ -327,3 +327,84 @@ async fn a_results_subscription_that_cannot_be_notified_is_refused() {
     );
     assert_eq!(call(put("https://ehr.example.org/fhir")).await.status, 201);
 }
+
+/// The next Bundle a rest-hook receiver gets.
+async fn next(rx: &mut mpsc::Receiver<(String, Value)>) -> Value {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .1
+}
+
+/// A corrected result (OBX-5 5.4 → 5.6, the report itself unchanged): the Observation gets a
+/// new version, the answer says what was updated, and rest-hook Subscriptions on
+/// `DiagnosticReport` and on `Observation` are both sent the Bundle; the same correction sent
+/// again writes nothing and notifies nobody.
+#[tokio::test]
+async fn a_corrected_result_is_an_update_and_notifies_report_and_observation_subscribers() {
+    let relay = start().await;
+    let (report_url, mut report_hook) = receiver().await;
+    let (obs_url, mut obs_hook) = receiver().await;
+    let registry = relay.registry();
+    registry
+        .put(json!({"resourceType": "Agent", "id": AGENT, "name": "Lab agent", "status": "active",
+            "channel": [{"name": "lab-in", "endpoint": {"reference": "Endpoint/e1"},
+                "extension": [{"url": relay::INBOUND_PROCESSOR_EXTENSION, "valueCode": "lab-results"}]}]}))
+        .await
+        .unwrap();
+    for (id, criteria, url) in [
+        ("on-reports", "DiagnosticReport", &report_url),
+        ("on-results", "Observation", &obs_url),
+    ] {
+        registry
+            .put(json!({"resourceType": "Subscription", "id": id, "status": "active",
+                "reason": "results to the EHR", "criteria": criteria,
+                "channel": {"type": "rest-hook", "endpoint": url, "payload": "application/fhir+json"}}))
+            .await
+            .unwrap();
+    }
+    let caller = token(&relay, CALLER, CALLER_SECRET).await;
+    let mut agent = ScriptedAgent::connect(&relay).await;
+    let t = token(&relay, AGENT_CLIENT, AGENT_SECRET).await;
+    let hl7 = "x-application/hl7-v2+er7";
+
+    let r = answer(&mut agent, inbound("Agent/c-1", &t, hl7, ORU)).await;
+    assert!(r.body.contains("|stored 1 report(s)"), "{}", r.body);
+    next(&mut report_hook).await;
+    next(&mut obs_hook).await;
+
+    let corrected = ORU.replace("||5.4|", "||5.6|");
+    let r = answer(&mut agent, inbound("Agent/c-2", &t, hl7, &corrected)).await;
+    assert!(
+        r.body
+            .contains("\rMSA|AA|MSG-1|updated 1 report(s): 1 resource(s) changed"),
+        "{}",
+        r.body
+    );
+    for bundle in [next(&mut report_hook).await, next(&mut obs_hook).await] {
+        assert!(bundle.to_string().contains("5.6"), "{bundle}");
+    }
+    let obs = search(&relay, &caller, "Observation?code=http://loinc.org|2345-7").await;
+    assert_eq!(obs[0]["valueQuantity"]["value"], 5.6);
+    assert_eq!(obs[0]["meta"]["versionId"], "2", "{}", obs[0]);
+
+    // The same correction again: nothing written, nobody told (the next notification each
+    // hook gets is the ASTM message's).
+    let r = answer(&mut agent, inbound("Agent/c-3", &t, hl7, &corrected)).await;
+    assert!(
+        r.body.contains("\rMSA|AA|MSG-1|1 report(s) already stored"),
+        "{}",
+        r.body
+    );
+    let r = answer(
+        &mut agent,
+        inbound("Agent/c-4", &t, "x-application/astm", ASTM),
+    )
+    .await;
+    assert!(r.body.starts_with("OK: stored 1 report(s)"), "{}", r.body);
+    for bundle in [next(&mut report_hook).await, next(&mut obs_hook).await] {
+        assert!(bundle.to_string().contains("PL-43"), "{bundle}");
+    }
+    relay.shutdown().await;
+}

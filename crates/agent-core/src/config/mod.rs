@@ -62,7 +62,9 @@ pub struct AgentConfig {
     /// line's `--metrics-listen`): none by default.
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// How long a new version installed by `$upgrade` has to reach the relay before the old
-    /// executable is put back and run again (`upgradeWindowMs`, an Outpost addition; 60 s).
+    /// executable is put back and run again (`upgradeWindowMs`, an Outpost addition; 30 s:
+    /// shorter than the relay's wait for the answer, 45 s, so that after a rollback the old
+    /// version reconnects and answers the caller why in time).
     pub upgrade_window: Duration,
 }
 
@@ -86,7 +88,7 @@ impl Default for AgentConfig {
             inbound_answer_wait: Duration::from_secs(60),
             metrics_listen: None,
             inbound_max_attempts: 5,
-            upgrade_window: Duration::from_secs(60),
+            upgrade_window: Duration::from_secs(30),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! in the data directory (`last-config.json`) so that an agent started while the relay is unreachable opens the same
 //! channels and goes on queueing device messages.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -166,7 +166,20 @@ impl RemoteConfig {
                     continue;
                 };
                 let id = reference.strip_prefix("Endpoint/").unwrap_or(reference);
-                let endpoint = client.read("Endpoint", id).await?;
+                let endpoint = match client.read("Endpoint", id).await {
+                    Ok(e) => e,
+                    // The relay says no (it does not exist, may not be read): this channel's
+                    // problem, not the agent's. A relay failing (5xx) is the relay's error.
+                    Err(Error::Status { status, text, .. }) if status < 500 => {
+                        problems.push(problem(ChannelProblem::Endpoint {
+                            id: id.to_owned(),
+                            status,
+                            text,
+                        }));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 if endpoint["status"].as_str() == Some("off") {
                     continue;
                 }
@@ -186,6 +199,30 @@ impl RemoteConfig {
             channels,
         };
         problems.extend(config.problems());
+        Ok((config, problems))
+    }
+
+    /// Reads the Agent and its Endpoints as a connection starts: the channels that can run
+    /// (without those that have a problem: an address that does not parse, the second of two
+    /// on one port or with one name), and every problem found. A configuration problem never
+    /// keeps the agent off the relay; only the relay's own errors (reading the Agent, the
+    /// network) are errors.
+    ///
+    /// # Errors
+    ///
+    /// The relay's errors reading the Agent, or an Endpoint other than by an HTTP status.
+    pub(crate) async fn read_runnable(
+        client: &RelayClient,
+        agent_id: &str,
+    ) -> Result<(RemoteConfig, Vec<ConfigError>), Error> {
+        let (mut config, problems) = RemoteConfig::fetch(client, agent_id).await?;
+        let refused = config.refused();
+        config.channels = std::mem::take(&mut config.channels)
+            .into_iter()
+            .enumerate()
+            .filter(|(n, _)| !refused.contains(n))
+            .map(|(_, c)| c)
+            .collect();
         Ok((config, problems))
     }
 
@@ -226,30 +263,55 @@ impl RemoteConfig {
         Ok((channels, problems))
     }
 
-    /// Addresses that do not parse, and ports used twice (port 0, "any free port", is never
-    /// shared: each such channel gets its own).
+    /// Addresses that do not parse, names used twice and ports used twice (port 0, "any free
+    /// port", is never shared: each such channel gets its own).
     fn problems(&self) -> Vec<ConfigError> {
+        self.faults().into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// The indexes of the channels [`Self::problems`] refuses (for two on one port or with one
+    /// name, the second).
+    fn refused(&self) -> HashSet<usize> {
+        self.faults().into_iter().map(|(n, _)| n).collect()
+    }
+
+    /// Each problem, with the index of the channel it refuses.
+    fn faults(&self) -> Vec<(usize, ConfigError)> {
         let mut problems = Vec::new();
         let mut ports: HashMap<String, &str> = HashMap::new();
-        for ch in &self.channels {
+        let mut names: HashSet<&str> = HashSet::new();
+        for (n, ch) in self.channels.iter().enumerate() {
+            if !names.insert(&ch.name) {
+                problems.push((n, ConfigError::SameName(ch.name.clone())));
+                continue;
+            }
             match DeviceUrl::parse(&ch.address) {
                 Ok(u) => {
                     let port = u.port().to_owned();
                     if port == "0" {
                         continue;
                     }
-                    if let Some(other) = ports.insert(port.clone(), &ch.name) {
-                        problems.push(ConfigError::SharedPort {
-                            first: other.to_owned(),
-                            second: ch.name.clone(),
-                            port,
-                        });
+                    match ports.get(&port) {
+                        Some(other) => problems.push((
+                            n,
+                            ConfigError::SharedPort {
+                                first: (*other).to_owned(),
+                                second: ch.name.clone(),
+                                port,
+                            },
+                        )),
+                        None => {
+                            ports.insert(port, &ch.name);
+                        }
                     }
                 }
-                Err(e) => problems.push(ConfigError::Channel {
-                    channel: ch.name.clone(),
-                    problem: e.into(),
-                }),
+                Err(e) => problems.push((
+                    n,
+                    ConfigError::Channel {
+                        channel: ch.name.clone(),
+                        problem: e.into(),
+                    },
+                )),
             }
         }
         problems
@@ -372,6 +434,18 @@ mod tests {
             clash.problems()[0].to_string(),
             "channels adt and lab share port 2575"
         );
+        // What runs at a connection all the same: the first of the two.
+        assert_eq!(clash.refused(), HashSet::from([1]));
+        let mut twice = clash.clone();
+        twice.channels[1] = ChannelSpec {
+            name: "adt".into(),
+            address: "mllp://0.0.0.0:2577".into(),
+        };
+        assert_eq!(
+            twice.problems()[0].to_string(),
+            "two channels are named adt: channel names must differ"
+        );
+        assert_eq!(twice.refused(), HashSet::from([1]));
         let mut any = clash.clone();
         any.channels[0].address = "mllp://127.0.0.1:0".into();
         any.channels[1].address = "astm://127.0.0.1:0".into();

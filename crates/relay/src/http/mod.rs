@@ -29,6 +29,7 @@ use crate::auth::{Logins, Tokens};
 use crate::orders::Orders;
 use crate::store::Registry;
 pub(crate) use console::AgentCounts;
+pub use operations::UPGRADE_TIMEOUT;
 use response::not_found;
 
 /// Everything the routes share.

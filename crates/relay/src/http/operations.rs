@@ -43,9 +43,12 @@ pub(super) const AGENT_US: &str = "x-outpost-agent-us";
 pub(super) const DEVICE_US: &str = "x-outpost-device-us";
 
 /// Default wait for `$reload-config`, `$fetch-logs`, `$stats` (Medplum: 5 s) and `$upgrade`
-/// (45 s).
+/// ([`UPGRADE_TIMEOUT`]).
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
-const UPGRADE_TIMEOUT: Duration = Duration::from_secs(45);
+/// How long `$upgrade` waits for the agent's answer by default (45 s): longer than an Outpost
+/// agent's default `upgradeWindowMs` (30 s) with time to spare, so that a new version that
+/// hangs is rolled back and the old one reconnects and answers why before the caller gives up.
+pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// Why a push got no answer from the device. Every case is a 400 OperationOutcome saying what
 /// happened (never a 5xx: Medplum's client retries those, and would push twice).

@@ -99,7 +99,7 @@ pub(crate) async fn route(
             if let Some(obj) = resource.as_object_mut() {
                 obj.remove("id");
             }
-            if let Err(r) = check_written(&ty, &resource) {
+            if let Err(r) = check_written(&state, &ty, &resource) {
                 return r;
             }
             if ty == "DocumentReference"
@@ -150,7 +150,7 @@ pub(crate) async fn route(
                 return bad_request("id in the body differs from the id in the URL");
             }
             resource["id"] = Value::String(id.clone());
-            if let Err(r) = check_written(&ty, &resource) {
+            if let Err(r) = check_written(&state, &ty, &resource) {
                 return r;
             }
             if ty == "DocumentReference"
@@ -235,9 +235,16 @@ async fn search(
 
 /// An order-push Subscription must be usable: its criteria, agent, device and format; a
 /// rest-hook Subscription on results its endpoint and headers.
-/// A Device's `url` and an Endpoint's `address` must be one the agent can use.
-fn check_written(ty: &str, resource: &Value) -> Result<(), Response> {
+/// A Device's `url` and an Endpoint's `address` must be one the agent can use; an Agent's
+/// channels must differ in name and in port (the agent could not run them together).
+fn check_written(state: &RelayState, ty: &str, resource: &Value) -> Result<(), Response> {
     crate::fhir::check_address(resource).map_err(bad_request)?;
+    let clashes = crate::fhir::check_agent_channels(resource, |id| {
+        state.registry.cached("Endpoint", id).map(|e| (*e).clone())
+    });
+    if !clashes.is_empty() {
+        return Err(bad_request(clashes.join("; ")));
+    }
     if ty != "Subscription" {
         return Ok(());
     }

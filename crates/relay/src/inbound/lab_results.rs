@@ -97,7 +97,11 @@ pub(crate) struct Stored {
     pub(crate) created: Vec<Arc<Value>>,
     /// Reports and results stored before that this message changed (a status, a value).
     pub(crate) updated: Vec<Arc<Value>>,
-    /// Reports updated.
+    /// Reports and results of this message already stored as they are: with `created` and
+    /// `updated`, what a Subscription is matched against when anything changed (a corrected
+    /// Observation under an unchanged DiagnosticReport still concerns the report).
+    pub(crate) unchanged: Vec<Arc<Value>>,
+    /// Reports updated: the report itself or one of its results changed or is new.
     pub(crate) revised: usize,
     /// `DiagnosticReport/<id>` of each report, new or found.
     pub(crate) reports: Vec<String>,
@@ -124,7 +128,11 @@ impl Stored {
             ));
         }
         if self.revised > 0 {
-            parts.push(format!("updated {} report(s)", self.revised));
+            parts.push(format!(
+                "updated {} report(s): {} resource(s) changed",
+                self.revised,
+                self.updated.len()
+            ));
         }
         if self.already > 0 {
             parts.push(format!("{} report(s) already stored", self.already));
@@ -291,13 +299,14 @@ impl LabResults {
             rewrite_references(&mut resource, &resolved);
             let change = match &previous {
                 None => Change::Created,
-                Some(old) => {
-                    let mut old = (**old).clone();
+                Some(before) => {
+                    let mut old = (**before).clone();
                     if let Some(m) = old.as_object_mut() {
                         m.remove("meta");
                     }
                     if old == resource {
                         report_state.insert(full_url, Change::Unchanged);
+                        stored.unchanged.push(Arc::clone(before));
                         continue;
                     }
                     Change::Updated
@@ -312,9 +321,25 @@ impl LabResults {
         }
         for report in &conversion.reports {
             let reference = resolved.get(&report.full_url).cloned().unwrap_or_default();
+            // The report's results, as the converted Bundle refers to them (`urn:uuid:`).
+            let results: Vec<&str> = stored.bundle["entry"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["fullUrl"].as_str() == Some(report.full_url.as_str()))
+                .flat_map(|e| e["resource"]["result"].as_array().into_iter().flatten())
+                .filter_map(|r| r["reference"].as_str())
+                .collect();
+            let a_result_changed = results.iter().any(|r| {
+                matches!(
+                    report_state.get(*r),
+                    Some(Change::Updated | Change::Created)
+                )
+            });
             match report_state.get(&report.full_url) {
-                Some(Change::Updated) => stored.revised += 1,
                 Some(Change::Created) => {}
+                Some(Change::Updated) => stored.revised += 1,
+                _ if a_result_changed => stored.revised += 1,
                 _ => stored.already += 1,
             }
             stored.reports.push(reference);

@@ -280,13 +280,16 @@ impl Inbound {
             "lab results stored"
         );
         if !stored.created.is_empty() || !stored.updated.is_empty() {
-            let changed: Vec<_> = stored
+            // Something of the message changed: each Subscription matching any of its reports
+            // and results is told (a corrected Observation concerns its unchanged report).
+            let message: Vec<_> = stored
                 .created
                 .iter()
                 .chain(&stored.updated)
+                .chain(&stored.unchanged)
                 .cloned()
                 .collect();
-            let hooks = notify::hooks(&self.registry, &changed);
+            let hooks = notify::hooks(&self.registry, &message);
             notify::send(&self.http, hooks, &stored.bundle);
         }
         let (status, content_type, body) = if req.content_type == CONTENT_TYPE_HL7_V2 {

@@ -60,8 +60,9 @@ pub(crate) fn check_subscription(sub: &Value) -> Result<(), String> {
     Ok(())
 }
 
-/// The results Subscriptions that one of `created` matches.
-pub(crate) fn hooks(registry: &Registry, created: &[std::sync::Arc<Value>]) -> Vec<Hook> {
+/// The results Subscriptions that one of `resources` (the reports and results of a message
+/// that changed something) matches.
+pub(crate) fn hooks(registry: &Registry, resources: &[std::sync::Arc<Value>]) -> Vec<Hook> {
     registry
         .all_cached("Subscription")
         .into_iter()
@@ -74,7 +75,7 @@ pub(crate) fn hooks(registry: &Registry, created: &[std::sync::Arc<Value>]) -> V
                 return None;
             }
             let params = url_params(query);
-            let hit = created.iter().any(|r| {
+            let hit = resources.iter().any(|r| {
                 r["resourceType"].as_str() == Some(ty)
                     && params
                         .iter()
