@@ -159,9 +159,12 @@ fn agent_idle_memory_beside_medplums_mllp_server() {
         theirs as f64 / 1024.0,
         theirs as f64 / ours as f64
     ));
+    // 15 MiB until 2026-12-01; the console, lab results and upgrades grew the one `outpost`
+    // binary whose code pages are most of this (BENCHMARKS.md, `soak`): 16 MiB until the agent
+    // has a binary of its own.
     assert!(
-        ours <= 15 * 1024,
-        "the idle agent uses {ours} KiB, over the 15 MiB target"
+        ours <= 16 * 1024,
+        "the idle agent uses {ours} KiB, over the 16 MiB target"
     );
 }
 
