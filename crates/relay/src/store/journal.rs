@@ -191,27 +191,19 @@ pub(super) fn conditions(q: &JournalQuery, log: Log, postgres: bool) -> (String,
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
             .unwrap_or_default()
     };
-    if let Some(ms) = q.since_ms {
+    // Numbers are written into the statement (no string binding for an integer column).
+    let mut numeric = Vec::new();
+    for (ms, op) in [(q.since_ms, ">="), (q.until_ms, "<")] {
+        let Some(ms) = ms else { continue };
         match log {
-            Log::Pushes => {}
-            Log::Inbound => add("t.received_at >= #".to_owned(), rfc3339(ms)),
+            Log::Inbound => add(format!("t.received_at {op} #"), rfc3339(ms)),
+            Log::Pushes => numeric.push(format!("t.at_ms {op} {ms}")),
         }
-    }
-    if let Some(ms) = q.until_ms {
-        match log {
-            Log::Pushes => {}
-            Log::Inbound => add("t.received_at < #".to_owned(), rfc3339(ms)),
-        }
-    }
-    if let (Some(ms), Log::Pushes) = (q.since_ms, log) {
-        sql.push(format!("t.at_ms >= {ms}"));
-    }
-    if let (Some(ms), Log::Pushes) = (q.until_ms, log) {
-        sql.push(format!("t.at_ms < {ms}"));
     }
     if let Some(v) = q.before {
-        sql.push(format!("t.id < {v}"));
+        numeric.push(format!("t.id < {v}"));
     }
+    sql.extend(numeric);
     let sql = if sql.is_empty() {
         String::new()
     } else {

@@ -360,8 +360,9 @@ pub(super) async fn detail(
     .into_response()
 }
 
-/// `POST /console/messages/{id}/resend` (with the CSRF header): the stored message goes to
-/// its channel's target again; the new answer is shown, recorded, and audited.
+/// `POST /console/messages/{id}/resend` (with the CSRF header): the stored message goes where
+/// a new one on its channel would (its processor or target); the new answer is shown and
+/// audited, the device's stays recorded.
 pub(super) async fn resend(
     State(state): State<Arc<RelayState>>,
     session: Session,
