@@ -141,8 +141,14 @@ type Counts = HashMap<(String, String), ChannelCounts>;
 
 async fn row(state: &RelayState, agent: &Value, counts: &Counts) -> Row {
     let id = id_of(agent).to_owned();
-    let p = state.router.presence(&id).await;
-    let here = state.router.local().presence(&id).status == "connected";
+    // Held by this process: its own record; else where the router finds it (the cluster).
+    let local = state.router.local().presence(&id);
+    let here = local.status == "connected";
+    let p = if here {
+        local
+    } else {
+        state.router.presence(&id).await
+    };
     Row {
         name: agent["name"].as_str().unwrap_or_default().to_owned(),
         site: agent["identifier"]
