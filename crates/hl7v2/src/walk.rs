@@ -3,8 +3,9 @@
 //! Reading values through [`Segment::fields`](crate::Segment::fields) and the nested iterators
 //! searches each level separately, so a value is looked at once per level. This walk finds every
 //! separator of the segment in one pass instead, eight bytes at a time ("SWAR": each 64-bit word
-//! is compared with the four separators at once, in plain safe Rust), and hands out the
-//! subcomponents between them in order with where they sit.
+//! is compared with the four separators at once, in plain safe Rust, with an exact test so no
+//! byte is looked at twice), and hands out the subcomponents between them in order with where
+//! they sit; the location is updated without branches.
 
 use crate::{Charset, Delimiters, Value, value::Level};
 
@@ -33,14 +34,14 @@ impl Location {
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGH: u64 = 0x8080_8080_8080_8080;
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
 
-/// The high bit of each byte of `word` that may equal one of `seps` (each broadcast to eight
-/// bytes). Every byte that does is flagged; a flagged byte may also be a near miss (the borrow of
-/// the cheap zero-byte test), so callers check the byte itself.
+/// The high bit of each byte of `word` that equals one of `seps` (each broadcast to eight
+/// bytes), and no other bit: the exact zero-byte test (the low seven bits plus `0x7f` carry into
+/// the high bit unless they are all zero), so no byte it flags needs checking again.
 #[inline(always)]
-fn candidates(word: u64, seps: &[u64; 4]) -> u64 {
-    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+fn separators(word: u64, seps: &[u64; 4]) -> u64 {
+    let zero = |v: u64| !((v & LOW7).wrapping_add(LOW7) | v | LOW7);
     zero(word ^ seps[0]) | zero(word ^ seps[1]) | zero(word ^ seps[2]) | zero(word ^ seps[3])
 }
 
@@ -58,7 +59,7 @@ pub struct SegmentValues<'m> {
     start: usize,
     /// Where it sits.
     loc: Location,
-    /// Candidate bits of the word at `word_at`, those before `start` cleared.
+    /// Separator bits of the word at `word_at`, those before `start` cleared.
     mask: u64,
     word_at: usize,
     /// The header's MSH-1 and MSH-2 still to hand out (they are never split).
@@ -107,34 +108,26 @@ impl<'m> SegmentValues<'m> {
                 u64::from_le_bytes(w)
             }
         };
-        self.mask = candidates(word, &self.seps);
+        self.mask = separators(word, &self.seps);
     }
 
     /// The next separator at or after `start`, if any.
     #[inline(always)]
     fn next_separator(&mut self) -> Option<(usize, u8)> {
-        loop {
-            while self.mask == 0 {
-                self.word_at += 8;
-                if self.word_at >= self.raw.len() {
-                    return None;
-                }
-                self.load();
+        while self.mask == 0 {
+            self.word_at += 8;
+            if self.word_at >= self.raw.len() {
+                return None;
             }
-            let p = self.word_at + (self.mask.trailing_zeros() / 8) as usize;
-            self.mask &= self.mask - 1;
-            let &b = self.raw.get(p)?;
-            if b == self.d.field
-                || b == self.d.component
-                || b == self.d.repetition
-                || Some(b) == self.d.subcomponent
-            {
-                return Some((p, b));
-            }
+            self.load();
         }
+        let p = self.word_at + (self.mask.trailing_zeros() / 8) as usize;
+        self.mask &= self.mask - 1;
+        self.raw.get(p).map(|&b| (p, b))
     }
 
     /// MSH-1, then MSH-2, then sets up the walk of MSH-3 on.
+    #[inline(always)]
     fn header_value(&mut self) -> (Location, Value<'m>) {
         if self.header == 2 {
             self.header = 1;
@@ -177,19 +170,25 @@ impl<'m> Iterator for SegmentValues<'m> {
         };
         let value = self.value(&self.raw[self.start..p], false);
         self.start = p + 1;
+        // Which separator it is, as 0 or 1 each (exactly one is 1), and the location updated
+        // without branches: which one comes next is as good as random to a branch predictor.
+        let field = usize::from(b == self.d.field);
+        let repetition = usize::from(b == self.d.repetition);
+        let component = usize::from(b == self.d.component);
+        let subcomponent = 1 - field - repetition - component;
         let l = &mut self.loc;
-        if b == self.d.field {
-            *l = Location::field(l.field + 1);
-        } else if b == self.d.repetition {
-            l.repetition += 1;
-            l.component = 1;
-            l.subcomponent = 1;
-        } else if b == self.d.component {
-            l.component += 1;
-            l.subcomponent = 1;
+        l.field += field;
+        l.repetition = if field == 1 { 1 } else { l.repetition + repetition };
+        l.component = if field | repetition == 1 {
+            1
         } else {
-            l.subcomponent += 1;
-        }
+            l.component + component
+        };
+        l.subcomponent = if subcomponent == 1 {
+            l.subcomponent + 1
+        } else {
+            1
+        };
         Some((loc, value))
     }
 }
@@ -277,7 +276,12 @@ mod tests {
         // `}` is `|` ^ 1 and `_` is `^` ^ 1: bytes the cheap zero-byte test may flag after a
         // real separator.
         let d = Delimiters::default();
-        for raw in [&b"ZZZ|}}}}}}}}|}_^_"[..], b"ZZZ|a|}|_^_~\x7f&'"] {
+        // `\xfc` is `|` with the high bit set, `\xde` `^`, `\xa6` `&`.
+        for raw in [
+            &b"ZZZ|}}}}}}}}|}_^_"[..],
+            b"ZZZ|a|}|_^_~\x7f&'",
+            b"ZZZ|\xfc\xde\xfe\xa6|\xfc^\xde~\x00&\xa6\xfc\xfc\xfc",
+        ] {
             assert_eq!(
                 walk(raw, d),
                 nested(raw, d),
