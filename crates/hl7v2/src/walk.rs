@@ -62,8 +62,11 @@ pub struct SegmentValues<'m> {
     /// Separator bits of the word at `word_at`, those before `start` cleared.
     mask: u64,
     word_at: usize,
-    /// The header's MSH-1 and MSH-2 still to hand out (they are never split).
+    /// How many of the header's MSH-1 and MSH-2 are still to hand out (they are never split);
+    /// the walk itself is already set up at MSH-3.
     header: u8,
+    /// End of MSH-2 in a header.
+    msh2_end: usize,
     done: bool,
 }
 
@@ -82,15 +85,36 @@ impl<'m> SegmentValues<'m> {
             loc: Location::field(1),
             mask: 0,
             word_at: 4,
-            header: if header && !done { 2 } else { 0 },
+            header: 0,
+            msh2_end: 4,
             done,
         };
-        if walk.header == 0 && !done {
-            walk.load();
+        if done {
+            return walk;
         }
+        if header {
+            // MSH-1 and MSH-2 first; the walk starts after MSH-2's end, at MSH-3, if any.
+            let rest = &raw[4..];
+            walk.header = 2;
+            match memchr::memchr(d.field, rest) {
+                Some(e) => {
+                    walk.msh2_end = 4 + e;
+                    walk.start = 4 + e + 1;
+                    walk.word_at = walk.start;
+                    walk.loc = Location::field(3);
+                }
+                None => {
+                    walk.msh2_end = raw.len();
+                    walk.done = true;
+                    return walk;
+                }
+            }
+        }
+        walk.load();
         walk
     }
 
+    #[inline(always)]
     fn value(&self, raw: &'m [u8], literal: bool) -> Value<'m> {
         Value::new(raw, self.d, self.charset, Level::Subcomponent, literal)
     }
@@ -126,36 +150,26 @@ impl<'m> SegmentValues<'m> {
         self.raw.get(p).map(|&b| (p, b))
     }
 
-    /// MSH-1, then MSH-2, then sets up the walk of MSH-3 on.
+    /// MSH-1, then MSH-2. Inlined, as everything `next` calls: a call that takes the walk by
+    /// reference would keep its state in memory instead of registers (half the speed).
     #[inline(always)]
     fn header_value(&mut self) -> (Location, Value<'m>) {
-        if self.header == 2 {
-            self.header = 1;
-            return (Location::field(1), self.value(&self.raw[3..4], true));
+        self.header -= 1;
+        if self.header == 1 {
+            (Location::field(1), self.value(&self.raw[3..4], true))
+        } else {
+            (
+                Location::field(2),
+                self.value(&self.raw[4..self.msh2_end], true),
+            )
         }
-        self.header = 0;
-        let rest = &self.raw[4..];
-        let (msh2, next) = match memchr::memchr(self.d.field, rest) {
-            Some(e) => (&rest[..e], Some(4 + e + 1)),
-            None => (rest, None),
-        };
-        match next {
-            Some(n) => {
-                self.start = n;
-                self.word_at = n;
-                self.loc = Location::field(3);
-                self.load();
-            }
-            None => self.done = true,
-        }
-        (Location::field(2), self.value(msh2, true))
     }
 }
 
 impl<'m> Iterator for SegmentValues<'m> {
     type Item = (Location, Value<'m>);
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<(Location, Value<'m>)> {
         if self.header != 0 {
             return Some(self.header_value());
@@ -178,7 +192,11 @@ impl<'m> Iterator for SegmentValues<'m> {
         let subcomponent = 1 - field - repetition - component;
         let l = &mut self.loc;
         l.field += field;
-        l.repetition = if field == 1 { 1 } else { l.repetition + repetition };
+        l.repetition = if field == 1 {
+            1
+        } else {
+            l.repetition + repetition
+        };
         l.component = if field | repetition == 1 {
             1
         } else {
