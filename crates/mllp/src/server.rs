@@ -255,6 +255,10 @@ async fn serve<H: Handler, R: AsyncRead + Unpin>(
     // When the frame being received must be complete; set when a frame starts, so a sender
     // that trickles bytes cannot hold the connection by keeping it busy.
     let mut deadline: Option<Instant> = None;
+    // One wait for the shutdown for the whole connection, not one registered and dropped again
+    // for every message.
+    let stop = stopped.recv();
+    tokio::pin!(stop);
     tracing::debug!(%peer, "connection open");
     loop {
         loop {
@@ -285,9 +289,6 @@ async fn serve<H: Handler, R: AsyncRead + Unpin>(
                 })
                 .await;
         }
-        if stopped.is_shutdown() {
-            break;
-        }
         if framer.in_frame() {
             deadline.get_or_insert_with(|| Instant::now() + opts.frame_timeout);
         } else {
@@ -297,8 +298,10 @@ async fn serve<H: Handler, R: AsyncRead + Unpin>(
             buf.reserve(READ_CHUNK);
         }
         let n = tokio::select! {
+            // Shutdown first: a connection that keeps sending still stops between messages.
+            biased;
+            () = &mut stop => break,
             n = read.read_buf(&mut buf) => n?,
-            () = stopped.recv() => break,
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                 tracing::warn!(%peer, "closing connection: frame not completed in time");
                 break;
