@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use dcmtk::{Spec, TempDir, make_file};
-use support::{outpost, run};
+use support::{agent_process, outpost, run};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -371,23 +371,13 @@ fn push_a_dicom_file_through_relay_and_agent() {
         .next()
         .unwrap()
         .to_owned();
-    let mut cmd = outpost();
-    cmd.env("RUST_LOG", "info")
-        .args([
-            "agent",
-            "--base-url",
-            &base,
-            "--client-id",
-            "agent",
-            "--client-secret",
-            "agent-secret-0123456",
-            "--agent-id",
-            agent_id,
-            "--data-dir",
-        ])
-        .arg(dir.path().join("agent"));
-    let mut agent = support::Proc::spawn("outpost agent", cmd);
-    agent.wait_for("connected to the relay", LIMIT);
+    let _agent = agent_process(
+        &base,
+        ("agent", "agent-secret-0123456"),
+        agent_id,
+        &dir.path().join("agent"),
+        LIMIT,
+    );
 
     let mut cmd = outpost();
     cmd.args([

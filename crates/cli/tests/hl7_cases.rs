@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use capture::{Seen, capturing_receiver};
-use support::{Proc, outpost, repo, run};
+use support::{Proc, agent_process, outpost, repo, run};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// The report in OBX-5 of `report-with-lf.hl7`.
@@ -289,19 +289,13 @@ fn deployment(device_port: u16) -> Deployment {
         .next()
         .unwrap()
         .to_owned();
-    let mut cmd = outpost();
-    cmd.env("RUST_LOG", "info")
-        .args(["agent", "--base-url", &base, "--client-id", "agent-client"])
-        .args([
-            "--client-secret",
-            "agent-secret-0123456",
-            "--agent-id",
-            AGENT,
-            "--data-dir",
-        ])
-        .arg(dir.join("agent"));
-    let mut agent = Proc::spawn("outpost agent", cmd);
-    agent.wait_for("connected to the relay", WAIT);
+    let agent = agent_process(
+        &base,
+        ("agent-client", "agent-secret-0123456"),
+        AGENT,
+        &dir.join("agent"),
+        WAIT,
+    );
     Deployment {
         _relay: relay,
         _agent: agent,

@@ -16,7 +16,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Proc, medplum, outpost, port_for_peer, repo, run, scratch, token};
+use support::{
+    Proc, agent_process, medplum, outpost, port_for_peer, relay_process_with, repo, run, scratch,
+    token,
+};
 use test_support::hook::rest_hook;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
@@ -134,32 +137,16 @@ fn relay_and_agent(
     bundle: &Value,
     channel: &str,
 ) -> (Proc, Proc, String, u16) {
-    std::fs::write(dir.join("bundle.json"), bundle.to_string()).unwrap();
     let mut cmd = outpost();
-    cmd.env("RUST_LOG", "info,relay=info")
-        .args(["server", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.join("relay"))
-        .arg("--bootstrap")
-        .arg(dir.join("bundle.json"));
-    let mut relay = Proc::spawn("outpost server", cmd);
-    let base = relay.listening_url(WAIT);
-    let mut cmd = outpost();
-    cmd.env("RUST_LOG", "info")
-        .args([
-            "agent",
-            "--base-url",
-            &base,
-            "--client-id",
-            "agent",
-            "--client-secret",
-            "agent-secret-0123456",
-            "--agent-id",
-            "lab-agent",
-            "--data-dir",
-        ])
-        .arg(dir.join("agent"));
-    let mut agent = Proc::spawn("outpost agent", cmd);
-    agent.wait_for("connected to the relay", WAIT);
+    cmd.env("RUST_LOG", "info,relay=info");
+    let (relay, base) = relay_process_with(cmd, dir, bundle, &[]);
+    let mut agent = agent_process(
+        &base,
+        ("agent", "agent-secret-0123456"),
+        "lab-agent",
+        &dir.join("agent"),
+        WAIT,
+    );
     let port = agent.channel_port(channel, WAIT);
     (relay, agent, base, port)
 }
