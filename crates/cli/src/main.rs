@@ -10,6 +10,7 @@ mod demo;
 mod dicom_cmd;
 mod fleet;
 mod hl7;
+mod push;
 mod server;
 
 // The relay and the agent allocate many small buffers across threads; mimalloc halves the time
@@ -127,7 +128,7 @@ enum Command {
     /// Run the on-premises agent: connect to the relay, deliver pushes, relay device messages.
     Agent(agent::AgentArgs),
     /// Push a message to a device through an agent (like MedplumClient.pushToAgent).
-    Push(agent::PushArgs),
+    Push(push::PushArgs),
     /// Look after agents through the relay: status, stats, logs, reload, ping, upgrade, dead
     /// letters.
     #[command(subcommand)]
@@ -233,7 +234,7 @@ fn main() -> std::process::ExitCode {
         Command::Dicom(cmd) => dicom_cmd::run(cmd),
         Command::Server(args) => server::run(args),
         Command::Agent(args) => agent::run(args, cli.log_format),
-        Command::Push(args) => agent::push(args),
+        Command::Push(args) => push::push(args),
         Command::Fleet(cmd) => fleet::run(cmd),
         Command::Demo => demo::run(),
     };

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use dcmtk::{Spec, TempDir, make_file};
-use support::{outpost, run};
+use support::{agent_process, outpost, relay_process, run};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -356,38 +356,14 @@ fn push_a_dicom_file_through_relay_and_agent() {
         {"resource": {"resourceType": "Device", "id": "pacs-xi",
             "url": format!("dicom://127.0.0.1:{}?calledAet=STORESCP&callingAet=OUTPOST", scp_xi.port)}},
     ]});
-    let bundle_path = dir.path().join("bundle.json");
-    std::fs::write(&bundle_path, bundle.to_string()).unwrap();
-
-    let mut cmd = outpost();
-    cmd.args(["server", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.path().join("relay"))
-        .arg("--bootstrap")
-        .arg(&bundle_path);
-    let mut relay = support::Proc::spawn("outpost server", cmd);
-    let base = relay
-        .wait_for("Relay listening on ", LIMIT)
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .to_owned();
-    let mut cmd = outpost();
-    cmd.env("RUST_LOG", "info")
-        .args([
-            "agent",
-            "--base-url",
-            &base,
-            "--client-id",
-            "agent",
-            "--client-secret",
-            "agent-secret-0123456",
-            "--agent-id",
-            agent_id,
-            "--data-dir",
-        ])
-        .arg(dir.path().join("agent"));
-    let mut agent = support::Proc::spawn("outpost agent", cmd);
-    agent.wait_for("connected to the relay", LIMIT);
+    let (_relay, base) = relay_process(dir.path(), &bundle, &[]);
+    let _agent = agent_process(
+        &base,
+        ("agent", "agent-secret-0123456"),
+        agent_id,
+        &dir.path().join("agent"),
+        LIMIT,
+    );
 
     let mut cmd = outpost();
     cmd.args([

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Proc, medplum, outpost, repo, run};
+use support::{Proc, agent_process, medplum, outpost, repo, run};
 
 const AGENT: &str = "1080ee82-e4fc-4312-946f-322fbecf9bb9";
 const DEVICE: &str = "52c9a9de-1081-4fb2-a40a-e62efe1b73b2";
@@ -55,23 +55,13 @@ fn flow() -> Flow {
     let mut listener = Proc::spawn("medplum hl7 listen", cmd);
     listener.wait_for("Listening on port 56000", WAIT);
 
-    let mut cmd = outpost();
-    cmd.env("RUST_LOG", "info")
-        .args([
-            "agent",
-            "--base-url",
-            &base,
-            "--client-id",
-            "outpost-agent",
-            "--client-secret",
-            "agent-secret-change-me",
-            "--agent-id",
-            AGENT,
-            "--data-dir",
-        ])
-        .arg(tmp("agent"));
-    let mut agent = Proc::spawn("outpost agent", cmd);
-    agent.wait_for("connected to the relay", WAIT);
+    let agent = agent_process(
+        &base,
+        ("outpost-agent", "agent-secret-change-me"),
+        AGENT,
+        &tmp("agent"),
+        WAIT,
+    );
     Flow {
         _relay: relay,
         _agent: agent,

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use agent_protocol::{AgentMessage, TransmitRequest};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use support::{Proc, ack_device, outpost, run, scratch, token, wait_until};
+use support::{
+    ack_device, agent_process, agent_status, outpost, relay_process, relay_process_with, run,
+    scratch, token, wait_until,
+};
 use test_support::relay::ScriptedAgent;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -38,30 +41,6 @@ fn bundle(device: &str) -> Value {
         {"resource": {"resourceType": "Endpoint", "id": "in", "status": "active", "address": "mllp://127.0.0.1:9"}},
         {"resource": {"resourceType": "Device", "id": "d1", "url": format!("mllp://{device}")}},
     ]})
-}
-
-/// An `outpost server` on a port it binds itself, with `bundle` and extra arguments; the
-/// process and its base URL.
-fn relay(dir: &std::path::Path, bundle: &Value, extra: &[&str]) -> (Proc, String) {
-    relay_with(outpost(), dir, bundle, extra)
-}
-
-fn relay_with(
-    mut cmd: Command,
-    dir: &std::path::Path,
-    bundle: &Value,
-    extra: &[&str],
-) -> (Proc, String) {
-    let file = dir.join("bundle.json");
-    std::fs::write(&file, bundle.to_string()).unwrap();
-    cmd.args(["server", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.join("relay"))
-        .arg("--bootstrap")
-        .arg(&file)
-        .args(extra);
-    let mut p = Proc::spawn("outpost server", cmd);
-    let base = p.listening_url(WAIT);
-    (p, base)
 }
 
 /// (VmRSS, VmHWM) of a process, in KiB.
@@ -100,22 +79,6 @@ fn is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-async fn status(client: &reqwest::Client, base: &str, t: &str, agent: &str) -> String {
-    let v: Value = client
-        .get(format!("{base}fhir/R4/Agent/{agent}/$status"))
-        .bearer_auth(t)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["parameter"][0]["valueCode"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned()
 }
 
 /// A push; (HTTP status, body, time taken).
@@ -161,25 +124,19 @@ fn stalled_agent_gets_no_all_ok_beyond_the_bound_and_is_disconnected() {
     let dir = scratch("fault-stalled");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let device = rt.block_on(ack_device("127.0.0.1:0", Default::default()));
-    let (relay, base) = relay(
+    let (relay, base) = relay_process(
         &dir,
         &bundle(&device.local_addr().to_string()),
         &["--heartbeat-secs", "2"],
     );
     let relay_pid = relay.pid();
-    let mut cmd = outpost();
-    cmd.env("RUST_LOG", "info")
-        .args(["agent", "--base-url", &base, "--client-id", "agent"])
-        .args([
-            "--client-secret",
-            AGENT_SECRET,
-            "--agent-id",
-            "a1",
-            "--data-dir",
-        ])
-        .arg(dir.join("agent"));
-    let mut agent = Proc::spawn("outpost agent", cmd);
-    agent.wait_for("connected to the relay", WAIT);
+    let agent = agent_process(
+        &base,
+        ("agent", AGENT_SECRET),
+        "a1",
+        &dir.join("agent"),
+        WAIT,
+    );
     let agent_pid = agent.pid();
     rt.block_on(async {
         let client = reqwest::Client::new();
@@ -228,7 +185,7 @@ fn stalled_agent_gets_no_all_ok_beyond_the_bound_and_is_disconnected() {
             assert_eq!(code, 400, "{body}");
             waited.push(took);
             if disconnected_after.is_none()
-                && status(&client, &base, &t, "a1").await == "disconnected"
+                && agent_status(&client, &base, &t, "a1").await == "disconnected"
             {
                 disconnected_after = Some(stopped.elapsed());
             }
@@ -300,7 +257,7 @@ fn a_flooding_agent_is_shed_and_others_are_served() {
         });
     }
     let device = rt.block_on(ack_device("127.0.0.1:0", Default::default()));
-    let (relay, base) = relay(
+    let (relay, base) = relay_process(
         &dir,
         &bundle(&device.local_addr().to_string()),
         // Long heartbeats: the scripted agent does not answer them, and this test is about
@@ -432,7 +389,7 @@ fn a_damaged_registry_is_refused_at_start() {
             "id": format!("dev-{i}"), "url": format!("mllp://127.0.0.1:{}", 1000 + i),
             "note": [{"text": "x".repeat(500)}]}}));
     }
-    let (p, _) = relay(&dir, &b, &[]);
+    let (p, _) = relay_process(&dir, &b, &[]);
     // A clean stop checkpoints the WAL into the file.
     signal(p.pid(), "-TERM");
     let mut p = p;
@@ -464,7 +421,7 @@ fn the_listener_stays_up_at_the_descriptor_limit() {
     cmd.arg("--nofile=256:256")
         .arg(env!("CARGO_BIN_EXE_outpost"))
         .env("RUST_LOG", "info");
-    let (relay, base) = relay_with(cmd, &dir, &bundle("127.0.0.1:9"), &[]);
+    let (relay, base) = relay_process_with(cmd, &dir, &bundle("127.0.0.1:9"), &[]);
     let pid = relay.pid();
     let addr = base
         .trim_start_matches("http://")
@@ -573,7 +530,7 @@ fn a_full_disk_is_a_503_and_redelivery_stores_each_message_once() {
     let dir = scratch("fault-disk-full");
     let data = dir.join("relay");
     let _tmpfs = Tmpfs::mount(&data, "4m");
-    let (relay, base) = relay(&dir, &bundle("127.0.0.1:9"), &[]);
+    let (relay, base) = relay_process(&dir, &bundle("127.0.0.1:9"), &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut agent = ScriptedAgent::connect_base(&base, "a1", "agent", AGENT_SECRET).await;

@@ -6,15 +6,16 @@
 //! - case 05: a CR-terminated ORU whose OBX-5 report holds line feeds, one before a line `CXR`:
 //!   four segments, OBX-5 whole, and every path puts the message on the wire unchanged.
 
+#[path = "../../mllp/tests/common/mod.rs"]
+mod capture;
 mod support;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mllp::{Request, Server, ServerOptions, acks_for};
-use support::{Proc, outpost, repo, run};
+use capture::{Seen, capturing_receiver};
+use support::{Proc, agent_process, outpost, repo, run};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// The report in OBX-5 of `report-with-lf.hl7`.
@@ -183,9 +184,7 @@ fn listen_rejects_a_bad_header_naming_its_control_id() {
 
 /// A device on 127.0.0.1:0 (own thread and runtime) that keeps every message's bytes and
 /// acknowledges it.
-fn device() -> (u16, Arc<Mutex<Vec<Vec<u8>>>>) {
-    let seen: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-    let s2 = seen.clone();
+fn device() -> (u16, Seen) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -193,26 +192,12 @@ fn device() -> (u16, Arc<Mutex<Vec<Vec<u8>>>>) {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let server = Server::bind(
-                "127.0.0.1:0",
-                ServerOptions::default(),
-                move |req: Request| {
-                    let seen = s2.clone();
-                    async move {
-                        seen.lock().unwrap().push(req.bytes().to_vec());
-                        for ack in acks_for(&req.message().unwrap(), false) {
-                            req.reply(&ack).await.unwrap();
-                        }
-                    }
-                },
-            )
-            .await
-            .unwrap();
-            tx.send(server.local_addr().port()).unwrap();
+            let (server, seen) = capturing_receiver().await;
+            tx.send((server.local_addr().port(), seen)).unwrap();
             std::future::pending::<()>().await;
         });
     });
-    (rx.recv().unwrap(), seen)
+    rx.recv().unwrap()
 }
 
 /// The case-05 message with CRLF terminators; the line feeds of the report stay bare.
@@ -304,19 +289,13 @@ fn deployment(device_port: u16) -> Deployment {
         .next()
         .unwrap()
         .to_owned();
-    let mut cmd = outpost();
-    cmd.env("RUST_LOG", "info")
-        .args(["agent", "--base-url", &base, "--client-id", "agent-client"])
-        .args([
-            "--client-secret",
-            "agent-secret-0123456",
-            "--agent-id",
-            AGENT,
-            "--data-dir",
-        ])
-        .arg(dir.join("agent"));
-    let mut agent = Proc::spawn("outpost agent", cmd);
-    agent.wait_for("connected to the relay", WAIT);
+    let agent = agent_process(
+        &base,
+        ("agent-client", "agent-secret-0123456"),
+        AGENT,
+        &dir.join("agent"),
+        WAIT,
+    );
     Deployment {
         _relay: relay,
         _agent: agent,

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Proc, medplum, outpost, port_for_peer, token};
+use support::{Proc, agent_process, medplum, port_for_peer, relay_process, token};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -74,41 +74,18 @@ fn service_request_to_medplum_hl7_listener_and_back() {
                 {"url": "device", "valueReference": {"reference": "Device/lis"}},
                 {"url": "format", "valueCode": "hl7-orm"}]}]}},
     ]});
-    std::fs::write(dir.join("bundle.json"), bundle.to_string()).unwrap();
-
-    let mut cmd = outpost();
-    cmd.args([
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--order-attempts",
-        "3",
-        "--order-backoff-ms",
-        "200",
-        "--data",
-    ])
-    .arg(dir.join("relay"))
-    .arg("--bootstrap")
-    .arg(dir.join("bundle.json"));
-    let mut relay = Proc::spawn("outpost server", cmd);
-    let base = relay.listening_url(WAIT);
-    let mut cmd = outpost();
-    cmd.env("RUST_LOG", "info")
-        .args([
-            "agent",
-            "--base-url",
-            &base,
-            "--client-id",
-            "agent",
-            "--client-secret",
-            "agent-secret-0123456",
-            "--agent-id",
-            "lab-agent",
-            "--data-dir",
-        ])
-        .arg(dir.join("agent"));
-    let mut agent = Proc::spawn("outpost agent", cmd);
-    agent.wait_for("connected to the relay", WAIT);
+    let (relay, base) = relay_process(
+        &dir,
+        &bundle,
+        &["--order-attempts", "3", "--order-backoff-ms", "200"],
+    );
+    let agent = agent_process(
+        &base,
+        ("agent", "agent-secret-0123456"),
+        "lab-agent",
+        &dir.join("agent"),
+        WAIT,
+    );
     let mut cmd = medplum();
     cmd.args(["hl7", "listen", &lis_port.to_string()]);
     let mut lis = Proc::spawn("medplum hl7 listen", cmd);

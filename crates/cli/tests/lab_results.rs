@@ -16,44 +16,17 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Proc, medplum, outpost, port_for_peer, repo, run, scratch, token};
+use support::{
+    Proc, agent_process, medplum, outpost, port_for_peer, relay_process_with, repo, run, scratch,
+    token,
+};
+use test_support::hook::rest_hook;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(60);
 const PROCESSOR: &str = "https://outpost.health/fhir/StructureDefinition/inbound-processor";
 const ORDER_PUSH: &str = "https://outpost.health/fhir/StructureDefinition/order-push";
-
-/// A rest-hook receiver bound to port 0: each POST's `Authorization` header and body.
-fn receiver(rt: &Runtime) -> (String, mpsc::Receiver<(String, Value)>) {
-    use axum::extract::State;
-    use axum::http::HeaderMap;
-    let (tx, rx) = mpsc::channel(16);
-    async fn hook(
-        State(tx): State<mpsc::Sender<(String, Value)>>,
-        headers: HeaderMap,
-        body: String,
-    ) -> &'static str {
-        let auth = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let _ = tx
-            .send((auth, serde_json::from_str(&body).unwrap_or(Value::Null)))
-            .await;
-        "{}"
-    }
-    let app = axum::Router::new()
-        .route("/fhir", axum::routing::post(hook))
-        .with_state(tx);
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let url = format!("http://{}/fhir", listener.local_addr().unwrap());
-    rt.spawn(async move { axum::serve(listener, app).await });
-    (url, rx)
-}
 
 /// The relay's registry for one test: the clients, the agent with one results channel
 /// (`address`), the instrument as an order-push target (`device_url`, `format`), the patient,
@@ -88,7 +61,7 @@ fn registry(address: &str, device_url: &str, format: &str, hook: &str) -> Value 
 fn labmcp_analyzer_simulator_through_an_astm_channel_completes_both_orders() {
     let rt = Runtime::new().unwrap();
     let dir = scratch("lab-results-labmcp");
-    let (hook_url, mut hook) = receiver(&rt);
+    let (hook_url, mut hook) = rt.block_on(rest_hook());
     // No instrument to push to: the orders are only created, with the numbers the simulator's
     // results carry in O.3.
     let mut bundle = registry(
@@ -164,32 +137,16 @@ fn relay_and_agent(
     bundle: &Value,
     channel: &str,
 ) -> (Proc, Proc, String, u16) {
-    std::fs::write(dir.join("bundle.json"), bundle.to_string()).unwrap();
     let mut cmd = outpost();
-    cmd.env("RUST_LOG", "info,relay=info")
-        .args(["server", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.join("relay"))
-        .arg("--bootstrap")
-        .arg(dir.join("bundle.json"));
-    let mut relay = Proc::spawn("outpost server", cmd);
-    let base = relay.listening_url(WAIT);
-    let mut cmd = outpost();
-    cmd.env("RUST_LOG", "info")
-        .args([
-            "agent",
-            "--base-url",
-            &base,
-            "--client-id",
-            "agent",
-            "--client-secret",
-            "agent-secret-0123456",
-            "--agent-id",
-            "lab-agent",
-            "--data-dir",
-        ])
-        .arg(dir.join("agent"));
-    let mut agent = Proc::spawn("outpost agent", cmd);
-    agent.wait_for("connected to the relay", WAIT);
+    cmd.env("RUST_LOG", "info,relay=info");
+    let (relay, base) = relay_process_with(cmd, dir, bundle, &[]);
+    let mut agent = agent_process(
+        &base,
+        ("agent", "agent-secret-0123456"),
+        "lab-agent",
+        &dir.join("agent"),
+        WAIT,
+    );
     let port = agent.channel_port(channel, WAIT);
     (relay, agent, base, port)
 }
@@ -334,7 +291,7 @@ SPM|1|SP-7781&NORTHLAB||BLD^Whole blood^HL70487|||||||||||||20240301093000+0100\
 fn oru_from_medplum_hl7_send_through_an_mllp_channel_closes_the_order() {
     let rt = Runtime::new().unwrap();
     let dir = scratch("lab-results-hl7");
-    let (hook_url, mut hook) = receiver(&rt);
+    let (hook_url, mut hook) = rt.block_on(rest_hook());
     let lis_port = port_for_peer();
     let bundle = registry(
         "mllp://127.0.0.1:0",
@@ -471,7 +428,7 @@ fn python(var: &str, default: &str) -> Command {
 fn astm_results_from_python_astm_through_an_astm_channel_close_the_order() {
     let rt = Runtime::new().unwrap();
     let dir = scratch("lab-results-astm");
-    let (hook_url, mut hook) = receiver(&rt);
+    let (hook_url, mut hook) = rt.block_on(rest_hook());
     let analyzer_port = port_for_peer();
     let bundle = registry(
         "astm://127.0.0.1:0",

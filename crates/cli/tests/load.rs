@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use agent_protocol::{AgentMessage, ConnectRequest, Decoded, Direction, HeartbeatResponse};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use support::{Proc, ack_device, outpost, token};
+use support::{Proc, ack_device, agent_process, outpost, token};
 use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -110,23 +110,13 @@ fn agent_idle_memory_beside_medplums_mllp_server() {
         &json!({"resourceType": "Bundle", "type": "collection", "entry": entries}),
         &[],
     );
-    let mut cmd = outpost();
-    cmd.env("RUST_LOG", "info")
-        .args([
-            "agent",
-            "--base-url",
-            &base,
-            "--client-id",
-            "agent",
-            "--client-secret",
-            "agent-secret-0123456",
-            "--agent-id",
-            "idle",
-            "--data-dir",
-        ])
-        .arg(dir.join("agent"));
-    let mut agent = Proc::spawn("outpost agent", cmd);
-    agent.wait_for("connected to the relay", WAIT);
+    let mut agent = agent_process(
+        &base,
+        ("agent", "agent-secret-0123456"),
+        "idle",
+        &dir.join("agent"),
+        WAIT,
+    );
     for ch in ["\"adt\"", "\"oru\"", "\"lab\""] {
         agent.wait_for(&format!("channel={ch}"), WAIT);
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::services::{Postgres, Redis};
-use support::{Proc, ack_device, outpost, token, wait_until};
+use support::{Proc, ack_device, agent_status, outpost, token, wait_until};
 
 const WAIT: Duration = Duration::from_secs(60);
 const AGENTS: usize = 6;
@@ -108,22 +108,6 @@ async fn push(
     }
 }
 
-async fn status(client: &reqwest::Client, base: &str, token: &str, agent: usize) -> String {
-    let v: Value = client
-        .get(format!("{base}fhir/R4/Agent/agent-{agent}/$status"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["parameter"][0]["valueCode"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned()
-}
-
 #[test]
 fn three_relays_one_fleet() {
     let redis = Redis::start();
@@ -201,7 +185,7 @@ fn three_relays_one_fleet() {
         // Every process sees every agent connected, and reaches every one.
         for (r, t) in tokens.iter().enumerate() {
             for a in 0..AGENTS {
-                assert_eq!(status(&client, &base(r), t, a).await, "connected", "agent-{a} via relay {r}");
+                assert_eq!(agent_status(&client, &base(r), t, &format!("agent-{a}")).await, "connected", "agent-{a} via relay {r}");
                 let id = format!("R{r}-A{a}");
                 let (code, body) = push(&client, &base(r), t, a, &id).await;
                 assert_eq!(code, 200, "push to agent-{a} via relay {r}: {body}");
@@ -298,7 +282,7 @@ fn three_relays_one_fleet() {
             for a in 0..AGENTS {
                 probe += 1;
                 let reachable = push(&client, &base(0), &tokens[0], a, &format!("PROBE-{probe}")).await.0 == 200;
-                if !reachable || status(&client, &base(0), &tokens[0], a).await != "connected" {
+                if !reachable || agent_status(&client, &base(0), &tokens[0], &format!("agent-{a}")).await != "connected" {
                     all = false;
                 }
             }
@@ -379,7 +363,7 @@ fn three_relays_one_fleet() {
         agents.remove(0).shutdown().await;
         let left_at = Instant::now();
         for r in [0, 2] {
-            while status(&client, &base(r), &tokens[r], 0).await != "disconnected" {
+            while agent_status(&client, &base(r), &tokens[r], "agent-0").await != "disconnected" {
                 assert!(
                     left_at.elapsed() < Duration::from_secs(3),
                     "relay {r} still shows agent-0 connected"

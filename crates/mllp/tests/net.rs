@@ -13,6 +13,8 @@ use mllp::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod common;
+
 const MSG: &[u8] = b"MSH|^~\\&|SND|FAC|RCV|FAC|20240101120000||ADT^A01|CTRL-1|P|2.5\rPID|1||123^^^H^MR||DOE^JOHN\r";
 
 fn msg(id: &str) -> Vec<u8> {
@@ -97,23 +99,7 @@ async fn send_and_receive_aa() {
 
 #[tokio::test]
 async fn lf_terminated_message_goes_out_with_cr() {
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let s2 = seen.clone();
-    let server = Server::bind(
-        "127.0.0.1:0",
-        ServerOptions::default(),
-        move |req: Request| {
-            let seen = s2.clone();
-            async move {
-                seen.lock().unwrap().push(req.bytes().to_vec());
-                for ack in acks_for(&req.message().unwrap(), false) {
-                    req.reply(&ack).await.unwrap();
-                }
-            }
-        },
-    )
-    .await
-    .unwrap();
+    let (server, seen) = common::capturing_receiver().await;
     let mut conn = Connection::connect(&addr(&server), quick()).await.unwrap();
     let lf = String::from_utf8_lossy(MSG).replace('\r', "\n");
     conn.send(lf.as_bytes()).await.unwrap();

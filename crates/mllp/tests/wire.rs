@@ -6,16 +6,16 @@
 //! `\X0D\` (a raw CR always ends a segment), escaped delimiters, and lines that look like
 //! segments (`CXR`, `OBX|`) after a line feed, the shape of `corpus/hl7v2/cases/report-with-lf.hl7`.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hl7v2::Message;
-use mllp::{
-    ClientOptions, Connection, Pool, PoolOptions, Request, SendOptions, Server, ServerOptions,
-    acks_for,
-};
+use mllp::{ClientOptions, Connection, Pool, PoolOptions, SendOptions};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
+
+mod common;
+
+use common::capturing_receiver;
 
 /// How the segments of the rendered message end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,28 +158,6 @@ fn values(m: &Message<'_>) -> Vec<SegmentValues> {
             (s.name().to_owned(), fields)
         })
         .collect()
-}
-
-/// An MLLP receiver on 127.0.0.1:0 that keeps every message's bytes as they arrived.
-async fn capturing_receiver() -> (Server, Arc<Mutex<Vec<Vec<u8>>>>) {
-    let seen: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-    let s2 = seen.clone();
-    let server = Server::bind(
-        "127.0.0.1:0",
-        ServerOptions::default(),
-        move |req: Request| {
-            let seen = s2.clone();
-            async move {
-                seen.lock().unwrap().push(req.bytes().to_vec());
-                for ack in acks_for(&req.message().unwrap(), false) {
-                    req.reply(&ack).await.unwrap();
-                }
-            }
-        },
-    )
-    .await
-    .unwrap();
-    (server, seen)
 }
 
 #[test]

@@ -8,82 +8,10 @@ use std::time::Duration;
 use agent_protocol::{AgentMessage, StatusResponse};
 use test_support::relay::*;
 
-fn url(relay: &relay::Relay, path: &str) -> String {
-    format!("{}{path}", relay.base_url())
-}
+#[path = "console/support.rs"]
+mod support;
 
-/// A client that does not follow redirects (the tests look at them).
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-/// `name=value` of the `Set-Cookie` header setting `name`, and the whole header.
-fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<(String, String)> {
-    resp.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .map(|v| (v.split(';').next().unwrap().to_owned(), v.to_owned()))
-}
-
-/// The value of `<input name="csrf" value="...">` or `"X-CSRF-Token":"..."` in a page.
-fn csrf_in(html: &str) -> String {
-    let at = html
-        .find("name=\"csrf\" value=\"")
-        .map(|i| i + "name=\"csrf\" value=\"".len())
-        .or_else(|| {
-            html.find("X-CSRF-Token&quot;:&quot;")
-                .map(|i| i + "X-CSRF-Token&quot;:&quot;".len())
-        })
-        .unwrap_or_else(|| panic!("no CSRF token in {html}"));
-    html[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect()
-}
-
-/// Logs in as `id`; the login response.
-async fn login(relay: &relay::Relay, id: &str, secret: &str) -> reqwest::Response {
-    let b = browser();
-    let page = b.get(url(relay, "console/login")).send().await.unwrap();
-    let (login_cookie, _) = set_cookie(&page, "outpost_console_login").unwrap();
-    let csrf = csrf_in(&page.text().await.unwrap());
-    b.post(url(relay, "console/login"))
-        .header("cookie", login_cookie)
-        .form(&[
-            ("client_id", id),
-            ("client_secret", secret),
-            ("csrf", &csrf),
-        ])
-        .send()
-        .await
-        .unwrap()
-}
-
-/// A logged-in operator: the session cookie and the page CSRF token.
-async fn operator(relay: &relay::Relay) -> (String, String) {
-    let resp = login(relay, CALLER, CALLER_SECRET).await;
-    assert_eq!(resp.status(), 303);
-    assert_eq!(resp.headers()["location"], "/console");
-    let (cookie, header) = set_cookie(&resp, "outpost_console").unwrap();
-    for flag in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
-        assert!(header.contains(flag), "{header}");
-    }
-    assert!(!header.contains("Secure"), "plain HTTP: {header}");
-    let page = browser()
-        .get(url(relay, "console"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(page.status(), 200);
-    let csrf = csrf_in(&page.text().await.unwrap());
-    (cookie, csrf)
-}
+use support::{answer_one, browser, login, operator, page_text, set_cookie, url};
 
 #[tokio::test]
 async fn pages_need_a_login_and_agent_credentials_cannot_log_in() {
@@ -558,30 +486,6 @@ async fn pushes_are_logged_searchable_and_can_be_pushed_again() {
     assert_eq!(again, adt);
 }
 
-/// Answers the next push `agent` gets with an AA for `control_id`; the pushed body.
-async fn answer_one(agent: &mut ScriptedAgent, control_id: &str) -> String {
-    let AgentMessage::TransmitRequest(req) = agent.recv_kind("agent:transmit:request").await else {
-        unreachable!()
-    };
-    agent
-        .send(&AgentMessage::TransmitResponse(
-            agent_protocol::TransmitResponse {
-                channel: None,
-                remote: req.remote.clone(),
-                callback: req.callback.clone(),
-                content_type: "x-application/hl7-v2+er7".into(),
-                status_code: Some(200),
-                status: None,
-                body: format!(
-                    "MSH|^~\\&|LAB|H|EHR|H|20240101||ACK|A1|P|2.5\rMSA|AA|{control_id}\r"
-                ),
-                device_us: Some(7),
-            },
-        ))
-        .await;
-    req.body
-}
-
 /// Scale-out: two relay processes on one PostgreSQL and one Redis. A session made on one is
 /// good on the other, and the other shows the agent connected to the first, live.
 #[tokio::test]
@@ -631,19 +535,6 @@ async fn any_process_serves_the_console_with_live_status_from_the_others() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-}
-
-/// The body of page `path` of `relay`, asked with the session `cookie`.
-async fn page_text(relay: &relay::Relay, cookie: &str, path: &str) -> String {
-    browser()
-        .get(url(relay, path))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 /// A resend goes where a new message on its channel would go (here the lab-results

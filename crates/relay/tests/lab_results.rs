@@ -7,9 +7,8 @@
 use std::time::Duration;
 
 use agent_protocol::{AgentMessage, TransmitRequest};
-use axum::extract::State;
-use axum::http::HeaderMap;
 use serde_json::{Value, json};
+use test_support::hook::rest_hook;
 use test_support::relay::*;
 use tokio::sync::mpsc;
 
@@ -27,33 +26,6 @@ P|1||PID-9||Roe^Rick||19700505|M\r\
 O|1|PL-43||^^^GLU|R|20240302073000|||||||||||||||||||F\r\
 R|1|^^^GLU|6.1|mmol/L|3.9-6.1|N||F||||20240302075900\r\
 L|1|N\r";
-
-/// A rest-hook receiver: each POST's `Authorization` header and JSON body.
-async fn receiver() -> (String, mpsc::Receiver<(String, Value)>) {
-    let (tx, rx) = mpsc::channel(16);
-    async fn hook(
-        State(tx): State<mpsc::Sender<(String, Value)>>,
-        headers: HeaderMap,
-        body: String,
-    ) -> &'static str {
-        let auth = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let _ = tx
-            .send((auth, serde_json::from_str(&body).unwrap_or(Value::Null)))
-            .await;
-        "{}"
-    }
-    let app = axum::Router::new()
-        .route("/fhir", axum::routing::post(hook))
-        .with_state(tx);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/fhir", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, rx)
-}
 
 fn inbound(callback: &str, token: &str, content_type: &str, body: &str) -> AgentMessage {
     AgentMessage::TransmitRequest(TransmitRequest {
@@ -123,7 +95,7 @@ async fn with_postgresql_results_are_stored_linked_deduplicated_and_notified() {
 }
 
 async fn results_flow(relay: relay::Relay) {
-    let (hook_url, mut hook) = receiver().await;
+    let (hook_url, mut hook) = rest_hook().await;
     let registry = relay.registry();
     registry
         .put(json!({"resourceType": "Agent", "id": AGENT, "name": "Lab agent", "status": "active",
@@ -344,8 +316,8 @@ async fn next(rx: &mut mpsc::Receiver<(String, Value)>) -> Value {
 #[tokio::test]
 async fn a_corrected_result_is_an_update_and_notifies_report_and_observation_subscribers() {
     let relay = start().await;
-    let (report_url, mut report_hook) = receiver().await;
-    let (obs_url, mut obs_hook) = receiver().await;
+    let (report_url, mut report_hook) = rest_hook().await;
+    let (obs_url, mut obs_hook) = rest_hook().await;
     let registry = relay.registry();
     registry
         .put(json!({"resourceType": "Agent", "id": AGENT, "name": "Lab agent", "status": "active",

@@ -13,6 +13,8 @@
 //! - [`pki`]: a CA and a certificate it signed, as PEM files.
 //! - [`token`]: an access token from a relay.
 //! - [`device`]: an MLLP device that records and acknowledges what it gets.
+//! - [`hook`]: [`rest_hook`](hook::rest_hook), a Subscription's endpoint recording what it is
+//!   sent.
 //! - [`services`]: private Redis and PostgreSQL servers.
 //! - [`relay`]: a relay in the test's process with the standard test registry, an HTTP helper,
 //!   and [`ScriptedAgent`](relay::ScriptedAgent), the agent side of a real WebSocket.
@@ -20,6 +22,7 @@
 #![allow(missing_docs)] // test helpers; each module says what it is for
 
 pub mod device;
+pub mod hook;
 pub mod net;
 pub mod pki;
 pub mod process;

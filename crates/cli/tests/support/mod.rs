@@ -21,8 +21,18 @@ pub fn relay_process(
     bundle: &serde_json::Value,
     extra: &[&str],
 ) -> (Proc, String) {
+    relay_process_with(outpost(), dir, bundle, extra)
+}
+
+/// [`relay_process`] run by `cmd`: [`outpost`] with another environment, or a program that
+/// runs it.
+pub fn relay_process_with(
+    mut cmd: std::process::Command,
+    dir: &std::path::Path,
+    bundle: &serde_json::Value,
+    extra: &[&str],
+) -> (Proc, String) {
     std::fs::write(dir.join("bundle.json"), bundle.to_string()).unwrap();
-    let mut cmd = outpost();
     cmd.args(["server", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir.join("relay"))
         .arg("--bootstrap")
@@ -31,4 +41,53 @@ pub fn relay_process(
     let mut p = Proc::spawn("outpost server", cmd);
     let base = p.listening_url(std::time::Duration::from_secs(60));
     (p, base)
+}
+
+/// `outpost agent` logging at info, its settings as flags: the relay at `base`, the credentials
+/// `(client_id, secret)`, Agent `agent_id`, its data in `data_dir`. Returned once it says it is
+/// connected to the relay (within `wait`).
+pub fn agent_process(
+    base: &str,
+    (client_id, secret): (&str, &str),
+    agent_id: &str,
+    data_dir: &std::path::Path,
+    wait: std::time::Duration,
+) -> Proc {
+    let mut cmd = outpost();
+    cmd.env("RUST_LOG", "info")
+        .args(["agent", "--base-url", base, "--client-id", client_id])
+        .args([
+            "--client-secret",
+            secret,
+            "--agent-id",
+            agent_id,
+            "--data-dir",
+        ])
+        .arg(data_dir);
+    let mut agent = Proc::spawn("outpost agent", cmd);
+    agent.wait_for("connected to the relay", wait);
+    agent
+}
+
+/// What `$status` says of Agent `agent` (`connected`, `disconnected`, ...), or "" when it
+/// says nothing.
+pub async fn agent_status(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    agent: &str,
+) -> String {
+    let v: serde_json::Value = client
+        .get(format!("{base}fhir/R4/Agent/{agent}/$status"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["parameter"][0]["valueCode"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
 }

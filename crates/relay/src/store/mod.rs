@@ -10,7 +10,7 @@
 //!            Registry (versions, cache, search, secrets kept hashed)
 //!                │  dyn Store
 //!        ┌───────┴────────┐
-//!   sqlite.rs         postgres.rs
+//!   sqlite.rs         postgres/
 //!   rusqlite on       tokio-postgres, a deadpool pool,
 //!   spawn_blocking    LISTEN/NOTIFY keeps every process's cache in step
 //! ```
