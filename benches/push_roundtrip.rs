@@ -92,7 +92,7 @@ fn smoke() {
         "push_roundtrip smoke, one process: {} pushes, {:.0}/s, p50 {:.0} µs",
         f.pushes, f.per_second, f.p50_us
     );
-    let (figures, sent) = four_process::run(0, &[1, 2], window);
+    let (figures, sent) = four_process::run(0, &[1, 2], window, &[]);
     for f in figures {
         println!(
             "push_roundtrip smoke, four processes, {} callers: {} pushes, {:.0}/s, p50 {:.0} µs, CPU/push {:?} µs",
@@ -132,18 +132,36 @@ fn main() {
          (user + system) per push:"
     );
     println!();
-    let mut four = Vec::new();
-    let mut sent_total = 0;
+    // The relay as it starts by default (the console's push log on), and with the push log off;
+    // the two take turns in each run.
+    let variants: [(&str, &[&str]); 2] = [
+        ("push log on (the default)", &[]),
+        (
+            "push log off (`--push-log-rows 0`)",
+            &["--push-log-rows", "0"],
+        ),
+    ];
+    let mut four = vec![Vec::new(); variants.len()];
+    let mut sent_total = [0; 2];
     for r in 0..runs {
-        let (figures, sent) = four_process::run(r, &CALLERS, window);
-        for f in &figures {
-            eprintln!("push_roundtrip: four processes, run {}: {f:?}", r + 1);
+        for (v, (label, relay_args)) in variants.iter().enumerate() {
+            let (figures, sent) = four_process::run(r, &CALLERS, window, relay_args);
+            for f in &figures {
+                eprintln!(
+                    "push_roundtrip: four processes, {label}, run {}: {f:?}",
+                    r + 1
+                );
+            }
+            four[v].push(figures);
+            sent_total[v] += sent;
         }
-        four.push(figures);
-        sent_total += sent;
     }
-    four_process::report(&four, sent_total);
-    println!();
+    for (v, (label, _)) in variants.iter().enumerate() {
+        println!("Relay with the {label}:");
+        println!();
+        four_process::report(&four[v], sent_total[v]);
+        println!();
+    }
     println!(
         "One process: relay, agent, device and reqwest callers on one tokio runtime; CPU time of \
          the whole process per push:"

@@ -142,11 +142,20 @@ fn device_counts(device: &mut Proc) -> [u64; 3] {
     [v[0], v[1], v[2]]
 }
 
-/// One run: fresh relay, agent and device; a load generator for each entry of `callers`, each
-/// measured for `window`. Returns the figures of each window and the pushes sent in all (warm-up
-/// included), which the device counted too.
-pub fn run(run: usize, callers: &[usize], window: Duration) -> (Vec<Figures>, u64) {
-    let dir = std::env::temp_dir().join(format!("outpost-push-bench-{}-{run}", std::process::id()));
+/// One run: fresh relay (given `relay_args` besides its own), agent and device; a load generator
+/// for each entry of `callers`, each measured for `window`. Returns the figures of each window and
+/// the pushes sent in all (warm-up included), which the device counted too.
+pub fn run(
+    run: usize,
+    callers: &[usize],
+    window: Duration,
+    relay_args: &[&str],
+) -> (Vec<Figures>, u64) {
+    let dir = std::env::temp_dir().join(format!(
+        "outpost-push-bench-{}-{run}-{}",
+        std::process::id(),
+        relay_args.len()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     let wait = Duration::from_secs(60);
@@ -162,7 +171,8 @@ pub fn run(run: usize, callers: &[usize], window: Duration) -> (Vec<Figures>, u6
         .args(["server", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir.join("relay"))
         .arg("--bootstrap")
-        .arg(&bundle);
+        .arg(&bundle)
+        .args(relay_args);
     let mut relay = Proc::spawn("outpost server", cmd);
     let base_url = relay.expect("Relay listening on ", wait);
 
