@@ -18,6 +18,8 @@
 //!                       │               (a DICOM instance: a Binary upload first)     │
 //!                       │ config/    agent.properties; Agent + Endpoints from the     │
 //!                       │            relay, kept in the data directory                │
+//!                       │ upgrade/   $upgrade: download, SHA-256, swap, watchdog      │
+//!                       │ wiring     the parts above built and joined, in one place   │
 //!                       └──────────────────────────────────────────────────────────────┘
 //! ```
 //!
