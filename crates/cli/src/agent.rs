@@ -384,7 +384,7 @@ enum Ran {
 
 /// Runs the agent until Ctrl-C, SIGTERM, or an upgrade installed.
 fn run_agent(config: AgentConfig, logs: LogBuffer, settings: String) -> anyhow::Result<Ran> {
-    crate::agent_runtime()?.block_on(async {
+    crate::runtime()?.block_on(async {
         let agent = std::sync::Arc::new(
             Agent::start(config.clone(), logs)
                 .await

@@ -45,31 +45,14 @@ fn default_log_level(cli: &Cli) -> &'static str {
     }
 }
 
-/// The runtime for async commands: a worker thread per core (or `TOKIO_WORKER_THREADS`).
+/// The runtime for async commands.
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    runtime_builder().build()
-}
-
-/// The agent's runtime: one worker thread unless `TOKIO_WORKER_THREADS` says otherwise, plus
-/// the blocking pool (queue commits, file reads). An agent forwards messages; with two workers
-/// every hop between its tasks wakes the other thread, which cost a push more CPU and latency
-/// than the work itself (BENCHMARKS.md, `push_roundtrip`).
-fn agent_runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = runtime_builder();
-    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
-        builder.worker_threads(1);
-    }
-    builder.build()
-}
-
-fn runtime_builder() -> tokio::runtime::Builder {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    // Blocking-pool threads go after a second idle rather than tokio's ten: an idle agent
-    // keeps no stacks and heaps it does not use.
-    builder
+    tokio::runtime::Builder::new_multi_thread()
+        // Blocking-pool threads (queue commits, file reads) go after a second idle rather
+        // than tokio's ten: an idle agent keeps no stacks and heaps it does not use.
         .thread_keep_alive(std::time::Duration::from_secs(1))
-        .enable_all();
-    builder
+        .enable_all()
+        .build()
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
