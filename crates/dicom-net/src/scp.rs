@@ -16,7 +16,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -41,7 +41,9 @@ pub const MAX_JSON_VALUE: u32 = 64 << 10;
 pub struct ScpOptions {
     /// This SCP's AE title; when set, associations calling another are rejected.
     pub ae_title: Option<String>,
-    /// Where received objects are written, as `<SOP Instance UID>.dcm`.
+    /// Where received objects are written, as `<SOP Instance UID>.dcm`; a further copy of an
+    /// instance whose file is there already (sent twice, or at once on two associations) as
+    /// `<UID>.1.dcm`, `<UID>.2.dcm`, …: nothing answered Success is overwritten.
     pub output_dir: PathBuf,
     /// The largest P-DATA-TF received (default 256 KiB).
     pub max_pdu: u32,
@@ -318,6 +320,41 @@ async fn association<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// Gives a received object its final name, `<SOP Instance UID>.dcm`, or `<UID>.<n>.dcm` when
+/// that name is taken: the same instance may arrive twice, at once on two associations or again
+/// later, and a copy already answered Success must never be overwritten. A hard link claims the
+/// name atomically (it fails when the name exists); where the file system has no hard links the
+/// object is renamed as it is.
+async fn settle(part: &Path, dir: &Path, uid: &str) -> std::io::Result<PathBuf> {
+    for n in 0..MAX_COPIES {
+        let name = if n == 0 {
+            format!("{uid}.dcm")
+        } else {
+            format!("{uid}.{n}.dcm")
+        };
+        let path = dir.join(name);
+        match tokio::fs::hard_link(part, &path).await {
+            Ok(()) => {
+                tokio::fs::remove_file(part).await?;
+                return Ok(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(_) if n == 0 => {
+                // No hard links here (some network and FAT file systems).
+                tokio::fs::rename(part, &path).await?;
+                return Ok(path);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "{MAX_COPIES} copies of {uid} already in the directory"
+    )))
+}
+
+/// Copies of one SOP Instance kept side by side in the output directory, at most.
+const MAX_COPIES: usize = 1000;
+
 async fn begin(
     opts: &ScpOptions,
     calling_ae: &str,
@@ -376,11 +413,12 @@ async fn finish(
         .chars()
         .filter(|c| c.is_ascii_digit() || *c == '.')
         .collect();
-    let path = opts.output_dir.join(format!("{safe}.dcm"));
-    if inc.failed.is_none()
-        && let Err(e) = tokio::fs::rename(&inc.part, &path).await
-    {
-        inc.failed = Some(format!("renaming to {}: {e}", path.display()));
+    let mut path = opts.output_dir.join(format!("{safe}.dcm"));
+    if inc.failed.is_none() {
+        match settle(&inc.part, &opts.output_dir, &safe).await {
+            Ok(p) => path = p,
+            Err(e) => inc.failed = Some(format!("naming {}: {e}", path.display())),
+        }
     }
     if let Some(why) = inc.failed {
         tracing::error!("{} not stored: {why}", inc.sop_instance);

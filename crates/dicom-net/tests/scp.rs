@@ -223,3 +223,40 @@ async fn over_the_association_limit_echoscu_hears_a_transient_rejection() {
     assert!(text.contains("Rejected Transient"), "{text}");
     assert!(text.contains("Local Limit Exceeded"), "{text}");
 }
+
+/// The same SOP Instance sent twice (two senders, or a resend) keeps both copies: the second is
+/// written beside the first, never over it, so each object handed to the application is the one
+/// its sender was answered for.
+#[tokio::test]
+async fn the_same_instance_twice_keeps_both_copies() {
+    let dir = TempDir::new("scp-twice");
+    let spec = |patient_id| Spec {
+        sop_instance: "2.25.8003",
+        patient_id,
+        size: 64,
+        ..Spec::default()
+    };
+    let first = make_file(dir.path(), "first.dcm", true, &spec("FIRST"));
+    let second = make_file(dir.path(), "second.dcm", true, &spec("SECOND"));
+    let (port, mut rx) = scp(dir.path(), None, Status(0)).await;
+    let mut got = Vec::new();
+    for file in [&first, &second] {
+        let mut c = Command::new(dcmtk::bin("storescu"));
+        c.args(["-aec", "ANY", "127.0.0.1", &port.to_string()])
+            .arg(file);
+        let (ok, text) = run(c).await;
+        assert!(ok, "{text}");
+        got.push(next(&mut rx).await);
+    }
+    assert_eq!(got[0].path.file_name().unwrap(), "2.25.8003.dcm");
+    assert_eq!(got[1].path.file_name().unwrap(), "2.25.8003.1.dcm");
+    for (r, (original, patient)) in got.iter().zip([(&first, "FIRST"), (&second, "SECOND")]) {
+        assert_eq!(r.dataset["00100020"]["Value"][0], patient);
+        assert_eq!(
+            data_set_of(&r.path),
+            data_set_of(original),
+            "{}",
+            r.path.display()
+        );
+    }
+}
