@@ -345,3 +345,67 @@ async fn a_timeout_is_never_reported_as_a_disconnection() {
         assert!(relay.is_connected(AGENT));
     }
 }
+
+/// Large pushes at once to an agent that is not reading yet: a push that does not fit beside
+/// what is queued for its socket (one largest message + 64 KiB) is refused at once with "not
+/// keeping up", the agent stays connected, and every push taken is delivered and answered once
+/// the agent reads.
+#[tokio::test]
+async fn large_pushes_at_once_refuse_the_excess_and_keep_the_agent() {
+    let relay = start().await;
+    let mut agent = ScriptedAgent::connect(&relay).await;
+    let t = token(&relay, CALLER, CALLER_SECRET).await;
+    // Five of 7 MiB: more than the bound and than loopback's socket buffers together.
+    let big = "X".repeat(7 << 20);
+    let refused = tokio::sync::Notify::new();
+    let pushes = futures_util::future::join_all((0..5).map(|_| {
+        let mut b = body(true);
+        b["body"] = json!(big);
+        let (relay, refused) = (&relay, &refused);
+        async move {
+            let resp = push(relay, format!("Agent/{AGENT}/$push"), b).await;
+            if resp.status == 400 {
+                refused.notify_one();
+            }
+            resp
+        }
+    }));
+    let agent_side = async {
+        refused.notified().await;
+        // Refused, and still connected: the socket was not closed for it.
+        let url = format!("{}fhir/R4/Agent/{AGENT}/$status", relay.base_url());
+        let s = call(client().get(url).bearer_auth(&t)).await.json;
+        assert_eq!(
+            s["parameter"][0],
+            json!({"name": "status", "valueCode": "connected"}),
+            "{s}"
+        );
+        loop {
+            let req = answer_next(&mut agent, 200, "text/plain", "taken").await;
+            assert_eq!(req.body.len(), 7 << 20);
+        }
+    };
+    let results = tokio::select! {
+        r = pushes => r,
+        () = agent_side => unreachable!(),
+    };
+    let (taken, refused): (Vec<_>, Vec<_>) = results.iter().partition(|r| r.status == 200);
+    assert!(!taken.is_empty() && !refused.is_empty(), "{results:?}");
+    for r in &taken {
+        assert_eq!(r.text, "taken");
+    }
+    for r in &refused {
+        assert_eq!(
+            oo_text(&r.json),
+            format!(
+                "Agent/{AGENT} is not keeping up (too much queued for it): the message was not delivered"
+            )
+        );
+    }
+    // The same socket carries the next push.
+    let (resp, _) = tokio::join!(
+        push(&relay, format!("Agent/{AGENT}/$push"), body(true)),
+        answer_next(&mut agent, 200, "text/plain", "after")
+    );
+    assert_eq!((resp.status, resp.text.as_str()), (200, "after"));
+}

@@ -2,10 +2,13 @@
 //!
 //! The session never waits on the socket: it hands frames to the [`Outbox`] (`push` never
 //! blocks) and a writer task sends them, each within the write deadline. Unsent data is
-//! bounded in bytes: a push past the bound, or a write that does not drain within the
-//! deadline, marks the outbox failed; the session sees that at once and closes the socket
-//! whatever else is queued, and the agent is disconnected. Heartbeats and the silence check
-//! therefore never wait behind a full queue.
+//! bounded in bytes for what callers send: a request that does not fit beside what is queued
+//! is refused ([`Outbox::offer`]: the caller hears the agent is not keeping up, the socket
+//! stays open), so a healthy agent is not dropped because a few large pushes came at once.
+//! The link's own small frames (heartbeats, answers) are always queued. A write that does not
+//! drain within the deadline marks the outbox failed; the session sees that at once and closes
+//! the socket whatever else is queued, and the agent is disconnected. Heartbeats and the
+//! silence check therefore never wait behind a full queue.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,8 +22,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// Why the outbox stopped taking frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stalled {
-    /// Unsent data would pass the bound (bytes).
-    Backlog(usize),
     /// A write did not complete within the deadline.
     WriteTimeout(Duration),
     /// The socket failed or closed.
@@ -30,9 +31,6 @@ pub(crate) enum Stalled {
 impl std::fmt::Display for Stalled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Stalled::Backlog(max) => {
-                write!(f, "more than {max} bytes waiting to be sent to the agent")
-            }
             Stalled::WriteTimeout(t) => write!(
                 f,
                 "the agent's socket took no data for {} ms",
@@ -59,13 +57,22 @@ pub(crate) struct Outbox {
     failed: Arc<watch::Sender<Option<Stalled>>>,
 }
 
+/// Why [`Outbox::offer`] did not queue a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// It does not fit beside what is queued (the bound, in bytes): try again later.
+    Full(usize),
+    /// The outbox failed: the socket is being closed.
+    Stalled(Stalled),
+}
+
 impl Outbox {
-    /// Queues a text frame; `written` hears when it is on the socket.
+    /// Queues one of the link's own frames (a heartbeat, an answer: small, and as many as the
+    /// link allows); `written` hears when it is on the socket.
     ///
     /// # Errors
     ///
-    /// The frame would pass the bound, or the outbox failed before: the caller's frame is not
-    /// sent, and the session closes the socket.
+    /// The outbox failed before: the frame is not sent, and the session closes the socket.
     pub(crate) fn push(
         &self,
         text: String,
@@ -74,15 +81,37 @@ impl Outbox {
         if let Some(s) = *self.failed.borrow() {
             return Err(s);
         }
-        let n = text.len();
-        let before = self.unsent.fetch_add(n, Ordering::AcqRel);
-        if before + n > self.max_unsent {
-            self.unsent.fetch_sub(n, Ordering::AcqRel);
-            return Err(self.fail(Stalled::Backlog(self.max_unsent)));
-        }
+        self.unsent.fetch_add(text.len(), Ordering::AcqRel);
         self.frames
             .send(Frame::Text(text, written))
             .map_err(|_| self.fail(Stalled::Closed))
+    }
+
+    /// Queues a caller's frame (a push) if it fits beside what is queued: unsent data stays
+    /// within the bound (one frame alone is always taken: the bound is above the largest
+    /// message); `written` hears when it is on the socket.
+    ///
+    /// # Errors
+    ///
+    /// [`Refused::Full`]: not queued, nothing else changes. [`Refused::Stalled`]: the outbox
+    /// failed before.
+    pub(crate) fn offer(
+        &self,
+        text: String,
+        written: Option<oneshot::Sender<()>>,
+    ) -> Result<(), Refused> {
+        if let Some(s) = *self.failed.borrow() {
+            return Err(Refused::Stalled(s));
+        }
+        let n = text.len();
+        let before = self.unsent.fetch_add(n, Ordering::AcqRel);
+        if before > 0 && before + n > self.max_unsent {
+            self.unsent.fetch_sub(n, Ordering::AcqRel);
+            return Err(Refused::Full(self.max_unsent));
+        }
+        self.frames
+            .send(Frame::Text(text, written))
+            .map_err(|_| Refused::Stalled(self.fail(Stalled::Closed)))
     }
 
     /// Queues a close frame (after what is already queued).

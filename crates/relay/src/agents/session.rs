@@ -46,7 +46,7 @@ use tokio::time::Instant;
 use super::AskError;
 use super::cluster::Cluster;
 use super::local::{Health, LocalAgents, Reply, SessionHandle};
-use super::outbox::{self, Outbox};
+use super::outbox::{self, Outbox, Refused};
 use crate::auth::{Tokens, may_act_as};
 use crate::fhir::{now_ms, now_secs};
 use crate::inbound::Inbound;
@@ -120,12 +120,23 @@ impl SharedLink {
     }
 
     /// Queues what the link has to send (the caller holds the lock, so frames keep their
-    /// order).
-    fn flush(&self, st: &mut LinkState) {
+    /// order). The request carrying `own` is offered, not pushed: `false` when it did not fit
+    /// beside what is queued (and was not queued).
+    fn flush(&self, st: &mut LinkState, own: &str) -> bool {
+        let mut taken = true;
         while let Some(msg) = st.link.poll_send() {
+            let text = msg.to_json();
+            if msg.callback() == Some(own) {
+                if let Err(Refused::Full(_)) = self.outbox.offer(text, None) {
+                    taken = false;
+                    continue;
+                }
+            } else {
+                let _ = self.outbox.push(text, None);
+            }
             self.metrics.ws_message("out");
-            let _ = self.outbox.push(msg.to_json(), None);
         }
+        taken
     }
 
     /// Sends `msg` (carrying `callback`) on the link; `reply` hears its answer, or why none
@@ -133,7 +144,8 @@ impl SharedLink {
     ///
     /// # Errors
     /// [`AskError::NotConnected`] once the session has ended, [`AskError::Backlogged`] with
-    /// too many requests in flight (or that callback in flight already),
+    /// too many requests in flight (or that callback in flight already) or too much queued
+    /// for the agent's socket,
     /// [`AskError::Disconnected`] when the link is closing.
     pub(crate) fn request(
         &self,
@@ -155,8 +167,13 @@ impl SharedLink {
             }
             Err(_) => return Err(AskError::Disconnected(agent.to_owned())),
         }
+        if !self.flush(&mut st, &callback) {
+            // Too much queued for this agent already (large pushes at once): this one is
+            // refused and the socket stays open, rather than dropping a healthy agent.
+            st.link.cancel(&callback);
+            return Err(AskError::Backlogged(agent.to_owned()));
+        }
         st.replies.insert(callback, reply);
-        self.flush(&mut st);
         let due = st.link.poll_timeout();
         if due.is_some() && (st.armed.is_none() || due < st.armed) {
             self.rearm.notify_one();
@@ -182,9 +199,14 @@ impl SharedLink {
         if !st.link.is_live() {
             return Err(AskError::Disconnected(agent.to_owned()));
         }
-        self.metrics.ws_message("out");
-        let _ = self.outbox.push(msg.to_json(), Some(written));
-        Ok(())
+        match self.outbox.offer(msg.to_json(), Some(written)) {
+            Err(Refused::Full(_)) => Err(AskError::Backlogged(agent.to_owned())),
+            // A failed outbox: the session is closing the socket and tells the caller.
+            Ok(()) | Err(Refused::Stalled(_)) => {
+                self.metrics.ws_message("out");
+                Ok(())
+            }
+        }
     }
 }
 
@@ -365,7 +387,7 @@ impl Session {
         self.live.as_ref().map_or("", |(a, _)| a.as_str())
     }
 
-    /// Queues a message outside the link (an answer the link does not know to give); a full
+    /// Queues a message outside the link (an answer the link does not know to give); a failed
     /// outbox closes the socket (through the failure branch).
     fn send(&self, msg: &AgentMessage) {
         self.ctx.metrics.ws_message("out");
