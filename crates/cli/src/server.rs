@@ -64,7 +64,7 @@ pub struct ServerArgs {
     login_failures_per_address: u32,
     /// The console's push log: how many pushes it keeps (the newest, at most 7 days); 0 turns
     /// it off.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, env = "OUTPOST_PUSH_LOG_ROWS", default_value_t = 100_000)]
     push_log_rows: usize,
     /// Check the settings and the bootstrap bundle (every problem on its own line) and exit:
     /// 0 when the relay would start with them, 2 otherwise. Binds and stores nothing.
