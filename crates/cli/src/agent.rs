@@ -385,6 +385,8 @@ enum Ran {
 /// Runs the agent until Ctrl-C, SIGTERM, or an upgrade installed.
 fn run_agent(config: AgentConfig, logs: LogBuffer, settings: String) -> anyhow::Result<Ran> {
     crate::runtime()?.block_on(async {
+        // From here a SIGTERM is a clean stop, however early it comes.
+        let stop = crate::shutdown_signal();
         let agent = std::sync::Arc::new(
             Agent::start(config.clone(), logs)
                 .await
@@ -441,7 +443,7 @@ fn run_agent(config: AgentConfig, logs: LogBuffer, settings: String) -> anyhow::
             std::future::pending::<()>().await
         };
         let ran = tokio::select! {
-            () = crate::shutdown_signal() => Ran::Stopped,
+            () = stop => Ran::Stopped,
             () = announce => Ran::Stopped,
             r = agent.restart_requested() => Ran::Upgraded(r),
         };

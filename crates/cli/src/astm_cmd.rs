@@ -122,6 +122,7 @@ async fn listen(bind: &str, port: u16, role: Role) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind((bind, port))
         .await
         .with_context(|| format!("cannot listen on {bind}:{port}"))?;
+    let stop = crate::shutdown_signal();
     println!("Listening on {}", listener.local_addr()?);
     let accept = async {
         loop {
@@ -164,7 +165,7 @@ async fn listen(bind: &str, port: u16, role: Role) -> anyhow::Result<ExitCode> {
     };
     tokio::select! {
         () = accept => {}
-        () = crate::shutdown_signal() => {}
+        () = stop => {}
     }
     Ok(ExitCode::SUCCESS)
 }

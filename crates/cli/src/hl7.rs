@@ -196,12 +196,13 @@ async fn listen(
     )
     .await
     .with_context(|| format!("cannot listen on {bind}:{port}"))?;
+    let stop = crate::shutdown_signal();
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "Listening on {}", server.local_addr())?;
         out.flush()?;
     }
-    crate::shutdown_signal().await;
+    stop.await;
     server.shutdown(Duration::from_secs(5)).await;
     Ok(ExitCode::SUCCESS)
 }

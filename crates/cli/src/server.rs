@@ -184,8 +184,9 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         let relay = Relay::start(config)
             .await
             .context("cannot start the relay")?;
+        let stop = crate::shutdown_signal();
         println!("Relay listening on {}", relay.base_url());
-        crate::shutdown_signal().await;
+        stop.await;
         relay.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
